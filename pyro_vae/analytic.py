@@ -1,0 +1,132 @@
+"""Hand-derived closed forms of the VAE derivation, one function per equation.
+
+Every function is batched over leading dimensions and runs on any device and dtype. Sums run over
+the last (event) dimension, so a result has the batch shape of its inputs. Tests hold each against
+torch.distributions and Pyro's own estimators (tests/test_analytic.py, tests/test_elbo.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def reparameterize(loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I): a sample of N(mu, diag sigma^2) that is differentiable
+    in (mu, sigma), with dz/dphi = dmu/dphi + eps * dsigma/dphi."""
+    return loc + scale * eps
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) = -1/2 (d log 2 pi + ||z||^2)."""
+    return -0.5 * (z.shape[-1] * LOG_2PI + z.pow(2).sum(-1))
+
+
+def diagonal_normal_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag sigma^2) = -1/2 sum(log 2 pi + 2 log sigma + ((z - mu) / sigma)^2)."""
+    return -0.5 * (LOG_2PI + 2 * scale.log() + ((z - loc) / scale).pow(2)).sum(-1)
+
+
+def kl_diagonal_normal_standard_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2)."""
+    return 0.5 * (scale.pow(2) + loc.pow(2) - 1 - 2 * scale.log()).sum(-1)
+
+
+def kl_normal_standard_normal(loc: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, Sigma) || N(0, I)) = 1/2 (tr Sigma + mu^T mu - d - log det Sigma), Sigma = L L^T.
+
+    With the Cholesky factor L: tr Sigma = ||L||_F^2 and log det Sigma = 2 sum log diag L.
+    """
+    trace = scale_tril.pow(2).sum((-2, -1))
+    log_det = 2 * scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return 0.5 * (trace + loc.pow(2).sum(-1) - loc.shape[-1] - log_det)
+
+
+def kl_normal_normal(
+    loc_q: torch.Tensor, scale_tril_q: torch.Tensor, loc_p: torch.Tensor, scale_tril_p: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mu1, Sigma1) || N(mu2, Sigma2))
+    = 1/2 (log det Sigma2 / det Sigma1 - d + tr(Sigma2^-1 Sigma1) + (mu2 - mu1)^T Sigma2^-1 (mu2 - mu1)).
+
+    With Sigma1 = L1 L1^T and Sigma2 = L2 L2^T, and no explicit inverse:
+    tr(Sigma2^-1 Sigma1) = ||L2^-1 L1||_F^2 and the Mahalanobis term is ||L2^-1 (mu2 - mu1)||^2,
+    both by triangular solves; log det Sigma = 2 sum log diag L.
+    """
+    shape = torch.broadcast_shapes(scale_tril_q.shape, scale_tril_p.shape)
+    L1, L2 = scale_tril_q.expand(shape), scale_tril_p.expand(shape)
+    diff = (loc_p - loc_q).expand(shape[:-1]).unsqueeze(-1)
+    trace = torch.linalg.solve_triangular(L2, L1, upper=False).pow(2).sum((-2, -1))
+    mahalanobis = torch.linalg.solve_triangular(L2, diff, upper=False).pow(2).sum((-2, -1))
+    log_det_ratio = 2 * (
+        L2.diagonal(dim1=-2, dim2=-1).log().sum(-1) - L1.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    )
+    return 0.5 * (log_det_ratio - shape[-1] + trace + mahalanobis)
+
+
+def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log Bernoulli(x; sigmoid(l)) = sum(x log sigmoid(l) + (1 - x) log sigmoid(-l))
+    = sum(x l - softplus(l)), the stable form from logits l."""
+    return (x * logits - F.softplus(logits)).sum(-1)
+
+
+def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """log N(x; f(z), sigma^2 I) = -d/2 log(2 pi sigma^2) - ||x - f(z)||^2 / (2 sigma^2).
+
+    `sigma` is a scalar (a float or a 0-d tensor, fixed or learned) shared by all d pixels.
+    """
+    sigma = torch.as_tensor(sigma, dtype=mean.dtype, device=mean.device)
+    d = x.shape[-1]
+    return -0.5 * d * (LOG_2PI + 2 * sigma.log()) - (x - mean).pow(2).sum(-1) / (2 * sigma.pow(2))
+
+
+def continuous_bernoulli_log_normalizer(logits: torch.Tensor, taylor_below: float = 1e-2) -> torch.Tensor:
+    """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(l), elementwise:
+
+    C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2),
+    log C = log 2 + l^2 / 12 - 7 l^4 / 1440 + O(l^6) near l = 0 (lambda = 1/2), where the closed form
+    is 0/0; the series is used for |l| < `taylor_below` (its error there is below 1e-14).
+    """
+    small = logits.abs() < taylor_below
+    safe = torch.where(small, torch.ones_like(logits), logits.abs())
+    exact = safe.log() - torch.tanh(safe / 2).log()
+    l2 = logits.pow(2)
+    series = math.log(2.0) + l2 / 12 - 7 * l2.pow(2) / 1440
+    return torch.where(small, series, exact)
+
+
+def continuous_bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log CB(x; lambda) = sum(log C(lambda) + x log lambda + (1 - x) log(1 - lambda))
+    = sum(log C(l) + x l - softplus(l)), for x in [0, 1] and lambda = sigmoid(l)."""
+    return (continuous_bernoulli_log_normalizer(logits) + x * logits - F.softplus(logits)).sum(-1)
+
+
+class AmortizedGaussianVAE(Protocol):
+    """What the ELBO forms need: the encoder's q(z|x) = N(mu(x), diag sigma(x)^2) and log p(x|z)."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+
+
+def elbo_analytic_kl(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), per image, with the expectation estimated by
+    the S reparameterized samples z_s = mu(x) + sigma(x) * eps_s (eps of shape (S, batch, z_dim))
+    and the KL term exact. Returns shape (batch,)."""
+    loc, scale = vae.encode(x)
+    z = reparameterize(loc, scale, eps)
+    return vae.log_likelihood(x, z).mean(0) - kl_diagonal_normal_standard_normal(loc, scale)
+
+
+def elbo_monte_carlo(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """ELBO(x) = E_q[log p(x|z) + log p(z) - log q(z|x)], per image, every term estimated by the
+    S reparameterized samples z_s = mu(x) + sigma(x) * eps_s (eps of shape (S, batch, z_dim)).
+    Returns shape (batch,)."""
+    loc, scale = vae.encode(x)
+    z = reparameterize(loc, scale, eps)
+    log_weight = vae.log_likelihood(x, z) + standard_normal_log_prob(z) - diagonal_normal_log_prob(z, loc, scale)
+    return log_weight.mean(0)

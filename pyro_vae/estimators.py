@@ -1,0 +1,83 @@
+"""ELBO estimators built by name, and the per-image loss they give for a VAE.
+
+| name            | Pyro estimator              | KL(q || p) term                    |
+|-----------------|-----------------------------|------------------------------------|
+| `trace`         | `Trace_ELBO`                | Monte Carlo: log q(z|x) - log p(z) |
+| `meanfield`     | `TraceMeanField_ELBO`       | closed form where q and p allow it |
+| `jit-trace`     | `JitTrace_ELBO`             | as `trace`, compiled once          |
+| `jit-meanfield` | `JitTraceMeanField_ELBO` (fixed here, see below) | as `meanfield`, compiled once |
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.infer
+import torch
+
+from .errors import ConfigError
+from .model import VAE
+
+LossFunction = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
+    """Pyro 1.9's `JitTraceMeanField_ELBO`, compiled once instead of on every call.
+
+    Upstream, `differentiable_loss` tests for a cached `_loss_and_surrogate_loss` attribute but stores
+    the compiled function as `_differentiable_loss`, so every step builds and traces a new function.
+    This subclass reuses the stored one; the first call still goes through Pyro's code.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        compiled = getattr(self, "_differentiable_loss", None)
+        if compiled is None:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs)
+
+
+ESTIMATORS = {
+    "trace": pyro.infer.Trace_ELBO,
+    "meanfield": pyro.infer.TraceMeanField_ELBO,
+    "jit-trace": pyro.infer.JitTrace_ELBO,
+    "jit-meanfield": JitTraceMeanField_ELBO,
+}
+
+
+def build_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
+    """The estimator `name` averaging `num_particles` samples, vectorized over particles."""
+    if name not in ESTIMATORS:
+        raise ConfigError(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
+    if num_particles < 1:
+        raise ConfigError(f"--num-particles must be at least 1, got {num_particles}")
+    options = dict(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+    if name.startswith("jit-"):
+        options["ignore_jit_warnings"] = True
+    return ESTIMATORS[name](**options)
+
+
+def loss_function(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
+    """loss(x, beta) = the estimator's negative ELBO per image, differentiable in vae's parameters.
+
+    The compiled (JIT) estimators read parameters from Pyro's param store, so for them the module is
+    registered there; the store is cleared first, so no parameter of an earlier model is picked up.
+    """
+    if not isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
+        return lambda x, kl_scale: elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale)
+
+    pyro.clear_param_store()
+
+    def model(x: torch.Tensor, kl_scale: torch.Tensor) -> None:
+        pyro.module("vae", vae)
+        vae.model(x, kl_scale)
+
+    def guide(x: torch.Tensor, kl_scale: torch.Tensor) -> None:
+        pyro.module("vae", vae)
+        vae.guide(x, kl_scale)
+
+    def compiled_loss(x: torch.Tensor, kl_scale: float) -> torch.Tensor:
+        # a tensor argument, so a new KL weight does not trigger a new compilation
+        return elbo.differentiable_loss(model, guide, x, torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device))
+
+    return compiled_loss

@@ -1,0 +1,53 @@
+"""Writing files so that a crash never leaves a half-written one: temporary file, fsync, rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, IO
+
+import torch
+
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through `write(file)` to a temporary file in path's folder, fsync it, rename it onto path.
+
+    A reader sees the old file or the new one, never a part of either.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    """Append one JSON line and fsync, so a finished epoch's metrics survive a crash."""
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save of `state` plus the format version, atomically."""
+    atomic_write(path, lambda f: torch.save({"format_version": CHECKPOINT_FORMAT, **state}, f))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary code."""
+    return torch.load(path, map_location=map_location, weights_only=True)

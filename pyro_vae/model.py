@@ -1,0 +1,125 @@
+"""The Pyro model p(x, z) = p(z) p(x|z) and the guide q(z|x), over one batch of images.
+
+    z ~ N(0, I)              (site "z", event dim 1)
+    x ~ p(x | decoder(z))    (site "x", event dim 1; Bernoulli, continuous Bernoulli or Gaussian)
+
+Both run inside `pyro.plate("data")` over the batch, scaled by 1/batch so that every loss is per
+image, and the z site is scaled by the KL weight beta in model and guide alike, which multiplies
+the KL term of the ELBO by beta (beta -> 0 approaches a plain autoencoder).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from . import analytic
+from .errors import ConfigError
+from .guides import GUIDES, build_guide
+from .networks import ACTIVATIONS, Decoder, Encoder
+
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the VAE. Defaults follow Pyro's VAE tutorial: 784-400-50, softplus."""
+
+    x_dim: int = 784
+    hidden: tuple[int, ...] = (400,)
+    z_dim: int = 50
+    activation: str = "softplus"
+    likelihood: str = "bernoulli"
+    sigma: float = 0.1  # Gaussian likelihood: the pixel noise (its initial value when learned)
+    learn_sigma: bool = False
+    guide: str = "diagonal"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown likelihood {self.likelihood!r}; choose one of: {', '.join(LIKELIHOODS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        if self.guide not in GUIDES:
+            raise ConfigError(f"unknown guide {self.guide!r}; choose one of: {', '.join(GUIDES)}")
+        if self.z_dim < 1 or self.x_dim < 1 or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"layer sizes must be positive: x_dim={self.x_dim}, hidden={self.hidden}, z_dim={self.z_dim}")
+        if not self.sigma > 0:
+            raise ConfigError(f"--sigma must be positive, got {self.sigma}")
+        if self.learn_sigma and self.likelihood != "gaussian":
+            raise ConfigError("--learn-sigma applies only to --likelihood gaussian")
+
+
+class VAE(nn.Module):
+    """Decoder, likelihood and variational family of one VAE, with Pyro's `model` and `guide`.
+
+    Parameters live in the module, not in Pyro's global param store, so models never share state.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.decoder = Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
+        self.q = build_guide(config.guide, Encoder(config.x_dim, config.hidden, config.z_dim, config.activation))
+        log_sigma = torch.tensor(math.log(config.sigma))
+        if config.learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's (mu(x), sigma(x))."""
+        return self.q.encoder(x)
+
+    def likelihood(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x|z) as a Pyro distribution with event dim 1."""
+        logits = self.decoder(z)
+        if self.config.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=logits).to_event(1)
+        if self.config.likelihood == "continuous-bernoulli":
+            return dist.ContinuousBernoulli(logits=logits).to_event(1)
+        return dist.Normal(torch.sigmoid(logits), self.sigma.expand(logits.shape)).to_event(1)
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per image, by the hand-derived formulas of `analytic`."""
+        logits = self.decoder(z)
+        if self.config.likelihood == "bernoulli":
+            return analytic.bernoulli_log_likelihood(x, logits)
+        if self.config.likelihood == "continuous-bernoulli":
+            return analytic.continuous_bernoulli_log_likelihood(x, logits)
+        return analytic.gaussian_log_likelihood(x, torch.sigmoid(logits), self.sigma)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z], the image a person sees for a latent z."""
+        return self.likelihood(z).mean
+
+    @contextmanager
+    def _images(self, x: torch.Tensor) -> Iterator[None]:
+        """The batch plate, scaled by 1/batch so that losses are per image."""
+        with poutine.scale(scale=1.0 / x.shape[0]), pyro.plate("data", x.shape[0], dim=-1):
+            yield
+
+    def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0) -> None:
+        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed."""
+        with self._images(x):
+            with poutine.scale(scale=kl_scale):
+                prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], self.config.z_dim])
+                z = pyro.sample("z", prior.to_event(1))
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0) -> None:
+        """q(z|x), the amortized variational family."""
+        with self._images(x), poutine.scale(scale=kl_scale):
+            pyro.sample("z", self.q(x))

@@ -1,0 +1,53 @@
+"""Shared fixtures: the devices to test on, float tolerances per dtype, and the real-data folder."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae.data import DATA_DIR_ENV
+
+CUDA = torch.cuda.is_available()
+_device_uses: Counter = Counter()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA GPU"))])
+def device(request) -> torch.device:
+    """Every device-parametrized test runs on the CPU, and on CUDA where a GPU exists."""
+    _device_uses[request.param] += 1
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def dtype(device) -> torch.dtype:
+    """float64 on the CPU (tight checks); float32 on CUDA, the precision GPUs train in."""
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
+def rtol_for(dtype: torch.dtype) -> float:
+    """Relative tolerance of an exact identity: 1e-10 in float64; in float32 a few hundred ulps
+    (eps = 1.2e-7) for sums over hundreds of terms."""
+    return 1e-10 if dtype == torch.float64 else 1e-4
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real MNIST-family data ($PYRO_VAE_DATA, set by .ci/run when ../shared/data exists)."""
+    path = os.environ.get(DATA_DIR_ENV)
+    if not path or not (Path(path) / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not available: set ${DATA_DIR_ENV} to a folder holding MNIST/raw")
+    return Path(path)
+
+
+def pytest_report_header(config) -> str:
+    name = torch.cuda.get_device_name(0) if CUDA else "none"
+    return f"pyro-vae devices: cpu, cuda={'yes' if CUDA else 'no'} (GPU: {name}); torch {torch.__version__}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    uses = ", ".join(f"{d}: {n} tests" for d, n in sorted(_device_uses.items())) or "none"
+    terminalreporter.write_line(f"device-parametrized tests ran on: {uses}" + ("" if CUDA else " (no CUDA GPU here)"))
