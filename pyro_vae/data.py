@@ -234,6 +234,8 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         raise DataError(
             f"{path} is truncated: its header promises {shape} but it holds {len(data) - header} bytes of data"
         )
+    if ndim == 3 and shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{path} holds {shape[1]}x{shape[2]} images; expected 28x28")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

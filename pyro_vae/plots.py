@@ -57,7 +57,7 @@ def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None
         points, axis = means, "z"
     fig, ax = plt.subplots(figsize=(6, 5))
     colour = None if labels is None else labels.cpu().numpy()
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=colour, cmap="tab10", s=4, alpha=0.7)
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=colour, cmap="tab10", vmin=-0.5, vmax=9.5, s=4, alpha=0.7)
     if labels is not None:
         fig.colorbar(scatter, ax=ax, label="label", ticks=range(10))
     ax.set_xlabel(f"{axis} 1")

@@ -1,0 +1,94 @@
+"""The training command end to end: outputs, messages and exit statuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ["config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "loss_curve.png",
+           "reconstructions.png", "samples.png", "latent.png"]
+
+
+def test_one_short_epoch_writes_every_output(tmp_path):
+    """The real entry point, as a user runs it, on the offline default data."""
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "scripts/svi_train.py", "--epochs", "1", "--hidden", "64", "--z-dim", "4",
+         "--out", str(out), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    config = json.loads((out / "config.json").read_text())
+    assert config["estimator"] == "trace" and config["model"]["hidden"] == [64]
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert set(record) >= {"epoch", "step", "train_loss", "test_loss", "seconds", "images_per_second"}
+    assert record["step"] == 16 and 100 < record["test_loss"] < 700  # 4000 images / 256
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["binarization"] == "dynamic"
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["format_version"] == 1
+    assert "epoch   1/1" in result.stderr and "nats/image" in result.stderr
+
+
+def test_runs_are_reproducible(tmp_path):
+    args = ["--epochs", "1", "--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in "ab")
+    assert a["train_loss"] == b["train_loss"] and a["test_loss"] == b["test_loss"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_gpu_exits_2(tmp_path, capsys):
+    assert main(["--cuda", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no usable CUDA GPU" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--likelihood", "bernoulli", "--binarize", "none"], "needs pixels that are 0 or 1"),
+        (["--dataset", "mnist", "--data-dir", "/no/such/folder"], "does not exist"),
+        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--beta", "0"], "--beta must be a positive number"),
+        (["--num-particles", "0"], "--num-particles must be at least 1"),
+        (["--learn-sigma"], "--learn-sigma applies only to --likelihood gaussian"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
+    assert main(args + ["--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.startswith("error: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_empty_output_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("precious")
+    assert main(["--out", str(tmp_path), "--epochs", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_argparse_rejects_unknown_choices(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--dataset", "cifar"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_grey_pixel_likelihoods_train(tmp_path):
+    for likelihood in ("gaussian", "continuous-bernoulli"):
+        out = tmp_path / likelihood
+        assert main(["--likelihood", likelihood, "--epochs", "1", "--hidden", "32", "--z-dim", "2",
+                     "--out", str(out), "--no-progress"]) == 0
+        assert json.loads((out / "summary.json").read_text())["binarization"] == "none"

@@ -1,0 +1,159 @@
+"""Datasets, their files, binarization, and the messages for data that cannot be used."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae import data
+from pyro_vae.errors import DataError
+
+
+def test_default_dataset_is_a_fixed_stratified_split():
+    a, b = data.load_default(), data.load_default()
+    assert a.train.shape == (4000, 784) and a.test.shape == (1000, 784)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test_labels, b.test_labels)
+    assert torch.bincount(a.test_labels).tolist() == [100] * 10
+    assert 0 <= a.train.min() and a.train.max() <= 1 and not a.is_binary
+    # no image is in both splits
+    train_rows = {row.numpy().tobytes() for row in a.train}
+    assert not any(row.numpy().tobytes() in train_rows for row in a.test)
+
+
+def test_binarization_modes():
+    dataset = data.load_default()
+    static = data.prepare(dataset, "static")
+    dynamic = data.prepare(dataset, "dynamic")
+    assert static.is_binary and not dynamic.is_binary  # dynamic draws train batches in the loop
+    assert torch.equal(static.test, dynamic.test)  # the test draw is fixed: comparable across runs
+    assert torch.equal(static.train, data.prepare(dataset, "static").train)
+    assert data.prepare(dataset, "none") is dataset
+    # a binarized pixel is 1 with probability equal to its grey level: E[x_bin] = x
+    x = torch.full((200_000,), 0.3)
+    draw = data.binarize(x, torch.Generator().manual_seed(0))
+    standard_error = (0.3 * 0.7 / x.numel()) ** 0.5
+    assert abs(draw.mean().item() - 0.3) < 5 * standard_error
+    with pytest.raises(DataError, match="unknown binarization"):
+        data.prepare(dataset, "sometimes")
+
+
+def test_real_mnist_loads_read_only(data_dir):
+    dataset = data.load_dataset("mnist", data_dir)
+    assert dataset.train.shape == (60000, 784) and dataset.test.shape == (10000, 784)
+    assert dataset.train_labels[:5].tolist() == [5, 0, 4, 1, 9]  # MNIST's famous first digits
+    fashion = data.load_dataset("fashion-mnist", data_dir)
+    assert fashion.test.shape == (10000, 784) and fashion.test_labels.max() == 9
+
+
+def test_binarized_mnist_loads(data_dir):
+    if not (data_dir / "BinarizedMNIST").is_dir():
+        pytest.skip("no BinarizedMNIST folder in the data directory")
+    dataset = data.load_dataset("binarized-mnist", data_dir)
+    assert dataset.train.shape == (50000, 784) and dataset.test.shape == (10000, 784)
+    assert dataset.is_binary and dataset.train_labels is None
+
+
+def write_idx(path, array: np.ndarray, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fake_mnist(tmp_path):
+    """A tiny MNIST in torchvision's layout: 6 train and 4 test images."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), 2049)
+    return tmp_path
+
+
+def test_idx_files_are_read(fake_mnist):
+    dataset = data.load_dataset("mnist", fake_mnist)
+    assert dataset.train.shape == (6, 784) and dataset.test.shape == (4, 784)
+
+
+def test_truncated_gz_is_reported(fake_mnist):
+    path = fake_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        data.load_dataset("mnist", fake_mnist)
+
+
+def test_short_idx_payload_and_wrong_image_size_are_reported(fake_mnist):
+    path = fake_mnist / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (4, 28, 28))
+    with gzip.open(path, "wb") as f:  # a whole gzip stream whose payload is one row short
+        f.write(header + bytes(4 * 28 * 28 - 28))
+    with pytest.raises(DataError, match="truncated"):
+        data.load_dataset("mnist", fake_mnist)
+    write_idx(path, np.zeros((4, 28, 27)), 2051)
+    with pytest.raises(DataError, match="28x28"):
+        data.load_dataset("mnist", fake_mnist)
+
+
+def test_missing_files_name_what_was_expected(tmp_path, monkeypatch):
+    """Offline, a missing dataset stops with the expected files, where, and the offline alternative."""
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataError) as error:
+        data.load_dataset("mnist", tmp_path)
+    message = str(error.value)
+    assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "--dataset default" in message
+
+
+def test_missing_directory_and_unknown_dataset(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_dataset("mnist", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="unknown dataset"):
+        data.load_dataset("cifar", tmp_path)
+    with pytest.raises(DataError, match="cannot download"):
+        data.load_dataset("binarized-mnist", tmp_path)
+
+
+def test_amat_files_gzipped_or_not(tmp_path):
+    folder = tmp_path / "BinarizedMNIST"
+    folder.mkdir()
+    rows = np.random.default_rng(0).integers(0, 2, (3, 784))
+    text = "".join(" ".join(map(str, row)) + "\n" for row in rows).encode()
+    (folder / "binarized_mnist_train.amat").write_bytes(text)
+    with gzip.open(folder / "binarized_mnist_test.amat.gz", "wb") as f:
+        f.write(text)
+    dataset = data.load_dataset("binarized-mnist", tmp_path)
+    assert torch.equal(dataset.train, torch.from_numpy(rows).float()) and torch.equal(dataset.test, dataset.train)
+    (folder / "binarized_mnist_train.amat").write_bytes(text[:-10])
+    with pytest.raises(DataError, match="not a binarized-MNIST .amat file"):
+        data.load_dataset("binarized-mnist", tmp_path)
+
+
+def test_pixels_outside_the_unit_interval_or_nan_are_refused():
+    dataset = data.load_default()
+    bad = dataset.train.clone()
+    bad[0, 0] = 1.5
+    with pytest.raises(DataError, match=r"expected values in \[0, 1\]"):
+        data.check_pixels(data.Dataset("x", bad, dataset.test, None, None))
+    bad[0, 0] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        data.check_pixels(data.Dataset("x", bad, dataset.test, None, None))
+    with pytest.raises(DataError, match="shape"):
+        data.check_pixels(data.Dataset("x", dataset.train[:, :100], dataset.test, None, None))
+
+
+def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    assert data.default_data_dir() == tmp_path
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data.default_data_dir() == tmp_path / "cache" / "pyro-vae"
