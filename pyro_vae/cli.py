@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from . import data
-from .errors import PyroVAEError
+from .errors import ConfigError, PyroVAEError
 from .estimators import ESTIMATORS
 from .guides import GUIDES
 from .model import LIKELIHOODS, ModelConfig
 from .networks import ACTIVATIONS
-from .train import TrainConfig, train
+from .resume import load_run_checkpoint, resumed_config
+from .train import Interrupted, TrainConfig, train
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -65,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cuda", action="store_true", help="train on the GPU (exit status 2 if there is none)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
     g.add_argument("--out", default=None, help="run folder (default: a new runs/<timestamp>)")
+    g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+                   help="epochs between checkpoints; one is also written at the end and on Ctrl-C (default: %(default)s)")
+    g.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in DIR from its checkpoint, exactly; flags given again must match the "
+                        "run's, except --epochs, --threads, --data-dir, --checkpoint-every and --on-nonfinite")
+    g.add_argument("--on-nonfinite", choices=("stop", "skip"), default=defaults.on_nonfinite,
+                   help="a NaN or infinite loss or gradient stops the run (keeping the last checkpoint), "
+                        "or skips the step, counted in metrics.jsonl (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch lines")
     return p
 
@@ -78,19 +89,42 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         model=model, dataset=args.dataset, data_dir=args.data_dir, binarization=args.binarization,
         estimator=args.estimator, num_particles=args.num_particles, lr=args.lr, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, threads=args.threads, beta=args.beta, kl_warmup=args.kl_warmup,
-        cuda=args.cuda, out=args.out,
+        cuda=args.cuda, out=args.out, checkpoint_every=args.checkpoint_every, on_nonfinite=args.on_nonfinite,
     )
+
+
+_NOT_SETTINGS = ("resume", "no_progress", "out")
+
+
+def given_settings(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict:
+    """The settings written on the command line, by name, leaving out the defaults."""
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    given = vars(parser.parse_args(argv, namespace))
+    return {k: v for k, v in given.items() if v is not unset and k not in _NOT_SETTINGS}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, train, and turn every user-facing error into one line on stderr and exit status 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        train(config_from_args(args), progress=not args.no_progress)
+        if args.resume is None:
+            train(config_from_args(args), progress=not args.no_progress)
+        else:
+            if args.out is not None:
+                raise ConfigError("--resume DIR continues the run in DIR; leave out --out")
+            checkpoint = load_run_checkpoint(Path(args.resume))
+            config = resumed_config(checkpoint, given_settings(parser, argv), TrainConfig)
+            config = replace(config, out=args.resume)
+            train(config, progress=not args.no_progress, checkpoint=checkpoint)
     except PyroVAEError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("interrupted; the run folder holds the checkpoint of the last finished epoch", file=sys.stderr)
+        print("interrupted at once (second Ctrl-C); the run folder holds the last checkpoint", file=sys.stderr)
         return 130
     return 0

@@ -8,19 +8,24 @@ param store, so runs never share state.
 
 from __future__ import annotations
 
+import json
 import math
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
 from . import data, evaluate, files, plots
+from . import resume as resume_module
 from .errors import ConfigError, DataError, PyroVAEError
 from .estimators import build_elbo, loss_function
 from .model import VAE, ModelConfig
@@ -49,9 +54,11 @@ class TrainConfig:
     kl_warmup: float = 0.0  # epochs of linear KL warm-up from 0 to beta
     cuda: bool = False
     out: str | None = None  # None: runs/<timestamp>
+    checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
+    on_nonfinite: str = "stop"  # a NaN or infinite loss or gradient: "stop" the run, or "skip" the step
 
     def __post_init__(self) -> None:
-        for name in ("num_particles", "batch_size", "epochs"):
+        for name in ("num_particles", "batch_size", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -64,6 +71,8 @@ class TrainConfig:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.binarization is not None and self.binarization not in data.BINARIZATIONS:
             raise ConfigError(f"unknown binarization {self.binarization!r}; choose one of: {', '.join(data.BINARIZATIONS)}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         build_elbo(self.estimator, self.num_particles)  # validates the name and particle count
 
     @property
@@ -116,94 +125,161 @@ def new_run_dir(out: str | None) -> Path:
     return path
 
 
+class Interrupted(Exception):
+    """The user pressed Ctrl-C; a checkpoint was written first."""
+
+
+@contextmanager
+def interrupt_flag() -> Iterator[list[bool]]:
+    """While inside, the first Ctrl-C (SIGINT) only sets flag[0], so the loop can stop between two
+    steps and write a checkpoint; a second Ctrl-C interrupts at once."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag[0] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(
     config: TrainConfig,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    checkpoint: dict | None = None,
 ) -> Path:
     """Train a VAE with SVI as `config` says and write the run folder; returns its path.
 
-    `summary.json` is written last, so a folder without it is an unfinished run.
+    With a `checkpoint` (of the run in folder `config.out`, see `resume.load_run_checkpoint`), continue
+    that run exactly as if it had never stopped. `summary.json` is written last, so a folder without it is an unfinished run.
     """
     device = resolve_device(config.cuda)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     dataset = load_training_data(config, device)
     model_config = ModelConfig(**{**asdict(config.model), "x_dim": dataset.x_dim})
     config = TrainConfig(**{**asdict(config), "model": model_config})
 
-    out = new_run_dir(config.out)
-    files.write_json(out / "config.json", asdict(config))
+    pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(model_config).to(device)
     loss = loss_function(vae, build_elbo(config.estimator, config.num_particles))
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    if checkpoint is None:
+        out = new_run_dir(config.out)
+        state = resume_module.Progress()
+    else:
+        out = Path(config.out)
+        vae.load_state_dict(checkpoint["model_state"])
+        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        resume_module.set_rng_states(checkpoint["rng"])
+        state = resume_module.progress_from(checkpoint)
+        if state.permutation is not None:
+            state.permutation = state.permutation.to(device)
+        # metrics.jsonl may hold an epoch finished after the checkpoint: the checkpoint's list is the truth
+        files.atomic_write(out / "metrics.jsonl", lambda f: f.write("".join(json.dumps(m) + "\n" for m in state.metrics).encode()))
+        (out / "summary.json").unlink(missing_ok=True)
+    files.write_json(out / "config.json", asdict(config))
+
+    def save() -> None:
+        files.save_checkpoint(
+            out / "checkpoint.pt",
+            dict(config=asdict(config), model_state=vae.state_dict(), optimizer_state=optimizer.state_dict(),
+                 rng=resume_module.rng_states(), progress=asdict(state), epoch=state.epoch, step=state.step),
+        )
+
     dynamic = config.resolved_binarization == "dynamic"
     n_train = dataset.train.shape[0]
     steps_per_epoch = math.ceil(n_train / config.batch_size)
+    parameters = [p for p in vae.parameters() if p.requires_grad]
+    verb = "training" if checkpoint is None else f"resuming at epoch {state.epoch + 1}, step {state.step}"
     log(
-        f"training on {dataset.name} ({n_train} train / {dataset.test.shape[0]} test images, "
+        f"{verb} on {dataset.name} ({n_train} train / {dataset.test.shape[0]} test images, "
         f"binarization {config.resolved_binarization}) on {device}; writing {out}"
     )
-
-    metrics: list[dict] = []
-    step, started = 0, time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress)
-        tic = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for batch_index in torch.randperm(n_train, device=device).split(config.batch_size):
-            x = dataset.train[batch_index]
-            if dynamic:
-                x = data.binarize(x)
-            step += 1
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss = loss(x, config.kl_scale(step, steps_per_epoch))
-            batch_loss.backward()
-            optimizer.step()
-            loss_sum += batch_loss.detach() * x.shape[0]
-            bar.update()
-            if progress and bar.n % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / min(bar.n * config.batch_size, n_train):.2f}")
-        bar.close()
-        train_loss = loss_sum.item() / n_train
-        seconds = time.perf_counter() - tic
-        if not math.isfinite(train_loss):
-            raise TrainingError(
-                f"the training loss became {train_loss} in epoch {epoch} (step {step}, estimator "
-                f"{config.estimator}); try a smaller --lr, or for a Gaussian likelihood a larger --sigma. "
-                f"The checkpoint in {out} holds the last good epoch"
+    started = time.perf_counter()
+    with interrupt_flag() as interrupted:
+        while state.epoch < config.epochs:
+            if state.permutation is None:
+                state.start_epoch(torch.randperm(n_train, device=device))
+            bar = tqdm(total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
+                       leave=False, disable=not progress)
+            tic = time.perf_counter()
+            loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
+            for batch_index in state.permutation.split(config.batch_size)[state.batch:]:
+                x = dataset.train[batch_index]
+                if dynamic:
+                    x = data.binarize(x)
+                state.step += 1
+                optimizer.zero_grad(set_to_none=True)
+                batch_loss = loss(x, config.kl_scale(state.step, steps_per_epoch))
+                batch_loss.backward()
+                if not _finite(batch_loss, parameters):
+                    if config.on_nonfinite == "stop":
+                        raise TrainingError(
+                            f"the loss or its gradient became NaN or infinite at step {state.step} "
+                            f"(epoch {state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
+                            f"rate too high (--lr {config.lr}), or for a Gaussian likelihood a --sigma too small. "
+                            f"{out / 'checkpoint.pt'} holds the last good state, untouched; "
+                            "--on-nonfinite skip skips such steps instead"
+                        )
+                    state.skipped += 1
+                else:
+                    optimizer.step()
+                    loss_sum += batch_loss.detach() * x.shape[0]
+                    state.images += x.shape[0]
+                state.batch += 1
+                bar.update()
+                if progress and state.batch % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_sum.item() / max(state.images, 1):.2f}")
+                if interrupted[0]:
+                    break
+            bar.close()
+            state.loss_sum = loss_sum.item()
+            state.seconds += time.perf_counter() - tic
+            if interrupted[0] and state.batch < steps_per_epoch:
+                save()
+                raise Interrupted(
+                    f"interrupted at step {state.step} (epoch {state.epoch + 1}); checkpoint written. "
+                    f"Resume with: python scripts/svi_train.py --resume {out}"
+                )
+            if state.images == 0:
+                raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
+            vae.eval()
+            test_loss = evaluate.negative_elbo(vae, dataset.test)
+            vae.train()
+            record = dict(
+                epoch=state.epoch + 1,
+                step=state.step,
+                train_loss=state.loss_sum / state.images,
+                test_loss=test_loss,
+                seconds=state.seconds,
+                images_per_second=n_train / state.seconds,
+                kl_scale=config.kl_scale(state.step, steps_per_epoch),
+                skipped_steps=state.skipped,
             )
-        vae.eval()
-        test_loss = evaluate.negative_elbo(vae, dataset.test)
-        vae.train()
-        record = dict(
-            epoch=epoch,
-            step=step,
-            train_loss=train_loss,
-            test_loss=test_loss,
-            seconds=seconds,
-            images_per_second=n_train / seconds,
-            kl_scale=config.kl_scale(step, steps_per_epoch),
-        )
-        metrics.append(record)
-        files.append_jsonl(out / "metrics.jsonl", record)
-        files.save_checkpoint(
-            out / "checkpoint.pt",
-            dict(
-                config=asdict(config),
-                epoch=epoch,
-                step=step,
-                model_state=vae.state_dict(),
-                optimizer_state=optimizer.state_dict(),
-                metrics=metrics,
-            ),
-        )
-        log(
-            f"epoch {epoch:3d}/{config.epochs}  train {train_loss:8.3f}  test {test_loss:8.3f} nats/image  "
-            f"{seconds:6.2f} s  {n_train / seconds:8.0f} images/s"
-        )
+            state.finish_epoch(record)
+            files.append_jsonl(out / "metrics.jsonl", record)
+            if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs or interrupted[0]:
+                save()
+            log(
+                f"epoch {state.epoch:3d}/{config.epochs}  train {record['train_loss']:8.3f}  test {test_loss:8.3f} "
+                f"nats/image  {state.seconds:6.2f} s  {record['images_per_second']:8.0f} images/s"
+                + (f"  ({state.skipped} non-finite steps skipped)" if state.skipped else "")
+            )
+            if interrupted[0] and state.epoch < config.epochs:
+                raise Interrupted(
+                    f"interrupted after epoch {state.epoch}; checkpoint written. "
+                    f"Resume with: python scripts/svi_train.py --resume {out}"
+                )
 
+    metrics = state.metrics
     write_figures(vae, dataset, metrics, out)
     summary = dict(
         final=metrics[-1],
@@ -217,6 +293,12 @@ def train(
     files.write_json(out / "summary.json", summary)
     log(f"done: test negative ELBO {metrics[-1]['test_loss']:.3f} nats/image; outputs in {out}")
     return out
+
+
+def _finite(loss: torch.Tensor, parameters: list[torch.Tensor]) -> bool:
+    """True when the loss and every gradient are finite (one norm over all gradients, one sync)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return bool(torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
 @torch.no_grad()

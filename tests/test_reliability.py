@@ -1,0 +1,174 @@
+"""Exact resume, crash safety, Ctrl-C, non-finite losses and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyro_vae.train as train_module
+from pyro_vae.cli import main
+from pyro_vae.errors import ConfigError
+from pyro_vae.resume import load_run_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
+
+
+def final_state(run: Path) -> tuple[dict, list[dict]]:
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return checkpoint["model_state"], metrics
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical parameters and identical metrics (all but the timings)."""
+    (state_a, metrics_a), (state_b, metrics_b) = final_state(a), final_state(b)
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    timing = {"seconds", "images_per_second"}
+    assert [{k: v for k, v in m.items() if k not in timing} for m in metrics_a] == [
+        {k: v for k, v in m.items() if k not in timing} for m in metrics_b
+    ]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """4 epochs without a stop: the run every resumed one must reproduce."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert main(SMALL + ["--epochs", "4", "--out", str(out)]) == 0
+    return out
+
+
+def test_two_epochs_then_resume_equals_four_straight(tmp_path, straight_run):
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "2", "--out", str(out)]) == 0
+    assert main(["--resume", str(out), "--epochs", "4", "--no-progress"]) == 0
+    assert_same_run(straight_run, out)
+    assert json.loads((out / "config.json").read_text())["epochs"] == 4
+
+
+def test_resume_refuses_changed_settings_and_names_them(tmp_path, capsys, straight_run):
+    assert main(["--resume", str(straight_run), "--z-dim", "3", "--estimator", "meanfield"]) == 2
+    err = capsys.readouterr().err
+    assert "--z-dim (run: 2, given: 3)" in err and "--estimator (run: 'trace', given: 'meanfield')" in err
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert main(["--resume", str(straight_run), "--out", str(tmp_path)]) == 2
+    assert "leave out --out" in capsys.readouterr().err
+
+
+def spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "scripts/svi_train.py", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path, straight_run):
+    """Killed three times at random moments after its first checkpoint, the run always has a loadable
+    checkpoint, and resuming completes it with exactly the straight run's result."""
+    out = tmp_path / "run"
+    rng = random.Random(0)
+    process = spawn(SMALL + ["--epochs", "4", "--out", str(out)])
+    for _ in range(3):
+        wait_for(out / "checkpoint.pt", process)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        load_run_checkpoint(out)  # raises if it cannot be loaded
+        if (out / "summary.json").exists():
+            break
+        process = spawn(["--resume", str(out), "--no-progress"])
+    else:
+        process.wait(timeout=300)
+    if not (out / "summary.json").exists():
+        assert main(["--resume", str(out), "--no-progress"]) == 0
+    assert_same_run(straight_run, out)
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path):
+    """SIGINT mid-run stops between two steps after a checkpoint, says how to resume, and the resumed
+    run ends exactly where an uninterrupted one does."""
+    args = ["--hidden", "400", "--z-dim", "4", "--no-progress", "--threads", "1", "--epochs", "6"]
+    out = tmp_path / "stopped"
+    process = spawn(args + ["--out", str(out)])
+    wait_for(out / "metrics.jsonl", process)
+    time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert f"Resume with: python scripts/svi_train.py --resume {out}" in err
+    assert not (out / "summary.json").exists()
+    assert main(["--resume", str(out), "--no-progress"]) == 0
+    assert main(args + ["--out", str(tmp_path / "straight")]) == 0
+    assert_same_run(tmp_path / "straight", out)
+
+
+def poisoned_loss(bad_step: int):
+    """Wrap the training loss so that step `bad_step` returns NaN."""
+    real = train_module.loss_function
+
+    def build(vae, elbo):
+        loss, calls = real(vae, elbo), [0]
+
+        def wrapped(x, kl_scale):
+            calls[0] += 1
+            value = loss(x, kl_scale)
+            return value * float("nan") if calls[0] == bad_step else value
+
+        return wrapped
+
+    return build
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_module, "loss_function", poisoned_loss(bad_step=20))  # in epoch 2 of 16 steps
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite at step 20" in err and "estimator trace" in err and "--lr" in err
+    checkpoint = load_run_checkpoint(out)
+    assert checkpoint["epoch"] == 1 and all(torch.isfinite(v).all() for v in checkpoint["model_state"].values())
+    assert not (out / "summary.json").exists()
+
+
+def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "loss_function", poisoned_loss(bad_step=20))
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "2", "--on-nonfinite", "skip", "--out", str(out)]) == 0
+    _, metrics = final_state(out)
+    assert [m["skipped_steps"] for m in metrics] == [0, 1]
+    assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in metrics)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Exploit.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _Exploit.marker = tmp_path / "pwned"
+    torch.save({"format_version": 1, "payload": _Exploit()}, run / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="cannot load"):
+        load_run_checkpoint(run)
+    assert main(["--resume", str(run)]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert not _Exploit.marker.exists()
