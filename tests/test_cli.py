@@ -64,6 +64,8 @@ def test_cuda_without_gpu_exits_2(tmp_path, capsys):
         (["--beta", "0"], "--beta must be a positive number"),
         (["--num-particles", "0"], "--num-particles must be at least 1"),
         (["--learn-sigma"], "--learn-sigma applies only to --likelihood gaussian"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--dataset", "binarized-mnist", "--data-dir", "."], "pyro-vae cannot download them"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
@@ -80,10 +82,14 @@ def test_non_empty_output_folder_is_refused(tmp_path, capsys):
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 
-def test_argparse_rejects_unknown_choices(capsys):
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--dataset", "cifar"], "invalid choice"), (["--hidden", "4x"], "expected comma-separated layer sizes")],
+)
+def test_argparse_rejects_malformed_flags(capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
-        main(["--dataset", "cifar"])
-    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_grey_pixel_likelihoods_train(tmp_path):
