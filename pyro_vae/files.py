@@ -11,6 +11,8 @@ from typing import Any, Callable, IO
 import torch
 
 CHECKPOINT_FORMAT = 1
+_UMASK = os.umask(0)  # reading the umask means setting it: read it once, put it back
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -19,15 +21,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     A reader sees the old file or the new one, never a part of either.
     """
     path = Path(path)
-    umask = os.umask(0)
-    os.umask(umask)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,6 +36,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def write_jsonl(path: Path, records: list) -> None:
+    """Replace path with one JSON line per record, atomically."""
+    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
 
 
 def append_jsonl(path: Path, obj: Any) -> None:

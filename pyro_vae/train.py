@@ -8,14 +8,13 @@ param store, so runs never share state.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
@@ -164,11 +163,10 @@ def train(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     dataset = load_training_data(config, device)
-    model_config = ModelConfig(**{**asdict(config.model), "x_dim": dataset.x_dim})
-    config = TrainConfig(**{**asdict(config), "model": model_config})
+    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim))
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
-    vae = VAE(model_config).to(device)
+    vae = VAE(config.model).to(device)
     loss = loss_function(vae, build_elbo(config.estimator, config.num_particles))
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
     if checkpoint is None:
@@ -183,7 +181,7 @@ def train(
         if state.permutation is not None:
             state.permutation = state.permutation.to(device)
         # metrics.jsonl may hold an epoch finished after the checkpoint: the checkpoint's list is the truth
-        files.atomic_write(out / "metrics.jsonl", lambda f: f.write("".join(json.dumps(m) + "\n" for m in state.metrics).encode()))
+        files.write_jsonl(out / "metrics.jsonl", state.metrics)
         (out / "summary.json").unlink(missing_ok=True)
     files.write_json(out / "config.json", asdict(config))
 
@@ -193,6 +191,9 @@ def train(
             dict(config=asdict(config), model_state=vae.state_dict(), optimizer_state=optimizer.state_dict(),
                  rng=resume_module.rng_states(), progress=asdict(state), epoch=state.epoch, step=state.step),
         )
+
+    def stop(where: str) -> Interrupted:
+        return Interrupted(f"interrupted {where}; checkpoint written. Resume with: python scripts/svi_train.py --resume {out}")
 
     dynamic = config.resolved_binarization == "dynamic"
     n_train = dataset.train.shape[0]
@@ -245,10 +246,7 @@ def train(
             state.seconds += time.perf_counter() - tic
             if interrupted[0] and state.batch < steps_per_epoch:
                 save()
-                raise Interrupted(
-                    f"interrupted at step {state.step} (epoch {state.epoch + 1}); checkpoint written. "
-                    f"Resume with: python scripts/svi_train.py --resume {out}"
-                )
+                raise stop(f"at step {state.step} (epoch {state.epoch + 1})")
             if state.images == 0:
                 raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
             vae.eval()
@@ -274,10 +272,7 @@ def train(
                 + (f"  ({state.skipped} non-finite steps skipped)" if state.skipped else "")
             )
             if interrupted[0] and state.epoch < config.epochs:
-                raise Interrupted(
-                    f"interrupted after epoch {state.epoch}; checkpoint written. "
-                    f"Resume with: python scripts/svi_train.py --resume {out}"
-                )
+                raise stop(f"after epoch {state.epoch}")
 
     metrics = state.metrics
     write_figures(vae, dataset, metrics, out)
