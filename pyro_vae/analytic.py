@@ -122,11 +122,23 @@ def elbo_analytic_kl(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tens
     return vae.log_likelihood(x, z).mean(0) - kl_diagonal_normal_standard_normal(loc, scale)
 
 
-def elbo_monte_carlo(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """ELBO(x) = E_q[log p(x|z) + log p(z) - log q(z|x)], per image, every term estimated by the
-    S reparameterized samples z_s = mu(x) + sigma(x) * eps_s (eps of shape (S, batch, z_dim)).
-    Returns shape (batch,)."""
+def log_importance_weights(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for the S reparameterized samples
+    z_s = mu(x) + sigma(x) * eps_s (eps of shape (S, batch, z_dim)). Returns shape (S, batch)."""
     loc, scale = vae.encode(x)
     z = reparameterize(loc, scale, eps)
-    log_weight = vae.log_likelihood(x, z) + standard_normal_log_prob(z) - diagonal_normal_log_prob(z, loc, scale)
-    return log_weight.mean(0)
+    return vae.log_likelihood(x, z) + standard_normal_log_prob(z) - diagonal_normal_log_prob(z, loc, scale)
+
+
+def elbo_monte_carlo(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """ELBO(x) = E_q[log p(x|z) + log p(z) - log q(z|x)] = E_q[log w], per image, every term estimated
+    by the S samples of `log_importance_weights`. Returns shape (batch,)."""
+    return log_importance_weights(vae, x, eps).mean(0)
+
+
+def iwae_bound(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The importance-weighted bound L_K(x) = log (1/K) sum_k w_k <= log p(x) (Burda et al. 2016), per
+    image, with the K = eps.shape[0] samples of `log_importance_weights`; L_1 is the ELBO's estimate, and
+    L_K rises to log p(x) as K grows. Returns shape (batch,)."""
+    log_w = log_importance_weights(vae, x, eps)
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])

@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guide", choices=GUIDES, default=model.guide, help="variational family q(z|x) (default: %(default)s)")
     g = p.add_argument_group("training")
     g.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator,
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled (default: %(default)s)")
+                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled; "
+                        "iwae: the importance-weighted bound with --num-particles K (default: %(default)s)")
     g.add_argument("--num-particles", type=int, default=defaults.num_particles,
-                   help="samples of z per image per step, vectorized (default: %(default)s)")
+                   help="samples of z per image per step, vectorized; for iwae the K of the bound (default: %(default)s)")
     g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
     g.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")

@@ -6,15 +6,22 @@
 | `meanfield`     | `TraceMeanField_ELBO`       | closed form where q and p allow it |
 | `jit-trace`     | `JitTrace_ELBO`             | as `trace`, compiled once          |
 | `jit-meanfield` | `JitTraceMeanField_ELBO` (fixed here, see below) | as `meanfield`, compiled once |
+| `iwae`          | `RenyiELBO(alpha=0)` (made differentiable here, see below) | inside log (1/K) sum_k w_k |
+
+`iwae` with K = `num_particles` trains the importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x),
+which is not an average of K ELBO estimates; with K = 1 it is `trace`.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import pyro
 import pyro.infer
 import torch
+from pyro.poutine.util import site_is_subsample
 
 from .errors import ConfigError
 from .model import VAE
@@ -37,11 +44,41 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
         return compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs)
 
 
+class IWAE_ELBO(pyro.infer.RenyiELBO):
+    """Pyro's `RenyiELBO(alpha=0)`, the IWAE bound, per image and differentiable:
+
+        loss = -(1/B) sum_i [logsumexp_k log w_ik - log K],  log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i).
+
+    Pyro 1.9's `RenyiELBO` has no `differentiable_loss` (its `loss_and_grads` differentiates only
+    parameters in Pyro's param store), and it sums the *scaled* log-densities, so the model's 1/batch
+    scale would temper the weights inside the logsumexp. This subclass reads Pyro's traces the same way
+    but uses the unscaled log-densities; so a KL weight (beta) has no meaning here and is refused.
+    """
+
+    def __init__(self, num_particles: int, **options):
+        super().__init__(alpha=0, num_particles=num_particles, **options)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        log_weights = []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            log_w = sum(_log_densities(model_trace)) - sum(_log_densities(guide_trace))
+            log_weights.append(log_w)
+        log_w = log_weights[0] if self.vectorize_particles else torch.stack(log_weights)
+        return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)).mean()
+
+
+def _log_densities(trace) -> list[torch.Tensor]:
+    """The unscaled log-density of every (non-subsample) sample site, each of shape (particles, batch)."""
+    return [site["unscaled_log_prob"] for site in trace.nodes.values()
+            if site["type"] == "sample" and not site_is_subsample(site)]
+
+
 ESTIMATORS = {
     "trace": pyro.infer.Trace_ELBO,
     "meanfield": pyro.infer.TraceMeanField_ELBO,
     "jit-trace": pyro.infer.JitTrace_ELBO,
     "jit-meanfield": JitTraceMeanField_ELBO,
+    "iwae": IWAE_ELBO,
 }
 
 

@@ -73,6 +73,9 @@ class TrainConfig:
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         build_elbo(self.estimator, self.num_particles)  # validates the name and particle count
+        if self.estimator == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
+            raise ConfigError("--estimator iwae trains the importance-weighted bound, which has no separate KL "
+                              "term to weight; leave --beta at 1 and --kl-warmup at 0")
 
     @property
     def resolved_binarization(self) -> str:
