@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import itertools
 import math
 
 import pyro
@@ -94,23 +95,27 @@ def build_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
     return ESTIMATORS[name](**options)
 
 
+_module_names = itertools.count()
+
+
 def loss_function(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
     """loss(x, beta) = the estimator's negative ELBO per image, differentiable in vae's parameters.
 
-    The compiled (JIT) estimators read parameters from Pyro's param store, so for them the module is
-    registered there; the store is cleared first, so no parameter of an earlier model is picked up.
+    The compiled (JIT) estimators read parameters from Pyro's param store by name, so for them the module
+    is registered there under a name of its own ("vae0", "vae1", ...): two compiled losses, used in turn,
+    each read their own module's parameters, and none picks up the values of an earlier model.
     """
     if not isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
         return lambda x, kl_scale: elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale)
 
-    pyro.clear_param_store()
+    name = f"vae{next(_module_names)}"
 
     def model(x: torch.Tensor, kl_scale: torch.Tensor) -> None:
-        pyro.module("vae", vae)
+        pyro.module(name, vae)
         vae.model(x, kl_scale)
 
     def guide(x: torch.Tensor, kl_scale: torch.Tensor) -> None:
-        pyro.module("vae", vae)
+        pyro.module(name, vae)
         vae.guide(x, kl_scale)
 
     def compiled_loss(x: torch.Tensor, kl_scale: float) -> torch.Tensor:

@@ -119,3 +119,25 @@ def test_a_new_model_never_picks_up_an_earlier_ones_parameters(estimator):
         loss(x, 1.0).backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.parameters())
         torch.testing.assert_close([p.detach() for p in vae.parameters()], before)
+
+
+@pytest.mark.parametrize("estimator", ["jit-trace", "jit-meanfield"])
+def test_two_compiled_losses_used_in_turn_read_their_own_modules(estimator):
+    """Compiled losses look parameters up in Pyro's param store by name: building a second one must not
+    redirect the first to the second model's parameters."""
+    x = torch.bernoulli(torch.rand(8, 784))
+    vaes = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        vaes.append(VAE(ModelConfig(hidden=(16,), z_dim=2)))
+    first = loss_function(vaes[0], build_elbo(estimator))
+    first(x, 1.0)  # compiles; tracing draws random numbers of its own
+    pyro.set_rng_seed(5)
+    before = first(x, 1.0).item()
+    second = loss_function(vaes[1], build_elbo(estimator))
+    second(x, 1.0).backward()
+    pyro.set_rng_seed(5)
+    again = first(x, 1.0)
+    again.backward()
+    assert again.item() == pytest.approx(before, rel=1e-6)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vaes[0].parameters())
