@@ -64,3 +64,50 @@ def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None
     ax.set_ylabel(f"{axis} 2")
     ax.set_title("test-set latent means" + (" (PCA)" if means.shape[1] > 2 else ""))
     _save(fig, path)
+
+
+def estimator_variance(rows: list[dict], path: Path) -> None:
+    """Total gradient variance of encoder and decoder at each snapshot, one bar per estimator, with
+    95% intervals, on a log scale."""
+    snapshots = list(dict.fromkeys(r["snapshot"] for r in rows))
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    width = 0.8 / len(estimators)
+    for ax, group in zip(axes, ("encoder", "decoder")):
+        for i, estimator in enumerate(estimators):
+            mine = [next(r for r in rows if r["snapshot"] == s and r["estimator"] == estimator) for s in snapshots]
+            value = [r[f"{group}_variance"] for r in mine]
+            error = [[max(0.0, v - r[f"{group}_variance_low"]) for v, r in zip(value, mine)],
+                     [max(0.0, r[f"{group}_variance_high"] - v) for v, r in zip(value, mine)]]
+            ax.bar([j + i * width for j in range(len(snapshots))], value, width, yerr=error, capsize=3, label=estimator)
+        ax.set_xticks([j + width * (len(estimators) - 1) / 2 for j in range(len(snapshots))], snapshots)
+        ax.set_yscale("log")
+        ax.set_title(f"{group} gradient: total variance tr Cov[g]")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend()
+    _save(fig, path)
+
+
+def estimator_curves(curves: list[dict], path: Path) -> None:
+    """Test negative ELBO against steps and against training seconds: the mean over seeds, and a band
+    from the best to the worst seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for estimator in dict.fromkeys(p["estimator"] for p in curves):
+        mine = [p for p in curves if p["estimator"] == estimator]
+        steps = sorted({p["step"] for p in mine})
+        at = [[p for p in mine if p["step"] == s] for s in steps]
+        loss = torch.tensor([[p["test_loss"] for p in points] for points in at])
+        seconds = torch.tensor([[p["seconds"] for p in points] for points in at]).mean(1)
+        for ax, x in zip(axes, (steps, seconds.tolist())):
+            (line,) = ax.plot(x, loss.mean(1).tolist(), label=f"{estimator} ({loss.shape[1]} seeds)")
+            ax.fill_between(x, loss.min(1).values.tolist(), loss.max(1).values.tolist(), color=line.get_color(), alpha=0.25)
+    low = min(p["test_loss"] for p in curves)
+    high = sorted(p["test_loss"] for p in curves)[int(0.9 * len(curves))]
+    axes[0].set_ylim(low - 0.05 * (high - low), high)  # the first evaluations would flatten the rest
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training seconds (evaluation excluded), mean over seeds")
+    axes[0].set_ylabel("test negative ELBO (nats per image)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    _save(fig, path)

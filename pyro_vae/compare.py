@@ -1,0 +1,280 @@
+"""Estimators measured against each other: gradient variance, training curves and time per step.
+
+For one batch x of B images the ELBO is E_q[log p(x|z)] - KL(q(z|x) || p(z)). `Trace_ELBO` estimates
+both terms from the sampled z; `TraceMeanField_ELBO` computes the KL term in closed form and samples only
+the reconstruction term. Over R independent draws of an estimator's loss L_r and gradient g_r:
+
+    per-image loss std     = sqrt(B * Var[L])          (L is a mean over B images)
+    total gradient variance = tr Cov[g] = sum_j Var[g_j] (for encoder and decoder parameters apart)
+    gradient SNR           = ||E g|| / sqrt(tr Cov[g]),  with ||E g||^2 estimated without bias as
+                             ||mean g||^2 - tr Cov[g] / R
+
+and 95% confidence intervals from a bootstrap over the R draws.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import pyro
+import torch
+
+from . import data, evaluate
+from .estimators import build_elbo, loss_function
+from .model import VAE, ModelConfig
+from .train import TrainConfig, load_training_data
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What `scripts/compare_estimators.py` measures; every field is a flag of the script."""
+
+    dataset: str = "default"
+    data_dir: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    estimators: tuple[str, ...] = ("trace", "meanfield")  # variance and training curves
+    timed: tuple[str, ...] = ("trace", "meanfield", "jit-trace", "jit-meanfield", "iwae")  # time per step
+    iwae_particles: int = 5
+    batch_size: int = 256
+    lr: float = 1e-3
+    steps: int = 1500  # training budget of every run
+    early_step: int = 50  # the "early" snapshot
+    eval_every: int = 100
+    seeds: tuple[int, ...] = (0, 1, 2)
+    draws: int = 200  # R, independent draws for the variance at each snapshot
+    variance_batch: int = 100
+    bootstrap: int = 1000
+    timing_steps: int = 20
+    timing_repeats: int = 5
+
+    def num_particles(self, estimator: str) -> int:
+        return self.iwae_particles if estimator == "iwae" else 1
+
+
+def load_data(config: CompareConfig) -> data.Dataset:
+    """The dataset as training sees it: checked, and for a Bernoulli likelihood with grey pixels, binarized
+    dynamically per batch (`binarize_batch`)."""
+    return load_training_data(TrainConfig(model=config.model, dataset=config.dataset, data_dir=config.data_dir),
+                              torch.device("cpu"))
+
+
+def binarize_batch(config: CompareConfig, x: torch.Tensor) -> torch.Tensor:
+    binarization = TrainConfig(model=config.model).resolved_binarization
+    return data.binarize(x) if binarization == "dynamic" else x
+
+
+def new_vae(config: CompareConfig, x_dim: int, seed: int) -> VAE:
+    pyro.set_rng_seed(seed)
+    return VAE(replace(config.model, x_dim=x_dim))
+
+
+def train_run(
+    config: CompareConfig, dataset: data.Dataset, estimator: str, seed: int, snapshot_steps: tuple[int, ...] = ()
+) -> tuple[list[dict], dict[int, dict]]:
+    """Train for `config.steps` steps of Adam on `estimator`'s loss; returns the curve (test negative ELBO
+    with exact KL, 1 sample, every `eval_every` steps, beside the training seconds so far, evaluation
+    excluded) and the model's state at each of `snapshot_steps`."""
+    vae = new_vae(config, dataset.x_dim, seed)
+    loss = loss_function(vae, build_elbo(estimator, config.num_particles(estimator)))
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    curve, snapshots, seconds, step = [], {}, 0.0, 0
+
+    def record() -> None:
+        if step in snapshot_steps:
+            snapshots[step] = {k: v.clone() for k, v in vae.state_dict().items()}
+        if step % config.eval_every == 0 or step == config.steps:
+            curve.append(dict(estimator=estimator, seed=seed, step=step, seconds=seconds,
+                              test_loss=evaluate.negative_elbo(vae, dataset.test)))
+
+    record()
+    while step < config.steps:
+        for index in torch.randperm(dataset.train.shape[0]).split(config.batch_size):
+            tic = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss(binarize_batch(config, dataset.train[index]), 1.0).backward()
+            optimizer.step()
+            seconds += time.perf_counter() - tic
+            step += 1
+            record()
+            if step == config.steps:
+                break
+    return curve, snapshots
+
+
+def gradient_draws(vae: VAE, estimator: str, x: torch.Tensor, draws: int, seed: int, num_particles: int = 1) -> dict:
+    """R = `draws` independent (loss, gradient) pairs of the estimator at fixed parameters and batch:
+    {"loss": (R,), "encoder": (R, P_enc), "decoder": (R, P_dec)} in float64."""
+    loss = loss_function(vae, build_elbo(estimator, num_particles))
+    groups = {"encoder": list(vae.q.parameters()), "decoder": list(vae.decoder.parameters())}
+    out = {"loss": [], "encoder": [], "decoder": []}
+    pyro.set_rng_seed(seed)
+    for _ in range(draws):
+        vae.zero_grad(set_to_none=True)
+        value = loss(x, 1.0)
+        value.backward()
+        out["loss"].append(value.detach().double())
+        for name, params in groups.items():
+            out[name].append(torch.cat([p.grad.reshape(-1) for p in params]).double())
+    return {name: torch.stack(values) for name, values in out.items()}
+
+
+def resample_counts(draws: int, bootstrap: int, seed: int) -> torch.Tensor:
+    """(bootstrap, R) multiplicities of R draws resampled with replacement; row 0 is the sample itself."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(draws, (bootstrap, draws), generator=g)
+    counts = torch.zeros(bootstrap, draws, dtype=torch.float64).scatter_add_(1, index, torch.ones_like(index, dtype=torch.float64))
+    counts[0] = 1.0
+    return counts
+
+
+def gradient_statistics(g: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """tr Cov[g] and the SNR ||E g|| / sqrt(tr Cov[g]) for every resample (row of `counts`) of the R rows
+    of g, through the Gram matrix G = g g^T: for counts c summing to R,
+    sum_r c_r ||g_r - gbar||^2 = sum_r c_r G_rr - c^T G c / R and ||gbar||^2 = c^T G c / R^2."""
+    r = g.shape[0]
+    gram = g @ g.T
+    quadratic = ((counts @ gram) * counts).sum(1)
+    variance = ((counts @ gram.diagonal()) - quadratic / r) / (r - 1)
+    signal = (quadratic / r**2 - variance / r).clamp(min=0)
+    return dict(variance=variance, snr=(signal / variance).sqrt())
+
+
+def loss_statistics(losses: torch.Tensor, counts: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+    """Mean loss and the per-image loss std sqrt(B Var[L]) for every resample of the R losses."""
+    r = losses.shape[0]
+    mean = counts @ losses / r
+    variance = (counts @ losses.pow(2) - r * mean.pow(2)) / (r - 1)
+    return dict(loss=mean, loss_std=(batch * variance).sqrt())
+
+
+def interval(samples: torch.Tensor) -> tuple[float, float, float]:
+    """(estimate, 2.5% and 97.5% bootstrap quantiles); row 0 is the estimate on the sample itself."""
+    low, high = torch.quantile(samples, torch.tensor([0.025, 0.975], dtype=samples.dtype)).tolist()
+    return samples[0].item(), low, high
+
+
+def variance_table(
+    config: CompareConfig, dataset: data.Dataset, snapshots: dict[str, dict]
+) -> tuple[list[dict], list[dict]]:
+    """For each snapshot and estimator, the statistics of the module docstring with 95% intervals; and
+    for each snapshot the ratio of every estimator's statistics to the first estimator's."""
+    g = torch.Generator().manual_seed(1234)
+    x = dataset.test[: config.variance_batch]
+    x = torch.bernoulli(x, generator=g) if TrainConfig(model=config.model).resolved_binarization == "dynamic" else x
+    counts = resample_counts(config.draws, config.bootstrap, seed=99)
+    rows, ratios = [], []
+    for where, state in snapshots.items():
+        samples = {}
+        for estimator in config.estimators:
+            vae = new_vae(config, dataset.x_dim, 0)
+            vae.load_state_dict(state)
+            draws = gradient_draws(vae, estimator, x, config.draws, seed=7, num_particles=config.num_particles(estimator))
+            stats = loss_statistics(draws["loss"], counts, x.shape[0])
+            for group in ("encoder", "decoder"):
+                for key, value in gradient_statistics(draws[group], counts).items():
+                    stats[f"{group}_{key}"] = value
+            samples[estimator] = stats
+            rows.append(dict(snapshot=where, estimator=estimator, **_with_intervals(stats)))
+        reference = config.estimators[0]
+        for estimator in config.estimators[1:]:
+            ratio = {key: samples[reference][key] / samples[estimator][key] for key in samples[estimator]
+                     if key != "loss"}
+            ratios.append(dict(snapshot=where, ratio=f"{reference} / {estimator}", **_with_intervals(ratio)))
+    return rows, ratios
+
+
+def _with_intervals(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    out = {}
+    for key, samples in stats.items():
+        out[key], out[f"{key}_low"], out[f"{key}_high"] = interval(samples)
+    return out
+
+
+def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
+    """ms per training step (loss, backward, Adam) of each estimator in `config.timed`, on batches of
+    `batch_size` training images: `timing_repeats` rounds of `timing_steps` steps, the estimators
+    interleaved within each round so that a slow spell of the machine hits them all."""
+    x = binarize_batch(config, dataset.train[: config.batch_size])
+    runs = {}
+    for estimator in config.timed:
+        vae = new_vae(config, dataset.x_dim, 0)
+        loss = loss_function(vae, build_elbo(estimator, config.num_particles(estimator)))
+        runs[estimator] = (vae, loss, torch.optim.Adam(vae.parameters(), lr=config.lr))
+
+    def step(estimator: str) -> None:
+        vae, loss, optimizer = runs[estimator]
+        optimizer.zero_grad(set_to_none=True)
+        loss(x, 1.0).backward()
+        optimizer.step()
+
+    for estimator in config.timed:  # warm-up, compilation included
+        for _ in range(3):
+            step(estimator)
+    times: dict[str, list[float]] = {estimator: [] for estimator in config.timed}
+    for _ in range(config.timing_repeats):
+        for estimator in config.timed:
+            tic = time.perf_counter()
+            for _ in range(config.timing_steps):
+                step(estimator)
+            times[estimator].append(1000 * (time.perf_counter() - tic) / config.timing_steps)
+    reference = _median(times[config.timed[0]])
+    return [
+        dict(estimator=estimator, particles=config.num_particles(estimator), ms_per_step=_median(ms),
+             ms_min=min(ms), ms_max=max(ms), ratio_to_first=_median(ms) / reference)
+        for estimator, ms in times.items()
+    ]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def curve_summary(curves: list[dict], estimators: tuple[str, ...]) -> list[dict]:
+    """Per estimator, the final test loss over seeds: mean, standard deviation, min and max."""
+    rows = []
+    final_step = max(point["step"] for point in curves)
+    for estimator in estimators:
+        finals = [p["test_loss"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
+        seconds = [p["seconds"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
+        mean = sum(finals) / len(finals)
+        std = math.sqrt(sum((f - mean) ** 2 for f in finals) / (len(finals) - 1)) if len(finals) > 1 else float("nan")
+        rows.append(dict(estimator=estimator, steps=final_step, seeds=len(finals), final_test_loss=mean,
+                         std=std, min=min(finals), max=max(finals), train_seconds=sum(seconds) / len(seconds)))
+    return rows
+
+
+def _ci(row: dict, key: str, digits: int = 3) -> str:
+    return f"{row[key]:.{digits}g} [{row[key + '_low']:.{digits}g}, {row[key + '_high']:.{digits}g}]"
+
+
+def markdown_report(variance: list[dict], ratios: list[dict], timing: list[dict], summary: list[dict]) -> str:
+    """The four tables of a comparison, as markdown; every interval is a 95% bootstrap interval."""
+    lines = ["### Gradient variance and loss spread (one batch, R independent draws)", "",
+             "| snapshot | estimator | mean loss | per-image loss std | encoder tr Cov | encoder SNR "
+             "| decoder tr Cov | decoder SNR |", "|---|---|---|---|---|---|---|---|"]
+    for r in variance:
+        lines.append(f"| {r['snapshot']} | {r['estimator']} | {r['loss']:.2f} | {_ci(r, 'loss_std')} | "
+                     f"{_ci(r, 'encoder_variance')} | {_ci(r, 'encoder_snr')} | {_ci(r, 'decoder_variance')} | "
+                     f"{_ci(r, 'decoder_snr')} |")
+    lines += ["", "### Ratios (first estimator over the other; above 1: the other has less)", "",
+              "| snapshot | ratio | per-image loss std | encoder tr Cov | decoder tr Cov | encoder SNR |",
+              "|---|---|---|---|---|---|"]
+    for r in ratios:
+        lines.append(f"| {r['snapshot']} | {r['ratio']} | {_ci(r, 'loss_std')} | {_ci(r, 'encoder_variance')} | "
+                     f"{_ci(r, 'decoder_variance')} | {_ci(r, 'encoder_snr')} |")
+    lines += ["", "### Training at equal budget (test negative ELBO, nats per image)", "",
+              "| estimator | steps | seeds | final test loss, mean ± std | min | max | training seconds |",
+              "|---|---|---|---|---|---|---|"]
+    for r in summary:
+        lines.append(f"| {r['estimator']} | {r['steps']} | {r['seeds']} | {r['final_test_loss']:.2f} ± {r['std']:.2f} | "
+                     f"{r['min']:.2f} | {r['max']:.2f} | {r['train_seconds']:.1f} |")
+    lines += ["", "### Time per training step (median of the rounds, [min, max])", "",
+              "| estimator | particles | ms per step | ratio to the first |", "|---|---|---|---|"]
+    for r in timing:
+        lines.append(f"| {r['estimator']} | {r['particles']} | {r['ms_per_step']:.2f} [{r['ms_min']:.2f}, "
+                     f"{r['ms_max']:.2f}] | {r['ratio_to_first']:.2f} |")
+    return "\n".join(lines) + "\n"
