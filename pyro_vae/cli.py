@@ -59,12 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-particles", type=int, default=defaults.num_particles,
                    help="samples of z per image per step, vectorized; for iwae the K of the bound (default: %(default)s)")
     g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--lr-final", type=float, default=None,
+                   help="decay the learning rate geometrically, epoch by epoch, to this by the last epoch (default: constant)")
     g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
     g.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight (default: %(default)s)")
     g.add_argument("--kl-warmup", type=float, default=defaults.kl_warmup,
                    help="epochs over which the KL weight rises linearly from 0 to --beta (default: 0, none)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval-samples", type=int, default=defaults.eval_samples, metavar="K",
+                   help="estimate the test log p(x) by importance sampling with K samples per image at the end "
+                        "(and every --eval-every epochs), into metrics.jsonl (default: 0, off)")
+    g.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="epochs between log p(x) estimates (default: at the end only)")
     g = p.add_argument_group("machine and outputs")
     g.add_argument("--cuda", action="store_true", help="train on the GPU (exit status 2 if there is none)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
@@ -73,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs between checkpoints; one is also written at the end and on Ctrl-C (default: %(default)s)")
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR from its checkpoint, exactly; flags given again must match the "
-                        "run's, except --epochs, --threads, --data-dir, --checkpoint-every and --on-nonfinite")
+                        "run's, except --epochs, --threads, --data-dir, --checkpoint-every, --on-nonfinite, "
+                        "--eval-samples and --eval-every")
     g.add_argument("--on-nonfinite", choices=("stop", "skip"), default=defaults.on_nonfinite,
                    help="a NaN or infinite loss or gradient stops the run (keeping the last checkpoint), "
                         "or skips the step, counted in metrics.jsonl (default: %(default)s)")
@@ -91,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         estimator=args.estimator, num_particles=args.num_particles, lr=args.lr, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, threads=args.threads, beta=args.beta, kl_warmup=args.kl_warmup,
         cuda=args.cuda, out=args.out, checkpoint_every=args.checkpoint_every, on_nonfinite=args.on_nonfinite,
+        lr_final=args.lr_final, eval_samples=args.eval_samples, eval_every=args.eval_every,
     )
 
 

@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .model import ModelConfig
 
 # Settings that may change when a run is resumed; every other one must match the checkpoint's.
-SAFE_ON_RESUME = ("epochs", "threads", "data_dir", "checkpoint_every", "on_nonfinite")
+SAFE_ON_RESUME = ("epochs", "threads", "data_dir", "checkpoint_every", "on_nonfinite", "eval_samples", "eval_every")
 
 
 @dataclass
@@ -70,14 +70,14 @@ def set_rng_states(states: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def load_run_checkpoint(run_dir: Path) -> dict:
-    """The checkpoint of run folder `run_dir`, or a message saying why there is none to resume."""
+def load_run_checkpoint(run_dir: Path, use: str = "--resume") -> dict:
+    """The checkpoint of run folder `run_dir`, or a message saying why there is none to `use`."""
     path = Path(run_dir) / "checkpoint.pt"
     if not Path(run_dir).is_dir():
-        raise ConfigError(f"--resume {run_dir}: no such folder")
+        raise ConfigError(f"{use} {run_dir}: no such folder")
     if not path.is_file():
         raise ConfigError(
-            f"--resume {run_dir}: no checkpoint.pt there (the run stopped before its first checkpoint); "
+            f"{use} {run_dir}: no checkpoint.pt there (the run stopped before its first checkpoint); "
             "start the run again"
         )
     try:

@@ -55,8 +55,15 @@ class TrainConfig:
     out: str | None = None  # None: runs/<timestamp>
     checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
     on_nonfinite: str = "stop"  # a NaN or infinite loss or gradient: "stop" the run, or "skip" the step
+    lr_final: float | None = None  # None: constant lr; else lr decays geometrically to this by the last epoch
+    eval_samples: int = 0  # K of the importance-sampled test log p(x); 0: not computed
+    eval_every: int | None = None  # epochs between log p(x) evaluations; None: at the end only
 
     def __post_init__(self) -> None:
+        if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
+            raise ConfigError(f"--eval-samples must be 0 or more and --eval-every at least 1, got {self.eval_samples}, {self.eval_every}")
+        if self.lr_final is not None and not (self.lr_final > 0 and math.isfinite(self.lr_final)):
+            raise ConfigError(f"--lr-final must be a positive number, got {self.lr_final}")
         for name in ("num_particles", "batch_size", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -82,6 +89,18 @@ class TrainConfig:
         if self.binarization is not None:
             return self.binarization
         return "dynamic" if self.model.likelihood == "bernoulli" else "none"
+
+    def learning_rate(self, epoch: int) -> float:
+        """lr for epoch (0-based): constant, or lr (lr_final / lr)^(epoch / (epochs - 1)) with --lr-final."""
+        if self.lr_final is None or self.epochs == 1:
+            return self.lr
+        return self.lr * (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
+
+    def evaluates_log_likelihood(self, epoch: int) -> bool:
+        """Whether log p(x) is estimated after epoch (1-based): every eval_every epochs and after the last."""
+        if self.eval_samples == 0:
+            return False
+        return epoch == self.epochs or (self.eval_every is not None and epoch % self.eval_every == 0)
 
     def kl_scale(self, step: int, steps_per_epoch: int) -> float:
         """beta, ramped linearly over the first `kl_warmup` epochs: beta * min(1, step / warm-up steps)."""
@@ -212,6 +231,8 @@ def train(
         while state.epoch < config.epochs:
             if state.permutation is None:
                 state.start_epoch(torch.randperm(n_train, device=device))
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(state.epoch)
             bar = tqdm(total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                        leave=False, disable=not progress)
             tic = time.perf_counter()
@@ -254,6 +275,9 @@ def train(
                 raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
             vae.eval()
             test_loss = evaluate.negative_elbo(vae, dataset.test)
+            log_px = None
+            if config.evaluates_log_likelihood(state.epoch + 1):
+                log_px = evaluate.log_likelihood(vae, dataset.test, config.eval_samples)
             vae.train()
             record = dict(
                 epoch=state.epoch + 1,
@@ -264,7 +288,11 @@ def train(
                 images_per_second=n_train / state.seconds,
                 kl_scale=config.kl_scale(state.step, steps_per_epoch),
                 skipped_steps=state.skipped,
+                lr=config.learning_rate(state.epoch),
             )
+            if log_px is not None:
+                record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
+                              eval_samples=log_px.num_samples)
             state.finish_epoch(record)
             files.append_jsonl(out / "metrics.jsonl", record)
             if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs or interrupted[0]:
@@ -272,6 +300,7 @@ def train(
             log(
                 f"epoch {state.epoch:3d}/{config.epochs}  train {record['train_loss']:8.3f}  test {test_loss:8.3f} "
                 f"nats/image  {state.seconds:6.2f} s  {record['images_per_second']:8.0f} images/s"
+                + (f"  log p(x) {log_px.value:.3f} ± {log_px.standard_error:.3f} (K={log_px.num_samples})" if log_px else "")
                 + (f"  ({state.skipped} non-finite steps skipped)" if state.skipped else "")
             )
             if interrupted[0] and state.epoch < config.epochs:

@@ -98,3 +98,30 @@ def test_grey_pixel_likelihoods_train(tmp_path):
         assert main(["--likelihood", likelihood, "--epochs", "1", "--hidden", "32", "--z-dim", "2",
                      "--out", str(out), "--no-progress"]) == 0
         assert json.loads((out / "summary.json").read_text())["binarization"] == "none"
+
+
+def test_eval_samples_writes_log_likelihood_and_evaluate_reads_the_checkpoint(tmp_path, capsys):
+    """--eval-samples K puts log p(x) into metrics.jsonl every --eval-every epochs and at the end; the
+    evaluate command recomputes it from the checkpoint: the same seed and K give the same number."""
+    from pyro_vae.evaluate_cli import main as evaluate_main
+
+    out = tmp_path / "run"
+    assert main(["--epochs", "3", "--hidden", "32", "--z-dim", "3", "--eval-samples", "20", "--eval-every", "2",
+                 "--lr-final", "1e-4", "--out", str(out), "--no-progress"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_log_likelihood" in r for r in records] == [False, True, True]
+    assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-3 * 0.1**0.5, 1e-4])
+    final = records[-1]
+    # log p(x) >= its bound L_20 >= the ELBO, up to the noise of the one-sample ELBO
+    assert final["test_log_likelihood"] > -final["test_loss"]
+    assert evaluate_main([str(out), "--samples", "20", "--images", "1000"]) == 0
+    result = json.loads((out / "evaluation-K20.json").read_text())
+    assert result["test_log_likelihood"] == pytest.approx(final["test_log_likelihood"], rel=1e-6)
+    assert "log p(x)" in capsys.readouterr().out
+
+
+def test_evaluate_without_a_checkpoint_says_why(tmp_path, capsys):
+    from pyro_vae.evaluate_cli import main as evaluate_main
+
+    assert evaluate_main([str(tmp_path)]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""The command line of `python scripts/evaluate.py RUN_DIR` (also installed as `pyro-vae-evaluate`):
+a trained run's test negative ELBO and importance-sampled log p(x), from its checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import evaluate, files
+from .errors import ConfigError, PyroVAEError
+from .model import VAE
+from .resume import load_run_checkpoint, resumed_config
+from .train import TrainConfig, load_training_data, resolve_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate a run's checkpoint on its test split: negative ELBO (exact KL) and log p(x) by "
+                    "importance sampling, log (1/K) sum_k p(x, z_k) / q(z_k|x). Nats per image.",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder holding checkpoint.pt")
+    p.add_argument("--samples", type=int, default=5000, metavar="K", help="importance samples per image (default: %(default)s)")
+    p.add_argument("--images", type=int, default=None, help="evaluate the first N test images only (default: all)")
+    p.add_argument("--prior", action="store_true",
+                   help="also give the naive estimate with z_k ~ p(z), to see how far below it falls")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=65_536,
+                   help="(image, sample) pairs per chunk, which bounds memory (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="where the run's dataset lives, if not where it was")
+    p.add_argument("--cuda", action="store_true", help="evaluate on the GPU")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
+        raise ConfigError("--samples, --images and --max-rows must be at least 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    checkpoint = load_run_checkpoint(Path(args.run), use="evaluate")
+    config = resumed_config(checkpoint, {}, TrainConfig)
+    config = replace(config, cuda=args.cuda, data_dir=args.data_dir or config.data_dir)
+    device = resolve_device(args.cuda)
+    dataset = load_training_data(config, device)
+    vae = VAE(replace(config.model, x_dim=dataset.x_dim)).to(device)
+    vae.load_state_dict(checkpoint["model_state"])
+    vae.eval()
+    x = dataset.test[: args.images]
+    tic = time.perf_counter()
+    estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows)
+    result = dict(
+        run=str(args.run), epoch=checkpoint["epoch"], images=x.shape[0], samples=args.samples,
+        test_negative_elbo=evaluate.negative_elbo(vae, x), test_log_likelihood=estimate.value,
+        standard_error=estimate.standard_error, spread_over_images=estimate.spread,
+        seconds=time.perf_counter() - tic, device=str(device),
+    )
+    if args.prior:
+        naive = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, proposal="prior")
+        result.update(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
+    files.write_json(Path(args.run) / f"evaluation-K{args.samples}.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except PyroVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result['run']} (epoch {result['epoch']}, {result['images']} test images): negative ELBO "
+          f"{result['test_negative_elbo']:.3f}; log p(x) {result['test_log_likelihood']:.3f} "
+          f"± {result['standard_error']:.3f} (K = {result['samples']}, {result['seconds']:.1f} s)")
+    if args.prior:
+        print(f"naive estimate from prior samples, same K: {result['prior_sampling_log_likelihood']:.3f}")
+    return 0

@@ -1,0 +1,8 @@
+"""Evaluate a trained run from its checkpoint: `python scripts/evaluate.py RUN_DIR --samples 5000`."""
+
+import sys
+
+from pyro_vae.evaluate_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
