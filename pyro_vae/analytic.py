@@ -70,8 +70,9 @@ def kl_normal_normal(
 
 def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log Bernoulli(x; sigmoid(l)) = sum(x log sigmoid(l) + (1 - x) log sigmoid(-l))
-    = sum(x l - softplus(l)), the stable form from logits l."""
-    return (x * logits - F.softplus(logits)).sum(-1)
+    = sum(x l) - sum(softplus(l)), the stable form from logits l. The first sum is a dot product, taken
+    without an elementwise temporary (for S samples of z per image, logits has shape (S, batch, D))."""
+    return torch.einsum("...d,...d->...", x, logits) - F.softplus(logits).sum(-1)
 
 
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:

@@ -98,16 +98,38 @@ def build_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
 _module_names = itertools.count()
 
 
-def loss_function(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
+def loss_function(vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = False) -> LossFunction:
     """loss(x, beta) = the estimator's negative ELBO per image, differentiable in vae's parameters.
+
+    Pyro validates every distribution's arguments and every observed value on every call (the Bernoulli
+    support check alone scans the whole batch); here only the first call runs with Pyro's validation as
+    set globally, so a wrong shape or an out-of-support value stops the run at its first step, and later
+    calls run without it (the data is also checked once when loaded). `validate_every_step` keeps it on.
 
     The compiled (JIT) estimators read parameters from Pyro's param store by name, so for them the module
     is registered there under a name of its own ("vae0", "vae1", ...): two compiled losses, used in turn,
     each read their own module's parameters, and none picks up the values of an earlier model.
     """
-    if not isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
-        return lambda x, kl_scale: elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale)
+    if isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
+        loss = _compiled_loss(vae, elbo)
+    else:
+        loss = lambda x, kl_scale: elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale)  # noqa: E731
+    if validate_every_step:
+        return loss
+    validated = False
 
+    def first_step_validated(x: torch.Tensor, kl_scale: float) -> torch.Tensor:
+        nonlocal validated
+        if not validated:
+            validated = True
+            return loss(x, kl_scale)
+        with pyro.validation_enabled(False):
+            return loss(x, kl_scale)
+
+    return first_step_validated
+
+
+def _compiled_loss(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
     name = f"vae{next(_module_names)}"
 
     def model(x: torch.Tensor, kl_scale: torch.Tensor) -> None:

@@ -58,6 +58,7 @@ class TrainConfig:
     lr_final: float | None = None  # None: constant lr; else lr decays geometrically to this by the last epoch
     eval_samples: int = 0  # K of the importance-sampled test log p(x); 0: not computed
     eval_every: int | None = None  # epochs between log p(x) evaluations; None: at the end only
+    validate_every_step: bool = False  # Pyro's distribution checks on every step, not only the first
 
     def __post_init__(self) -> None:
         if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
@@ -189,8 +190,8 @@ def train(
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
-    loss = loss_function(vae, build_elbo(config.estimator, config.num_particles))
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    loss = loss_function(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr, fused=True)  # the fastest form, docs/PERFORMANCE.md
     if checkpoint is None:
         out = new_run_dir(config.out)
         state = resume_module.Progress()

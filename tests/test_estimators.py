@@ -121,3 +121,21 @@ def test_iwae_refuses_a_kl_weight():
         TrainConfig(estimator="iwae", num_particles=5, beta=0.5)
     with pytest.raises(ConfigError, match="iwae"):
         TrainConfig(estimator="iwae", kl_warmup=2)
+
+
+@pytest.mark.parametrize("name", ["trace", "meanfield", "iwae"])
+def test_pyro_validation_runs_on_the_first_step_only_unless_asked(name):
+    """A value outside the Bernoulli's support stops the first step; later steps skip Pyro's checks
+    (the speed they cost), unless validate_every_step keeps them."""
+    vae, x = _small_vae_and_batch()
+    grey = x.clone()
+    grey[0, 0] = 0.5
+    with pytest.raises(ValueError, match="support"):
+        loss_function(vae, build_elbo(name))(grey, 1.0)
+    fast = loss_function(vae, build_elbo(name))
+    fast(x, 1.0)
+    assert torch.isfinite(fast(grey, 1.0))
+    checked = loss_function(vae, build_elbo(name), validate_every_step=True)
+    checked(x, 1.0)
+    with pytest.raises(ValueError, match="support"):
+        checked(grey, 1.0)

@@ -1,0 +1,225 @@
+"""Throughput of a Pyro SVI step against a plain-PyTorch VAE step, an MNIST epoch against the reference
+epoch, and the importance-sampled log p(x) against a plain-PyTorch estimator of the same quantity.
+
+A step is forward, backward and an Adam step on one batch already on the device. The Pyro VAE is this
+project's (`pyro_vae.model.VAE` with `pyro_vae.estimators.loss_function`, exactly what training runs); the
+reference is `reference_vae.PlainVAE` with the same layers, initialization scheme, optimizer and batch. All
+contenders are interleaved: every repetition runs each of them in turn, so a slow spell of a shared
+machine hits them all; the table gives the median over repetitions, [min, max], images per second, and the
+ratio of medians to the reference measured in the same run.
+
+    python benchmarks/throughput.py                                   # steps, CPU, batch 128/256/1024
+    python benchmarks/throughput.py --epoch --eval --data-dir ../shared/data
+    python benchmarks/throughput.py --cuda --epoch --eval --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_vae import PlainVAE, log_likelihood as plain_log_likelihood, train as train_plain  # noqa: E402
+
+from pyro_vae import data, evaluate  # noqa: E402
+from pyro_vae.estimators import build_elbo, loss_function  # noqa: E402
+from pyro_vae.model import VAE, ModelConfig  # noqa: E402
+from pyro_vae.train import TrainConfig, load_training_data, train  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(contenders: dict[str, Callable[[], None]], calls: int, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each contender, `repeats` times, the contenders taking turns within each repeat."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            synchronize(device)
+            tic = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            synchronize(device)
+            times[name].append((time.perf_counter() - tic) / calls)
+    return times
+
+
+def summarize(times: dict[str, list[float]], reference: dict[str, str], images: int, **extra) -> list[dict]:
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return [
+        dict(**extra, contender=name, ms=1000 * medians[name], ms_min=1000 * min(t), ms_max=1000 * max(t),
+             images_per_second=images / medians[name], reference=reference[name],
+             ratio=medians[name] / medians[reference[name]])
+        for name, t in times.items()
+    ]
+
+
+def step_contenders(config: ModelConfig, estimators: list[str], particles: int, x: torch.Tensor,
+                    fused: bool | None, validated: bool = False) -> tuple[dict, dict]:
+    """One closure per contender doing one training step on x; and the reference each is compared with."""
+    device = x.device
+
+    def adam(module: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(module.parameters(), lr=1e-3, fused=fused)
+
+    contenders, reference = {}, {}
+    for name, objective in (("plain PyTorch", "elbo"), (f"plain PyTorch iwae k={particles}", "iwae")):
+        if objective == "iwae" and "iwae" not in estimators:
+            continue
+        torch.manual_seed(0)
+        plain = PlainVAE(config.x_dim, config.hidden, config.z_dim, config.activation).to(device)
+        optimizer = adam(plain)
+
+        def plain_step(plain=plain, optimizer=optimizer, objective=objective) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            (plain(x) if objective == "elbo" else plain.iwae_loss(x, particles)).backward()
+            optimizer.step()
+
+        contenders[name], reference[name] = plain_step, "plain PyTorch"
+    variants = [(estimator, False) for estimator in estimators] + ([("trace", True)] if validated else [])
+    for estimator, every_step in variants:
+        pyro.set_rng_seed(0)
+        vae = VAE(config).to(device)
+        k = particles if estimator == "iwae" else 1
+        loss, optimizer = loss_function(vae, build_elbo(estimator, k), every_step), adam(vae)
+
+        def pyro_step(loss=loss, optimizer=optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss(x, 1.0).backward()
+            optimizer.step()
+
+        name = f"pyro {estimator}" + (f" k={k}" if k > 1 else "") + (" validated every step" if every_step else "")
+        contenders[name] = pyro_step
+        reference[name] = f"plain PyTorch iwae k={particles}" if estimator == "iwae" else "plain PyTorch"
+    return contenders, reference
+
+
+def bench_steps(args, device: torch.device) -> list[dict]:
+    rows = []
+    config = ModelConfig()
+    pool = data.prepare(data.load_dataset("default"), "static").train.to(device)
+    for batch in args.batch_sizes:
+        x = pool[torch.arange(batch) % pool.shape[0]]
+        contenders, reference = step_contenders(config, args.estimators, args.iwae_particles, x, args.fused, args.validated)
+        interleaved(contenders, 3, 1, device)  # warm-up, JIT compilation included
+        times = interleaved(contenders, args.steps, args.repeats, device)
+        rows += summarize(times, reference, batch, kind="step", batch=batch)
+    return rows
+
+
+def bench_epoch(args, device: torch.device) -> list[dict]:
+    """One MNIST epoch of `pyro_vae.train.train` (batch 256, trace) against `reference_vae.train`, data
+    path included (indexing the on-device tensor, dynamic binarization); the epoch's loop seconds."""
+    config = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1, cuda=device.type == "cuda",
+                         checkpoint_every=1)
+    dataset = load_training_data(config, device)
+    times: dict[str, list[float]] = {"plain PyTorch": [], "pyro trace": []}
+    for repeat in range(args.epoch_repeats):
+        torch.manual_seed(repeat)
+        plain = PlainVAE().to(device)
+        times["plain PyTorch"].append(train_plain(plain, dataset, 1, 256, 1e-3, log=lambda line: None)[0]["seconds"])
+        out = train(replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
+                    progress=False, log=lambda line: None)
+        times["pyro trace"].append(json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["seconds"])
+    n = dataset.train.shape[0]
+    return summarize(times, {name: "plain PyTorch" for name in times}, n, kind="mnist epoch", batch=256)
+
+
+def bench_eval(args, device: torch.device) -> list[dict]:
+    """log p(x) with K samples on the MNIST test images: `pyro_vae.evaluate.log_likelihood` against
+    `reference_vae.log_likelihood`, both chunked at `max_rows` (image, sample) pairs."""
+    dataset = load_training_data(TrainConfig(dataset="mnist", data_dir=args.data_dir), device)
+    x = dataset.test[: args.eval_images]
+    pyro.set_rng_seed(0)
+    vae = VAE(ModelConfig()).to(device).eval()
+    torch.manual_seed(0)
+    plain = PlainVAE().to(device).eval()
+    contenders = {
+        "plain PyTorch": lambda: plain_log_likelihood(plain, x, args.eval_samples, max_rows=args.max_rows),
+        "pyro-vae evaluate": lambda: evaluate.log_likelihood(vae, x, args.eval_samples, max_rows=args.max_rows),
+    }
+    peak = {}
+    if device.type == "cuda":
+        for name, fn in contenders.items():
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            peak[name] = torch.cuda.max_memory_allocated() / 2**20
+    times = interleaved(contenders, 1, args.eval_repeats, device)
+    rows = summarize(times, {name: "plain PyTorch" for name in contenders}, x.shape[0], kind="log p(x) eval",
+                     batch=f"{x.shape[0]} images x K={args.eval_samples}")
+    for row in rows:
+        row["peak_mib"] = peak.get(row["contender"])
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference |",
+             "|---|---|---|---:|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['batch']} | {r['contender']} | {r['ms']:.2f} | [{r['ms_min']:.2f}, {r['ms_max']:.2f}] "
+                     f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256, 1024])
+    p.add_argument("--estimators", nargs="+", default=["trace", "meanfield", "jit-trace", "jit-meanfield", "iwae"])
+    p.add_argument("--iwae-particles", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20, help="steps per contender per repetition (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=7, help="repetitions (default: %(default)s)")
+    p.add_argument("--fused", choices=("default", "fused", "for-loop"), default="fused",
+                   help="Adam implementation for every contender alike; training uses fused (default: %(default)s)")
+    p.add_argument("--validated", action="store_true",
+                   help="add a contender running Pyro's validation on every step (--validate-every-step)")
+    p.add_argument("--epoch", action="store_true", help="also time MNIST epochs (needs --data-dir)")
+    p.add_argument("--epoch-repeats", type=int, default=3)
+    p.add_argument("--eval", action="store_true", help="also time the importance-sampled log p(x) (needs --data-dir)")
+    p.add_argument("--eval-samples", type=int, default=1000)
+    p.add_argument("--eval-images", type=int, default=10_000)
+    p.add_argument("--eval-repeats", type=int, default=3)
+    p.add_argument("--max-rows", type=int, default=65_536)
+    p.add_argument("--data-dir", default=None, help=f"folder holding MNIST/raw (default: ${data.DATA_DIR_ENV})")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cuda", action="store_true")
+    p.add_argument("--json", default=None, help="write every row and the machine description here")
+    p.add_argument("--scratch", default="runs/throughput", help="folder for the epoch runs' outputs")
+    args = p.parse_args()
+    args.fused = {"default": None, "fused": True, "for-loop": False}[args.fused]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.cuda and not torch.cuda.is_available():
+        print("error: --cuda but no CUDA GPU is visible", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if args.cuda else "cpu")
+    machine = dict(device=torch.cuda.get_device_name(0) if args.cuda else platform.processor() or platform.machine(),
+                   threads=torch.get_num_threads(), torch=torch.__version__, pyro=pyro.__version__, argv=sys.argv)
+    rows = bench_steps(args, device)
+    print(markdown(rows), flush=True)
+    if args.epoch:
+        rows += bench_epoch(args, device)
+        print(markdown(rows[-2:]), flush=True)
+    if args.eval:
+        rows += bench_eval(args, device)
+        print(markdown(rows[-2:]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=machine, rows=rows), indent=2))
+    print(f"\n{machine}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

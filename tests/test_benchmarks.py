@@ -1,0 +1,47 @@
+"""The benchmark scripts run end to end at a tiny budget and print their tables (numbers come from real runs
+documented in docs/; here only that the tools work)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_throughput_steps(tmp_path):
+    out = tmp_path / "t.json"
+    result = run(["benchmarks/throughput.py", "--batch-sizes", "16", "--steps", "2", "--repeats", "2",
+                  "--estimators", "trace", "jit-meanfield", "iwae", "--iwae-particles", "2", "--json", str(out)])
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["contender"] for r in rows} == {"plain PyTorch", "plain PyTorch iwae k=2", "pyro trace",
+                                               "pyro jit-meanfield", "pyro iwae k=2"}
+    assert all(r["ms"] > 0 and r["ratio"] > 0 for r in rows)
+    assert "| step | 16 | pyro trace |" in result.stdout
+
+
+def test_throughput_epoch_and_eval_on_mnist(data_dir, tmp_path):
+    result = run(["benchmarks/throughput.py", "--batch-sizes", "16", "--steps", "1", "--repeats", "1",
+                  "--estimators", "trace", "--epoch", "--epoch-repeats", "1", "--eval", "--eval-samples", "3",
+                  "--eval-images", "50", "--eval-repeats", "1", "--data-dir", str(data_dir),
+                  "--scratch", str(tmp_path / "scratch")])
+    assert result.returncode == 0, result.stderr
+    assert "| mnist epoch | 256 | pyro trace |" in result.stdout
+    assert "| log p(x) eval | 50 images x K=3 | pyro-vae evaluate |" in result.stdout
+
+
+def test_reproduce_iwae_prints_a_row_beside_the_paper(data_dir, tmp_path):
+    result = run(["benchmarks/reproduce_iwae.py", "--data-dir", str(data_dir), "--epochs", "1", "--eval-samples", "5",
+                  "--eval-images", "100", "--reference", "--out", str(tmp_path / "run")])
+    assert result.returncode == 0, result.stderr
+    assert "| pyro-vae | VAE k=1 | 1, 100 |" in result.stdout and "| plain PyTorch | VAE k=1 |" in result.stdout
+    assert "-86.76" in result.stdout
+    rows = json.loads((tmp_path / "run" / "reproduce_iwae.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["test_log_likelihood"] < 0 for r in rows)
