@@ -106,38 +106,44 @@ def continuous_bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -
     return (continuous_bernoulli_log_normalizer(logits) + x * logits - F.softplus(logits)).sum(-1)
 
 
-class AmortizedGaussianVAE(Protocol):
-    """What the ELBO forms need: the encoder's q(z|x) = N(mu(x), diag sigma(x)^2) and log p(x|z)."""
+class LatentVariableModel(Protocol):
+    """What the ELBO forms need: a guide that turns standard-normal noise into z ~ q(z|x) with its
+    log-density, its closed-form KL to the prior where one exists, and log p(x|z). The prior is N(0, I)."""
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    z_dim: int
+
+    def sample_q(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None: ...
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
 
 
-def elbo_analytic_kl(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def elbo_analytic_kl(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), per image, with the expectation estimated by
-    the S reparameterized samples z_s = mu(x) + sigma(x) * eps_s (eps of shape (S, batch, z_dim))
-    and the KL term exact. Returns shape (batch,)."""
-    loc, scale = vae.encode(x)
-    z = reparameterize(loc, scale, eps)
-    return vae.log_likelihood(x, z).mean(0) - kl_diagonal_normal_standard_normal(loc, scale)
+    the S reparameterized samples z_s (for the diagonal guide z_s = mu(x) + sigma(x) * eps_s; eps of shape
+    (S, batch, z_dim)) and the KL term exact. Returns shape (batch,)."""
+    kl = vae.kl_to_prior(x)
+    if kl is None:
+        raise ValueError("this guide has no closed-form KL to the prior; use elbo_monte_carlo")
+    z, _ = vae.sample_q(x, eps)
+    return vae.log_likelihood(x, z).mean(0) - kl
 
 
-def log_importance_weights(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for the S reparameterized samples
-    z_s = mu(x) + sigma(x) * eps_s (eps of shape (S, batch, z_dim)). Returns shape (S, batch)."""
-    loc, scale = vae.encode(x)
-    z = reparameterize(loc, scale, eps)
-    return vae.log_likelihood(x, z) + standard_normal_log_prob(z) - diagonal_normal_log_prob(z, loc, scale)
+def log_importance_weights(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for the S reparameterized samples z_s of
+    q(z|x) made from eps (shape (S, batch, z_dim)). Returns shape (S, batch)."""
+    z, log_q = vae.sample_q(x, eps)
+    return vae.log_likelihood(x, z) + standard_normal_log_prob(z) - log_q
 
 
-def elbo_monte_carlo(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def elbo_monte_carlo(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """ELBO(x) = E_q[log p(x|z) + log p(z) - log q(z|x)] = E_q[log w], per image, every term estimated
     by the S samples of `log_importance_weights`. Returns shape (batch,)."""
     return log_importance_weights(vae, x, eps).mean(0)
 
 
-def iwae_bound(vae: AmortizedGaussianVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def iwae_bound(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """The importance-weighted bound L_K(x) = log (1/K) sum_k w_k <= log p(x) (Burda et al. 2016), per
     image, with the K = eps.shape[0] samples of `log_importance_weights`; L_1 is the ELBO's estimate, and
     L_K rises to log p(x) as K grows. Returns shape (batch,)."""

@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder hidden sizes, e.g. 400 or 200,200; the decoder mirrors them (default: 400)")
     g.add_argument("--z-dim", type=int, default=model.z_dim, help="latent size (default: %(default)s)")
     g.add_argument("--activation", choices=ACTIVATIONS, default=model.activation, help="(default: %(default)s)")
-    g.add_argument("--guide", choices=GUIDES, default=model.guide, help="variational family q(z|x) (default: %(default)s)")
+    g.add_argument("--guide", choices=GUIDES, default=model.guide,
+                   help="variational family q(z|x): diagonal or full-covariance Gaussian, or an inverse-autoregressive "
+                        "flow (default: %(default)s)")
+    g.add_argument("--flow-layers", type=int, default=model.flow_layers,
+                   help="inverse-autoregressive layers of --guide flow (default: %(default)s)")
     g = p.add_argument_group("training")
     g.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator,
                    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled; "
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(
         hidden=args.hidden, z_dim=args.z_dim, activation=args.activation, likelihood=args.likelihood,
-        sigma=args.sigma, learn_sigma=args.learn_sigma, guide=args.guide,
+        sigma=args.sigma, learn_sigma=args.learn_sigma, guide=args.guide, flow_layers=args.flow_layers,
     )
     return TrainConfig(
         model=model, dataset=args.dataset, data_dir=args.data_dir, binarization=args.binarization,

@@ -1,37 +1,154 @@
-"""Variational families q(z|x): each maps a batch of images to a Pyro distribution over z."""
+"""Variational families q(z|x), amortized by an encoder network.
+
+Each guide maps a batch of images to
+- `forward(x)`: a Pyro distribution over z (batch shape (batch,), event dim 1), what the guide samples;
+- `sample(x, eps)`: z and log q(z|x) for standard-normal noise eps of shape (S, batch, z_dim), by the
+  guide's own reparameterization (the hand-derived path the ELBO forms and the evaluation use);
+- `kl_to_prior(x)`: KL(q(z|x) || N(0, I)) in closed form, or None where there is none;
+- `location(x)`: one representative z per image (for figures).
+
+| name              | q(z|x)                                   | closed-form KL | `TraceMeanField_ELBO`          |
+|-------------------|------------------------------------------|----------------|--------------------------------|
+| `diagonal`        | N(mu(x), diag sigma(x)^2)                | yes            | exact KL                       |
+| `full-covariance` | N(mu(x), L(x) L(x)^T), L lower-triangular | yes            | exact KL (registered below)    |
+| `flow`            | diagonal Gaussian, then inverse-autoregressive layers conditioned on x | no | falls back to Monte Carlo |
+"""
 
 from __future__ import annotations
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
 from torch import nn
+from torch.distributions import register_kl
 
 from . import analytic
 from .errors import ConfigError
-from .networks import Encoder
+from .networks import Encoder, mlp
 
 
 class DiagonalNormal(nn.Module):
-    """q(z|x) = N(mu(x), diag sigma(x)^2), amortized by the encoder; sampled by
-    z = mu(x) + sigma(x) * eps, so `TraceMeanField_ELBO` can use the closed-form KL."""
+    """q(z|x) = N(mu(x), diag sigma(x)^2), sampled by z = mu(x) + sigma(x) * eps."""
 
-    def __init__(self, encoder: Encoder):
+    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
         super().__init__()
-        self.encoder = encoder
+        self.encoder = Encoder(x_dim, hidden, z_dim, activation)
 
     def forward(self, x: torch.Tensor) -> dist.Distribution:
         loc, scale = self.encoder(x)
         return dist.Normal(loc, scale).to_event(1)
 
+    def sample(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, scale = self.encoder(x)
+        z = analytic.reparameterize(loc, scale, eps)
+        return z, analytic.diagonal_normal_log_prob(z, loc, scale)
+
     def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per image, in closed form."""
         return analytic.kl_diagonal_normal_standard_normal(*self.encoder(x))
 
+    def location(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)[0]
 
-GUIDES = {"diagonal": DiagonalNormal}
+
+class FullCovarianceNormal(nn.Module):
+    """q(z|x) = N(mu(x), L(x) L(x)^T): the encoder's head gives mu, the log of L's diagonal (so it is
+    positive) and L's strictly lower triangle; sampled by z = mu + L eps, so
+    log q(z|x) = -1/2 (d log 2 pi + ||eps||^2) - sum log diag L."""
+
+    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
+        super().__init__()
+        self.z_dim = z_dim
+        self.body = mlp([x_dim, *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else x_dim, z_dim + z_dim * (z_dim + 1) // 2)
+        self.register_buffer("tril_index", torch.tril_indices(z_dim, z_dim), persistent=False)
+
+    def loc_and_scale_tril(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, entries = self.head(self.body(x)).split([self.z_dim, self.z_dim * (self.z_dim + 1) // 2], dim=-1)
+        square = loc.new_zeros(*loc.shape[:-1], self.z_dim, self.z_dim)
+        square[..., self.tril_index[0], self.tril_index[1]] = entries
+        return loc, square.tril(-1) + torch.diag_embed(square.diagonal(dim1=-2, dim2=-1).exp())
+
+    def forward(self, x: torch.Tensor) -> dist.Distribution:
+        loc, scale_tril = self.loc_and_scale_tril(x)
+        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+
+    def sample(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, scale_tril = self.loc_and_scale_tril(x)
+        z = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return z, analytic.standard_normal_log_prob(eps) - log_det
+
+    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor:
+        return analytic.kl_normal_standard_normal(*self.loc_and_scale_tril(x))
+
+    def location(self, x: torch.Tensor) -> torch.Tensor:
+        return self.loc_and_scale_tril(x)[0]
 
 
-def build_guide(name: str, encoder: Encoder) -> nn.Module:
+class InverseAutoregressiveFlow(nn.Module):
+    """z_0 ~ N(mu(x), diag sigma(x)^2), then z_{i+1} = f_i(z_i; h(x)) for `flow_layers` affine
+    inverse-autoregressive transforms conditioned on the encoder's last hidden layer h(x):
+    log q(z_K|x) = log N(z_0; mu, diag sigma^2) - sum_i log |det df_i/dz_i|. No closed-form KL."""
+
+    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str, flow_layers: int = 2):
+        super().__init__()
+        if not hidden:
+            raise ConfigError("the flow guide conditions on the encoder's hidden layer; give --hidden")
+        self.encoder = Encoder(x_dim, hidden, z_dim, activation)
+        self.flows = nn.ModuleList(
+            T.conditional_affine_autoregressive(z_dim, hidden[-1], hidden_dims=[4 * z_dim]) for _ in range(flow_layers)
+        )
+
+    def _base(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+        loc, scale, features = self.encoder.with_features(x)
+        return loc, scale, [flow.condition(features) for flow in self.flows]
+
+    def forward(self, x: torch.Tensor) -> dist.Distribution:
+        loc, scale, transforms = self._base(x)
+        return dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), transforms)
+
+    def sample(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, scale, transforms = self._base(x)
+        z = analytic.reparameterize(loc, scale, eps)
+        log_q = analytic.diagonal_normal_log_prob(z, loc, scale)
+        for transform in transforms:
+            z_next = transform(z)
+            log_q = log_q - transform.log_abs_det_jacobian(z, z_next)
+            z = z_next
+        return z, log_q
+
+    def kl_to_prior(self, x: torch.Tensor) -> None:
+        return None
+
+    def location(self, x: torch.Tensor) -> torch.Tensor:
+        """The image of the base mean mu(x) under the flow."""
+        z, _, transforms = self._base(x)
+        for transform in transforms:
+            z = transform(z)
+        return z
+
+
+@register_kl(dist.MultivariateNormal, dist.Independent)
+def _kl_full_covariance_to_diagonal_normal(q: dist.MultivariateNormal, p: dist.Independent) -> torch.Tensor:
+    """KL(N(mu1, L1 L1^T) || N(mu2, diag sigma2^2)) by `analytic.kl_normal_normal`, so that
+    `TraceMeanField_ELBO` uses the closed form for the full-covariance guide against the N(0, I) prior."""
+    if not isinstance(p.base_dist, dist.Normal) or p.reinterpreted_batch_ndims != 1:
+        raise NotImplementedError
+    loc_p, scale_p = p.base_dist.loc, p.base_dist.scale
+    shape = torch.broadcast_shapes(q.loc.shape, loc_p.shape)
+    return analytic.kl_normal_normal(q.loc.expand(shape), q.scale_tril.expand(*shape, shape[-1]),
+                                     loc_p.expand(shape), torch.diag_embed(scale_p.expand(shape)))
+
+
+GUIDES = {"diagonal": DiagonalNormal, "full-covariance": FullCovarianceNormal, "flow": InverseAutoregressiveFlow}
+
+
+def build_guide(name: str, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str,
+                flow_layers: int = 2) -> nn.Module:
     if name not in GUIDES:
         raise ConfigError(f"unknown guide {name!r}; choose one of: {', '.join(GUIDES)}")
-    return GUIDES[name](encoder)
+    if name == "flow":
+        return InverseAutoregressiveFlow(x_dim, hidden, z_dim, activation, flow_layers)
+    return GUIDES[name](x_dim, hidden, z_dim, activation)
+

@@ -24,7 +24,7 @@ from torch import nn
 from . import analytic
 from .errors import ConfigError
 from .guides import GUIDES, build_guide
-from .networks import ACTIVATIONS, Decoder, Encoder
+from .networks import ACTIVATIONS, Decoder
 
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 
@@ -41,6 +41,7 @@ class ModelConfig:
     sigma: float = 0.1  # Gaussian likelihood: the pixel noise (its initial value when learned)
     learn_sigma: bool = False
     guide: str = "diagonal"
+    flow_layers: int = 2  # inverse-autoregressive layers of the flow guide
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -52,6 +53,8 @@ class ModelConfig:
             raise ConfigError(f"unknown guide {self.guide!r}; choose one of: {', '.join(GUIDES)}")
         if self.z_dim < 1 or self.x_dim < 1 or any(h < 1 for h in self.hidden):
             raise ConfigError(f"layer sizes must be positive: x_dim={self.x_dim}, hidden={self.hidden}, z_dim={self.z_dim}")
+        if self.flow_layers < 1:
+            raise ConfigError(f"--flow-layers must be at least 1, got {self.flow_layers}")
         if not self.sigma > 0:
             raise ConfigError(f"--sigma must be positive, got {self.sigma}")
         if self.learn_sigma and self.likelihood != "gaussian":
@@ -68,7 +71,7 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.decoder = Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
-        self.q = build_guide(config.guide, Encoder(config.x_dim, config.hidden, config.z_dim, config.activation))
+        self.q = build_guide(config.guide, config.x_dim, config.hidden, config.z_dim, config.activation, config.flow_layers)
         log_sigma = torch.tensor(math.log(config.sigma))
         if config.learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
@@ -79,9 +82,18 @@ class VAE(nn.Module):
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's (mu(x), sigma(x))."""
-        return self.q.encoder(x)
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
+    def sample_q(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ~ q(z|x) from standard-normal noise eps (S, batch, z_dim), and log q(z|x): the guide's own
+        reparameterization."""
+        return self.q.sample(x, eps)
+
+    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None:
+        """KL(q(z|x) || p(z)) per image in closed form, or None for a guide without one."""
+        return self.q.kl_to_prior(x)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x|z) as a Pyro distribution with event dim 1."""

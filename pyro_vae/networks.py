@@ -28,8 +28,14 @@ class Encoder(nn.Module):
         self.head = nn.Linear(hidden[-1] if hidden else x_dim, 2 * z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_scale = self.head(self.body(x)).chunk(2, dim=-1)
-        return loc, log_scale.exp()
+        loc, scale, _ = self.with_features(x)
+        return loc, scale
+
+    def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu(x), sigma(x), h(x)) with h the last hidden layer's output."""
+        features = self.body(x)
+        loc, log_scale = self.head(features).chunk(2, dim=-1)
+        return loc, log_scale.exp(), features
 
 
 class Decoder(nn.Module):

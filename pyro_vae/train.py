@@ -338,16 +338,15 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     plots.loss_curve(metrics, out / "loss_curve.png")
 
     originals = dataset.test[:n_images]
-    loc, _ = vae.encode(originals)
-    reconstructions = vae.decode_mean(loc)
+    reconstructions = vae.decode_mean(vae.q.location(originals))
     plots.image_grid(
         torch.cat([originals, reconstructions]), out / "reconstructions.png", 2, shape,
-        "test images (top) and the decoder's mean at mu(x) (bottom)",
+        "test images (top) and the decoder's mean at q's location (bottom)",
     )
     z = torch.randn((64, vae.config.z_dim), generator=generator, device=dataset.test.device)
     plots.image_grid(vae.decode_mean(z), out / "samples.png", 8, shape, "decoder means of prior samples z ~ N(0, I)")
 
-    means = torch.cat([vae.encode(chunk)[0] for chunk in dataset.test[:5000].split(1000)])
+    means = torch.cat([vae.q.location(chunk) for chunk in dataset.test[:5000].split(1000)])
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
     plots.latent(means, labels, out / "latent.png")
     vae.train()

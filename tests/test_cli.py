@@ -125,3 +125,17 @@ def test_evaluate_without_a_checkpoint_says_why(tmp_path, capsys):
 
     assert evaluate_main([str(tmp_path)]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("guide", ["full-covariance", "flow"])
+def test_richer_guides_train_resume_and_evaluate_from_the_command_line(tmp_path, guide):
+    from pyro_vae.evaluate_cli import main as evaluate_main
+
+    out = tmp_path / guide
+    common = ["--hidden", "32", "--z-dim", "2", "--guide", guide, "--estimator", "meanfield", "--no-progress"]
+    assert main([*common, "--epochs", "1", "--out", str(out)]) == 0
+    assert main([*common, "--epochs", "2", "--resume", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[1]["test_loss"] < records[0]["test_loss"]
+    assert evaluate_main([str(out), "--samples", "10", "--images", "100"]) == 0
+    assert json.loads((out / "evaluation-K10.json").read_text())["epoch"] == 2

@@ -29,7 +29,7 @@ def batch(likelihood: str, device, dtype, n: int = 8) -> torch.Tensor:
 def guide_noise(vae: VAE, x: torch.Tensor, kl_scale: float = 1.0):
     """One run of the guide: its trace, and the noise eps = (z - mu) / sigma that produced z."""
     trace = poutine.trace(vae.guide).get_trace(x, kl_scale)
-    loc, scale = vae.encode(x)
+    loc, scale = vae.q.encoder(x)
     return trace, ((trace.nodes["z"]["value"] - loc) / scale).detach()
 
 
@@ -55,7 +55,7 @@ def test_kl_weight_scales_only_the_kl_term(device, dtype):
     trace, eps = guide_noise(vae, x, beta)
     loss = TraceMeanField_ELBO().loss(vae.model, poutine.replay(vae.guide, trace=trace), x, beta)
     with torch.no_grad():
-        loc, scale = vae.encode(x)
+        loc, scale = vae.q.encoder(x)
         z = analytic.reparameterize(loc, scale, eps)
         expected = -(vae.log_likelihood(x, z) - beta * analytic.kl_diagonal_normal_standard_normal(loc, scale)).mean()
     assert loss == pytest.approx(expected.item(), rel=rtol_for(dtype))
@@ -107,7 +107,7 @@ def test_reparameterized_sample_gradient(device, dtype):
     encoder = list(vae.q.encoder.parameters())
     v = torch.randn(z.shape, dtype=dtype, device=device)  # a random direction: compare v^T dz/dphi
     dz = torch.autograd.grad((v * z).sum(), encoder)
-    loc, scale = vae.encode(x)
+    loc, scale = vae.q.encoder(x)
     dloc = torch.autograd.grad((v * loc).sum(), encoder, retain_graph=True)
     dscale = torch.autograd.grad((v * eps * scale).sum(), encoder)
     for a, b, c in zip(dz, dloc, dscale):

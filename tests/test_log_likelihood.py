@@ -28,9 +28,18 @@ class LinearGaussianVAE:
     inflate: float = 1.0
     shift: float = 0.0
 
-    def encode(self, x):
+    @property
+    def z_dim(self):
+        return self.W.shape[1]
+
+    def sample_q(self, x, eps):
         loc, scale_tril = linear_gaussian.posterior(x, self.W, self.b, self.sigma)
-        return loc + self.shift, scale_tril.diagonal(dim1=-2, dim2=-1) * self.inflate
+        loc, scale = loc + self.shift, scale_tril.diagonal(dim1=-2, dim2=-1) * self.inflate
+        z = analytic.reparameterize(loc, scale, eps)
+        return z, analytic.diagonal_normal_log_prob(z, loc, scale)
+
+    def kl_to_prior(self, x):
+        return None
 
     def log_likelihood(self, x, z):
         return analytic.gaussian_log_likelihood(x, z @ self.W.T + self.b, self.sigma)
