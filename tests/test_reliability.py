@@ -124,8 +124,8 @@ def poisoned_loss(bad_step: int):
     """Wrap the training loss so that step `bad_step` returns NaN."""
     real = train_module.loss_function
 
-    def build(vae, elbo):
-        loss, calls = real(vae, elbo), [0]
+    def build(vae, elbo, validate_every_step=False):
+        loss, calls = real(vae, elbo, validate_every_step), [0]
 
         def wrapped(x, kl_scale):
             calls[0] += 1
