@@ -14,9 +14,10 @@ and 95% confidence intervals from a bootstrap over the R draws.
 
 from __future__ import annotations
 
-import math
+import statistics
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import pyro
 import torch
@@ -52,17 +53,21 @@ class CompareConfig:
     def num_particles(self, estimator: str) -> int:
         return self.iwae_particles if estimator == "iwae" else 1
 
+    @property
+    def training(self) -> TrainConfig:
+        """The data settings as training reads them (dataset, folder, binarization for the likelihood)."""
+        return TrainConfig(model=self.model, dataset=self.dataset, data_dir=self.data_dir)
+
 
 def load_data(config: CompareConfig) -> data.Dataset:
-    """The dataset as training sees it: checked, and for a Bernoulli likelihood with grey pixels, binarized
-    dynamically per batch (`binarize_batch`)."""
-    return load_training_data(TrainConfig(model=config.model, dataset=config.dataset, data_dir=config.data_dir),
-                              torch.device("cpu"))
+    """The dataset as training sees it: checked, its test split binarized once where the likelihood
+    needs it; training batches are binarized as drawn (`batch_binarizer`)."""
+    return load_training_data(config.training, torch.device("cpu"))
 
 
-def binarize_batch(config: CompareConfig, x: torch.Tensor) -> torch.Tensor:
-    binarization = TrainConfig(model=config.model).resolved_binarization
-    return data.binarize(x) if binarization == "dynamic" else x
+def batch_binarizer(config: CompareConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What training does to each batch: a fresh Bernoulli draw under dynamic binarization, else nothing."""
+    return data.binarize if config.training.resolved_binarization == "dynamic" else (lambda x: x)
 
 
 def new_vae(config: CompareConfig, x_dim: int, seed: int) -> VAE:
@@ -79,6 +84,7 @@ def train_run(
     vae = new_vae(config, dataset.x_dim, seed)
     loss = loss_function(vae, build_elbo(estimator, config.num_particles(estimator)))
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    binarize = batch_binarizer(config)
     curve, snapshots, seconds, step = [], {}, 0.0, 0
 
     def record() -> None:
@@ -93,7 +99,7 @@ def train_run(
         for index in torch.randperm(dataset.train.shape[0]).split(config.batch_size):
             tic = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss(binarize_batch(config, dataset.train[index]), 1.0).backward()
+            loss(binarize(dataset.train[index]), 1.0).backward()
             optimizer.step()
             seconds += time.perf_counter() - tic
             step += 1
@@ -160,9 +166,7 @@ def variance_table(
 ) -> tuple[list[dict], list[dict]]:
     """For each snapshot and estimator, the statistics of the module docstring with 95% intervals; and
     for each snapshot the ratio of every estimator's statistics to the first estimator's."""
-    g = torch.Generator().manual_seed(1234)
-    x = dataset.test[: config.variance_batch]
-    x = torch.bernoulli(x, generator=g) if TrainConfig(model=config.model).resolved_binarization == "dynamic" else x
+    x = dataset.test[: config.variance_batch]  # binarized once by load_data where the likelihood needs it
     counts = resample_counts(config.draws, config.bootstrap, seed=99)
     rows, ratios = [], []
     for where, state in snapshots.items():
@@ -196,7 +200,7 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
     """ms per training step (loss, backward, Adam) of each estimator in `config.timed`, on batches of
     `batch_size` training images: `timing_repeats` rounds of `timing_steps` steps, the estimators
     interleaved within each round so that a slow spell of the machine hits them all."""
-    x = binarize_batch(config, dataset.train[: config.batch_size])
+    x = batch_binarizer(config)(dataset.train[: config.batch_size])
     runs = {}
     for estimator in config.timed:
         vae = new_vae(config, dataset.x_dim, 0)
@@ -219,18 +223,12 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
             for _ in range(config.timing_steps):
                 step(estimator)
             times[estimator].append(1000 * (time.perf_counter() - tic) / config.timing_steps)
-    reference = _median(times[config.timed[0]])
+    reference = statistics.median(times[config.timed[0]])
     return [
-        dict(estimator=estimator, particles=config.num_particles(estimator), ms_per_step=_median(ms),
-             ms_min=min(ms), ms_max=max(ms), ratio_to_first=_median(ms) / reference)
+        dict(estimator=estimator, particles=config.num_particles(estimator), ms_per_step=statistics.median(ms),
+             ms_min=min(ms), ms_max=max(ms), ratio_to_first=statistics.median(ms) / reference)
         for estimator, ms in times.items()
     ]
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def curve_summary(curves: list[dict], estimators: tuple[str, ...]) -> list[dict]:
@@ -240,10 +238,9 @@ def curve_summary(curves: list[dict], estimators: tuple[str, ...]) -> list[dict]
     for estimator in estimators:
         finals = [p["test_loss"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
         seconds = [p["seconds"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
-        mean = sum(finals) / len(finals)
-        std = math.sqrt(sum((f - mean) ** 2 for f in finals) / (len(finals) - 1)) if len(finals) > 1 else float("nan")
-        rows.append(dict(estimator=estimator, steps=final_step, seeds=len(finals), final_test_loss=mean,
-                         std=std, min=min(finals), max=max(finals), train_seconds=sum(seconds) / len(seconds)))
+        std = statistics.stdev(finals) if len(finals) > 1 else float("nan")
+        rows.append(dict(estimator=estimator, steps=final_step, seeds=len(finals), final_test_loss=statistics.mean(finals),
+                         std=std, min=min(finals), max=max(finals), train_seconds=statistics.mean(seconds)))
     return rows
 
 
@@ -251,30 +248,34 @@ def _ci(row: dict, key: str, digits: int = 3) -> str:
     return f"{row[key]:.{digits}g} [{row[key + '_low']:.{digits}g}, {row[key + '_high']:.{digits}g}]"
 
 
+def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def markdown_report(variance: list[dict], ratios: list[dict], timing: list[dict], summary: list[dict]) -> str:
     """The four tables of a comparison, as markdown; every interval is a 95% bootstrap interval."""
-    lines = ["### Gradient variance and loss spread (one batch, R independent draws)", "",
-             "| snapshot | estimator | mean loss | per-image loss std | encoder tr Cov | encoder SNR "
-             "| decoder tr Cov | decoder SNR |", "|---|---|---|---|---|---|---|---|"]
-    for r in variance:
-        lines.append(f"| {r['snapshot']} | {r['estimator']} | {r['loss']:.2f} | {_ci(r, 'loss_std')} | "
-                     f"{_ci(r, 'encoder_variance')} | {_ci(r, 'encoder_snr')} | {_ci(r, 'decoder_variance')} | "
-                     f"{_ci(r, 'decoder_snr')} |")
-    lines += ["", "### Ratios (first estimator over the other; above 1: the other has less)", "",
-              "| snapshot | ratio | per-image loss std | encoder tr Cov | decoder tr Cov | encoder SNR |",
-              "|---|---|---|---|---|---|"]
-    for r in ratios:
-        lines.append(f"| {r['snapshot']} | {r['ratio']} | {_ci(r, 'loss_std')} | {_ci(r, 'encoder_variance')} | "
-                     f"{_ci(r, 'decoder_variance')} | {_ci(r, 'encoder_snr')} |")
-    lines += ["", "### Training at equal budget (test negative ELBO, nats per image)", "",
-              "| estimator | steps | seeds | final test loss, mean ± std | min | max | training seconds |",
-              "|---|---|---|---|---|---|---|"]
-    for r in summary:
-        lines.append(f"| {r['estimator']} | {r['steps']} | {r['seeds']} | {r['final_test_loss']:.2f} ± {r['std']:.2f} | "
-                     f"{r['min']:.2f} | {r['max']:.2f} | {r['train_seconds']:.1f} |")
-    lines += ["", "### Time per training step (median of the rounds, [min, max])", "",
-              "| estimator | particles | ms per step | ratio to the first |", "|---|---|---|---|"]
-    for r in timing:
-        lines.append(f"| {r['estimator']} | {r['particles']} | {r['ms_per_step']:.2f} [{r['ms_min']:.2f}, "
-                     f"{r['ms_max']:.2f}] | {r['ratio_to_first']:.2f} |")
-    return "\n".join(lines) + "\n"
+    lines = _table(
+        "Gradient variance and loss spread (one batch, R independent draws)",
+        ["snapshot", "estimator", "mean loss", "per-image loss std", "encoder tr Cov", "encoder SNR",
+         "decoder tr Cov", "decoder SNR"],
+        [[r["snapshot"], r["estimator"], f"{r['loss']:.2f}",
+          *(_ci(r, key) for key in ("loss_std", "encoder_variance", "encoder_snr", "decoder_variance", "decoder_snr"))]
+         for r in variance],
+    ) + _table(
+        "Ratios (first estimator over the other; above 1: the other has less)",
+        ["snapshot", "ratio", "per-image loss std", "encoder tr Cov", "decoder tr Cov", "encoder SNR"],
+        [[r["snapshot"], r["ratio"], *(_ci(r, key) for key in ("loss_std", "encoder_variance", "decoder_variance", "encoder_snr"))]
+         for r in ratios],
+    ) + _table(
+        "Training at equal budget (test negative ELBO, nats per image)",
+        ["estimator", "steps", "seeds", "final test loss, mean ± std", "min", "max", "training seconds"],
+        [[r["estimator"], str(r["steps"]), str(r["seeds"]), f"{r['final_test_loss']:.2f} ± {r['std']:.2f}",
+          f"{r['min']:.2f}", f"{r['max']:.2f}", f"{r['train_seconds']:.1f}"] for r in summary],
+    ) + _table(
+        "Time per training step (median of the rounds, [min, max])",
+        ["estimator", "particles", "ms per step", "ratio to the first"],
+        [[r["estimator"], str(r["particles"]), f"{r['ms_per_step']:.2f} [{r['ms_min']:.2f}, {r['ms_max']:.2f}]",
+          f"{r['ratio_to_first']:.2f}"] for r in timing],
+    )
+    return "\n".join(lines[:-1]) + "\n"

@@ -30,11 +30,11 @@ def negative_elbo(
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
+    elbo = analytic.elbo_analytic_kl if vae.kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
     for chunk in x.split(chunk_size):
         eps = torch.randn(
             (num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
         )
-        elbo = analytic.elbo_analytic_kl if vae.kl_to_prior(chunk[:1]) is not None else analytic.elbo_monte_carlo
         total -= elbo(vae, chunk, eps).double().sum()
     return total.item() / x.shape[0]
 

@@ -57,29 +57,20 @@ def fit_local_guide(vae, x: torch.Tensor, steps: int = 500, lr: float = 0.05, sa
     decoder fixed, starting from the encoder's q(z|x_i) where the guide has an encoder. Returns (mu, sigma,
     ELBO per image estimated with 1,000 samples). ELBO_local - ELBO_amortized is the amortization gap."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
+
+    def elbo(loc: torch.Tensor, scale: torch.Tensor, num_samples: int) -> torch.Tensor:
+        eps = torch.randn((num_samples, *loc.shape), generator=generator, dtype=x.dtype, device=x.device)
+        z = analytic.reparameterize(loc, scale, eps)
+        return vae.log_likelihood(x, z).mean(0) - analytic.kl_diagonal_normal_standard_normal(loc, scale)
+
     with torch.no_grad():
         start = vae.q.location(x)
     loc = start.clone().requires_grad_(True)
     log_scale = torch.full_like(start, -1.0, requires_grad=True)
     optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
-    frozen = [p.requires_grad for p in vae.parameters()]
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    try:
-        for _ in range(steps):
-            eps = torch.randn((samples, *start.shape), generator=generator, dtype=x.dtype, device=x.device)
-            scale = log_scale.exp()
-            z = analytic.reparameterize(loc, scale, eps)
-            elbo = vae.log_likelihood(x, z).mean(0) - analytic.kl_diagonal_normal_standard_normal(loc, scale)
-            optimizer.zero_grad()
-            (-elbo.sum()).backward()
-            optimizer.step()
-    finally:
-        for p, flag in zip(vae.parameters(), frozen):
-            p.requires_grad_(flag)
+    for _ in range(steps):
+        # gradients for (mu, log sigma) only: the decoder's parameters are neither changed nor given a .grad
+        loc.grad, log_scale.grad = torch.autograd.grad(-elbo(loc, log_scale.exp(), samples).sum(), [loc, log_scale])
+        optimizer.step()
     with torch.no_grad():
-        scale = log_scale.exp()
-        eps = torch.randn((1000, *start.shape), generator=generator, dtype=x.dtype, device=x.device)
-        elbo = vae.log_likelihood(x, analytic.reparameterize(loc, scale, eps)).mean(0) - \
-            analytic.kl_diagonal_normal_standard_normal(loc, scale)
-    return loc.detach(), scale, elbo
+        return loc.detach(), log_scale.exp(), elbo(loc, log_scale.exp(), 1000)
