@@ -52,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--z-dim", type=int, default=model.z_dim, help="latent size (default: %(default)s)")
     g.add_argument("--activation", choices=ACTIVATIONS, default=model.activation, help="(default: %(default)s)")
     g.add_argument("--guide", choices=GUIDES, default=model.guide,
-                   help="variational family q(z|x): diagonal or full-covariance Gaussian, or an inverse-autoregressive "
-                        "flow (default: %(default)s)")
+                   help="variational family q(z|x): diagonal or full-covariance Gaussian, an inverse-autoregressive "
+                        "flow, or local: free parameters per data point, no encoder, on a fixed subset of "
+                        "--local-points images (default: %(default)s)")
     g.add_argument("--flow-layers", type=int, default=model.flow_layers,
                    help="inverse-autoregressive layers of --guide flow (default: %(default)s)")
+    g.add_argument("--local-points", type=int, default=model.local_points, metavar="N",
+                   help="--guide local: train on a fixed subset of N training images, and evaluate on N test images "
+                        "(or all, if fewer), each with its own q (default: %(default)s)")
     g = p.add_argument_group("training")
     g.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator,
                    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled; "
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-particles", type=int, default=defaults.num_particles,
                    help="samples of z per image per step, vectorized; for iwae the K of the bound (default: %(default)s)")
     g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--local-lr", type=float, default=defaults.local_lr,
+                   help="--guide local: learning rate of the per-point parameters, which get one step per epoch "
+                        "(default: %(default)s)")
     g.add_argument("--lr-final", type=float, default=None,
                    help="decay the learning rate geometrically, epoch by epoch, to this by the last epoch (default: constant)")
     g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
@@ -100,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(
         hidden=args.hidden, z_dim=args.z_dim, activation=args.activation, likelihood=args.likelihood,
         sigma=args.sigma, learn_sigma=args.learn_sigma, guide=args.guide, flow_layers=args.flow_layers,
+        local_points=args.local_points,
     )
     return TrainConfig(
         model=model, dataset=args.dataset, data_dir=args.data_dir, binarization=args.binarization,
@@ -107,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, seed=args.seed, threads=args.threads, beta=args.beta, kl_warmup=args.kl_warmup,
         cuda=args.cuda, out=args.out, checkpoint_every=args.checkpoint_every, on_nonfinite=args.on_nonfinite,
         lr_final=args.lr_final, eval_samples=args.eval_samples, eval_every=args.eval_every,
-        validate_every_step=args.validate_every_step,
+        validate_every_step=args.validate_every_step, local_lr=args.local_lr,
     )
 
 

@@ -25,6 +25,7 @@ IMAGE_SHAPE = (28, 28)
 # Seeds of the fixed binarization draws: constant, so test figures compare across runs and estimators.
 TEST_BINARIZATION_SEED = 0
 STATIC_BINARIZATION_SEED = 1
+SUBSET_SEED = 2  # the local guide's fixed subsets of data points
 
 _IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_FILES = {
@@ -181,6 +182,19 @@ def prepare(dataset: Dataset, binarization: str) -> Dataset:
     if binarization == "static":
         train = fixed_binarization(train, STATIC_BINARIZATION_SEED)
     return replace(dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED))
+
+
+def fixed_subset(dataset: Dataset, train_size: int, test_size: int, seed: int = SUBSET_SEED) -> Dataset:
+    """`train_size` training and `test_size` test images (with their labels), drawn without replacement
+    by a fixed seed, so the same on every machine and in every run, and kept in their original order."""
+    def pick(images: torch.Tensor, labels: torch.Tensor | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        generator = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(images.shape[0], generator=generator)[:size].sort().values.to(images.device)
+        return images[rows], None if labels is None else labels[rows]
+
+    train, train_labels = pick(dataset.train, dataset.train_labels, train_size)
+    test, test_labels = pick(dataset.test, dataset.test_labels, test_size)
+    return replace(dataset, train=train, test=test, train_labels=train_labels, test_labels=test_labels)
 
 
 def check_pixels(dataset: Dataset) -> None:

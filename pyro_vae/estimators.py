@@ -27,7 +27,7 @@ from pyro.poutine.util import site_is_subsample
 from .errors import ConfigError
 from .model import VAE
 
-LossFunction = Callable[[torch.Tensor, float], torch.Tensor]
+LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_scale, index=None) -> the negative ELBO per image
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -99,7 +99,8 @@ _module_names = itertools.count()
 
 
 def loss_function(vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = False) -> LossFunction:
-    """loss(x, beta) = the estimator's negative ELBO per image, differentiable in vae's parameters.
+    """loss(x, beta, index=None) = the estimator's negative ELBO per image, differentiable in vae's
+    parameters; `index` (the local guide only) gives the rows of x's data points in the guide's table.
 
     Pyro validates every distribution's arguments and every observed value on every call (the Bernoulli
     support check alone scans the whole batch); here only the first call runs with Pyro's validation as
@@ -113,18 +114,19 @@ def loss_function(vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = F
     if isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
         loss = _compiled_loss(vae, elbo)
     else:
-        loss = lambda x, kl_scale: elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale)  # noqa: E731
+        def loss(x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
+            return elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale, index)
     if validate_every_step:
         return loss
     validated = False
 
-    def first_step_validated(x: torch.Tensor, kl_scale: float) -> torch.Tensor:
+    def first_step_validated(x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
         nonlocal validated
         if not validated:
             validated = True
-            return loss(x, kl_scale)
+            return loss(x, kl_scale, index)
         with pyro.validation_enabled(False):
-            return loss(x, kl_scale)
+            return loss(x, kl_scale, index)
 
     return first_step_validated
 
@@ -132,16 +134,17 @@ def loss_function(vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = F
 def _compiled_loss(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
     name = f"vae{next(_module_names)}"
 
-    def model(x: torch.Tensor, kl_scale: torch.Tensor) -> None:
+    def model(x: torch.Tensor, kl_scale: torch.Tensor, *index: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.model(x, kl_scale)
+        vae.model(x, kl_scale, *index)
 
-    def guide(x: torch.Tensor, kl_scale: torch.Tensor) -> None:
+    def guide(x: torch.Tensor, kl_scale: torch.Tensor, *index: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.guide(x, kl_scale)
+        vae.guide(x, kl_scale, *index)
 
-    def compiled_loss(x: torch.Tensor, kl_scale: float) -> torch.Tensor:
-        # a tensor argument, so a new KL weight does not trigger a new compilation
-        return elbo.differentiable_loss(model, guide, x, torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device))
+    def compiled_loss(x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
+        # tensor arguments only (a new KL weight does not trigger a new compilation; None is no tensor)
+        kl = torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
+        return elbo.differentiable_loss(model, guide, x, kl, *(() if index is None else (index,)))
 
     return compiled_loss

@@ -20,22 +20,25 @@ def negative_elbo(
     num_samples: int = 1,
     seed: int = 0,
     chunk_size: int = 2000,
+    index: torch.Tensor | None = None,
 ) -> float:
     """-ELBO per image averaged over the rows of x, in nats: -(E_q[log p(x|z)] - KL(q || p(z))) with
     the KL term exact where the guide has a closed form (else estimated, as E_q[log q(z|x) - log p(z)])
     and the expectation estimated by `num_samples` reparameterized samples.
 
     The noise comes from its own generator seeded with `seed`, so the figure is reproducible and
-    drawing it leaves the global random state (and so training) untouched.
+    drawing it leaves the global random state (and so training) untouched. For the local guide, `index`
+    gives the rows of x's data points in its table.
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    elbo = analytic.elbo_analytic_kl if vae.kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
-    for chunk in x.split(chunk_size):
+    chunks = list(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0])))
+    elbo = analytic.elbo_analytic_kl if _at(vae, chunks[0][1]).kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
+    for chunk, rows in chunks:
         eps = torch.randn(
             (num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
         )
-        total -= elbo(vae, chunk, eps).double().sum()
+        total -= elbo(_at(vae, rows), chunk, eps).double().sum()
     return total.item() / x.shape[0]
 
 
@@ -64,6 +67,7 @@ def log_likelihood(
     seed: int = 0,
     max_rows: int = 65_536,
     proposal: str = "guide",
+    index: torch.Tensor | None = None,
 ) -> LogLikelihood:
     """log p(x) ~ log (1/K) sum_k w_k, per image, with K = `num_samples`:
 
@@ -74,7 +78,8 @@ def log_likelihood(
 
     Images and samples are processed in chunks of at most `max_rows` (image, sample) pairs, so the memory
     held at once is about max_rows * (x_dim + hidden + z_dim) floats whatever K; the log-weights are kept
-    per image and reduced by logsumexp in float64.
+    per image and reduced by logsumexp in float64. For the local guide, `index` gives the rows of x's data
+    points in its table.
     """
     if num_samples < 1:
         raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
@@ -85,13 +90,13 @@ def log_likelihood(
     images = max(1, min(x.shape[0], max_rows // num_samples))
     samples = max(1, min(num_samples, max_rows // images))
     estimates, variances = [], []
-    for chunk in x.split(images):
+    for chunk, rows in zip(x.split(images), _split(index, images, x.shape[0])):
         log_w = []
         for start in range(0, num_samples, samples):
             k = min(samples, num_samples - start)
             eps = torch.randn((k, chunk.shape[0], z_dim), generator=generator, device=x.device, dtype=x.dtype)
             if proposal == "guide":
-                log_w.append(analytic.log_importance_weights(vae, chunk, eps).double())
+                log_w.append(analytic.log_importance_weights(_at(vae, rows), chunk, eps).double())
             else:
                 log_w.append(vae.log_likelihood(chunk, eps).double())
         log_w = torch.cat(log_w)
@@ -108,3 +113,17 @@ def log_likelihood(
         num_samples=num_samples,
         per_image=per_image.cpu(),
     )
+
+
+def _split(index: torch.Tensor | None, size: int, rows: int) -> list[torch.Tensor | None]:
+    """index in chunks of `size`, aligned with x.split(size); all None without an index."""
+    if index is None:
+        return [None] * math.ceil(rows / size)
+    if index.shape != (rows,):
+        raise ConfigError(f"index must give one row per image: {rows} images, index of shape {tuple(index.shape)}")
+    return list(index.split(size))
+
+
+def _at(vae: analytic.LatentVariableModel, rows: torch.Tensor | None) -> analytic.LatentVariableModel:
+    """The model with q fixed to the data points `rows` (local guide), or the model itself."""
+    return vae if rows is None else vae.at(rows)

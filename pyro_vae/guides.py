@@ -7,11 +7,15 @@ Each guide maps a batch of images to
 - `kl_to_prior(x)`: KL(q(z|x) || N(0, I)) in closed form, or None where there is none;
 - `location(x)`: one representative z per image (for figures).
 
+The `local` guide is the exception: it has no encoder, and its methods take the data points' row numbers
+in its table where the others take their pixels (`VAE` passes the one or the other).
+
 | name              | q(z|x)                                   | closed-form KL | `TraceMeanField_ELBO`          |
 |-------------------|------------------------------------------|----------------|--------------------------------|
 | `diagonal`        | N(mu(x), diag sigma(x)^2)                | yes            | exact KL                       |
 | `full-covariance` | N(mu(x), L(x) L(x)^T), L lower-triangular | yes            | exact KL (registered below)    |
 | `flow`            | diagonal Gaussian, then inverse-autoregressive layers conditioned on x | no | falls back to Monte Carlo |
+| `local`           | N(mu_i, diag sigma_i^2), free parameters per data point i (no encoder) | yes | exact KL |
 """
 
 from __future__ import annotations
@@ -129,6 +133,36 @@ class InverseAutoregressiveFlow(nn.Module):
         return z
 
 
+class LocalGuide(nn.Module):
+    """q(z|x_i) = N(mu_i, diag sigma_i^2) with free (mu_i, log sigma_i) for each of `points` fixed data
+    points: the non-amortized family, against which the encoder's amortization gap is measured. The
+    parameters are rows of a sparse embedding, so a step's gradient (and a sparse optimizer's update)
+    touches only the rows of its batch; every row starts at the prior, mu_i = 0 and sigma_i = 1."""
+
+    def __init__(self, points: int, z_dim: int):
+        super().__init__()
+        self.table = nn.Embedding(points, 2 * z_dim, sparse=True)
+        nn.init.zeros_(self.table.weight)
+
+    def loc_and_scale(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_scale = self.table(index).chunk(2, dim=-1)
+        return loc, log_scale.exp()
+
+    def forward(self, index: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(*self.loc_and_scale(index)).to_event(1)
+
+    def sample(self, index: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, scale = self.loc_and_scale(index)
+        z = analytic.reparameterize(loc, scale, eps)
+        return z, analytic.diagonal_normal_log_prob(z, loc, scale)
+
+    def kl_to_prior(self, index: torch.Tensor) -> torch.Tensor:
+        return analytic.kl_diagonal_normal_standard_normal(*self.loc_and_scale(index))
+
+    def location(self, index: torch.Tensor) -> torch.Tensor:
+        return self.loc_and_scale(index)[0]
+
+
 @register_kl(dist.MultivariateNormal, dist.Independent)
 def _kl_full_covariance_to_diagonal_normal(q: dist.MultivariateNormal, p: dist.Independent) -> torch.Tensor:
     """KL(N(mu1, L1 L1^T) || N(mu2, diag sigma2^2)) by `analytic.kl_normal_normal`, so that
@@ -141,14 +175,17 @@ def _kl_full_covariance_to_diagonal_normal(q: dist.MultivariateNormal, p: dist.I
                                      loc_p.expand(shape), torch.diag_embed(scale_p.expand(shape)))
 
 
-GUIDES = {"diagonal": DiagonalNormal, "full-covariance": FullCovarianceNormal, "flow": InverseAutoregressiveFlow}
+GUIDES = {"diagonal": DiagonalNormal, "full-covariance": FullCovarianceNormal, "flow": InverseAutoregressiveFlow,
+          "local": LocalGuide}
 
 
 def build_guide(name: str, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str,
-                flow_layers: int = 2) -> nn.Module:
+                flow_layers: int = 2, local_rows: int = 0) -> nn.Module:
     if name not in GUIDES:
         raise ConfigError(f"unknown guide {name!r}; choose one of: {', '.join(GUIDES)}")
     if name == "flow":
         return InverseAutoregressiveFlow(x_dim, hidden, z_dim, activation, flow_layers)
+    if name == "local":
+        return LocalGuide(local_rows, z_dim)
     return GUIDES[name](x_dim, hidden, z_dim, activation)
 

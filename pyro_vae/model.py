@@ -42,6 +42,8 @@ class ModelConfig:
     learn_sigma: bool = False
     guide: str = "diagonal"
     flow_layers: int = 2  # inverse-autoregressive layers of the flow guide
+    local_points: int = 1000  # local guide: training images with their own q (a fixed subset)
+    local_test_points: int = 0  # local guide: test images with their own q (set from the data by training)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -55,6 +57,8 @@ class ModelConfig:
             raise ConfigError(f"layer sizes must be positive: x_dim={self.x_dim}, hidden={self.hidden}, z_dim={self.z_dim}")
         if self.flow_layers < 1:
             raise ConfigError(f"--flow-layers must be at least 1, got {self.flow_layers}")
+        if self.local_points < 1 or self.local_test_points < 0:
+            raise ConfigError(f"--local-points must be at least 1, got {self.local_points}")
         if not self.sigma > 0:
             raise ConfigError(f"--sigma must be positive, got {self.sigma}")
         if self.learn_sigma and self.likelihood != "gaussian":
@@ -71,7 +75,8 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.decoder = Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
-        self.q = build_guide(config.guide, config.x_dim, config.hidden, config.z_dim, config.activation, config.flow_layers)
+        self.q = build_guide(config.guide, config.x_dim, config.hidden, config.z_dim, config.activation,
+                             config.flow_layers, config.local_points + config.local_test_points)
         log_sigma = torch.tensor(math.log(config.sigma))
         if config.learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
@@ -86,14 +91,46 @@ class VAE(nn.Module):
     def z_dim(self) -> int:
         return self.config.z_dim
 
-    def sample_q(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def is_local(self) -> bool:
+        """Whether q has free parameters per data point (the `local` guide) instead of an encoder."""
+        return self.config.guide == "local"
+
+    def _conditioning(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """What q reads: the images x, or for the local guide the rows `index` of its data points."""
+        if not self.is_local:
+            return x
+        if index is None:
+            raise ConfigError("the local guide has parameters only for its own fixed data points, "
+                              "so it needs their row numbers (index), not images")
+        return index
+
+    def sample_q(self, x: torch.Tensor, eps: torch.Tensor, index: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z|x) from standard-normal noise eps (S, batch, z_dim), and log q(z|x): the guide's own
         reparameterization."""
-        return self.q.sample(x, eps)
+        return self.q.sample(self._conditioning(x, index), eps)
 
-    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None:
+    def kl_to_prior(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor | None:
         """KL(q(z|x) || p(z)) per image in closed form, or None for a guide without one."""
-        return self.q.kl_to_prior(x)
+        return self.q.kl_to_prior(self._conditioning(x, index))
+
+    def location(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """One representative z per image (q's mean, or for the flow the image of its base mean)."""
+        return self.q.location(self._conditioning(x, index))
+
+    def test_rows(self) -> torch.Tensor | None:
+        """The local guide's rows for its test images, which follow the `local_points` training rows;
+        None for the amortized guides."""
+        if not self.is_local:
+            return None
+        rows = torch.arange(self.config.local_test_points, device=self.log_sigma.device)
+        return rows + self.config.local_points
+
+    def at(self, index: torch.Tensor) -> "DataPoints":
+        """This VAE with q fixed to the data points `index` (rows of x to come), as an
+        `analytic.LatentVariableModel`: how the local guide's q enters the hand-derived ELBO forms."""
+        return DataPoints(self, index)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x|z) as a Pyro distribution with event dim 1."""
@@ -123,15 +160,37 @@ class VAE(nn.Module):
         with poutine.scale(scale=1.0 / x.shape[0]), pyro.plate("data", x.shape[0], dim=-1):
             yield
 
-    def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0) -> None:
-        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed."""
+    def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, index: torch.Tensor | None = None) -> None:
+        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed. (`index` is the guide's.)"""
         with self._images(x):
             with poutine.scale(scale=kl_scale):
                 prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], self.config.z_dim])
                 z = pyro.sample("z", prior.to_event(1))
             pyro.sample("x", self.likelihood(z), obs=x)
 
-    def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0) -> None:
-        """q(z|x), the amortized variational family."""
+    def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, index: torch.Tensor | None = None) -> None:
+        """q(z|x), the variational family: amortized by an encoder of x, or for the local guide the free
+        parameters of the data points in rows `index`."""
         with self._images(x), poutine.scale(scale=kl_scale):
-            pyro.sample("z", self.q(x))
+            pyro.sample("z", self.q(self._conditioning(x, index)))
+
+
+@dataclass(frozen=True)
+class DataPoints:
+    """A VAE whose q is fixed to the data points in rows `index` (see `VAE.at`)."""
+
+    vae: VAE
+    index: torch.Tensor
+
+    @property
+    def z_dim(self) -> int:
+        return self.vae.z_dim
+
+    def sample_q(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.sample_q(x, eps, self.index)
+
+    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self.vae.kl_to_prior(x, self.index)
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.log_likelihood(x, z)

@@ -51,11 +51,13 @@ def grid_posterior(vae, x: torch.Tensor, limit: float = 5.0, points: int = 301, 
 
 
 def fit_local_guide(vae, x: torch.Tensor, steps: int = 500, lr: float = 0.05, samples: int = 8,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    seed: int = 0, eval_samples: int = 1000, max_rows: int = 65_536
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The non-amortized guide: one free N(mu_i, diag sigma_i^2) per image, fitted by Adam on the ELBO
     E_q[log p(x_i|z)] - KL(q_i || N(0, I)) (exact KL, `samples` reparameterized samples a step) with the
-    decoder fixed, starting from the encoder's q(z|x_i) where the guide has an encoder. Returns (mu, sigma,
-    ELBO per image estimated with 1,000 samples). ELBO_local - ELBO_amortized is the amortization gap."""
+    decoder fixed, starting from the encoder's q(z|x_i). Returns (mu, sigma, ELBO per image estimated with
+    `eval_samples` samples, at most `max_rows` (sample, image) pairs at a time). ELBO_local - ELBO_amortized
+    is the amortization gap."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
 
     def elbo(loc: torch.Tensor, scale: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -64,7 +66,7 @@ def fit_local_guide(vae, x: torch.Tensor, steps: int = 500, lr: float = 0.05, sa
         return vae.log_likelihood(x, z).mean(0) - analytic.kl_diagonal_normal_standard_normal(loc, scale)
 
     with torch.no_grad():
-        start = vae.q.location(x)
+        start = vae.location(x)
     loc = start.clone().requires_grad_(True)
     log_scale = torch.full_like(start, -1.0, requires_grad=True)
     optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
@@ -73,4 +75,7 @@ def fit_local_guide(vae, x: torch.Tensor, steps: int = 500, lr: float = 0.05, sa
         loc.grad, log_scale.grad = torch.autograd.grad(-elbo(loc, log_scale.exp(), samples).sum(), [loc, log_scale])
         optimizer.step()
     with torch.no_grad():
-        return loc.detach(), log_scale.exp(), elbo(loc, log_scale.exp(), 1000)
+        loc, scale = loc.detach(), log_scale.exp()
+        per_call = max(1, min(eval_samples, max_rows // x.shape[0]))
+        counts = [min(per_call, eval_samples - start) for start in range(0, eval_samples, per_call)]
+        return loc, scale, sum(k * elbo(loc, scale, k) for k in counts) / eval_samples

@@ -59,6 +59,7 @@ class TrainConfig:
     eval_samples: int = 0  # K of the importance-sampled test log p(x); 0: not computed
     eval_every: int | None = None  # epochs between log p(x) evaluations; None: at the end only
     validate_every_step: bool = False  # Pyro's distribution checks on every step, not only the first
+    local_lr: float = 0.05  # local guide: Adam learning rate of the per-point parameters (SparseAdam)
 
     def __post_init__(self) -> None:
         if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
@@ -68,8 +69,9 @@ class TrainConfig:
         for name in ("num_particles", "batch_size", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        for name in ("lr", "local_lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ConfigError(f"--beta must be a positive number, got {self.beta} (beta -> 0 approaches an autoencoder)")
         if self.kl_warmup < 0:
@@ -119,7 +121,9 @@ def resolve_device(cuda: bool) -> torch.device:
 
 
 def load_training_data(config: TrainConfig, device: torch.device) -> data.Dataset:
-    """The dataset, checked against the likelihood's support, binarized as configured, on `device`."""
+    """The dataset, checked against the likelihood's support, binarized as configured, on `device`; for
+    the local guide only its fixed subsets: `local_points` training images and as many test images (or
+    the whole test split, if smaller)."""
     dataset = data.load_dataset(config.dataset, config.data_dir)
     data.check_pixels(dataset)
     binarization = config.resolved_binarization
@@ -129,7 +133,13 @@ def load_training_data(config: TrainConfig, device: torch.device) -> data.Datase
             "use --binarize dynamic or static, or a likelihood for grey pixels "
             "(--likelihood continuous-bernoulli or gaussian)"
         )
-    return data.prepare(dataset, binarization).to(device)
+    dataset = data.prepare(dataset, binarization)
+    if config.model.guide == "local":
+        points = config.model.local_points
+        if points > dataset.train.shape[0]:
+            raise ConfigError(f"--local-points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}")
+        dataset = data.fixed_subset(dataset, points, min(points, dataset.test.shape[0]))
+    return dataset.to(device)
 
 
 def new_run_dir(out: str | None) -> Path:
@@ -186,12 +196,13 @@ def train(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     dataset = load_training_data(config, device)
-    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim))
+    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=dataset.test.shape[0]))
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
     loss = loss_function(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr, fused=True)  # the fastest form, docs/PERFORMANCE.md
+    optimizer, local_optimizer = optimizers(vae, config)
+    test_rows = vae.test_rows()
     if checkpoint is None:
         out = new_run_dir(config.out)
         state = resume_module.Progress()
@@ -199,6 +210,8 @@ def train(
         out = Path(config.out)
         vae.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if local_optimizer is not None:
+            local_optimizer.load_state_dict(checkpoint["local_optimizer_state"])
         resume_module.set_rng_states(checkpoint["rng"])
         state = resume_module.progress_from(checkpoint)
         if state.permutation is not None:
@@ -212,7 +225,17 @@ def train(
         files.save_checkpoint(
             out / "checkpoint.pt",
             dict(config=asdict(config), model_state=vae.state_dict(), optimizer_state=optimizer.state_dict(),
-                 rng=resume_module.rng_states(), progress=asdict(state), epoch=state.epoch, step=state.step),
+                 rng=resume_module.rng_states(), progress=asdict(state), epoch=state.epoch, step=state.step,
+                 **({} if local_optimizer is None else dict(local_optimizer_state=local_optimizer.state_dict()))),
+        )
+
+    def nonfinite(what: str) -> TrainingError:
+        return TrainingError(
+            f"the loss or its gradient became NaN or infinite at step {state.step} of {what} "
+            f"(epoch {state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
+            f"rate too high (--lr {config.lr}), or for a Gaussian likelihood a --sigma too small. "
+            f"{out / 'checkpoint.pt'} holds the last good state, untouched; "
+            "--on-nonfinite skip skips such steps instead"
         )
 
     def stop(where: str) -> Interrupted:
@@ -224,8 +247,9 @@ def train(
     parameters = [p for p in vae.parameters() if p.requires_grad]
     verb = "training" if checkpoint is None else f"resuming at epoch {state.epoch + 1}, step {state.step}"
     log(
-        f"{verb} on {dataset.name} ({n_train} train / {dataset.test.shape[0]} test images, "
-        f"binarization {config.resolved_binarization}) on {device}; writing {out}"
+        f"{verb} on {dataset.name} ({n_train} train / {dataset.test.shape[0]} test images"
+        + (", the local guide's fixed subsets" if vae.is_local else "")
+        + f", binarization {config.resolved_binarization}) on {device}; writing {out}"
     )
     started = time.perf_counter()
     with interrupt_flag() as interrupted:
@@ -234,6 +258,9 @@ def train(
                 state.start_epoch(torch.randperm(n_train, device=device))
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate(state.epoch)
+            if local_optimizer is not None:
+                for group in local_optimizer.param_groups:
+                    group["lr"] = config.local_lr * config.learning_rate(state.epoch) / config.lr
             bar = tqdm(total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                        leave=False, disable=not progress)
             tic = time.perf_counter()
@@ -243,21 +270,17 @@ def train(
                 if dynamic:
                     x = data.binarize(x)
                 state.step += 1
-                optimizer.zero_grad(set_to_none=True)
-                batch_loss = loss(x, config.kl_scale(state.step, steps_per_epoch))
+                vae.zero_grad(set_to_none=True)
+                batch_loss = loss(x, config.kl_scale(state.step, steps_per_epoch), batch_index if vae.is_local else None)
                 batch_loss.backward()
                 if not _finite(batch_loss, parameters):
                     if config.on_nonfinite == "stop":
-                        raise TrainingError(
-                            f"the loss or its gradient became NaN or infinite at step {state.step} "
-                            f"(epoch {state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
-                            f"rate too high (--lr {config.lr}), or for a Gaussian likelihood a --sigma too small. "
-                            f"{out / 'checkpoint.pt'} holds the last good state, untouched; "
-                            "--on-nonfinite skip skips such steps instead"
-                        )
+                        raise nonfinite("training")
                     state.skipped += 1
                 else:
                     optimizer.step()
+                    if local_optimizer is not None:
+                        local_optimizer.step()
                     loss_sum += batch_loss.detach() * x.shape[0]
                     state.images += x.shape[0]
                 state.batch += 1
@@ -268,17 +291,24 @@ def train(
                     break
             bar.close()
             state.loss_sum = loss_sum.item()
-            state.seconds += time.perf_counter() - tic
             if interrupted[0] and state.batch < steps_per_epoch:
+                state.seconds += time.perf_counter() - tic
                 save()
                 raise stop(f"at step {state.step} (epoch {state.epoch + 1})")
+            if vae.is_local:
+                skipped = fit_test_points(vae, loss, local_optimizer, dataset.test, test_rows, config.batch_size,
+                                          config.kl_scale(state.step, steps_per_epoch))
+                if skipped and config.on_nonfinite == "stop":
+                    raise nonfinite("the test points' pass")
+                state.skipped += skipped
+            state.seconds += time.perf_counter() - tic
             if state.images == 0:
                 raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
             vae.eval()
-            test_loss = evaluate.negative_elbo(vae, dataset.test)
+            test_loss = evaluate.negative_elbo(vae, dataset.test, index=test_rows)
             log_px = None
             if config.evaluates_log_likelihood(state.epoch + 1):
-                log_px = evaluate.log_likelihood(vae, dataset.test, config.eval_samples)
+                log_px = evaluate.log_likelihood(vae, dataset.test, config.eval_samples, index=test_rows)
             vae.train()
             record = dict(
                 epoch=state.epoch + 1,
@@ -323,6 +353,35 @@ def train(
     return out
 
 
+def optimizers(vae: VAE, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """Adam over the networks' parameters (fused, the fastest form, docs/PERFORMANCE.md) and, for the local
+    guide, SparseAdam over its per-point table at `local_lr`: a lazy Adam that moves only the rows in the
+    batch, where a dense Adam would go on moving every other row by its stale momentum."""
+    table = [vae.q.table.weight] if vae.is_local else []
+    dense = [p for p in vae.parameters() if all(p is not t for t in table)]
+    optimizer = torch.optim.Adam(dense, lr=config.lr, fused=True)
+    return optimizer, (torch.optim.SparseAdam(table, lr=config.local_lr) if table else None)
+
+
+def fit_test_points(vae: VAE, loss: Callable[..., torch.Tensor], local_optimizer: torch.optim.Optimizer,
+                    x: torch.Tensor, rows: torch.Tensor, batch_size: int, kl_scale: float) -> int:
+    """One pass of SVI over the local guide's test points (in a random order, `batch_size` at a time),
+    with the decoder fixed: the per-point parameters of the test images get the same steps as those of
+    the training images, but the decoder never learns from them. Returns how many steps were skipped
+    because the loss or the gradient was not finite."""
+    table = vae.q.table.weight
+    skipped = 0
+    for batch in torch.randperm(x.shape[0], device=x.device).split(batch_size):
+        batch_loss = loss(x[batch], kl_scale, rows[batch])
+        (table.grad,) = torch.autograd.grad(batch_loss, [table])  # the decoder gets no .grad
+        if _finite(batch_loss, [table]):
+            local_optimizer.step()
+        else:
+            skipped += 1
+        table.grad = None
+    return skipped
+
+
 def _finite(loss: torch.Tensor, parameters: list[torch.Tensor]) -> bool:
     """True when the loss and every gradient are finite (one norm over all gradients, one sync)."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -337,8 +396,9 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     shape = dataset.image_shape
     plots.loss_curve(metrics, out / "loss_curve.png")
 
+    rows = vae.test_rows()
     originals = dataset.test[:n_images]
-    reconstructions = vae.decode_mean(vae.q.location(originals))
+    reconstructions = vae.decode_mean(vae.location(originals, None if rows is None else rows[:n_images]))
     plots.image_grid(
         torch.cat([originals, reconstructions]), out / "reconstructions.png", 2, shape,
         "test images (top) and the decoder's mean at q's location (bottom)",
@@ -346,7 +406,8 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     z = torch.randn((64, vae.config.z_dim), generator=generator, device=dataset.test.device)
     plots.image_grid(vae.decode_mean(z), out / "samples.png", 8, shape, "decoder means of prior samples z ~ N(0, I)")
 
-    means = torch.cat([vae.q.location(chunk) for chunk in dataset.test[:5000].split(1000)])
+    latent = dataset.test[:5000]
+    means = vae.location(latent, None if rows is None else rows[:5000])
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
     plots.latent(means, labels, out / "latent.png")
     vae.train()

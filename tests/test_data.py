@@ -157,3 +157,15 @@ def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(data.DATA_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert data.default_data_dir() == tmp_path / "cache" / "pyro-vae"
+
+
+def test_fixed_subset_is_the_same_every_time_and_keeps_labels_with_images():
+    dataset = data.load_dataset("default")
+    a, b = data.fixed_subset(dataset, 300, 100), data.fixed_subset(dataset, 300, 100)
+    assert a.train.shape == (300, 784) and a.test.shape == (100, 784)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test_labels, b.test_labels)
+    # each chosen image is a row of its split, with that row's label, in the split's order
+    rows = [int((dataset.train == image).all(1).nonzero()[0]) for image in a.train[:20]]
+    assert rows == sorted(rows) and torch.equal(dataset.train_labels[rows], a.train_labels[:20])
+    assert len(set(a.train_labels.tolist())) == 10  # drawn at random, not the first (class-sorted) rows
+    assert torch.equal(data.fixed_subset(dataset, 4000, 1000).test, dataset.test)
