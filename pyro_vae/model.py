@@ -105,6 +105,10 @@ class VAE(nn.Module):
                               "so it needs their row numbers (index), not images")
         return index
 
+    def approximate_posterior(self, x: torch.Tensor, index: torch.Tensor | None = None) -> dist.Distribution:
+        """q(z|x) as a Pyro distribution (batch shape (batch,), event dim 1): what the guide samples."""
+        return self.q(self._conditioning(x, index))
+
     def sample_q(self, x: torch.Tensor, eps: torch.Tensor, index: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z|x) from standard-normal noise eps (S, batch, z_dim), and log q(z|x): the guide's own
@@ -172,7 +176,7 @@ class VAE(nn.Module):
         """q(z|x), the variational family: amortized by an encoder of x, or for the local guide the free
         parameters of the data points in rows `index`."""
         with self._images(x), poutine.scale(scale=kl_scale):
-            pyro.sample("z", self.q(self._conditioning(x, index)))
+            pyro.sample("z", self.approximate_posterior(x, index))
 
 
 @dataclass(frozen=True)

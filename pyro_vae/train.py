@@ -1,5 +1,6 @@
-"""The SVI loop: Pyro's ELBO estimator for the loss, Adam on the module's parameters, per-epoch
-metrics, an atomic checkpoint after every epoch, and figures at the end.
+"""The SVI loop: Pyro's ELBO estimator for the loss, Adam on the module's parameters (SparseAdam on the
+local guide's per-image table), per-epoch metrics, an atomic checkpoint after every epoch, and figures
+at the end.
 
 One step is what `pyro.infer.SVI.step` does (the estimator's differentiable loss, backward, an
 optimizer step), with a torch optimizer over the VAE's own parameters instead of Pyro's global
