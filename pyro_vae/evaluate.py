@@ -33,7 +33,8 @@ def negative_elbo(
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     chunks = list(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0])))
-    elbo = analytic.elbo_analytic_kl if _at(vae, chunks[0][1]).kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
+    probe = _at(vae, None if index is None else index[:1])
+    elbo = analytic.elbo_analytic_kl if probe.kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
     for chunk, rows in chunks:
         eps = torch.randn(
             (num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype

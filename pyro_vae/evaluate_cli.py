@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.amortization_gap and vae.is_local:
         raise ConfigError("--amortization-gap compares an encoder with per-image fits; this run's guide is already local")
     x = dataset.test[: args.images]
-    rows = vae.test_rows()
-    rows = None if rows is None else rows[: args.images]
+    rows = vae.test_rows(args.images)
     tic = time.perf_counter()
     estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows)
     result = dict(

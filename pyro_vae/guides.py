@@ -31,28 +31,37 @@ from .errors import ConfigError
 from .networks import Encoder, mlp
 
 
-class DiagonalNormal(nn.Module):
-    """q(z|x) = N(mu(x), diag sigma(x)^2), sampled by z = mu(x) + sigma(x) * eps."""
+class _DiagonalGaussian(nn.Module):
+    """q = N(mu, diag sigma^2), sampled by z = mu + sigma * eps; subclasses say where (mu, sigma) come from."""
+
+    def loc_and_scale(self, given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, given: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(*self.loc_and_scale(given)).to_event(1)
+
+    def sample(self, given: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, scale = self.loc_and_scale(given)
+        z = analytic.reparameterize(loc, scale, eps)
+        return z, analytic.diagonal_normal_log_prob(z, loc, scale)
+
+    def kl_to_prior(self, given: torch.Tensor) -> torch.Tensor:
+        """KL(q || N(0, I)) per image, in closed form."""
+        return analytic.kl_diagonal_normal_standard_normal(*self.loc_and_scale(given))
+
+    def location(self, given: torch.Tensor) -> torch.Tensor:
+        return self.loc_and_scale(given)[0]
+
+
+class DiagonalNormal(_DiagonalGaussian):
+    """q(z|x) = N(mu(x), diag sigma(x)^2), (mu, sigma) from the encoder."""
 
     def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
         super().__init__()
         self.encoder = Encoder(x_dim, hidden, z_dim, activation)
 
-    def forward(self, x: torch.Tensor) -> dist.Distribution:
-        loc, scale = self.encoder(x)
-        return dist.Normal(loc, scale).to_event(1)
-
-    def sample(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, scale = self.encoder(x)
-        z = analytic.reparameterize(loc, scale, eps)
-        return z, analytic.diagonal_normal_log_prob(z, loc, scale)
-
-    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor:
-        """KL(q(z|x) || N(0, I)) per image, in closed form."""
-        return analytic.kl_diagonal_normal_standard_normal(*self.encoder(x))
-
-    def location(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)[0]
+    def loc_and_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x)
 
 
 class FullCovarianceNormal(nn.Module):
@@ -133,7 +142,7 @@ class InverseAutoregressiveFlow(nn.Module):
         return z
 
 
-class LocalGuide(nn.Module):
+class LocalGuide(_DiagonalGaussian):
     """q(z|x_i) = N(mu_i, diag sigma_i^2) with free (mu_i, log sigma_i) for each of `points` fixed data
     points: the non-amortized family, against which the encoder's amortization gap is measured. The
     parameters are rows of a sparse embedding, so a step's gradient (and a sparse optimizer's update)
@@ -147,20 +156,6 @@ class LocalGuide(nn.Module):
     def loc_and_scale(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, log_scale = self.table(index).chunk(2, dim=-1)
         return loc, log_scale.exp()
-
-    def forward(self, index: torch.Tensor) -> dist.Distribution:
-        return dist.Normal(*self.loc_and_scale(index)).to_event(1)
-
-    def sample(self, index: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, scale = self.loc_and_scale(index)
-        z = analytic.reparameterize(loc, scale, eps)
-        return z, analytic.diagonal_normal_log_prob(z, loc, scale)
-
-    def kl_to_prior(self, index: torch.Tensor) -> torch.Tensor:
-        return analytic.kl_diagonal_normal_standard_normal(*self.loc_and_scale(index))
-
-    def location(self, index: torch.Tensor) -> torch.Tensor:
-        return self.loc_and_scale(index)[0]
 
 
 @register_kl(dist.MultivariateNormal, dist.Independent)

@@ -123,13 +123,13 @@ class VAE(nn.Module):
         """One representative z per image (q's mean, or for the flow the image of its base mean)."""
         return self.q.location(self._conditioning(x, index))
 
-    def test_rows(self) -> torch.Tensor | None:
-        """The local guide's rows for its test images, which follow the `local_points` training rows;
-        None for the amortized guides."""
+    def test_rows(self, count: int | None = None) -> torch.Tensor | None:
+        """The local guide's rows for its first `count` test images (all by default), which follow the
+        `local_points` training rows; None for the amortized guides."""
         if not self.is_local:
             return None
         rows = torch.arange(self.config.local_test_points, device=self.log_sigma.device)
-        return rows + self.config.local_points
+        return (rows + self.config.local_points)[:count]
 
     def at(self, index: torch.Tensor) -> "DataPoints":
         """This VAE with q fixed to the data points `index` (rows of x to come), as an

@@ -94,11 +94,16 @@ class TrainConfig:
             return self.binarization
         return "dynamic" if self.model.likelihood == "bernoulli" else "none"
 
-    def learning_rate(self, epoch: int) -> float:
-        """lr for epoch (0-based): constant, or lr (lr_final / lr)^(epoch / (epochs - 1)) with --lr-final."""
+    def lr_decay(self, epoch: int) -> float:
+        """The learning rates' factor for epoch (0-based): 1, or (lr_final / lr)^(epoch / (epochs - 1)) with
+        --lr-final; it multiplies lr and the local guide's local_lr alike."""
         if self.lr_final is None or self.epochs == 1:
-            return self.lr
-        return self.lr * (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
+            return 1.0
+        return (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
+
+    def learning_rate(self, epoch: int) -> float:
+        """lr for epoch (0-based): constant, or decaying geometrically to lr_final at the last epoch."""
+        return self.lr * self.lr_decay(epoch)
 
     def evaluates_log_likelihood(self, epoch: int) -> bool:
         """Whether log p(x) is estimated after epoch (1-based): every eval_every epochs and after the last."""
@@ -197,7 +202,8 @@ def train(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     dataset = load_training_data(config, device)
-    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=dataset.test.shape[0]))
+    local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
+    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points))
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
@@ -261,7 +267,7 @@ def train(
                 group["lr"] = config.learning_rate(state.epoch)
             if local_optimizer is not None:
                 for group in local_optimizer.param_groups:
-                    group["lr"] = config.local_lr * config.learning_rate(state.epoch) / config.lr
+                    group["lr"] = config.local_lr * config.lr_decay(state.epoch)
             bar = tqdm(total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                        leave=False, disable=not progress)
             tic = time.perf_counter()
@@ -358,10 +364,9 @@ def optimizers(vae: VAE, config: TrainConfig) -> tuple[torch.optim.Optimizer, to
     """Adam over the networks' parameters (fused, the fastest form, docs/PERFORMANCE.md) and, for the local
     guide, SparseAdam over its per-point table at `local_lr`: a lazy Adam that moves only the rows in the
     batch, where a dense Adam would go on moving every other row by its stale momentum."""
-    table = [vae.q.table.weight] if vae.is_local else []
-    dense = [p for p in vae.parameters() if all(p is not t for t in table)]
-    optimizer = torch.optim.Adam(dense, lr=config.lr, fused=True)
-    return optimizer, (torch.optim.SparseAdam(table, lr=config.local_lr) if table else None)
+    table = vae.q.table.weight if vae.is_local else None
+    optimizer = torch.optim.Adam([p for p in vae.parameters() if p is not table], lr=config.lr, fused=True)
+    return optimizer, (None if table is None else torch.optim.SparseAdam([table], lr=config.local_lr))
 
 
 def fit_test_points(vae: VAE, loss: Callable[..., torch.Tensor], local_optimizer: torch.optim.Optimizer,
@@ -397,9 +402,8 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     shape = dataset.image_shape
     plots.loss_curve(metrics, out / "loss_curve.png")
 
-    rows = vae.test_rows()
     originals = dataset.test[:n_images]
-    reconstructions = vae.decode_mean(vae.location(originals, None if rows is None else rows[:n_images]))
+    reconstructions = vae.decode_mean(vae.location(originals, vae.test_rows(n_images)))
     plots.image_grid(
         torch.cat([originals, reconstructions]), out / "reconstructions.png", 2, shape,
         "test images (top) and the decoder's mean at q's location (bottom)",
@@ -408,7 +412,7 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     plots.image_grid(vae.decode_mean(z), out / "samples.png", 8, shape, "decoder means of prior samples z ~ N(0, I)")
 
     latent = dataset.test[:5000]
-    means = vae.location(latent, None if rows is None else rows[:5000])
+    means = vae.location(latent, vae.test_rows(5000))
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
     plots.latent(means, labels, out / "latent.png")
     vae.train()
