@@ -30,7 +30,8 @@ from reference_vae import PlainVAE, log_likelihood, train as train_plain  # noqa
 
 from pyro_vae import data, evaluate  # noqa: E402
 from pyro_vae.model import VAE, ModelConfig  # noqa: E402
-from pyro_vae.train import TrainConfig, load_training_data, train  # noqa: E402
+from pyro_vae.run import load_training_data  # noqa: E402
+from pyro_vae.train import TrainConfig, train  # noqa: E402
 
 # Table 1 of Burda et al. (2016), one stochastic layer, test log p(x) with k = 5000
 PAPER = {("trace", 1): -86.76, ("trace", 50): -86.35, ("iwae", 5): -85.54, ("iwae", 50): -84.78}

@@ -2,7 +2,7 @@
 epoch, and the importance-sampled log p(x) against a plain-PyTorch estimator of the same quantity.
 
 A step is forward, backward and an Adam step on one batch already on the device. The Pyro VAE is this
-project's (`pyro_vae.model.VAE` with `pyro_vae.estimators.loss_function`, exactly what training runs); the
+project's (`pyro_vae.model.VAE` with `pyro_vae.estimators.ELBOLoss`, exactly what training runs); the
 reference is `reference_vae.PlainVAE` with the same layers, initialization scheme, optimizer and batch. All
 contenders are interleaved: every repetition runs each of them in turn, so a slow spell of a shared
 machine hits them all; the table gives the median over repetitions, [min, max], images per second, and the
@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_vae import PlainVAE, log_likelihood as plain_log_likelihood, train as train_plain  # noqa: E402
 
 from pyro_vae import data, evaluate  # noqa: E402
-from pyro_vae.estimators import build_elbo, loss_function  # noqa: E402
+from pyro_vae.estimators import ELBOLoss, build_elbo  # noqa: E402
 from pyro_vae.model import VAE, ModelConfig  # noqa: E402
-from pyro_vae.train import TrainConfig, load_training_data, train  # noqa: E402
+from pyro_vae.run import load_training_data  # noqa: E402
+from pyro_vae.train import TrainConfig, train  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -93,7 +94,7 @@ def step_contenders(config: ModelConfig, estimators: list[str], particles: int, 
         pyro.set_rng_seed(0)
         vae = VAE(config).to(device)
         k = particles if estimator == "iwae" else 1
-        loss, optimizer = loss_function(vae, build_elbo(estimator, k), every_step), adam(vae)
+        loss, optimizer = ELBOLoss(vae, build_elbo(estimator, k), every_step), adam(vae)
 
         def pyro_step(loss=loss, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--lr-final", type=float, default=None,
                    help="decay the learning rate geometrically, epoch by epoch, to this by the last epoch (default: constant)")
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help="images per step; under torchrun the global batch, which the processes share (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight (default: %(default)s)")

@@ -23,9 +23,10 @@ import pyro
 import torch
 
 from . import data, evaluate
-from .estimators import build_elbo, loss_function
+from .estimators import ELBOLoss, build_elbo
 from .model import VAE, ModelConfig
-from .train import TrainConfig, load_training_data
+from .config import TrainConfig
+from .run import load_training_data
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def train_run(
     with exact KL, 1 sample, every `eval_every` steps, beside the training seconds so far, evaluation
     excluded) and the model's state at each of `snapshot_steps`."""
     vae = new_vae(config, dataset.x_dim, seed)
-    loss = loss_function(vae, build_elbo(estimator, config.num_particles(estimator)))
+    loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
     binarize = batch_binarizer(config)
     curve, snapshots, seconds, step = [], {}, 0.0, 0
@@ -112,7 +113,7 @@ def train_run(
 def gradient_draws(vae: VAE, estimator: str, x: torch.Tensor, draws: int, seed: int, num_particles: int = 1) -> dict:
     """R = `draws` independent (loss, gradient) pairs of the estimator at fixed parameters and batch:
     {"loss": (R,), "encoder": (R, P_enc), "decoder": (R, P_dec)} in float64."""
-    loss = loss_function(vae, build_elbo(estimator, num_particles))
+    loss = ELBOLoss(vae, build_elbo(estimator, num_particles))
     groups = {"encoder": list(vae.q.parameters()), "decoder": list(vae.decoder.parameters())}
     out = {"loss": [], "encoder": [], "decoder": []}
     pyro.set_rng_seed(seed)
@@ -204,7 +205,7 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
     runs = {}
     for estimator in config.timed:
         vae = new_vae(config, dataset.x_dim, 0)
-        loss = loss_function(vae, build_elbo(estimator, config.num_particles(estimator)))
+        loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
         runs[estimator] = (vae, loss, torch.optim.Adam(vae.parameters(), lr=config.lr))
 
     def step(estimator: str) -> None:

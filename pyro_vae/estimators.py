@@ -22,6 +22,7 @@ import math
 import pyro
 import pyro.infer
 import torch
+from torch import nn
 from pyro.poutine.util import site_is_subsample
 
 from .errors import ConfigError
@@ -98,9 +99,10 @@ def build_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
 _module_names = itertools.count()
 
 
-def loss_function(vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = False) -> LossFunction:
+class ELBOLoss(nn.Module):
     """loss(x, beta, index=None) = the estimator's negative ELBO per image, differentiable in vae's
-    parameters; `index` (the local guide only) gives the rows of x's data points in the guide's table.
+    parameters: a module holding the VAE, as Pyro's `ELBOModule` is, so that a wrapper (DDP, a compiler)
+    takes the loss whole. `index` (the local guide only) gives the rows of x's data points in its table.
 
     Pyro validates every distribution's arguments and every observed value on every call (the Bernoulli
     support check alone scans the whole batch); here only the first call runs with Pyro's validation as
@@ -111,24 +113,25 @@ def loss_function(vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = F
     is registered there under a name of its own ("vae0", "vae1", ...): two compiled losses, used in turn,
     each read their own module's parameters, and none picks up the values of an earlier model.
     """
-    if isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
-        loss = _compiled_loss(vae, elbo)
-    else:
-        def loss(x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
-            return elbo.differentiable_loss(vae.model, vae.guide, x, kl_scale, index)
-    if validate_every_step:
-        return loss
-    validated = False
 
-    def first_step_validated(x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
-        nonlocal validated
-        if not validated:
-            validated = True
-            return loss(x, kl_scale, index)
+    def __init__(self, vae: VAE, elbo: pyro.infer.ELBO, validate_every_step: bool = False):
+        super().__init__()
+        self.vae = vae
+        self.elbo = elbo
+        self.validate_every_step = validate_every_step
+        self.validated = False
+        compiled = isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO))
+        self._negative_elbo = _compiled_loss(vae, elbo) if compiled else self._traced_loss
+
+    def forward(self, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
+        if self.validate_every_step or not self.validated:
+            self.validated = True
+            return self._negative_elbo(x, kl_scale, index)
         with pyro.validation_enabled(False):
-            return loss(x, kl_scale, index)
+            return self._negative_elbo(x, kl_scale, index)
 
-    return first_step_validated
+    def _traced_loss(self, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_scale, index)
 
 
 def _compiled_loss(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:

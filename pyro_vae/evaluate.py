@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from . import analytic
+from .distributed import SINGLE, World
 from .errors import ConfigError
 from .model import VAE
 
@@ -21,6 +22,7 @@ def negative_elbo(
     seed: int = 0,
     chunk_size: int = 2000,
     index: torch.Tensor | None = None,
+    world: World = SINGLE,
 ) -> float:
     """-ELBO per image averaged over the rows of x, in nats: -(E_q[log p(x|z)] - KL(q || p(z))) with
     the KL term exact where the guide has a closed form (else estimated, as E_q[log q(z|x) - log p(z)])
@@ -28,19 +30,22 @@ def negative_elbo(
 
     The noise comes from its own generator seeded with `seed`, so the figure is reproducible and
     drawing it leaves the global random state (and so training) untouched. For the local guide, `index`
-    gives the rows of x's data points in its table.
+    gives the rows of x's data points in its table. With several ranks (`world`), each computes its share
+    of the chunks (drawing the others' noise too, to skip past it) and the sums meet: the value is the
+    one a single process computes.
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     chunks = list(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0])))
     probe = _at(vae, None if index is None else index[:1])
     elbo = analytic.elbo_analytic_kl if probe.kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
-    for chunk, rows in chunks:
+    for number, (chunk, rows) in enumerate(chunks):
         eps = torch.randn(
             (num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
         )
-        total -= elbo(_at(vae, rows), chunk, eps).double().sum()
-    return total.item() / x.shape[0]
+        if world.owns(number):
+            total -= elbo(_at(vae, rows), chunk, eps).double().sum()
+    return world.sum(total).item() / x.shape[0]
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ def log_likelihood(
     max_rows: int = 65_536,
     proposal: str = "guide",
     index: torch.Tensor | None = None,
+    world: World = SINGLE,
 ) -> LogLikelihood:
     """log p(x) ~ log (1/K) sum_k w_k, per image, with K = `num_samples`:
 
@@ -80,7 +86,9 @@ def log_likelihood(
     Images and samples are processed in chunks of at most `max_rows` (image, sample) pairs, so the memory
     held at once is about max_rows * (x_dim + hidden + z_dim) floats whatever K; the log-weights are kept
     per image and reduced by logsumexp in float64. For the local guide, `index` gives the rows of x's data
-    points in its table.
+    points in its table. With several ranks (`world`), each computes its share of the chunks of images
+    (drawing the others' noise too, to skip past it) and the per-image results meet: the estimate is the
+    one a single process computes, on every rank.
     """
     if num_samples < 1:
         raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
@@ -90,26 +98,32 @@ def log_likelihood(
     z_dim = vae.z_dim
     images = max(1, min(x.shape[0], max_rows // num_samples))
     samples = max(1, min(num_samples, max_rows // images))
-    estimates, variances = [], []
-    for chunk, rows in zip(x.split(images), _split(index, images, x.shape[0])):
+    per_image = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    variance = torch.zeros_like(per_image)
+    for number, (chunk, rows) in enumerate(zip(x.split(images), _split(index, images, x.shape[0]))):
         log_w = []
         for start in range(0, num_samples, samples):
             k = min(samples, num_samples - start)
             eps = torch.randn((k, chunk.shape[0], z_dim), generator=generator, device=x.device, dtype=x.dtype)
+            if not world.owns(number):
+                continue
             if proposal == "guide":
                 log_w.append(analytic.log_importance_weights(_at(vae, rows), chunk, eps).double())
             else:
                 log_w.append(vae.log_likelihood(chunk, eps).double())
+        if not log_w:
+            continue
         log_w = torch.cat(log_w)
         log_mean = torch.logsumexp(log_w, 0) - math.log(num_samples)
         normalized = (log_w - log_mean).exp()  # w / mean(w), mean 1
-        estimates.append(log_mean)
-        variances.append(normalized.var(0, correction=0) / num_samples if num_samples > 1 else torch.zeros_like(log_mean))
-    per_image = torch.cat(estimates)
+        mine = slice(number * images, number * images + chunk.shape[0])
+        per_image[mine] = log_mean
+        variance[mine] = normalized.var(0, correction=0) / num_samples if num_samples > 1 else 0.0
+    per_image, variance = world.sum(per_image), world.sum(variance)
     n = per_image.shape[0]
     return LogLikelihood(
         value=per_image.mean().item(),
-        standard_error=torch.cat(variances).sum().sqrt().item() / n,
+        standard_error=variance.sum().sqrt().item() / n,
         spread=per_image.std().item() if n > 1 else 0.0,
         num_samples=num_samples,
         per_image=per_image.cpu(),

@@ -15,7 +15,8 @@ from . import evaluate, files, posterior
 from .errors import ConfigError, PyroVAEError
 from .model import VAE
 from .resume import load_run_checkpoint, resumed_config
-from .train import TrainConfig, load_training_data, resolve_device
+from .config import TrainConfig
+from .run import load_training_data, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,6 +71,18 @@ def set_rng_states(states: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank` > 0 of a data-parallel run, for its own stream of binarization and noise
+    (rank 0 goes on with the stream of `seed`, as one process does)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def rank_rng_states(checkpoint: dict, rank: int) -> dict | None:
+    """Rank `rank`'s generator states in `checkpoint`, or None if the run had no such rank."""
+    states = [checkpoint["rng"], *checkpoint.get("rng_other_ranks", [])]
+    return states[rank] if rank < len(states) else None
+
+
 def load_run_checkpoint(run_dir: Path, use: str = "--resume") -> dict:
     """The checkpoint of run folder `run_dir`, or a message saying why there is none to `use`."""
     path = Path(run_dir) / "checkpoint.pt"

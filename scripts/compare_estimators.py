@@ -22,7 +22,7 @@ import torch
 from pyro_vae import compare, data, files, plots
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.estimators import ESTIMATORS
-from pyro_vae.train import new_run_dir
+from pyro_vae.run_folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:

@@ -9,7 +9,7 @@ import torch
 from pyro import poutine
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.estimators import ESTIMATORS, build_elbo, loss_function
+from pyro_vae.estimators import ESTIMATORS, ELBOLoss, build_elbo
 from pyro_vae.model import VAE, ModelConfig
 from pyro_vae.train import TrainConfig
 
@@ -19,7 +19,7 @@ from pyro_vae.train import TrainConfig
 def test_each_estimator_builds_and_steps(name, num_particles):
     torch.manual_seed(0)
     vae = VAE(ModelConfig(hidden=(16,), z_dim=3))
-    loss = loss_function(vae, build_elbo(name, num_particles))
+    loss = ELBOLoss(vae, build_elbo(name, num_particles))
     value = loss(torch.bernoulli(torch.rand(10, 784)), 0.5)
     value.backward()
     assert value.shape == () and torch.isfinite(value)
@@ -49,7 +49,7 @@ def test_jit_estimators_trace_the_model_once(name):
         return original(*args)
 
     vae.model = counting_model
-    loss = loss_function(vae, build_elbo(name))
+    loss = ELBOLoss(vae, build_elbo(name))
     x = torch.bernoulli(torch.rand(10, 784))
     for step in range(25):
         loss(x, min(1.0, (step + 1) / 10)).backward()
@@ -70,7 +70,7 @@ def test_iwae_loss_and_gradient_equal_pyro_renyi_elbo(num_particles):
     vae, x = _small_vae_and_batch()
     batch = x.shape[0]
     pyro.set_rng_seed(1)
-    ours = loss_function(vae, build_elbo("iwae", num_particles))(x, 1.0)
+    ours = ELBOLoss(vae, build_elbo("iwae", num_particles))(x, 1.0)
     ours_grads = torch.autograd.grad(ours, list(vae.parameters()))
 
     def unscaled(fn):
@@ -94,9 +94,9 @@ def test_iwae_loss_and_gradient_equal_pyro_renyi_elbo(num_particles):
 def test_iwae_with_one_particle_is_trace_elbo():
     vae, x = _small_vae_and_batch()
     pyro.set_rng_seed(2)
-    iwae = loss_function(vae, build_elbo("iwae", 1))(x, 1.0)
+    iwae = ELBOLoss(vae, build_elbo("iwae", 1))(x, 1.0)
     pyro.set_rng_seed(2)
-    trace = loss_function(vae, build_elbo("trace", 1))(x, 1.0)
+    trace = ELBOLoss(vae, build_elbo("trace", 1))(x, 1.0)
     assert iwae.item() == pytest.approx(trace.item(), rel=1e-12)
 
 
@@ -107,7 +107,7 @@ def test_iwae_bound_tightens_with_particles():
     means, variances = [], []
     with torch.no_grad():
         for k in (1, 5, 50):
-            loss = loss_function(vae, build_elbo("iwae", k))
+            loss = ELBOLoss(vae, build_elbo("iwae", k))
             pyro.set_rng_seed(3)
             draws = torch.stack([loss(x, 1.0) for _ in range(200)])
             means.append(draws.mean().item())
@@ -131,11 +131,11 @@ def test_pyro_validation_runs_on_the_first_step_only_unless_asked(name):
     grey = x.clone()
     grey[0, 0] = 0.5
     with pytest.raises(ValueError, match="support"):
-        loss_function(vae, build_elbo(name))(grey, 1.0)
-    fast = loss_function(vae, build_elbo(name))
+        ELBOLoss(vae, build_elbo(name))(grey, 1.0)
+    fast = ELBOLoss(vae, build_elbo(name))
     fast(x, 1.0)
     assert torch.isfinite(fast(grey, 1.0))
-    checked = loss_function(vae, build_elbo(name), validate_every_step=True)
+    checked = ELBOLoss(vae, build_elbo(name), validate_every_step=True)
     checked(x, 1.0)
     with pytest.raises(ValueError, match="support"):
         checked(grey, 1.0)

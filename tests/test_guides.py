@@ -15,10 +15,12 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from pyro_vae import analytic
 from pyro_vae.errors import ConfigError
-from pyro_vae.estimators import build_elbo, loss_function
+from pyro_vae.estimators import ELBOLoss, build_elbo
 from pyro_vae.guides import GUIDES
 from pyro_vae.model import LIKELIHOODS, VAE, ModelConfig
-from pyro_vae.train import TrainConfig, fit_test_points, optimizers
+from pyro_vae.config import TrainConfig
+from pyro_vae.run import optimizers
+from pyro_vae.svi import fit_test_points
 
 ROWS = 10  # the local guide's data points in these tests: 6 training rows, then 4 test rows
 
@@ -58,7 +60,7 @@ def batch(likelihood: str = "bernoulli", device="cpu", dtype=torch.float64, n: i
 @pytest.mark.parametrize("estimator,particles", [("trace", 1), ("meanfield", 1), ("trace", 3), ("iwae", 3)])
 def test_every_guide_steps_under_every_estimator_and_likelihood(device, guide, likelihood, estimator, particles):
     vae = small_vae(guide, likelihood, device, torch.float32)
-    loss = loss_function(vae, build_elbo(estimator, particles))
+    loss = ELBOLoss(vae, build_elbo(estimator, particles))
     x = batch(likelihood, device, torch.float32)
     value = loss(x, 1.0, rows_of(vae, x))
     value.backward()
@@ -143,7 +145,7 @@ def test_local_guide_without_rows_is_a_clear_error():
     with pytest.raises(ConfigError, match="row numbers"):
         vae.kl_to_prior(x)
     with pytest.raises(ConfigError, match="row numbers"):
-        loss_function(vae, build_elbo("trace"))(x, 1.0)
+        ELBOLoss(vae, build_elbo("trace"))(x, 1.0)
 
 
 @pytest.mark.parametrize("estimator", ["trace", "jit-trace"])
@@ -152,7 +154,7 @@ def test_a_local_step_moves_only_the_rows_of_its_batch(estimator):
     dense Adam would go on moving the rows of earlier batches by their stale momentum."""
     vae, x = small_vae("local", dtype=torch.float32), batch(dtype=torch.float32)
     optimizer, local_optimizer = optimizers(vae, TrainConfig(model=vae.config))
-    loss = loss_function(vae, build_elbo(estimator))
+    loss = ELBOLoss(vae, build_elbo(estimator))
     table = vae.q.table.weight
     before = table.detach().clone()
     for rows in [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])] * 3:
@@ -181,7 +183,7 @@ def test_test_points_pass_fits_only_the_test_rows():
     _, local_optimizer = optimizers(vae, TrainConfig(model=vae.config))
     decoder = [p.detach().clone() for p in vae.decoder.parameters()]
     before = vae.q.table.weight.detach().clone()
-    loss = loss_function(vae, build_elbo("meanfield"))
+    loss = ELBOLoss(vae, build_elbo("meanfield"))
     assert fit_test_points(vae, loss, local_optimizer, x, vae.test_rows(), 3, 1.0) == 0
     after = vae.q.table.weight.detach()
     assert (after[6:] != before[6:]).any(1).all() and torch.equal(after[:6], before[:6])

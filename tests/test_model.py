@@ -10,7 +10,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pyro_vae.estimators import build_elbo, loss_function
+from pyro_vae.estimators import ELBOLoss, build_elbo
 from pyro_vae.errors import ConfigError
 from pyro_vae.model import LIKELIHOODS, VAE, ModelConfig
 
@@ -60,7 +60,7 @@ def test_svi_reduces_the_loss(estimator):
     torch.manual_seed(0)
     x = torch.bernoulli(torch.rand(64, 784) * 0.3)
     vae = VAE(ModelConfig(hidden=(64,), z_dim=8))
-    loss = loss_function(vae, build_elbo(estimator))
+    loss = ELBOLoss(vae, build_elbo(estimator))
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
     losses = []
     for _ in range(300):
@@ -80,7 +80,7 @@ def test_step_equals_pyro_svi_step():
     ours, theirs = VAE(ModelConfig(hidden=(32,), z_dim=4)), VAE(ModelConfig(hidden=(32,), z_dim=4))
     theirs.load_state_dict(ours.state_dict())
 
-    loss = loss_function(ours, build_elbo("trace"))
+    loss = ELBOLoss(ours, build_elbo("trace"))
     optimizer = torch.optim.Adam(ours.parameters(), lr=1e-2)
 
     pyro.clear_param_store()
@@ -115,7 +115,7 @@ def test_a_new_model_never_picks_up_an_earlier_ones_parameters(estimator):
         torch.manual_seed(seed)
         vae = VAE(ModelConfig(hidden=(16,), z_dim=2))
         before = [p.detach().clone() for p in vae.parameters()]
-        loss = loss_function(vae, build_elbo(estimator))
+        loss = ELBOLoss(vae, build_elbo(estimator))
         loss(x, 1.0).backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.parameters())
         torch.testing.assert_close([p.detach() for p in vae.parameters()], before)
@@ -130,11 +130,11 @@ def test_two_compiled_losses_used_in_turn_read_their_own_modules(estimator):
     for seed in (0, 1):
         torch.manual_seed(seed)
         vaes.append(VAE(ModelConfig(hidden=(16,), z_dim=2)))
-    first = loss_function(vaes[0], build_elbo(estimator))
+    first = ELBOLoss(vaes[0], build_elbo(estimator))
     first(x, 1.0)  # compiles; tracing draws random numbers of its own
     pyro.set_rng_seed(5)
     before = first(x, 1.0).item()
-    second = loss_function(vaes[1], build_elbo(estimator))
+    second = ELBOLoss(vaes[1], build_elbo(estimator))
     second(x, 1.0).backward()
     pyro.set_rng_seed(5)
     again = first(x, 1.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import pyro_vae.train as train_module
+import pyro_vae.run as run_module
 from pyro_vae.cli import main
 from pyro_vae.errors import ConfigError
 from pyro_vae.resume import load_run_checkpoint
@@ -134,7 +134,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path):
 
 def poisoned_loss(bad_step: int):
     """Wrap the training loss so that step `bad_step` returns NaN."""
-    real = train_module.loss_function
+    real = run_module.ELBOLoss
 
     def build(vae, elbo, validate_every_step=False):
         loss, calls = real(vae, elbo, validate_every_step), [0]
@@ -150,7 +150,7 @@ def poisoned_loss(bad_step: int):
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_module, "loss_function", poisoned_loss(bad_step=20))  # in epoch 2 of 16 steps
+    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=20))  # in epoch 2 of 16 steps
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -161,7 +161,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
 
 
 def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "loss_function", poisoned_loss(bad_step=20))
+    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=20))
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "2", "--on-nonfinite", "skip", "--out", str(out)]) == 0
     _, metrics = final_state(out)

@@ -1,0 +1,99 @@
+"""TrainConfig: everything a training run depends on (the model's own part, ModelConfig, lives in model.py).
+
+`config.json` in a run folder is a TrainConfig as JSON; the command line builds one, the library takes one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import data
+from .errors import ConfigError
+from .estimators import build_elbo
+from .model import ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; `config.json` in the run folder is this, as JSON."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: str = "default"
+    data_dir: str | None = None
+    binarization: str | None = None  # None: dynamic for a Bernoulli likelihood, none otherwise
+    estimator: str = "trace"
+    num_particles: int = 1
+    lr: float = 1e-3
+    batch_size: int = 256  # the global batch: under torchrun each rank takes its share of every batch
+    epochs: int = 10
+    seed: int = 0
+    threads: int | None = None  # None: PyTorch's default
+    beta: float = 1.0
+    kl_warmup: float = 0.0  # epochs of linear KL warm-up from 0 to beta
+    cuda: bool = False
+    out: str | None = None  # None: runs/<timestamp>
+    checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
+    on_nonfinite: str = "stop"  # a NaN or infinite loss or gradient: "stop" the run, or "skip" the step
+    lr_final: float | None = None  # None: constant lr; else lr decays geometrically to this by the last epoch
+    eval_samples: int = 0  # K of the importance-sampled test log p(x); 0: not computed
+    eval_every: int | None = None  # epochs between log p(x) evaluations; None: at the end only
+    validate_every_step: bool = False  # Pyro's distribution checks on every step, not only the first
+    local_lr: float = 0.05  # local guide: Adam learning rate of the per-point parameters (SparseAdam)
+
+    def __post_init__(self) -> None:
+        if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
+            raise ConfigError(f"--eval-samples must be 0 or more and --eval-every at least 1, got {self.eval_samples}, {self.eval_every}")
+        if self.lr_final is not None and not (self.lr_final > 0 and math.isfinite(self.lr_final)):
+            raise ConfigError(f"--lr-final must be a positive number, got {self.lr_final}")
+        for name in ("num_particles", "batch_size", "epochs", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "local_lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ConfigError(f"--beta must be a positive number, got {self.beta} (beta -> 0 approaches an autoencoder)")
+        if self.kl_warmup < 0:
+            raise ConfigError(f"--kl-warmup must be zero or positive, got {self.kl_warmup}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        if self.binarization is not None and self.binarization not in data.BINARIZATIONS:
+            raise ConfigError(f"unknown binarization {self.binarization!r}; choose one of: {', '.join(data.BINARIZATIONS)}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+        build_elbo(self.estimator, self.num_particles)  # validates the name and particle count
+        if self.estimator == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
+            raise ConfigError("--estimator iwae trains the importance-weighted bound, which has no separate KL "
+                              "term to weight; leave --beta at 1 and --kl-warmup at 0")
+
+    @property
+    def resolved_binarization(self) -> str:
+        if self.binarization is not None:
+            return self.binarization
+        return "dynamic" if self.model.likelihood == "bernoulli" else "none"
+
+    def lr_decay(self, epoch: int) -> float:
+        """The learning rates' factor for epoch (0-based): 1, or (lr_final / lr)^(epoch / (epochs - 1)) with
+        --lr-final; it multiplies lr and the local guide's local_lr alike."""
+        if self.lr_final is None or self.epochs == 1:
+            return 1.0
+        return (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
+
+    def learning_rate(self, epoch: int) -> float:
+        """lr for epoch (0-based): constant, or decaying geometrically to lr_final at the last epoch."""
+        return self.lr * self.lr_decay(epoch)
+
+    def evaluates_log_likelihood(self, epoch: int) -> bool:
+        """Whether log p(x) is estimated after epoch (1-based): every eval_every epochs and after the last."""
+        if self.eval_samples == 0:
+            return False
+        return epoch == self.epochs or (self.eval_every is not None and epoch % self.eval_every == 0)
+
+    def kl_scale(self, step: int, steps_per_epoch: int) -> float:
+        """beta, ramped linearly over the first `kl_warmup` epochs: beta * min(1, step / warm-up steps)."""
+        if self.kl_warmup == 0:
+            return self.beta
+        return self.beta * min(1.0, step / (self.kl_warmup * steps_per_epoch))

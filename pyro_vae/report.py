@@ -1,0 +1,72 @@
+"""What a person reads about a run: the per-epoch record and line, the figures, and the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyro
+import torch
+
+from . import data, plots
+from .evaluate import LogLikelihood
+from .model import VAE
+
+
+def epoch_record(epoch: int, step: int, train_loss: float, test_loss: float, seconds: float, images: int,
+                 kl_scale: float, skipped: int, lr: float, log_px: LogLikelihood | None) -> dict:
+    """One line of metrics.jsonl: the epoch's losses (nats per image), time, and training settings in force."""
+    record = dict(epoch=epoch, step=step, train_loss=train_loss, test_loss=test_loss, seconds=seconds,
+                  images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
+    if log_px is not None:
+        record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
+                      eval_samples=log_px.num_samples)
+    return record
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """The line printed after each epoch."""
+    return (
+        f"epoch {record['epoch']:3d}/{epochs}  train {record['train_loss']:8.3f}  test {record['test_loss']:8.3f} "
+        f"nats/image  {record['seconds']:6.2f} s  {record['images_per_second']:8.0f} images/s"
+        + (f"  log p(x) {record['test_log_likelihood']:.3f} ± {record['test_log_likelihood_se']:.3f} "
+           f"(K={record['eval_samples']})" if "test_log_likelihood" in record else "")
+        + (f"  ({record['skipped_steps']} non-finite steps skipped)" if record["skipped_steps"] else "")
+    )
+
+
+def summary(metrics: list[dict], seconds: float, device: torch.device, processes: int, binarization: str) -> dict:
+    """summary.json: the last epoch's record, the best test loss, the time, the machine and versions."""
+    return dict(
+        final=metrics[-1],
+        best_test_loss=min(m["test_loss"] for m in metrics),
+        total_seconds=seconds,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        processes=processes,
+        versions=dict(torch=torch.__version__, pyro=pyro.__version__),
+        binarization=binarization,
+    )
+
+
+@torch.no_grad()
+def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Path, n_images: int = 16) -> None:
+    """loss_curve.png, reconstructions.png, samples.png and latent.png in `out`."""
+    vae.eval()
+    generator = torch.Generator(device=dataset.test.device).manual_seed(0)
+    shape = dataset.image_shape
+    plots.loss_curve(metrics, out / "loss_curve.png")
+
+    originals = dataset.test[:n_images]
+    reconstructions = vae.decode_mean(vae.location(originals, vae.test_rows(n_images)))
+    plots.image_grid(
+        torch.cat([originals, reconstructions]), out / "reconstructions.png", 2, shape,
+        "test images (top) and the decoder's mean at q's location (bottom)",
+    )
+    z = torch.randn((64, vae.config.z_dim), generator=generator, device=dataset.test.device)
+    plots.image_grid(vae.decode_mean(z), out / "samples.png", 8, shape, "decoder means of prior samples z ~ N(0, I)")
+
+    latent = dataset.test[:5000]
+    means = vae.location(latent, vae.test_rows(5000))
+    labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
+    plots.latent(means, labels, out / "latent.png")
+    vae.train()

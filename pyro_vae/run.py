@@ -1,0 +1,189 @@
+"""Building a run: from a config (or a checkpoint), the data on this rank's device, the VAE, the loss
+module (inside DDP when several processes train), the optimizers, the progress and the run folder.
+
+With several ranks, every rank builds the same model from the same seed (DDP also broadcasts rank 0's
+weights), then reseeds its own generators, so that each rank draws its own binarization and noise; rank 0
+keeps the single-process stream, so a one-process run is what it always was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import data
+from .config import TrainConfig
+from .distributed import World
+from .errors import ConfigError, DataError, PyroVAEError
+from .estimators import ELBOLoss, build_elbo
+from .model import VAE
+from .resume import Progress, progress_from, rank_rng_states, rank_seed, rng_states, set_rng_states
+from .run_folder import RunFolder
+
+
+class TrainingError(PyroVAEError):
+    """Training diverged (a NaN or infinite loss)."""
+
+
+@dataclass
+class Run:
+    """Everything a training run holds while it trains, on one rank."""
+
+    config: TrainConfig
+    world: World
+    dataset: data.Dataset
+    vae: VAE
+    loss: nn.Module  # ELBOLoss, or DDP around it
+    optimizer: torch.optim.Optimizer
+    local_optimizer: torch.optim.Optimizer | None
+    state: Progress
+    folder: RunFolder
+    parameters: list[torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = [p for p in self.vae.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return self.dataset.train.device
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.dataset.train.shape[0] / self.config.batch_size)
+
+    @property
+    def dynamic_binarization(self) -> bool:
+        return self.config.resolved_binarization == "dynamic"
+
+    def start_epoch(self) -> None:
+        """The epoch's learning rates and, unless resuming inside it, its permutation: drawn by rank 0
+        from its generator (as one process draws it) and sent to the others."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate(self.state.epoch)
+        if self.local_optimizer is not None:
+            for group in self.local_optimizer.param_groups:
+                group["lr"] = self.config.local_lr * self.config.lr_decay(self.state.epoch)
+        if self.state.permutation is None:
+            n = self.dataset.train.shape[0]
+            mine = torch.randperm(n, device=self.device) if self.world.is_main else torch.empty(n, dtype=torch.int64, device=self.device)
+            self.state.start_epoch(self.world.broadcast(mine))
+
+    def checkpoint(self) -> dict:
+        """What continues this run exactly: weights, optimizer states, every rank's generators, progress.
+        (Gathers the ranks' generator states: every rank calls it.)"""
+        states = self.world.gather(rng_states())
+        return dict(
+            config=asdict(self.config), model_state=self.vae.state_dict(),
+            optimizer_state=self.optimizer.state_dict(), rng=states[0], rng_other_ranks=states[1:],
+            world_size=self.world.size, progress=asdict(self.state), epoch=self.state.epoch, step=self.state.step,
+            **({} if self.local_optimizer is None else dict(local_optimizer_state=self.local_optimizer.state_dict())),
+        )
+
+    def nonfinite(self, step: int, what: str) -> TrainingError:
+        config = self.config
+        return TrainingError(
+            f"the loss or its gradient became NaN or infinite at step {step} of {what} "
+            f"(epoch {self.state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
+            f"rate too high (--lr {config.lr}), or for a Gaussian likelihood a --sigma too small. "
+            f"{self.folder.checkpoint_path} holds the last good state, untouched; "
+            "--on-nonfinite skip skips such steps instead"
+        )
+
+
+def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
+              log: Callable[[str], None] = print) -> Run:
+    """A new run of `config`, or with a `checkpoint` the run it holds, exactly where it stopped."""
+    device = world.device(resolve_device(config.cuda).type == "cuda")  # the check, then this rank's device
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if world.size > 1 and config.model.guide == "local":
+        raise ConfigError("--guide local keeps one table of per-image parameters and trains in one process; "
+                          "start it without torchrun")
+    dataset = load_training_data(config, device)
+    local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
+    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points))
+
+    pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
+    vae = VAE(config.model).to(device)
+    loss: nn.Module = ELBOLoss(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
+    if world.size > 1:
+        loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False)
+    optimizer, local_optimizer = optimizers(vae, config)
+    if checkpoint is None:
+        folder, state = RunFolder.create(config.out, world), Progress()
+        if not world.is_main:
+            pyro.set_rng_seed(rank_seed(config.seed, world.rank))
+    else:
+        folder = RunFolder(Path(config.out), world.is_main)
+        state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
+        state.permutation = None if state.permutation is None else state.permutation.to(device)
+        folder.restart_metrics(state.metrics)
+    folder.write_config(asdict(config))
+    return Run(config, world, dataset, vae, loss, optimizer, local_optimizer, state, folder)
+
+
+def restore(checkpoint: dict, vae: VAE, optimizer: torch.optim.Optimizer, local_optimizer: torch.optim.Optimizer | None,
+            world: World, seed: int, log: Callable[[str], None]) -> Progress:
+    """Load the checkpoint's weights, optimizer states and this rank's generators; its progress."""
+    vae.load_state_dict(checkpoint["model_state"])
+    optimizer.load_state_dict(checkpoint["optimizer_state"])
+    if local_optimizer is not None:
+        local_optimizer.load_state_dict(checkpoint["local_optimizer_state"])
+    saved = checkpoint.get("world_size", 1)
+    if saved != world.size and world.is_main:
+        log(f"notice: this run was trained by {saved} process(es) and resumes with {world.size}: the epoch's order "
+            "and position carry over exactly, but the ranks' binarization and noise draws are no longer those of an "
+            "uninterrupted run, so the result is not bit-identical to one")
+    states = rank_rng_states(checkpoint, world.rank)
+    if states is None:  # a rank the run did not have before
+        pyro.set_rng_seed(rank_seed(seed, world.rank))
+    else:
+        set_rng_states(states)
+    return progress_from(checkpoint)
+
+
+def optimizers(vae: VAE, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """Adam over the networks' parameters (fused, the fastest form, docs/PERFORMANCE.md) and, for the local
+    guide, SparseAdam over its per-point table at `local_lr`: a lazy Adam that moves only the rows in the
+    batch, where a dense Adam would go on moving every other row by its stale momentum."""
+    table = vae.q.table.weight if vae.is_local else None
+    optimizer = torch.optim.Adam([p for p in vae.parameters() if p is not table], lr=config.lr, fused=True)
+    return optimizer, (None if table is None else torch.optim.SparseAdam([table], lr=config.local_lr))
+
+
+def resolve_device(cuda: bool) -> torch.device:
+    if not cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("--cuda was given but PyTorch sees no usable CUDA GPU (torch.cuda.is_available() is False)")
+    return torch.device("cuda")
+
+
+def load_training_data(config: TrainConfig, device: torch.device) -> data.Dataset:
+    """The dataset, checked against the likelihood's support, binarized as configured, on `device`; for
+    the local guide only its fixed subsets: `local_points` training images and as many test images (or
+    the whole test split, if smaller)."""
+    dataset = data.load_dataset(config.dataset, config.data_dir)
+    data.check_pixels(dataset)
+    binarization = config.resolved_binarization
+    if config.model.likelihood == "bernoulli" and binarization == "none" and not dataset.is_binary:
+        raise DataError(
+            f"the Bernoulli likelihood needs pixels that are 0 or 1, but {config.dataset} has grey pixels; "
+            "use --binarize dynamic or static, or a likelihood for grey pixels "
+            "(--likelihood continuous-bernoulli or gaussian)"
+        )
+    dataset = data.prepare(dataset, binarization)
+    if config.model.guide == "local":
+        points = config.model.local_points
+        if points > dataset.train.shape[0]:
+            raise ConfigError(f"--local-points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}")
+        dataset = data.fixed_subset(dataset, points, min(points, dataset.test.shape[0]))
+    return dataset.to(device)

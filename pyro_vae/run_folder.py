@@ -1,0 +1,85 @@
+"""The files of a training run, in one folder: config.json, metrics.jsonl, checkpoint.pt, the figures and
+summary.json (written last, so a folder without it is an unfinished run).
+
+Only the main process (rank 0) writes; on the other ranks of a data-parallel job every write is skipped,
+so the training loop calls the same methods on every rank. Every file goes through `files`' atomic write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from . import data, files, report
+from .distributed import World
+from .errors import ConfigError, PyroVAEError
+from .model import VAE
+
+
+class RunFolder:
+    """Where a run's files go; `writes` is False on the ranks other than 0."""
+
+    def __init__(self, path: Path, writes: bool = True):
+        self.path = Path(path)
+        self.writes = writes
+
+    @classmethod
+    def create(cls, out: str | None, world: World) -> "RunFolder":
+        """A new run folder: `out` if given (it must not hold files yet), else a new runs/<timestamp>.
+        Rank 0 makes it; every rank gets its path, or the same error."""
+        made = None
+        if world.is_main:
+            try:
+                made = str(new_run_dir(out))
+            except PyroVAEError as error:
+                made = error
+        made = world.share(made)
+        if isinstance(made, PyroVAEError):
+            raise made
+        return cls(Path(made), world.is_main)
+
+    def write_config(self, config: dict) -> None:
+        if self.writes:
+            files.write_json(self.path / "config.json", config)
+
+    def restart_metrics(self, records: list[dict]) -> None:
+        """On resume: metrics.jsonl as the checkpoint has it (it may hold an epoch finished after the
+        checkpoint; the checkpoint's list is the truth), and no summary.json until the run ends again."""
+        if self.writes:
+            files.write_jsonl(self.path / "metrics.jsonl", records)
+            (self.path / "summary.json").unlink(missing_ok=True)
+
+    def append_metrics(self, record: dict) -> None:
+        if self.writes:
+            files.append_jsonl(self.path / "metrics.jsonl", record)
+
+    def save_checkpoint(self, state: dict) -> None:
+        if self.writes:
+            files.save_checkpoint(self.checkpoint_path, state)
+
+    def write_figures(self, vae: VAE, dataset: data.Dataset, metrics: list[dict]) -> None:
+        if self.writes:
+            report.write_figures(vae, dataset, metrics, self.path)
+
+    def write_summary(self, summary: dict) -> None:
+        if self.writes:
+            files.write_json(self.path / "summary.json", summary)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+
+def new_run_dir(out: str | None) -> Path:
+    """The run folder: `out` if given (it must not hold files yet), else a new runs/<timestamp>."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path, n = Path("runs") / stamp, 1
+        while path.exists():
+            path, n = Path("runs") / f"{stamp}-{n}", n + 1
+    else:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"output folder {path} already exists and is not empty; choose a new --out")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
