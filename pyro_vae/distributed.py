@@ -98,9 +98,13 @@ class World:
         dist.all_gather_object(boxes, obj)
         return boxes
 
-    def close(self) -> None:
-        """Leave the process group (after the last collective)."""
+    def close(self, finished: bool) -> None:
+        """Leave the process group: when `finished`, after every rank has finished (so none tears down
+        while rank 0 still writes); after an error at once, so that the others' next collective fails
+        instead of waiting for this rank."""
         if self.size > 1 and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -8,6 +8,7 @@ keeps the single-process stream, so a one-process run is what it always was.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -77,7 +78,13 @@ class Run:
 
     def checkpoint(self) -> dict:
         """What continues this run exactly: weights, optimizer states, every rank's generators, progress.
-        (Gathers the ranks' generator states: every rank calls it.)"""
+        (Gathers the ranks' generator states, and checks that every rank holds the same weights: every
+        rank calls it.)"""
+        digests = self.world.gather(weights_digest(self.vae))
+        if len(set(digests)) > 1:
+            raise TrainingError(f"the {self.world.size} processes' weights differ after step {self.state.step} "
+                                f"(digests {', '.join(d[:12] for d in digests)}); data-parallel training lost its "
+                                "synchrony, so nothing is checkpointed")
         states = self.world.gather(rng_states())
         return dict(
             config=asdict(self.config), model_state=self.vae.state_dict(),
@@ -95,6 +102,14 @@ class Run:
             f"{self.folder.checkpoint_path} holds the last good state, untouched; "
             "--on-nonfinite skip skips such steps instead"
         )
+
+
+def weights_digest(vae: VAE) -> str:
+    """SHA-256 of every parameter's bytes: equal digests, bit-identical weights."""
+    digest = hashlib.sha256()
+    for tensor in vae.state_dict().values():
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
@@ -115,7 +130,7 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
     loss: nn.Module = ELBOLoss(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
     if world.size > 1:
         loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
-                                       broadcast_buffers=False)
+                                       forward_sync_buffers=False)
     optimizer, local_optimizer = optimizers(vae, config)
     if checkpoint is None:
         folder, state = RunFolder.create(config.out, world), Progress()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed as dist
 
 from . import evaluate, report
 from .config import TrainConfig
@@ -49,16 +50,22 @@ def train(
     world = World.from_environment(config.cuda)
     try:
         run = build_run(config, world, checkpoint, log if world.is_main else _quiet)
-        return _train(run, progress, log if world.is_main else _quiet, resumed=checkpoint is not None)
-    finally:
-        world.close()
+        out = _train(run, progress, log if world.is_main else _quiet, resumed=checkpoint is not None)
+    except RuntimeError as error:
+        world.close(finished=False)
+        raise lost_rank(error, world, config.out) if is_distributed_failure(error, world) else error
+    except BaseException:
+        world.close(finished=False)
+        raise
+    world.close(finished=True)
+    return out
 
 
 def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) -> Path:
     state, config = run.state, run.config
     log(start_line(run, resumed))
     started = time.perf_counter()
-    with interrupt_flag(terminate_too=run.world.size > 1) as flag:
+    with interrupt_flag(under_torchrun=run.world.size > 1) as flag:
         interrupted = agreed_flag(flag, run)
         while state.epoch < config.epochs:
             run.start_epoch()
@@ -137,19 +144,21 @@ def stop_message(run: Run, where: str) -> Interrupted:
 
 
 @contextmanager
-def interrupt_flag(terminate_too: bool = False) -> Iterator[list[bool]]:
+def interrupt_flag(under_torchrun: bool = False) -> Iterator[list[bool]]:
     """While inside, the first Ctrl-C (SIGINT) only sets flag[0], so the loop can stop between two
-    steps and write a checkpoint; a second Ctrl-C interrupts at once. With `terminate_too` (under
-    torchrun, which answers Ctrl-C by sending its workers SIGTERM), SIGTERM sets the flag too."""
+    steps and write a checkpoint; a second Ctrl-C interrupts at once. Under torchrun, which passes Ctrl-C
+    on to its workers as a second SIGINT (or SIGTERM), every such signal only sets the flag: torchrun
+    itself kills the workers if they have not stopped after its grace period."""
     flag = [False]
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    signals = (signal.SIGINT, signal.SIGTERM) if terminate_too else (signal.SIGINT,)
+    signals = (signal.SIGINT, signal.SIGTERM) if under_torchrun else (signal.SIGINT,)
 
     def handler(signum, frame):
         flag[0] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not under_torchrun:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
@@ -164,6 +173,18 @@ def agreed_flag(flag: list[bool], run: Run) -> Callable[[], bool]:
     if run.world.size == 1:
         return lambda: flag[0]
     return lambda: bool(run.world.any(torch.tensor(flag[0], device=run.device)))
+
+
+def is_distributed_failure(error: RuntimeError, world: World) -> bool:
+    """Whether `error` says that another process of the job stopped or cannot be reached."""
+    return world.size > 1 and (isinstance(error, dist.DistError) or any(w in str(error) for w in ("gloo", "NCCL")))
+
+
+def lost_rank(error: RuntimeError, world: World, out: str | None) -> TrainingError:
+    return TrainingError(
+        f"rank {world.rank} of {world.size} lost the other processes of the job ({str(error).splitlines()[0][:200]}); "
+        "the job stops. The run folder keeps its last checkpoint: resume with the same torchrun command and "
+        f"--resume {out if out is not None else 'RUN_DIR'}")
 
 
 def _quiet(line: str) -> None:

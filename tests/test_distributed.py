@@ -1,0 +1,173 @@
+"""Data-parallel training under torchrun, with 2 CPU processes (gloo): the engine's step, evaluation,
+checkpoints, resume and failures, each against one process or an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import rtol_for
+from pyro_vae import evaluate
+from pyro_vae.cli import main
+from pyro_vae.distributed import SINGLE
+from pyro_vae.resume import load_run_checkpoint
+from pyro_vae.run import build_run
+from test_reliability import assert_same_run, final_state
+from two_rank_probe import BATCH, CONFIG, EVAL, SEED, binary_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def torchrun(args: list[str], script: str = "scripts/svi_train.py", **popen) -> subprocess.Popen:
+    return subprocess.Popen(TORCHRUN + [script, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
+
+
+def finished(process: subprocess.Popen, timeout: float = 240) -> str:
+    """The job's stderr, after asserting that it succeeded."""
+    _, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """3 epochs on 2 processes without a stop."""
+    out = tmp_path_factory.mktemp("ddp") / "straight"
+    assert "2 processes" in finished(torchrun(SMALL + ["--epochs", "3", "--out", str(out)]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("probe")
+    finished(torchrun([str(out)], script="tests/two_rank_probe.py"))
+    return json.loads((out / "probe.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The probe's run built by one process: the same initial weights."""
+    return build_run(replace(CONFIG, out=str(tmp_path_factory.mktemp("reference") / "run")), SINGLE, log=lambda line: None)
+
+
+def test_averaged_gradient_is_the_whole_batch_gradient(probe, reference):
+    """Two ranks with 4 and 3 of a batch of 7: DDP's average of their weighted gradients equals the gradient
+    of the mean loss over all 7 images with the same noise (float32: within a few hundred ulps)."""
+    total = 0.0
+    for rank, rows in enumerate(torch.arange(BATCH).tensor_split(2)):
+        torch.manual_seed(SEED + rank)
+        total = total + len(rows) * reference.loss(binary_batch(reference.dataset, rows), 1.0)
+    grads = torch.autograd.grad(total / BATCH, reference.parameters)
+    assert probe["shard"] == 4
+    for mine, expected in zip(probe["grads"], grads):
+        scale = expected.abs().max().item()
+        assert torch.allclose(torch.tensor(mine), expected, rtol=0, atol=rtol_for(torch.float32) * scale)
+
+
+def test_sharded_evaluation_equals_one_process(probe, reference):
+    """log p(x) and the negative ELBO computed in shares by two ranks are the single process's, exactly."""
+    x = reference.dataset.test[: EVAL["images"]]
+    single = evaluate.log_likelihood(reference.vae, x, EVAL["samples"], max_rows=EVAL["max_rows"])
+    assert probe["per_image"] == single.per_image.tolist()
+    assert (probe["log_px"], probe["standard_error"]) == (single.value, single.standard_error)
+    assert probe["negative_elbo"] == evaluate.negative_elbo(reference.vae, x, EVAL["elbo_samples"], chunk_size=EVAL["chunk_size"])
+
+
+def test_ranks_with_different_weights_are_never_checkpointed(probe):
+    assert probe["digest_check_passes"]
+    assert "weights differ" in probe["desync_error"] and "nothing is checkpointed" in probe["desync_error"]
+
+
+def test_resume_under_torchrun_is_exact(tmp_path, straight):
+    out = tmp_path / "run"
+    finished(torchrun(SMALL + ["--epochs", "2", "--out", str(out)]))
+    err = finished(torchrun(["--resume", str(out), "--epochs", "3", "--no-progress"]))
+    assert "resuming at epoch 3" in err
+    assert_same_run(straight, out)
+    checkpoint = load_run_checkpoint(out)
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng_other_ranks"]) == 1
+
+
+def test_resume_with_another_number_of_processes_says_what_is_not_exact(tmp_path, capsys):
+    out = tmp_path / "run"
+    finished(torchrun(SMALL + ["--epochs", "1", "--out", str(out)]))
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "trained by 2 process(es) and resumes with 1" in err and "not bit-identical" in err
+    assert [m["epoch"] for m in final_state(out)[1]] == [1, 2]
+
+
+def test_two_processes_reach_the_test_loss_of_one_within_monte_carlo_noise(tmp_path, straight):
+    """The same global batch on 1 and on 2 processes, 4 seeds each: the mean final test loss agrees within
+    5 standard errors of the difference (the seeds' spread)."""
+    def final_loss(run: Path) -> float:
+        return final_state(run)[1][-1]["test_loss"]
+
+    one, two = [], [final_loss(straight)]
+    for seed in range(4):
+        assert main(SMALL + ["--epochs", "3", "--seed", str(seed), "--out", str(tmp_path / f"one-{seed}")]) == 0
+        one.append(final_loss(tmp_path / f"one-{seed}"))
+    for seed in range(1, 4):
+        finished(torchrun(SMALL + ["--epochs", "3", "--seed", str(seed), "--out", str(tmp_path / f"two-{seed}")]))
+        two.append(final_loss(tmp_path / f"two-{seed}"))
+    standard_error = math.sqrt(statistics.variance(one) / len(one) + statistics.variance(two) / len(two))
+    assert abs(statistics.mean(one) - statistics.mean(two)) < 5 * standard_error, (one, two)
+
+
+def rank_pid(out: Path, rank: int) -> int:
+    """The process id of rank `rank` of the job writing `out`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if str(out) in (proc / "cmdline").read_text() and f"RANK={rank}" in (proc / "environ").read_text().split("\0"):
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    raise AssertionError(f"no rank {rank} found")
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_a_rank_that_dies_takes_the_job_down_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    process = torchrun(SMALL + ["--epochs", "200", "--out", str(out)])
+    wait_for(out / "checkpoint.pt", process)
+    os.kill(rank_pid(out, 1), signal.SIGKILL)
+    _, err = process.communicate(timeout=60)  # no hang
+    assert process.returncode != 0
+    assert "lost the other processes of the job" in err and "--resume" in err
+    assert load_run_checkpoint(out)["epoch"] >= 1
+
+
+def test_ctrl_c_under_torchrun_checkpoints_every_rank_at_the_same_step(tmp_path, straight):
+    """Ctrl-C reaches torchrun and both workers (one process group): the ranks agree where to stop, rank 0
+    writes the checkpoint and says how to resume, and resuming completes the run exactly."""
+    out = tmp_path / "run"
+    process = torchrun(SMALL + ["--epochs", "3", "--out", str(out)], start_new_session=True)
+    wait_for(out / "metrics.jsonl", process)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    if (out / "summary.json").exists():
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert f"Resume with: torchrun --nproc-per-node 2 scripts/svi_train.py --resume {out}" in err
+    finished(torchrun(["--resume", str(out), "--no-progress"]))
+    assert_same_run(straight, out)
