@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from . import data
+from .distributed import World, world_prefix
 from .errors import ConfigError, PyroVAEError
 from .estimators import ESTIMATORS
 from .guides import GUIDES
@@ -147,18 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             config = replace(config, out=args.resume)
             train(config, progress=not args.no_progress, checkpoint=checkpoint)
     except PyroVAEError as error:
-        print(f"error: {_rank()}{error}", file=sys.stderr)
+        print(f"error: {world_prefix(World.described())}{error}", file=sys.stderr)
         return 2
     except Interrupted as stop:
-        if os.environ.get("RANK", "0") == "0":  # every rank stops alike; rank 0 says so
+        if World.described().is_main:  # every rank stops alike; rank 0 says so
             print(str(stop), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted at once (second Ctrl-C); the run folder holds the last checkpoint", file=sys.stderr)
         return 130
     return 0
-
-
-def _rank() -> str:
-    """"[rank R] " in a torchrun job of several processes (to tell their messages apart), else ""."""
-    return f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""

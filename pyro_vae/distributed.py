@@ -31,11 +31,18 @@ class World:
     local_rank: int = 0
 
     @classmethod
-    def from_environment(cls, cuda: bool) -> "World":
-        """The world torchrun describes in the environment (joined once), or a single process."""
-        if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+    def described(cls) -> "World":
+        """The rank and size torchrun puts in the environment (one process without them); joins nothing."""
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
             return cls()
-        world = cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+        return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+
+    @classmethod
+    def from_environment(cls, cuda: bool) -> "World":
+        """The world torchrun describes in the environment, its process group joined, or one process."""
+        world = cls.described()
+        if world.size == 1:
+            return world
         if cuda:
             if world.local_rank >= torch.cuda.device_count():
                 raise ConfigError(f"rank {world.rank} wants GPU {world.local_rank} (LOCAL_RANK), but this machine "
@@ -109,3 +116,8 @@ class World:
 
 
 SINGLE = World()
+
+
+def world_prefix(world: World) -> str:
+    """"[rank R] " in a job of several processes (to tell their messages apart), else ""."""
+    return f"[rank {world.rank}] " if world.size > 1 else ""

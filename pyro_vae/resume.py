@@ -8,7 +8,7 @@ and position, so the resumed run draws exactly the numbers the uninterrupted one
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np

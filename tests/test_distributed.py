@@ -20,6 +20,7 @@ import torch
 from conftest import rtol_for
 from pyro_vae import evaluate
 from pyro_vae.cli import main
+from pyro_vae.evaluate_cli import main as evaluate_main
 from pyro_vae.distributed import SINGLE
 from pyro_vae.resume import load_run_checkpoint
 from pyro_vae.run import build_run
@@ -171,3 +172,14 @@ def test_ctrl_c_under_torchrun_checkpoints_every_rank_at_the_same_step(tmp_path,
     assert f"Resume with: torchrun --nproc-per-node 2 scripts/svi_train.py --resume {out}" in err
     finished(torchrun(["--resume", str(out), "--no-progress"]))
     assert_same_run(straight, out)
+
+
+def test_evaluate_under_torchrun_gives_the_single_process_numbers(straight):
+    """scripts/evaluate.py shares the images over 2 ranks; rank 0 writes the same figures one process does."""
+    assert evaluate_main([str(straight), "--samples", "40", "--threads", "1"]) == 0
+    single = json.loads((straight / "evaluation-K40.json").read_text())
+    finished(torchrun([str(straight), "--samples", "40", "--threads", "1"], script="scripts/evaluate.py"))
+    shared = json.loads((straight / "evaluation-K40.json").read_text())
+    assert shared["processes"] == 2
+    timing = {"seconds", "processes"}
+    assert {k: v for k, v in shared.items() if k not in timing} == {k: v for k, v in single.items() if k not in timing}
