@@ -30,7 +30,6 @@ from reference_vae import PlainVAE, log_likelihood, train as train_plain  # noqa
 
 from pyro_vae import data, evaluate  # noqa: E402
 from pyro_vae.model import VAE, ModelConfig  # noqa: E402
-from pyro_vae.run import load_training_data  # noqa: E402
 from pyro_vae.train import TrainConfig, train  # noqa: E402
 
 # Table 1 of Burda et al. (2016), one stochastic layer, test log p(x) with k = 5000
@@ -65,16 +64,9 @@ def main() -> int:
                          epochs=args.epochs, seed=args.seed, cuda=args.cuda, out=args.out, threads=args.threads,
                          checkpoint_every=max(1, args.epochs // 10))
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    out = train(config, progress=False, log=log)
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    device = torch.device("cuda" if args.cuda else "cpu")
-    dataset = load_training_data(config, device)
+    run = train(config, progress=False, log=log)
+    out, metrics, vae, dataset, device = run.path, run.metrics, run.vae, run.dataset, run.device
     test = dataset.test[: args.eval_images]
-
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
-    vae = VAE(ARCHITECTURE).to(device)
-    vae.load_state_dict(checkpoint["model_state"])
-    vae.eval()
     tic = time.perf_counter()
     estimate = evaluate.log_likelihood(vae, test, args.eval_samples)
     rows = [dict(model="pyro-vae", estimator=args.estimator, k=args.num_particles, epochs=args.epochs,

@@ -131,9 +131,9 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
         torch.manual_seed(repeat)
         plain = PlainVAE().to(device)
         times["plain PyTorch"].append(train_plain(plain, dataset, 1, 256, 1e-3, log=lambda line: None)[0]["seconds"])
-        out = train(replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
+        run = train(replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
                     progress=False, log=lambda line: None)
-        times["pyro trace"].append(json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["seconds"])
+        times["pyro trace"].append(run.metrics[-1]["seconds"])
     n = dataset.train.shape[0]
     return summarize(times, {name: "plain PyTorch" for name in times}, n, kind="mnist epoch", batch=256)
 

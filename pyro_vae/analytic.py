@@ -130,6 +130,18 @@ def elbo_analytic_kl(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tenso
     return vae.log_likelihood(x, z).mean(0) - kl
 
 
+def elbo_terms(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ELBO's two terms per image, ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)): the expected
+    log-likelihood (minus the distortion) estimated by the S samples z_s made from eps (S, batch, z_dim),
+    and the KL (the rate), exact where the guide has a closed form, else estimated by the same samples as
+    E_q[log q(z|x) - log p(z)]. Returns two tensors of shape (batch,)."""
+    z, log_q = vae.sample_q(x, eps)
+    kl = vae.kl_to_prior(x)
+    if kl is None:
+        kl = (log_q - standard_normal_log_prob(z)).mean(0)
+    return vae.log_likelihood(x, z).mean(0), kl
+
+
 def log_importance_weights(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for the S reparameterized samples z_s of
     q(z|x) made from eps (shape (S, batch, z_dim)). Returns shape (S, batch)."""

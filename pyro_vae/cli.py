@@ -31,7 +31,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     defaults, model = TrainConfig(), ModelConfig()
     p = argparse.ArgumentParser(
-        prog="svi_train.py",
+        allow_abbrev=False,
         description="Train a variational autoencoder with Pyro's SVI. Losses are negative ELBOs in nats per image.",
     )
     g = p.add_argument_group("data")
@@ -95,11 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR from its checkpoint, exactly; flags given again must match the "
                         "run's, except --epochs, --threads, --data-dir, --checkpoint-every, --on-nonfinite, "
-                        "--eval-samples, --eval-every and --validate-every-step")
+                        "--eval-samples, --eval-every, --validate-every-step and --tensorboard")
     g.add_argument("--on-nonfinite", choices=("stop", "skip"), default=defaults.on_nonfinite,
                    help="a NaN or infinite loss or gradient stops the run (keeping the last checkpoint), "
                         "or skips the step, counted in metrics.jsonl (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar, only the per-epoch lines")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into RUN_DIR/tensorboard (losses, the ELBO's terms, log p(x), "
+                        "learning rate, KL weight, images, config); view with: tensorboard --logdir runs "
+                        "(needs pip install 'pyro-vae[tensorboard]')")
     g.add_argument("--validate-every-step", action="store_true",
                    help="run Pyro's distribution checks on every step, not only the first (slower; for debugging)")
     return p
@@ -117,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, seed=args.seed, threads=args.threads, beta=args.beta, kl_warmup=args.kl_warmup,
         cuda=args.cuda, out=args.out, checkpoint_every=args.checkpoint_every, on_nonfinite=args.on_nonfinite,
         lr_final=args.lr_final, eval_samples=args.eval_samples, eval_every=args.eval_every,
-        validate_every_step=args.validate_every_step, local_lr=args.local_lr,
+        validate_every_step=args.validate_every_step, local_lr=args.local_lr, tensorboard=args.tensorboard,
     )
 
 

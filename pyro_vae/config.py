@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from . import data
 from .errors import ConfigError
 from .estimators import build_elbo
 from .model import ModelConfig
+from .settings import from_values
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,11 @@ class TrainConfig:
     eval_every: int | None = None  # epochs between log p(x) evaluations; None: at the end only
     validate_every_step: bool = False  # Pyro's distribution checks on every step, not only the first
     local_lr: float = 0.05  # local guide: Adam learning rate of the per-point parameters (SparseAdam)
+    tensorboard: bool = False  # also write TensorBoard event files into the run folder
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
+            object.__setattr__(self, "model", from_values(ModelConfig, self.model, "model"))
         if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
             raise ConfigError(f"--eval-samples must be 0 or more and --eval-every at least 1, got {self.eval_samples}, {self.eval_every}")
         if self.lr_final is not None and not (self.lr_final > 0 and math.isfinite(self.lr_final)):
@@ -68,6 +74,25 @@ class TrainConfig:
         if self.estimator == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
             raise ConfigError("--estimator iwae trains the importance-weighted bound, which has no separate KL "
                               "term to weight; leave --beta at 1 and --kl-warmup at 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config a dict describes (as `to_dict` gives it, the model's settings nested under "model");
+        an unknown key or a value of the wrong type is refused with a one-line ConfigError."""
+        return from_values(cls, values, "config")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainConfig":
+        """The config in a JSON file, such as a run folder's config.json."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read a config from {path}: {error}") from None
+        return from_values(cls, values, str(path))
+
+    def to_dict(self) -> dict:
+        """Plain values (JSON-ready), the model's settings nested under "model"."""
+        return asdict(self)
 
     @property
     def resolved_binarization(self) -> str:

@@ -26,6 +26,8 @@ IMAGE_SHAPE = (28, 28)
 TEST_BINARIZATION_SEED = 0
 STATIC_BINARIZATION_SEED = 1
 SUBSET_SEED = 2  # the local guide's fixed subsets of data points
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
 
 _IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_FILES = {
@@ -51,6 +53,11 @@ class Dataset:
         return self.train.shape[1]
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        """The names of labels 0..9: Fashion-MNIST's garments, else the digits."""
+        return FASHION_MNIST_CLASSES if self.name == "fashion-mnist" else tuple(map(str, range(10)))
+
+    @property
     def is_binary(self) -> bool:
         """True when every pixel of both splits is exactly 0 or 1."""
         return all(bool(((t == 0) | (t == 1)).all()) for t in (self.train, self.test))
@@ -72,6 +79,13 @@ def default_data_dir() -> Path:
         return Path(os.environ[DATA_DIR_ENV]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "pyro-vae"
+
+
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> str | None:
+    """The folder dataset `name` is read from (None for the default data, which needs none)."""
+    if name == "default":
+        return None
+    return str((Path(data_dir).expanduser() if data_dir is not None else default_data_dir()).absolute())
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:

@@ -14,8 +14,20 @@ from .errors import ConfigError
 from .model import VAE
 
 
+@dataclass(frozen=True)
+class ElboTerms:
+    """The negative ELBO of a split, per image in nats, as its two terms."""
+
+    reconstruction: float  # -E_q[log p(x|z)], the distortion
+    kl: float  # KL(q(z|x) || p(z)), the rate
+
+    @property
+    def negative_elbo(self) -> float:
+        return self.reconstruction + self.kl
+
+
 @torch.no_grad()
-def negative_elbo(
+def elbo_terms(
     vae: VAE,
     x: torch.Tensor,
     num_samples: int = 1,
@@ -23,10 +35,10 @@ def negative_elbo(
     chunk_size: int = 2000,
     index: torch.Tensor | None = None,
     world: World = SINGLE,
-) -> float:
-    """-ELBO per image averaged over the rows of x, in nats: -(E_q[log p(x|z)] - KL(q || p(z))) with
-    the KL term exact where the guide has a closed form (else estimated, as E_q[log q(z|x) - log p(z)])
-    and the expectation estimated by `num_samples` reparameterized samples.
+) -> ElboTerms:
+    """-ELBO = -E_q[log p(x|z)] + KL(q || p(z)) per image averaged over the rows of x, in nats, as its two
+    terms (`analytic.elbo_terms`): the KL exact where the guide has a closed form (else estimated, as
+    E_q[log q(z|x) - log p(z)]), the expectation estimated by `num_samples` reparameterized samples.
 
     The noise comes from its own generator seeded with `seed`, so the figure is reproducible and
     drawing it leaves the global random state (and so training) untouched. For the local guide, `index`
@@ -35,17 +47,22 @@ def negative_elbo(
     one a single process computes.
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    chunks = list(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0])))
-    probe = _at(vae, None if index is None else index[:1])
-    elbo = analytic.elbo_analytic_kl if probe.kl_to_prior(x[:1]) is not None else analytic.elbo_monte_carlo
-    for number, (chunk, rows) in enumerate(chunks):
+    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    for number, (chunk, rows) in enumerate(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0]))):
         eps = torch.randn(
             (num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
         )
         if world.owns(number):
-            total -= elbo(_at(vae, rows), chunk, eps).double().sum()
-    return world.sum(total).item() / x.shape[0]
+            log_likelihood, kl = analytic.elbo_terms(_at(vae, rows), chunk, eps)
+            sums -= torch.stack([log_likelihood.double().sum(), -kl.double().sum()])
+    reconstruction, kl = (world.sum(sums) / x.shape[0]).tolist()
+    return ElboTerms(reconstruction, kl)
+
+
+def negative_elbo(vae: VAE, x: torch.Tensor, num_samples: int = 1, seed: int = 0, chunk_size: int = 2000,
+                  index: torch.Tensor | None = None, world: World = SINGLE) -> float:
+    """-ELBO per image averaged over the rows of x, in nats: the sum of `elbo_terms`."""
+    return elbo_terms(vae, x, num_samples, seed, chunk_size, index, world).negative_elbo
 
 
 @dataclass(frozen=True)

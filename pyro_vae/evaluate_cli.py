@@ -9,23 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import evaluate, files, posterior
+from .distributed import SINGLE, World, world_prefix
 from .errors import ConfigError, PyroVAEError
 from .model import VAE
-from .resume import load_run_checkpoint, resumed_config
-from .config import TrainConfig
-from .distributed import SINGLE, World, world_prefix
-from .run import load_training_data, resolve_device
+from .run import resolve_device
+from .trained_run import load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="evaluate.py",
+        allow_abbrev=False,
         description="Evaluate a run's checkpoint on its test split: negative ELBO (exact KL) and log p(x) by "
                     "importance sampling, log (1/K) sum_k p(x, z_k) / q(z_k|x). Nats per image.",
     )
@@ -53,25 +51,20 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         raise ConfigError(f"--amortization-gap must be 0 (off) or a number of steps, got {args.amortization_gap}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    checkpoint = load_run_checkpoint(Path(args.run), use="evaluate")
-    config = resumed_config(checkpoint, {}, TrainConfig)
-    config = replace(config, cuda=args.cuda, data_dir=args.data_dir or config.data_dir)
     if args.amortization_gap and world.size > 1:
         raise ConfigError("--amortization-gap fits every image in one process; run it without torchrun")
     device = world.device(resolve_device(args.cuda).type == "cuda")
-    dataset = load_training_data(config, device)
-    vae = VAE(replace(config.model, x_dim=dataset.x_dim)).to(device)
-    vae.load_state_dict(checkpoint["model_state"])
-    vae.eval()
+    trained = load_run(args.run, device, args.data_dir)
+    vae = trained.vae
     if args.amortization_gap and vae.is_local:
         raise ConfigError("--amortization-gap compares an encoder with per-image fits; this run's guide is already local")
-    x = dataset.test[: args.images]
+    x = trained.test_images()[: args.images]
     rows = vae.test_rows(args.images)
     tic = time.perf_counter()
     estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows,
                                        world=world)
     result = dict(
-        run=str(args.run), epoch=checkpoint["epoch"], images=x.shape[0], samples=args.samples,
+        run=str(args.run), epoch=len(trained.metrics), images=x.shape[0], samples=args.samples,
         test_negative_elbo=evaluate.negative_elbo(vae, x, index=rows, world=world), test_log_likelihood=estimate.value,
         standard_error=estimate.standard_error, spread_over_images=estimate.spread,
         seconds=time.perf_counter() - tic, device=str(device), processes=world.size,
@@ -83,7 +76,7 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     if args.amortization_gap:
         result.update(amortization_gap(vae, x, args.amortization_gap, args.seed, args.max_rows))
     if world.is_main:
-        files.write_json(Path(args.run) / f"evaluation-K{args.samples}.json", result)
+        files.write_json(Path(args.run) / f"evaluation-epoch{result['epoch']}-K{args.samples}.json", result)
     return result
 
 

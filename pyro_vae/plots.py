@@ -10,9 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from . import files  # noqa: E402
+
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    """The figure into `path` (its format from the suffix) through an atomic write."""
+    path = Path(path)
+    files.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=100,
+                                                   bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -22,6 +27,18 @@ def _tile(images: torch.Tensor, rows: int, image_shape: tuple[int, int]) -> torc
     cols = images.shape[0] // rows
     grid = images[: rows * cols].reshape(rows, cols, h, w).permute(0, 2, 1, 3)
     return grid.reshape(rows * h, cols * w)
+
+
+def animation(images: torch.Tensor, path: Path, image_shape: tuple[int, int], ms_per_frame: int = 120,
+              scale: int = 4) -> None:
+    """An animated GIF (looping, there and back) of images in [0, 1], one a frame, `scale` times enlarged."""
+    from PIL import Image
+
+    pixels = (images.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, *image_shape)
+    frames = [Image.fromarray(p.numpy()).resize((image_shape[1] * scale, image_shape[0] * scale), Image.NEAREST)
+              for p in torch.cat([pixels, pixels.flip(0)[1:-1]])]
+    files.atomic_write(Path(path), lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
+                                                            duration=ms_per_frame, loop=0))
 
 
 def loss_curve(metrics: list[dict], path: Path) -> None:
@@ -46,8 +63,9 @@ def image_grid(images: torch.Tensor, path: Path, rows: int, image_shape: tuple[i
     _save(fig, path)
 
 
-def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None:
-    """Latent means of the test set, coloured by label; projected on two principal axes if z-dim > 2."""
+def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path, class_names: tuple[str, ...] = ()) -> None:
+    """Latent means of the test set, coloured by label and named by `class_names`; projected on two
+    principal axes if z-dim > 2; one colour where the data has no labels."""
     means = means.double().cpu()
     if means.shape[1] > 2:
         centred = means - means.mean(0)
@@ -55,11 +73,15 @@ def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None
         points, axis = centred @ v[:2].T, "principal axis"
     else:
         points, axis = means, "z"
-    fig, ax = plt.subplots(figsize=(6, 5))
-    colour = None if labels is None else labels.cpu().numpy()
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=colour, cmap="tab10", vmin=-0.5, vmax=9.5, s=4, alpha=0.7)
-    if labels is not None:
-        fig.colorbar(scatter, ax=ax, label="label", ticks=range(10))
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
+    else:
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels.cpu().numpy(), cmap="tab10", vmin=-0.5, vmax=9.5,
+                             s=4, alpha=0.7)
+        bar = fig.colorbar(scatter, ax=ax, label="class", ticks=range(10))
+        if class_names:
+            bar.ax.set_yticklabels(class_names)
     ax.set_xlabel(f"{axis} 1")
     ax.set_ylabel(f"{axis} 2")
     ax.set_title("test-set latent means" + (" (PCA)" if means.shape[1] > 2 else ""))

@@ -7,15 +7,17 @@ from pathlib import Path
 import pyro
 import torch
 
-from . import data, plots
-from .evaluate import LogLikelihood
+from . import data, plots, sampling
+from .evaluate import ElboTerms, LogLikelihood
 from .model import VAE
 
 
-def epoch_record(epoch: int, step: int, train_loss: float, test_loss: float, seconds: float, images: int,
+def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, seconds: float, images: int,
                  kl_scale: float, skipped: int, lr: float, log_px: LogLikelihood | None) -> dict:
-    """One line of metrics.jsonl: the epoch's losses (nats per image), time, and training settings in force."""
-    record = dict(epoch=epoch, step=step, train_loss=train_loss, test_loss=test_loss, seconds=seconds,
+    """One line of metrics.jsonl: the epoch's losses (nats per image; the test loss also as its two terms,
+    distortion and rate), time, and training settings in force."""
+    record = dict(epoch=epoch, step=step, train_loss=train_loss, test_loss=test.negative_elbo,
+                  test_reconstruction=test.reconstruction, test_kl=test.kl, seconds=seconds,
                   images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
     if log_px is not None:
         record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
@@ -52,21 +54,16 @@ def summary(metrics: list[dict], seconds: float, device: torch.device, processes
 def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Path, n_images: int = 16) -> None:
     """loss_curve.png, reconstructions.png, samples.png and latent.png in `out`."""
     vae.eval()
-    generator = torch.Generator(device=dataset.test.device).manual_seed(0)
     shape = dataset.image_shape
     plots.loss_curve(metrics, out / "loss_curve.png")
-
     originals = dataset.test[:n_images]
-    reconstructions = vae.decode_mean(vae.location(originals, vae.test_rows(n_images)))
     plots.image_grid(
-        torch.cat([originals, reconstructions]), out / "reconstructions.png", 2, shape,
-        "test images (top) and the decoder's mean at q's location (bottom)",
+        torch.cat([originals, sampling.reconstructions(vae, originals, vae.test_rows(n_images))]),
+        out / "reconstructions.png", 2, shape, "test images (top) and the decoder's mean at q's location (bottom)",
     )
-    z = torch.randn((64, vae.config.z_dim), generator=generator, device=dataset.test.device)
-    plots.image_grid(vae.decode_mean(z), out / "samples.png", 8, shape, "decoder means of prior samples z ~ N(0, I)")
-
-    latent = dataset.test[:5000]
-    means = vae.location(latent, vae.test_rows(5000))
+    plots.image_grid(sampling.prior_samples(vae, 64, 0, dataset.test.device), out / "samples.png", 8, shape,
+                     "decoder means of prior samples z ~ N(0, I)")
+    means = vae.location(dataset.test[:5000], vae.test_rows(5000))
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
-    plots.latent(means, labels, out / "latent.png")
+    plots.latent(means, labels, out / "latent.png", dataset.class_names)
     vae.train()

@@ -20,7 +20,7 @@ from .model import ModelConfig
 
 # Settings that may change when a run is resumed; every other one must match the checkpoint's.
 SAFE_ON_RESUME = ("epochs", "threads", "data_dir", "checkpoint_every", "on_nonfinite", "eval_samples", "eval_every",
-                  "validate_every_step")
+                  "validate_every_step", "tensorboard")
 
 
 @dataclass

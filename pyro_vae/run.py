@@ -123,7 +123,8 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
                           "start it without torchrun")
     dataset = load_training_data(config, device)
     local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
-    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points))
+    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points),
+                     binarization=config.resolved_binarization, data_dir=data.resolve_data_dir(config.dataset, config.data_dir))
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
@@ -134,6 +135,7 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
     optimizer, local_optimizer = optimizers(vae, config)
     if checkpoint is None:
         folder, state = RunFolder.create(config.out, world), Progress()
+        config = replace(config, out=str(folder.path))
         if not world.is_main:
             pyro.set_rng_seed(rank_seed(config.seed, world.rank))
     else:
@@ -142,6 +144,8 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
         state.permutation = None if state.permutation is None else state.permutation.to(device)
         folder.restart_metrics(state.metrics)
     folder.write_config(asdict(config))
+    if config.tensorboard:
+        folder.open_tensorboard(asdict(config))
     return Run(config, world, dataset, vae, loss, optimizer, local_optimizer, state, folder)
 
 

@@ -14,6 +14,7 @@ from . import data, files, report
 from .distributed import World
 from .errors import ConfigError, PyroVAEError
 from .model import VAE
+from .tensorboard_log import TensorBoardLog
 
 
 class RunFolder:
@@ -22,6 +23,7 @@ class RunFolder:
     def __init__(self, path: Path, writes: bool = True):
         self.path = Path(path)
         self.writes = writes
+        self.tensorboard: TensorBoardLog | None = None
 
     @classmethod
     def create(cls, out: str | None, world: World) -> "RunFolder":
@@ -49,9 +51,17 @@ class RunFolder:
             files.write_jsonl(self.path / "metrics.jsonl", records)
             (self.path / "summary.json").unlink(missing_ok=True)
 
-    def append_metrics(self, record: dict) -> None:
+    def open_tensorboard(self, config: dict) -> None:
+        """Also write TensorBoard event files, in tensorboard/ (see `tensorboard_log`)."""
+        if self.writes:
+            self.tensorboard = TensorBoardLog(self.path, config)
+
+    def record_epoch(self, record: dict, vae: VAE, dataset: data.Dataset) -> None:
+        """The epoch's line of metrics.jsonl, and its TensorBoard scalars and images when those are on."""
         if self.writes:
             files.append_jsonl(self.path / "metrics.jsonl", record)
+            if self.tensorboard is not None:
+                self.tensorboard.epoch(record, vae, dataset)
 
     def save_checkpoint(self, state: dict) -> None:
         if self.writes:
@@ -64,6 +74,10 @@ class RunFolder:
     def write_summary(self, summary: dict) -> None:
         if self.writes:
             files.write_json(self.path / "summary.json", summary)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     @property
     def checkpoint_path(self) -> Path:

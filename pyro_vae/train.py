@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .distributed import World
 from .run import Run, TrainingError, build_run, resolve_device
 from .svi import fit_test_points, train_epoch
+from .trained_run import TrainedRun, load_run
 
 class Interrupted(Exception):
     """The user pressed Ctrl-C; a checkpoint was written first."""
@@ -39,14 +40,20 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     checkpoint: dict | None = None,
-) -> Path:
-    """Train a VAE with SVI as `config` says and write the run folder; returns its path.
+) -> TrainedRun:
+    """Train a VAE with SVI as `config` says and write the run folder; returns the trained run (its model
+    in eval mode, config, metrics and folder; `load_run` gives the same back from the folder later).
 
     With a `checkpoint` (of the run in folder `config.out`, see `resume.load_run_checkpoint`), continue
-    that run exactly as if it had never stopped. Under `torchrun` every rank calls this; rank 0 writes the
-    folder and prints. `summary.json` is written last, so a folder without it is an unfinished run.
+    that run exactly as if it had never stopped (a finished run is left as it is). Under `torchrun` every
+    rank calls this; rank 0 writes the folder and prints. `summary.json` is written last, so a folder
+    without it is an unfinished run.
     """
     resolve_device(config.cuda)
+    if checkpoint is not None and checkpoint["epoch"] >= config.epochs and (Path(config.out) / "summary.json").exists():
+        log(f"{config.out} is a finished run ({checkpoint['epoch']} of {config.epochs} epochs); nothing to do, nothing "
+            "changed. Pass a larger --epochs to train it further")
+        return load_run(config.out, "cuda" if config.cuda else "cpu", config.data_dir)
     world = World.from_environment(config.cuda)
     try:
         run = build_run(config, world, checkpoint, log if world.is_main else _quiet)
@@ -61,7 +68,7 @@ def train(
     return out
 
 
-def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) -> Path:
+def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) -> TrainedRun:
     state, config = run.state, run.config
     log(start_line(run, resumed))
     started = time.perf_counter()
@@ -95,19 +102,19 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     if state.images == 0:
         raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
     vae.eval()
-    test_loss = evaluate.negative_elbo(vae, run.dataset.test, index=vae.test_rows(), world=run.world)
+    test = evaluate.elbo_terms(vae, run.dataset.test, index=vae.test_rows(), world=run.world)
     log_px = None
     if config.evaluates_log_likelihood(state.epoch + 1):
         log_px = evaluate.log_likelihood(vae, run.dataset.test, config.eval_samples, index=vae.test_rows(), world=run.world)
     vae.train()
     record = report.epoch_record(
-        epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test_loss=test_loss,
+        epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test=test,
         seconds=state.seconds, images=run.dataset.train.shape[0],
         kl_scale=config.kl_scale(state.step, run.steps_per_epoch), skipped=state.skipped,
         lr=config.learning_rate(state.epoch), log_px=log_px,
     )
     state.finish_epoch(record)
-    run.folder.append_metrics(record)
+    run.folder.record_epoch(record, vae, run.dataset)
     stop = interrupted()
     if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs or stop:
         run.folder.save_checkpoint(run.checkpoint())
@@ -115,14 +122,16 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     return stop
 
 
-def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> Path:
-    """The figures and summary.json (written last: a folder with it holds a finished run)."""
+def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedRun:
+    """The figures and summary.json (written last: a folder with it holds a finished run); the trained
+    run, handed back to Python callers."""
     metrics = run.state.metrics
     run.folder.write_figures(run.vae, run.dataset, metrics)
     run.folder.write_summary(report.summary(metrics, time.perf_counter() - started, run.device, run.world.size,
                                             run.config.resolved_binarization))
+    run.folder.close()
     log(f"done: test negative ELBO {metrics[-1]['test_loss']:.3f} nats/image; outputs in {run.folder.path}")
-    return run.folder.path
+    return TrainedRun(run.folder.path, run.config, run.vae.eval(), metrics, finished=True, dataset=run.dataset)
 
 
 def start_line(run: Run, resumed: bool) -> str:

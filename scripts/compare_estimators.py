@@ -27,7 +27,7 @@ from pyro_vae.run_folder import new_run_dir
 
 def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:
     d = compare.CompareConfig()
-    p = argparse.ArgumentParser(prog="compare_estimators.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None, help=f"folder of the real data (default: ${data.DATA_DIR_ENV})")
     p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(d.estimators),

@@ -43,6 +43,16 @@ def data_dir() -> Path:
     return Path(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checkout_runs_untouched():
+    """The tests write only into temporary folders: nothing new appears in the checkout's runs/."""
+    runs = Path(__file__).resolve().parents[1] / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    yield
+    after = set(runs.iterdir()) if runs.is_dir() else set()
+    assert after <= before, f"the tests wrote into {runs}: {sorted(map(str, after - before))}"
+
+
 def pytest_report_header(config) -> str:
     name = torch.cuda.get_device_name(0) if CUDA else "none"
     return f"pyro-vae devices: cpu, cuda={'yes' if CUDA else 'no'} (GPU: {name}); torch {torch.__version__}"

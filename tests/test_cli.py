@@ -117,7 +117,7 @@ def test_eval_samples_writes_log_likelihood_and_evaluate_reads_the_checkpoint(tm
     # log p(x) >= its bound L_20 >= the ELBO, up to the noise of the one-sample ELBO
     assert final["test_log_likelihood"] > -final["test_loss"]
     assert evaluate_main([str(out), "--samples", "20", "--images", "1000"]) == 0
-    result = json.loads((out / "evaluation-K20.json").read_text())
+    result = json.loads((out / "evaluation-epoch3-K20.json").read_text())
     assert result["test_log_likelihood"] == pytest.approx(final["test_log_likelihood"], rel=1e-6)
     assert "log p(x)" in capsys.readouterr().out
 
@@ -141,7 +141,7 @@ def test_richer_guides_train_resume_and_evaluate_from_the_command_line(tmp_path,
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and records[1]["test_loss"] < records[0]["test_loss"]
     assert evaluate_main([str(out), "--samples", "10", "--images", "100"]) == 0
-    assert json.loads((out / "evaluation-K10.json").read_text())["epoch"] == 2
+    assert json.loads((out / "evaluation-epoch2-K10.json").read_text())["epoch"] == 2
 
 
 def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
@@ -160,7 +160,7 @@ def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     state = torch.load(out / "checkpoint.pt", weights_only=True)["model_state"]
     assert state["q.table.weight"].shape == (400, 4)
     assert evaluate_main([str(out), "--samples", "20"]) == 0
-    result = json.loads((out / "evaluation-K20.json").read_text())
+    result = json.loads((out / "evaluation-epoch4-K20.json").read_text())
     assert result["images"] == 200 and result["test_log_likelihood"] == pytest.approx(records[-1]["test_log_likelihood"], rel=1e-6)
     assert evaluate_main([str(out), "--amortization-gap", "5"]) == 2
 
@@ -173,7 +173,7 @@ def test_evaluate_measures_the_amortization_gap(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--hidden", "32", "--z-dim", "2", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
     assert evaluate_main([str(out), "--samples", "10", "--images", "100", "--amortization-gap", "100"]) == 0
-    result = json.loads((out / "evaluation-K10.json").read_text())
+    result = json.loads((out / "evaluation-epoch2-K10.json").read_text())
     assert result["amortization_gap"] == pytest.approx(result["local_elbo"] - result["amortized_elbo"])
     assert result["amortization_gap"] > 0
     assert "amortization gap" in capsys.readouterr().out

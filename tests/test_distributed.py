@@ -177,9 +177,9 @@ def test_ctrl_c_under_torchrun_checkpoints_every_rank_at_the_same_step(tmp_path,
 def test_evaluate_under_torchrun_gives_the_single_process_numbers(straight):
     """scripts/evaluate.py shares the images over 2 ranks; rank 0 writes the same figures one process does."""
     assert evaluate_main([str(straight), "--samples", "40", "--threads", "1"]) == 0
-    single = json.loads((straight / "evaluation-K40.json").read_text())
+    single = json.loads((straight / "evaluation-epoch3-K40.json").read_text())
     finished(torchrun([str(straight), "--samples", "40", "--threads", "1"], script="scripts/evaluate.py"))
-    shared = json.loads((straight / "evaluation-K40.json").read_text())
+    shared = json.loads((straight / "evaluation-epoch3-K40.json").read_text())
     assert shared["processes"] == 2
     timing = {"seconds", "processes"}
     assert {k: v for k, v in shared.items() if k not in timing} == {k: v for k, v in single.items() if k not in timing}

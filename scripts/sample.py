@@ -1,0 +1,8 @@
+"""Pictures from a trained run: `python scripts/sample.py RUN_DIR --reconstruct 0 1 2 --interpolate 3 7 --gif`."""
+
+import sys
+
+from pyro_vae.sample_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
