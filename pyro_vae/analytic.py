@@ -55,24 +55,33 @@ def kl_normal_normal(
 
     With Sigma1 = L1 L1^T and Sigma2 = L2 L2^T, and no explicit inverse:
     tr(Sigma2^-1 Sigma1) = ||L2^-1 L1||_F^2 and the Mahalanobis term is ||L2^-1 (mu2 - mu1)||^2,
-    both by triangular solves; log det Sigma = 2 sum log diag L.
+    both by triangular solves; log det Sigma = 2 sum log diag L. The four arguments' batch shapes (all but
+    the last dimension of a mean, the last two of a factor) broadcast against each other.
     """
-    shape = torch.broadcast_shapes(scale_tril_q.shape, scale_tril_p.shape)
-    L1, L2 = scale_tril_q.expand(shape), scale_tril_p.expand(shape)
-    diff = (loc_p - loc_q).expand(shape[:-1]).unsqueeze(-1)
+    d = loc_q.shape[-1]
+    batch = torch.broadcast_shapes(loc_q.shape[:-1], loc_p.shape[:-1], scale_tril_q.shape[:-2], scale_tril_p.shape[:-2])
+    L1, L2 = scale_tril_q.expand(*batch, d, d), scale_tril_p.expand(*batch, d, d)
+    diff = (loc_p - loc_q).expand(*batch, d).unsqueeze(-1)
     trace = torch.linalg.solve_triangular(L2, L1, upper=False).pow(2).sum((-2, -1))
     mahalanobis = torch.linalg.solve_triangular(L2, diff, upper=False).pow(2).sum((-2, -1))
     log_det_ratio = 2 * (
         L2.diagonal(dim1=-2, dim2=-1).log().sum(-1) - L1.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     )
-    return 0.5 * (log_det_ratio - shape[-1] + trace + mahalanobis)
+    return 0.5 * (log_det_ratio - d + trace + mahalanobis)
+
+
+def softplus(logits: torch.Tensor) -> torch.Tensor:
+    """softplus(l) = log(1 + e^l), to float64 precision for every l: torch's softplus returns l itself above
+    its threshold (20 by default), dropping log1p(e^-l), about 2e-9 at l = 20; with the threshold at 40 the
+    dropped part, e^-40 = 4e-18, lies below float64's resolution there (about 7e-15)."""
+    return F.softplus(logits, threshold=40.0)
 
 
 def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log Bernoulli(x; sigmoid(l)) = sum(x log sigmoid(l) + (1 - x) log sigmoid(-l))
     = sum(x l) - sum(softplus(l)), the stable form from logits l. The first sum is a dot product, taken
     without an elementwise temporary (for S samples of z per image, logits has shape (S, batch, D))."""
-    return torch.einsum("...d,...d->...", x, logits) - F.softplus(logits).sum(-1)
+    return torch.einsum("...d,...d->...", x, logits) - softplus(logits).sum(-1)
 
 
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
@@ -100,10 +109,15 @@ def continuous_bernoulli_log_normalizer(logits: torch.Tensor, taylor_below: floa
     return torch.where(small, series, exact)
 
 
+def continuous_bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log CB(x; lambda) = log C(lambda) + x log lambda + (1 - x) log(1 - lambda)
+    = log C(l) + x l - softplus(l), elementwise, for x in [0, 1] and lambda = sigmoid(l)."""
+    return continuous_bernoulli_log_normalizer(logits) + x * logits - softplus(logits)
+
+
 def continuous_bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log CB(x; lambda) = sum(log C(lambda) + x log lambda + (1 - x) log(1 - lambda))
-    = sum(log C(l) + x l - softplus(l)), for x in [0, 1] and lambda = sigmoid(l)."""
-    return (continuous_bernoulli_log_normalizer(logits) + x * logits - F.softplus(logits)).sum(-1)
+    """log p(x|z) = sum over pixels of `continuous_bernoulli_log_prob`."""
+    return continuous_bernoulli_log_prob(x, logits).sum(-1)
 
 
 class LatentVariableModel(Protocol):

@@ -22,6 +22,7 @@ from pyro import poutine
 from torch import nn
 
 from . import analytic
+from .distributions import ContinuousBernoulli
 from .errors import ConfigError
 from .guides import GUIDES, build_guide
 from .networks import ACTIVATIONS, Decoder
@@ -142,7 +143,7 @@ class VAE(nn.Module):
         if self.config.likelihood == "bernoulli":
             return dist.Bernoulli(logits=logits).to_event(1)
         if self.config.likelihood == "continuous-bernoulli":
-            return dist.ContinuousBernoulli(logits=logits).to_event(1)
+            return ContinuousBernoulli(logits=logits).to_event(1)  # exact log C (see distributions.py)
         return dist.Normal(torch.sigmoid(logits), self.sigma.expand(logits.shape)).to_event(1)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
