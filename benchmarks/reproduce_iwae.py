@@ -59,7 +59,8 @@ def main() -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    config = TrainConfig(model=ARCHITECTURE, dataset="mnist", data_dir=args.data_dir, estimator=args.estimator,
+    # the paper's protocol: all 60,000 training images train, the last model is reported (no selection)
+    config = TrainConfig(model=ARCHITECTURE, dataset="mnist", data_dir=args.data_dir, validation=0, estimator=args.estimator,
                          num_particles=args.num_particles, lr=args.lr, lr_final=args.lr_final, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed, cuda=args.cuda, out=args.out, threads=args.threads,
                          checkpoint_every=max(1, args.epochs // 10))

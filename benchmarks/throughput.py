@@ -123,7 +123,7 @@ def bench_steps(args, device: torch.device) -> list[dict]:
 def bench_epoch(args, device: torch.device) -> list[dict]:
     """One MNIST epoch of `pyro_vae.train.train` (batch 256, trace) against `reference_vae.train`, data
     path included (indexing the on-device tensor, dynamic binarization); the epoch's loop seconds."""
-    config = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1, cuda=device.type == "cuda",
+    config = TrainConfig(dataset="mnist", data_dir=args.data_dir, validation=0, epochs=1, cuda=device.type == "cuda",
                          checkpoint_every=1)
     dataset = load_training_data(config, device)
     times: dict[str, list[float]] = {"plain PyTorch": [], "pyro trace": []}
@@ -141,7 +141,7 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
 def bench_eval(args, device: torch.device) -> list[dict]:
     """log p(x) with K samples on the MNIST test images: `pyro_vae.evaluate.log_likelihood` against
     `reference_vae.log_likelihood`, both chunked at `max_rows` (image, sample) pairs."""
-    dataset = load_training_data(TrainConfig(dataset="mnist", data_dir=args.data_dir), device)
+    dataset = load_training_data(TrainConfig(dataset="mnist", data_dir=args.data_dir, validation=0), device)
     x = dataset.test[: args.eval_images]
     pyro.set_rng_seed(0)
     vae = VAE(ModelConfig()).to(device).eval()

@@ -44,6 +44,7 @@ class TrainConfig:
     validate_every_step: bool = False  # Pyro's distribution checks on every step, not only the first
     local_lr: float = 0.05  # local guide: Adam learning rate of the per-point parameters (SparseAdam)
     tensorboard: bool = False  # also write TensorBoard event files into the run folder
+    validation: int | None = None  # training images held out for validation; None: data.DEFAULT_VALIDATION
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
@@ -62,6 +63,10 @@ class TrainConfig:
             raise ConfigError(f"--beta must be a positive number, got {self.beta} (beta -> 0 approaches an autoencoder)")
         if self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be zero or positive, got {self.kl_warmup}")
+        if self.validation is not None and self.validation < 0:
+            raise ConfigError(f"--validation must be 0 (none) or a number of training images, got {self.validation}")
+        if self.dataset not in data.DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(data.DATASETS)}")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed}")
         if self.threads is not None and self.threads < 1:
@@ -93,6 +98,14 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain values (JSON-ready), the model's settings nested under "model"."""
         return asdict(self)
+
+    @property
+    def resolved_validation(self) -> int:
+        """Training images held out for validation: as given, else the dataset's default; none for the local
+        guide, which fits q only for its own training and test subsets."""
+        if self.model.guide == "local":
+            return 0
+        return self.validation if self.validation is not None else data.DEFAULT_VALIDATION[self.dataset]
 
     @property
     def resolved_binarization(self) -> str:

@@ -26,6 +26,10 @@ IMAGE_SHAPE = (28, 28)
 TEST_BINARIZATION_SEED = 0
 STATIC_BINARIZATION_SEED = 1
 SUBSET_SEED = 2  # the local guide's fixed subsets of data points
+VALIDATION_SEED = 3  # which training images are held out for validation
+VALIDATION_BINARIZATION_SEED = 4
+# training images held out for validation unless --validation says otherwise: MNIST's usual 50,000 / 10,000
+DEFAULT_VALIDATION = {"default": 0, "mnist": 10_000, "fashion-mnist": 10_000, "binarized-mnist": 10_000}
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
 
@@ -35,6 +39,7 @@ _IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _AMAT_FILES = {"train": "binarized_mnist_train.amat", "test": "binarized_mnist_test.amat"}
+_VALID_AMAT = "binarized_mnist_valid.amat"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Dataset:
     train_labels: torch.Tensor | None
     test_labels: torch.Tensor | None
     image_shape: tuple[int, int] = IMAGE_SHAPE
+    validation: torch.Tensor | None = None  # training images held out (see `hold_out`), if any
+    validation_labels: torch.Tensor | None = None
 
     @property
     def x_dim(self) -> int:
@@ -70,6 +77,8 @@ class Dataset:
             test=move(self.test),
             train_labels=move(self.train_labels),
             test_labels=move(self.test_labels),
+            validation=move(self.validation),
+            validation_labels=move(self.validation_labels),
         )
 
 
@@ -155,10 +164,9 @@ def load_idx_dataset(name: str, root: Path) -> Dataset:
 
 
 def load_binarized_mnist(root: Path) -> Dataset:
-    """Larochelle and Murray's statically binarized MNIST (.amat, gzipped or not): train and test.
-
-    The 10,000-image validation file is not used here.
-    """
+    """Larochelle and Murray's statically binarized MNIST (.amat, gzipped or not): train and test; the
+    10,000-image validation file, where present, is added to the training split (60,000 images, like
+    MNIST's), from which training holds out its own validation split (`hold_out`)."""
     folder = root / "BinarizedMNIST"
     paths = {split: _find(folder, f) for split, f in _AMAT_FILES.items()}
     missing = [f for split, f in _AMAT_FILES.items() if paths[split] is None]
@@ -170,6 +178,9 @@ def load_binarized_mnist(root: Path) -> Dataset:
             "or use --dataset default, which needs no files"
         )
     train, test = (torch.from_numpy(_read_amat(paths[s]).astype(np.float32)) for s in ("train", "test"))
+    valid = _find(folder, _VALID_AMAT)
+    if valid is not None:  # 50,000 + 10,000: the held-out validation split is drawn from all 60,000
+        train = torch.cat([train, torch.from_numpy(_read_amat(valid).astype(np.float32))])
     return Dataset("binarized-mnist", train, test, None, None)
 
 
@@ -195,7 +206,23 @@ def prepare(dataset: Dataset, binarization: str) -> Dataset:
     train = dataset.train
     if binarization == "static":
         train = fixed_binarization(train, STATIC_BINARIZATION_SEED)
-    return replace(dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED))
+    validation = None if dataset.validation is None else fixed_binarization(dataset.validation, VALIDATION_BINARIZATION_SEED)
+    return replace(dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED), validation=validation)
+
+
+def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Dataset:
+    """`count` training images (with their labels), drawn by a fixed seed, moved into a validation split;
+    both splits keep their original order. The same images on every machine and in every run."""
+    n = dataset.train.shape[0]
+    if not 0 < count < n:
+        raise DataError(f"--validation {count}: hold out from 1 to {n - 1} of the {n} training images of "
+                        f"{dataset.name}, or 0 for none")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    labels = dataset.train_labels
+    return replace(dataset, train=dataset.train[kept], validation=dataset.train[held],
+                   train_labels=None if labels is None else labels[kept],
+                   validation_labels=None if labels is None else labels[held])
 
 
 def fixed_subset(dataset: Dataset, train_size: int, test_size: int, seed: int = SUBSET_SEED) -> Dataset:

@@ -42,10 +42,12 @@ def animation(images: torch.Tensor, path: Path, image_shape: tuple[int, int], ms
 
 
 def loss_curve(metrics: list[dict], path: Path) -> None:
-    """Train and test negative ELBO per image against epochs."""
+    """Train, validation (where there is one) and test negative ELBO per image against epochs."""
     epochs = [m["epoch"] for m in metrics]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train")
+    if all("validation_loss" in m for m in metrics):
+        ax.plot(epochs, [m["validation_loss"] for m in metrics], "^-", label="validation")
     ax.plot(epochs, [m["test_loss"] for m in metrics], "s-", label="test")
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative ELBO (nats per image)")

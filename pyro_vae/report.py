@@ -12,13 +12,17 @@ from .evaluate import ElboTerms, LogLikelihood
 from .model import VAE
 
 
-def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, seconds: float, images: int,
-                 kl_scale: float, skipped: int, lr: float, log_px: LogLikelihood | None) -> dict:
+def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, validation: ElboTerms | None,
+                 seconds: float, images: int, kl_scale: float, skipped: int, lr: float,
+                 log_px: LogLikelihood | None) -> dict:
     """One line of metrics.jsonl: the epoch's losses (nats per image; the test loss also as its two terms,
-    distortion and rate), time, and training settings in force."""
-    record = dict(epoch=epoch, step=step, train_loss=train_loss, test_loss=test.negative_elbo,
-                  test_reconstruction=test.reconstruction, test_kl=test.kl, seconds=seconds,
-                  images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
+    distortion and rate; the validation loss where there is a validation split), time, and training
+    settings in force."""
+    record = dict(epoch=epoch, step=step, train_loss=train_loss)
+    if validation is not None:
+        record.update(validation_loss=validation.negative_elbo)
+    record.update(test_loss=test.negative_elbo, test_reconstruction=test.reconstruction, test_kl=test.kl,
+                  seconds=seconds, images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
     if log_px is not None:
         record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
                       eval_samples=log_px.num_samples)
@@ -28,7 +32,9 @@ def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, seco
 def epoch_line(record: dict, epochs: int) -> str:
     """The line printed after each epoch."""
     return (
-        f"epoch {record['epoch']:3d}/{epochs}  train {record['train_loss']:8.3f}  test {record['test_loss']:8.3f} "
+        f"epoch {record['epoch']:3d}/{epochs}  train {record['train_loss']:8.3f}  "
+        + (f"valid {record['validation_loss']:8.3f}  " if "validation_loss" in record else "")
+        + f"test {record['test_loss']:8.3f} "
         f"nats/image  {record['seconds']:6.2f} s  {record['images_per_second']:8.0f} images/s"
         + (f"  log p(x) {record['test_log_likelihood']:.3f} ± {record['test_log_likelihood_se']:.3f} "
            f"(K={record['eval_samples']})" if "test_log_likelihood" in record else "")
@@ -37,10 +43,14 @@ def epoch_line(record: dict, epochs: int) -> str:
 
 
 def summary(metrics: list[dict], seconds: float, device: torch.device, processes: int, binarization: str) -> dict:
-    """summary.json: the last epoch's record, the best test loss, the time, the machine and versions."""
+    """summary.json: the last epoch's record; the best epoch, chosen on the validation loss (never on the
+    test split, which is only reported), where there is a validation split; the time, machine, versions."""
+    with_validation = [m for m in metrics if "validation_loss" in m]
+    best = min(with_validation, key=lambda m: m["validation_loss"]) if with_validation else None
     return dict(
         final=metrics[-1],
-        best_test_loss=min(m["test_loss"] for m in metrics),
+        best=None if best is None else dict(epoch=best["epoch"], validation_loss=best["validation_loss"],
+                                            test_loss=best["test_loss"], chosen_on="validation_loss"),
         total_seconds=seconds,
         device=str(device),
         threads=torch.get_num_threads(),

@@ -124,7 +124,8 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
     dataset = load_training_data(config, device)
     local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
     config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points),
-                     binarization=config.resolved_binarization, data_dir=data.resolve_data_dir(config.dataset, config.data_dir))
+                     binarization=config.resolved_binarization, data_dir=data.resolve_data_dir(config.dataset, config.data_dir),
+                     validation=config.resolved_validation)
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
@@ -187,8 +188,8 @@ def resolve_device(cuda: bool) -> torch.device:
 
 
 def load_training_data(config: TrainConfig, device: torch.device) -> data.Dataset:
-    """The dataset, checked against the likelihood's support, binarized as configured, on `device`; for
-    the local guide only its fixed subsets: `local_points` training images and as many test images (or
+    """The dataset, checked against the likelihood's support, with its validation split held out and
+    binarized as configured, on `device`; for the local guide only its fixed subsets: `local_points` training images and as many test images (or
     the whole test split, if smaller)."""
     dataset = data.load_dataset(config.dataset, config.data_dir)
     data.check_pixels(dataset)
@@ -199,6 +200,8 @@ def load_training_data(config: TrainConfig, device: torch.device) -> data.Datase
             "use --binarize dynamic or static, or a likelihood for grey pixels "
             "(--likelihood continuous-bernoulli or gaussian)"
         )
+    if config.resolved_validation:
+        dataset = data.hold_out(dataset, config.resolved_validation)
     dataset = data.prepare(dataset, binarization)
     if config.model.guide == "local":
         points = config.model.local_points

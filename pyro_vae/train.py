@@ -95,7 +95,7 @@ def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) 
 
 
 def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str], None]) -> bool:
-    """Evaluate on the test split (sharded over ranks), record the epoch, checkpoint it (every
+    """Evaluate on the validation and test splits (sharded over ranks), record the epoch, checkpoint it (every
     `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line; returns whether Ctrl-C
     asks to stop."""
     config, state, vae = run.config, run.state, run.vae
@@ -103,12 +103,15 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
         raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
     vae.eval()
     test = evaluate.elbo_terms(vae, run.dataset.test, index=vae.test_rows(), world=run.world)
+    validation = None
+    if run.dataset.validation is not None:
+        validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)
     log_px = None
     if config.evaluates_log_likelihood(state.epoch + 1):
         log_px = evaluate.log_likelihood(vae, run.dataset.test, config.eval_samples, index=vae.test_rows(), world=run.world)
     vae.train()
     record = report.epoch_record(
-        epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test=test,
+        epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test=test, validation=validation,
         seconds=state.seconds, images=run.dataset.train.shape[0],
         kl_scale=config.kl_scale(state.step, run.steps_per_epoch), skipped=state.skipped,
         lr=config.learning_rate(state.epoch), log_px=log_px,

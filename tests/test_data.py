@@ -51,8 +51,8 @@ def test_real_mnist_loads_read_only(data_dir):
 def test_binarized_mnist_loads(data_dir):
     if not (data_dir / "BinarizedMNIST").is_dir():
         pytest.skip("no BinarizedMNIST folder in the data directory")
-    dataset = data.load_dataset("binarized-mnist", data_dir)
-    assert dataset.train.shape == (50000, 784) and dataset.test.shape == (10000, 784)
+    dataset = data.load_dataset("binarized-mnist", data_dir)  # train and the published validation file, pooled
+    assert dataset.train.shape == (60000, 784) and dataset.test.shape == (10000, 784)
     assert dataset.is_binary and dataset.train_labels is None
 
 

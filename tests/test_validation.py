@@ -1,0 +1,70 @@
+"""A validation split held out of the training images: what chooses the best epoch; the test split is
+only reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pyro_vae import data, report
+from pyro_vae.cli import main
+from pyro_vae.config import TrainConfig
+from pyro_vae.model import ModelConfig
+from pyro_vae.run import load_training_data
+
+SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
+
+
+def test_hold_out_is_a_fixed_disjoint_draw_with_its_labels():
+    dataset = data.load_dataset("default")
+    a, b = data.hold_out(dataset, 300), data.hold_out(dataset, 300)
+    assert torch.equal(a.validation, b.validation) and torch.equal(a.train, b.train)
+    assert a.train.shape[0] == 3700 and a.validation.shape[0] == 300
+    assert a.validation_labels.shape == (300,) and a.train_labels.shape == (3700,)
+    rows = {tuple(r.tolist()) for r in dataset.train}
+    assert len(rows) == dataset.train.shape[0]  # the default data has no duplicate images, so rows identify them
+    held, kept = ({tuple(r.tolist()) for r in split} for split in (a.validation, a.train))
+    assert not held & kept and held | kept == rows
+    assert set(a.validation_labels.tolist()) == set(range(10))  # a random draw, not one digit
+
+
+def test_mnist_holds_out_ten_thousand_by_default(data_dir):
+    dataset = load_training_data(TrainConfig(dataset="mnist", data_dir=str(data_dir)), torch.device("cpu"))
+    assert (dataset.train.shape[0], dataset.validation.shape[0], dataset.test.shape[0]) == (50000, 10000, 10000)
+    assert dataset.is_binary is False and bool(((dataset.validation == 0) | (dataset.validation == 1)).all())
+    assert load_training_data(TrainConfig(dataset="mnist", data_dir=str(data_dir), validation=0),
+                              torch.device("cpu")).validation is None
+
+
+def test_the_validation_loss_is_recorded_and_chooses_the_best_epoch(tmp_path):
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "2", "--validation", "500", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("validation_loss" in r for r in records)
+    summary = json.loads((out / "summary.json").read_text())
+    best = min(records, key=lambda r: r["validation_loss"])
+    assert summary["best"] == dict(epoch=best["epoch"], validation_loss=best["validation_loss"],
+                                   test_loss=best["test_loss"], chosen_on="validation_loss")
+    assert json.loads((out / "config.json").read_text())["validation"] == 500
+
+
+def test_the_best_epoch_is_never_chosen_on_the_test_split():
+    metrics = [dict(epoch=1, validation_loss=10.0, test_loss=30.0), dict(epoch=2, validation_loss=20.0, test_loss=5.0)]
+    summary = report.summary(metrics, 1.0, torch.device("cpu"), 1, "dynamic")
+    assert summary["best"]["epoch"] == 1 and "best_test_loss" not in summary
+    assert report.summary([dict(epoch=1, test_loss=5.0)], 1.0, torch.device("cpu"), 1, "dynamic")["best"] is None
+
+
+def test_the_local_guide_has_no_validation_split():
+    config = TrainConfig(model=ModelConfig(guide="local"), dataset="mnist")
+    assert config.resolved_validation == 0
+
+
+def test_an_impossible_validation_size_gets_one_line(tmp_path, capsys):
+    assert main(SMALL + ["--validation", "4000", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--validation 4000: hold out from 1 to 3999 of the 4000 training images" in err and err.count("\n") == 1
+    assert main(SMALL + ["--validation", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "--validation must be 0 (none)" in capsys.readouterr().err
