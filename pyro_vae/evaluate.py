@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import analytic
+from . import analytic, importance
 from .distributed import SINGLE, World
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .model import VAE
 
 
@@ -46,6 +46,7 @@ def elbo_terms(
     of the chunks (drawing the others' noise too, to skip past it) and the sums meet: the value is the
     one a single process computes.
     """
+    check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
     for number, (chunk, rows) in enumerate(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0]))):
@@ -67,12 +68,16 @@ def negative_elbo(vae: VAE, x: torch.Tensor, num_samples: int = 1, seed: int = 0
 
 @dataclass(frozen=True)
 class LogLikelihood:
-    """An importance-sampled estimate of the mean test log p(x), in nats per image.
+    """An importance-sampled estimate of the mean test log p(x), in nats per image, with what says how far
+    it can be trusted (`importance`).
 
-    `value` is the mean over images of log p^(x_i); `standard_error` is its Monte Carlo standard error
-    (the sampling noise of the estimate for these images, by the delta method: Var[log p^(x_i)] is about
-    Var[w~]/K with w~ = w / mean(w)); `spread` is the standard deviation of log p^(x_i) over images (the
-    test set's own variability, which does not shrink with K); `per_image` holds every log p^(x_i).
+    `value` is the mean over images of log p^(x_i); `standard_error` its Monte Carlo standard error, from
+    the jackknife variance of each log p^(x_i) over its K samples (the sampling noise of the estimate for
+    these images: calibrated on trained models, where the delta method's is 1.5 to 2.6 times too small;
+    docs/RESULTS.md); `spread` the standard deviation of log p^(x_i) over images (the test set's own
+    variability, which does not shrink with K); `per_image` every log p^(x_i) and `per_image_variance` its
+    jackknife variance; `effective_sample_size`
+    and `pareto_k` per image the ESS and the Pareto k-hat of its weights (above 0.7: unreliable).
     """
 
     value: float
@@ -80,6 +85,26 @@ class LogLikelihood:
     spread: float
     num_samples: int
     per_image: torch.Tensor
+    per_image_variance: torch.Tensor
+    effective_sample_size: torch.Tensor
+    pareto_k: torch.Tensor
+
+    @property
+    def max_pareto_k(self) -> float:
+        """The largest k-hat over the images (NaN where none could be fitted: K < 25)."""
+        finite = self.pareto_k[~self.pareto_k.isnan()]
+        return finite.max().item() if finite.numel() else float("nan")
+
+    @property
+    def unreliable_images(self) -> int:
+        """Images whose k-hat exceeds 0.7: their weights' variance may be infinite."""
+        return int((self.pareto_k > importance.UNRELIABLE_K).sum())
+
+    def diagnostics(self) -> dict:
+        """The summary a person reads: k-hat's maximum and how many images pass 0.7, the ESS's range."""
+        ess = self.effective_sample_size
+        return dict(pareto_k_max=self.max_pareto_k, pareto_k_above_0_7=self.unreliable_images,
+                    effective_sample_size_min=ess.min().item(), effective_sample_size_median=ess.median().item())
 
 
 @torch.no_grad()
@@ -102,7 +127,8 @@ def log_likelihood(
 
     Images and samples are processed in chunks of at most `max_rows` (image, sample) pairs, so the memory
     held at once is about max_rows * (x_dim + hidden + z_dim) floats whatever K; the log-weights are kept
-    per image and reduced by logsumexp in float64. For the local guide, `index` gives the rows of x's data
+    per image and reduced by logsumexp in float64, with each image's jackknife variance, effective sample
+    size and Pareto k-hat (`importance`). For the local guide, `index` gives the rows of x's data
     points in its table. With several ranks (`world`), each computes its share of the chunks of images
     (drawing the others' noise too, to skip past it) and the per-image results meet: the estimate is the
     one a single process computes, on every rank.
@@ -111,12 +137,13 @@ def log_likelihood(
         raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
     if proposal not in ("guide", "prior"):
         raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
+    check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     z_dim = vae.z_dim
     images = max(1, min(x.shape[0], max_rows // num_samples))
     samples = max(1, min(num_samples, max_rows // images))
     per_image = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    variance = torch.zeros_like(per_image)
+    variance, ess, k_hat = torch.zeros_like(per_image), torch.zeros_like(per_image), torch.zeros_like(per_image)
     for number, (chunk, rows) in enumerate(zip(x.split(images), _split(index, images, x.shape[0]))):
         log_w = []
         for start in range(0, num_samples, samples):
@@ -131,12 +158,12 @@ def log_likelihood(
         if not log_w:
             continue
         log_w = torch.cat(log_w)
-        log_mean = torch.logsumexp(log_w, 0) - math.log(num_samples)
-        normalized = (log_w - log_mean).exp()  # w / mean(w), mean 1
         mine = slice(number * images, number * images + chunk.shape[0])
-        per_image[mine] = log_mean
-        variance[mine] = normalized.var(0, correction=0) / num_samples if num_samples > 1 else 0.0
-    per_image, variance = world.sum(per_image), world.sum(variance)
+        per_image[mine] = torch.logsumexp(log_w, 0) - math.log(num_samples)
+        variance[mine] = importance.jackknife_variance(log_w)
+        ess[mine] = importance.effective_sample_size(log_w)
+        k_hat[mine] = importance.pareto_k(log_w)
+    per_image, variance, ess, k_hat = (world.sum(t) for t in (per_image, variance, ess, k_hat))
     n = per_image.shape[0]
     return LogLikelihood(
         value=per_image.mean().item(),
@@ -144,7 +171,20 @@ def log_likelihood(
         spread=per_image.std().item() if n > 1 else 0.0,
         num_samples=num_samples,
         per_image=per_image.cpu(),
+        per_image_variance=variance.cpu(),
+        effective_sample_size=ess.cpu(),
+        pareto_k=k_hat.cpu(),
     )
+
+
+def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:
+    """Grey pixels have no probability under a Bernoulli likelihood: refused here as on the command line
+    (the estimates would be numbers without meaning)."""
+    config = getattr(vae, "config", None)
+    if config is not None and config.likelihood == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError("the Bernoulli likelihood needs pixels that are 0 or 1, but these images have grey pixels; "
+                        "binarize them (pyro_vae.data.fixed_binarization) or use a model with a likelihood for "
+                        "grey pixels (continuous-bernoulli or gaussian)")
 
 
 def _split(index: torch.Tensor | None, size: int, rows: int) -> list[torch.Tensor | None]:

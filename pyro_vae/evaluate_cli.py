@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     result = dict(
         run=str(args.run), epoch=len(trained.metrics), images=x.shape[0], samples=args.samples,
         test_negative_elbo=evaluate.negative_elbo(vae, x, index=rows, world=world), test_log_likelihood=estimate.value,
-        standard_error=estimate.standard_error, spread_over_images=estimate.spread,
+        standard_error=estimate.standard_error, spread_over_images=estimate.spread, **estimate.diagnostics(),
         seconds=time.perf_counter() - tic, device=str(device), processes=world.size,
     )
     if args.prior:
@@ -76,8 +76,18 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     if args.amortization_gap:
         result.update(amortization_gap(vae, x, args.amortization_gap, args.seed, args.max_rows))
     if world.is_main:
-        files.write_json(Path(args.run) / f"evaluation-epoch{result['epoch']}-K{args.samples}.json", result)
+        stem = Path(args.run) / f"evaluation-epoch{result['epoch']}-K{args.samples}"
+        files.write_json(stem.with_suffix(".json"), result)
+        files.atomic_write(stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode()))
     return result
+
+
+def per_image_csv(estimate: evaluate.LogLikelihood) -> str:
+    """One row per test image: its log p^(x), jackknife standard error, effective sample size, Pareto k-hat."""
+    rows = zip(estimate.per_image.tolist(), estimate.per_image_variance.sqrt().tolist(),
+               estimate.effective_sample_size.tolist(), estimate.pareto_k.tolist())
+    return "image,log_likelihood,standard_error,effective_sample_size,pareto_k\n" + "".join(
+        f"{i},{lp:.6f},{se:.6g},{ess:.6g},{k:.4f}\n" for i, (lp, se, ess, k) in enumerate(rows))
 
 
 def amortization_gap(vae: VAE, x: torch.Tensor, steps: int, seed: int, max_rows: int, samples: int = 100) -> dict:
@@ -110,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['run']} (epoch {result['epoch']}, {result['images']} test images): negative ELBO "
           f"{result['test_negative_elbo']:.3f}; log p(x) {result['test_log_likelihood']:.3f} "
           f"± {result['standard_error']:.3f} (K = {result['samples']}, {result['seconds']:.1f} s)")
+    print(f"importance weights: effective sample size {result['effective_sample_size_min']:.1f} to "
+          f"{result['effective_sample_size_median']:.1f} (minimum, median over images) of K = {result['samples']}; "
+          f"Pareto k-hat at most {result['pareto_k_max']:.2f}")
+    if result["pareto_k_above_0_7"]:
+        print(f"warning: Pareto k-hat above 0.7 for {result['pareto_k_above_0_7']} of {result['images']} images: "
+              "their weights' variance may be infinite, so their log p(x) and its ± cannot be trusted; use more "
+              "samples or a guide closer to the posterior", file=sys.stderr)
     if args.prior:
         print(f"naive estimate from prior samples, same K: {result['prior_sampling_log_likelihood']:.3f}")
     if args.amortization_gap:

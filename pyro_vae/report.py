@@ -25,7 +25,8 @@ def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, vali
                   seconds=seconds, images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
     if log_px is not None:
         record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
-                      eval_samples=log_px.num_samples)
+                      eval_samples=log_px.num_samples, test_pareto_k_max=log_px.max_pareto_k,
+                      test_pareto_k_above_0_7=log_px.unreliable_images)
     return record
 
 
@@ -38,6 +39,8 @@ def epoch_line(record: dict, epochs: int) -> str:
         f"nats/image  {record['seconds']:6.2f} s  {record['images_per_second']:8.0f} images/s"
         + (f"  log p(x) {record['test_log_likelihood']:.3f} ± {record['test_log_likelihood_se']:.3f} "
            f"(K={record['eval_samples']})" if "test_log_likelihood" in record else "")
+        + (f"  [Pareto k-hat > 0.7 for {record['test_pareto_k_above_0_7']} images: log p(x) unreliable]"
+           if record.get("test_pareto_k_above_0_7") else "")
         + (f"  ({record['skipped_steps']} non-finite steps skipped)" if record["skipped_steps"] else "")
     )
 

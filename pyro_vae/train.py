@@ -133,7 +133,10 @@ def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedR
     run.folder.write_summary(report.summary(metrics, time.perf_counter() - started, run.device, run.world.size,
                                             run.config.resolved_binarization))
     run.folder.close()
-    log(f"done: test negative ELBO {metrics[-1]['test_loss']:.3f} nats/image; outputs in {run.folder.path}")
+    density = "" if run.config.model.likelihood == "bernoulli" else (
+        f" (the {run.config.model.likelihood} likelihood is a density over grey levels, not a probability, so "
+        "log p(x|z) can exceed 0 and this loss can be negative)")
+    log(f"done: test negative ELBO {metrics[-1]['test_loss']:.3f} nats/image{density}; outputs in {run.folder.path}")
     return TrainedRun(run.folder.path, run.config, run.vae.eval(), metrics, finished=True, dataset=run.dataset)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,8 +102,9 @@ def test_short_idx_payload_and_wrong_image_size_are_reported(fake_mnist):
 def test_missing_files_name_what_was_expected(tmp_path, monkeypatch):
     """Offline, a missing dataset stops with the expected files, where, and the offline alternative."""
 
-    def offline(*args, **kwargs):
-        raise OSError("no network")
+    def offline(root, *args, **kwargs):  # as torchvision does offline: makes MNIST/raw, then fails at length
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise OSError("Error downloading train-images-idx3-ubyte.gz:\nTried a mirror, got:\n<urlopen error no network>")
 
     import torchvision
 
@@ -111,7 +113,8 @@ def test_missing_files_name_what_was_expected(tmp_path, monkeypatch):
         data.load_dataset("mnist", tmp_path)
     message = str(error.value)
     assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "MNIST" / "raw") in message
-    assert "--dataset default" in message
+    assert "--dataset default" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # the failed attempt left no empty MNIST/raw behind
 
 
 def test_missing_directory_and_unknown_dataset(tmp_path):

@@ -68,3 +68,29 @@ def test_an_impossible_validation_size_gets_one_line(tmp_path, capsys):
     assert "--validation 4000: hold out from 1 to 3999 of the 4000 training images" in err and err.count("\n") == 1
     assert main(SMALL + ["--validation", "-1", "--out", str(tmp_path / "run")]) == 2
     assert "--validation must be 0 (none)" in capsys.readouterr().err
+
+
+def test_the_default_test_split_is_in_a_fixed_class_mixed_order():
+    """Its first images (the figures' 16, evaluate's --images 100) show every digit, the same every time."""
+    a, b = data.load_default(), data.load_default()
+    assert torch.equal(a.test, b.test) and torch.equal(a.test_labels, b.test_labels)
+    assert len(set(a.test_labels[:16].tolist())) >= 7 and set(a.test_labels[:100].tolist()) == set(range(10))
+    assert sorted(a.test_labels.tolist()) == sorted(sum([[d] * 100 for d in range(10)], []))
+
+
+def test_the_library_refuses_grey_pixels_under_a_bernoulli_likelihood_as_the_command_line_does():
+    from pyro_vae import evaluate
+    from pyro_vae.errors import DataError
+    from pyro_vae.model import VAE
+
+    vae = VAE(ModelConfig(hidden=(8,), z_dim=2))
+    grey = data.load_dataset("default").test[:10]
+    for estimate in (lambda: evaluate.log_likelihood(vae, grey, 3), lambda: evaluate.negative_elbo(vae, grey)):
+        with pytest.raises(DataError, match="needs pixels that are 0 or 1"):
+            estimate()
+    assert evaluate.negative_elbo(vae, data.fixed_binarization(grey, 0)) > 0
+
+
+def test_a_density_likelihood_says_why_its_loss_can_be_negative(tmp_path, capsys):
+    assert main(SMALL + ["--likelihood", "gaussian", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert "is a density over grey levels, not a probability" in capsys.readouterr().err
