@@ -73,7 +73,8 @@ def main() -> int:
     rows = [dict(model="pyro-vae", estimator=args.estimator, k=args.num_particles, epochs=args.epochs,
                  batch=args.batch_size, test_log_likelihood=estimate.value, standard_error=estimate.standard_error,
                  test_elbo=-metrics[-1]["test_loss"], train_seconds=sum(m["seconds"] for m in metrics),
-                 eval_seconds=time.perf_counter() - tic, eval_samples=args.eval_samples, images=test.shape[0], run=str(out))]
+                 eval_seconds=time.perf_counter() - tic, eval_samples=args.eval_samples, images=test.shape[0], run=str(out),
+                 **estimate.diagnostics())]
 
     if args.reference:
         pyro.set_rng_seed(args.seed)  # as train() does, so VAE(...) below has the Pyro run's initial weights
@@ -101,6 +102,10 @@ def main() -> int:
         print(f"| {row['model']} | {name} k={row['k']} | {row['epochs']}, {row['batch']} | {row['test_log_likelihood']:.2f}{se} "
               f"({row['eval_samples']}) | {row['test_elbo']:.2f} | {paper if paper is not None else 'n/a'} | {gap} | "
               f"{row['train_seconds']:.0f} | {row['eval_seconds']:.0f} |")
+    diagnostics = rows[0]
+    print(f"\npyro-vae's estimate: effective sample size {diagnostics['effective_sample_size_min']:.1f} to "
+          f"{diagnostics['effective_sample_size_median']:.1f} (minimum, median) of K = {args.eval_samples}; Pareto k-hat at "
+          f"most {diagnostics['pareto_k_max']:.2f}, above 0.7 for {diagnostics['pareto_k_above_0_7']} of {test.shape[0]} images")
     (out / "reproduce_iwae.json").write_text(json.dumps(dict(argv=sys.argv, rows=rows, paper=paper), indent=2))
     return 0
 

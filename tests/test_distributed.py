@@ -10,7 +10,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from pyro_vae.evaluate_cli import main as evaluate_main
 from pyro_vae.distributed import SINGLE
 from pyro_vae.resume import load_run_checkpoint
 from pyro_vae.run import build_run
-from test_reliability import assert_same_run, final_state
+from test_reliability import assert_same_run, final_state, wait_for
 from two_rank_probe import BATCH, CONFIG, EVAL, SEED, binary_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,14 +137,6 @@ def rank_pid(out: Path, rank: int) -> int:
         except (OSError, ValueError):
             continue
     raise AssertionError(f"no rank {rank} found")
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 def test_a_rank_that_dies_takes_the_job_down_and_keeps_the_checkpoint(tmp_path):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import math
 
-import pyro
 import pytest
 import torch
+from conftest import trained_2d_vae
 
-from pyro_vae import analytic, data, evaluate, importance, posterior
-from pyro_vae.evaluate_cli import main as evaluate_main
+from pyro_vae import analytic, evaluate, importance, posterior
 from pyro_vae.cli import main
-from pyro_vae.model import VAE, ModelConfig
+from pyro_vae.evaluate_cli import main as evaluate_main
 
 
 @pytest.mark.parametrize("shape", [0.2, 0.5, 0.9])
@@ -57,17 +56,7 @@ def test_the_jackknife_equals_its_definition():
 @pytest.fixture(scope="module")
 def trained_2d():
     """A 2-D VAE after 1,000 Adam steps on the default data (float64), and 100 binarized test images."""
-    dataset = data.prepare(data.load_dataset("default"), "dynamic")
-    pyro.set_rng_seed(0)
-    vae = VAE(ModelConfig(hidden=(64,), z_dim=2)).double()
-    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    train = dataset.train.double()
-    for _ in range(1000):
-        x = torch.bernoulli(train[torch.randint(len(train), (128,))])
-        optimizer.zero_grad()
-        (-analytic.elbo_analytic_kl(vae, x, torch.randn(1, 128, 2, dtype=torch.float64)).mean()).backward()
-        optimizer.step()
-    return vae, dataset.test[:100].double()
+    return trained_2d_vae(steps=1000, images=100)
 
 
 @pytest.mark.parametrize("samples", [100, 1000])

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyro
 import pytest
 import torch
+from conftest import trained_2d_vae
 
-from pyro_vae import analytic, data, evaluate, linear_gaussian, posterior
+from pyro_vae import analytic, evaluate, linear_gaussian, posterior
 from pyro_vae.errors import ConfigError
 from pyro_vae.model import VAE, ModelConfig
 
@@ -48,18 +48,7 @@ def test_grid_needs_two_latent_dimensions():
 @pytest.fixture(scope="module")
 def trained_2d():
     """A 2-D VAE after 300 steps on the default data, and 12 binarized test images."""
-    dataset = data.prepare(data.load_dataset("default"), "dynamic")
-    pyro.set_rng_seed(0)
-    vae = VAE(ModelConfig(hidden=(64,), z_dim=2)).double()
-    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    train = dataset.train.double()
-    for step in range(300):
-        x = torch.bernoulli(train[torch.randint(len(train), (128,))])
-        eps = torch.randn(1, 128, 2, dtype=torch.float64)
-        optimizer.zero_grad()
-        (-analytic.elbo_analytic_kl(vae, x, eps).mean()).backward()
-        optimizer.step()
-    return vae, dataset.test[:12].double()
+    return trained_2d_vae(steps=300, images=12)
 
 
 def test_grid_log_likelihood_agrees_with_importance_sampling_on_a_trained_vae(trained_2d):
