@@ -141,6 +141,7 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
             pyro.set_rng_seed(rank_seed(config.seed, world.rank))
     else:
         folder = RunFolder(Path(config.out), world.is_main)
+        folder.remove_stale_temporaries()
         state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
         state.permutation = None if state.permutation is None else state.permutation.to(device)
         folder.restart_metrics(state.metrics)

@@ -44,6 +44,13 @@ class RunFolder:
         if self.writes:
             files.write_json(self.path / "config.json", config)
 
+    def remove_stale_temporaries(self) -> None:
+        """On resume: the temporary files of writes that a kill interrupted (`files.atomic_write` names them
+        .<file>.<random>.tmp); the files they were to replace are intact."""
+        if self.writes:
+            for stale in self.path.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
     def restart_metrics(self, records: list[dict]) -> None:
         """On resume: metrics.jsonl as the checkpoint has it (it may hold an epoch finished after the
         checkpoint; the checkpoint's list is the truth), and no summary.json until the run ends again."""

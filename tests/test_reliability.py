@@ -184,3 +184,14 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     assert main(["--resume", str(run)]) == 2
     assert "cannot load" in capsys.readouterr().err
     assert not _Exploit.marker.exists()
+
+
+def test_resume_removes_the_temporary_file_of_an_interrupted_write(tmp_path):
+    """A kill during a checkpoint's write leaves .checkpoint.pt.<random>.tmp beside the intact old file;
+    the next start removes it."""
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
+    stale = out / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert not stale.exists() and load_run_checkpoint(out)["epoch"] == 2
