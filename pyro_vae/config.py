@@ -65,8 +65,6 @@ class TrainConfig:
             raise ConfigError(f"--kl-warmup must be zero or positive, got {self.kl_warmup}")
         if self.validation is not None and self.validation < 0:
             raise ConfigError(f"--validation must be 0 (none) or a number of training images, got {self.validation}")
-        if self.dataset not in data.DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(data.DATASETS)}")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed}")
         if self.threads is not None and self.threads < 1:
@@ -105,7 +103,7 @@ class TrainConfig:
         guide, which fits q only for its own training and test subsets."""
         if self.model.guide == "local":
             return 0
-        return self.validation if self.validation is not None else data.DEFAULT_VALIDATION[self.dataset]
+        return self.validation if self.validation is not None else data.DEFAULT_VALIDATION.get(self.dataset, 0)
 
     @property
     def resolved_binarization(self) -> str:

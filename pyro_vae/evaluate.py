@@ -73,8 +73,8 @@ class LogLikelihood:
 
     `value` is the mean over images of log p^(x_i); `standard_error` its Monte Carlo standard error, from
     the jackknife variance of each log p^(x_i) over its K samples (the sampling noise of the estimate for
-    these images: calibrated on trained models, where the delta method's is 1.5 to 2.6 times too small;
-    docs/RESULTS.md); `spread` the standard deviation of log p^(x_i) over images (the test set's own
+    these images: calibrated on a trained 2-D VAE, where the delta method's is 2 to 2.7 times too small;
+    benchmarks/log_px_calibration.py); `spread` the standard deviation of log p^(x_i) over images (the test set's own
     variability, which does not shrink with K); `per_image` every log p^(x_i) and `per_image_variance` its
     jackknife variance; `effective_sample_size`
     and `pareto_k` per image the ESS and the Pareto k-hat of its weights (above 0.7: unreliable).

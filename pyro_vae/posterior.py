@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pyro
 import torch
 
-from . import analytic
+from . import analytic, data
 from .errors import ConfigError
+from .model import VAE, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,23 @@ def grid_posterior(vae, x: torch.Tensor, limit: float = 5.0, points: int = 301, 
     log_marginal = torch.logsumexp(log_joint, 0) + 2 * math.log(spacing.item())
     log_density = (log_joint - log_marginal).T.reshape(x.shape[0], points, points)
     return GridPosterior(axis=axis, log_density=log_density, log_marginal=log_marginal)
+
+
+def train_2d_vae(steps: int, seed: int = 0) -> VAE:
+    """A small VAE with a 2-D latent space (64 hidden units, float64), `steps` Adam steps (lr 3e-3) of 128
+    dynamically binarized default-data images on the exact-KL ELBO: a trained model whose log p(x) the grid
+    gives exactly, for checking estimators against the truth (tests, benchmarks/log_px_calibration.py)."""
+    dataset = data.prepare(data.load_dataset("default"), "dynamic")
+    pyro.set_rng_seed(seed)
+    vae = VAE(ModelConfig(hidden=(64,), z_dim=2)).double()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    train = dataset.train.double()
+    for _ in range(steps):
+        x = torch.bernoulli(train[torch.randint(len(train), (128,))])
+        optimizer.zero_grad()
+        (-analytic.elbo_analytic_kl(vae, x, torch.randn(1, 128, 2, dtype=torch.float64)).mean()).backward()
+        optimizer.step()
+    return vae.eval()
 
 
 def fit_local_guide(vae, x: torch.Tensor, steps: int = 500, lr: float = 0.05, samples: int = 8,

@@ -80,15 +80,14 @@ class Run:
         """What continues this run exactly: weights, optimizer states, every rank's generators, progress.
         (Gathers the ranks' generator states, and checks that every rank holds the same weights: every
         rank calls it.)"""
-        digests = self.world.gather(weights_digest(self.vae))
+        digests, states = zip(*self.world.gather((weights_digest(self.vae), rng_states())))
         if len(set(digests)) > 1:
             raise TrainingError(f"the {self.world.size} processes' weights differ after step {self.state.step} "
                                 f"(digests {', '.join(d[:12] for d in digests)}); data-parallel training lost its "
                                 "synchrony, so nothing is checkpointed")
-        states = self.world.gather(rng_states())
         return dict(
             config=asdict(self.config), model_state=self.vae.state_dict(),
-            optimizer_state=self.optimizer.state_dict(), rng=states[0], rng_other_ranks=states[1:],
+            optimizer_state=self.optimizer.state_dict(), rng=states[0], rng_other_ranks=list(states[1:]),
             world_size=self.world.size, progress=asdict(self.state), epoch=self.state.epoch, step=self.state.step,
             **({} if self.local_optimizer is None else dict(local_optimizer_state=self.local_optimizer.state_dict())),
         )

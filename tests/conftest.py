@@ -44,24 +44,10 @@ def data_dir() -> Path:
 
 
 def trained_2d_vae(steps: int, images: int):
-    """A 2-D VAE (64 hidden units, float64) after `steps` Adam steps of 128 images on the default data,
-    and its first `images` binarized test images."""
-    import pyro
+    """`posterior.train_2d_vae(steps)` and the first `images` binarized default test images (float64)."""
+    from pyro_vae import data, posterior
 
-    from pyro_vae import analytic, data
-    from pyro_vae.model import VAE, ModelConfig
-
-    dataset = data.prepare(data.load_dataset("default"), "dynamic")
-    pyro.set_rng_seed(0)
-    vae = VAE(ModelConfig(hidden=(64,), z_dim=2)).double()
-    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    train = dataset.train.double()
-    for _ in range(steps):
-        x = torch.bernoulli(train[torch.randint(len(train), (128,))])
-        optimizer.zero_grad()
-        (-analytic.elbo_analytic_kl(vae, x, torch.randn(1, 128, 2, dtype=torch.float64)).mean()).backward()
-        optimizer.step()
-    return vae, dataset.test[:images].double()
+    return posterior.train_2d_vae(steps), data.prepare(data.load_dataset("default"), "dynamic").test[:images].double()
 
 
 @pytest.fixture(scope="session", autouse=True)
