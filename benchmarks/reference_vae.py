@@ -13,6 +13,8 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -108,21 +110,37 @@ def log_likelihood(vae: PlainVAE, x: torch.Tensor, k: int, seed: int = 0, max_ro
     return total / x.shape[0]
 
 
-def train(vae: PlainVAE, dataset: data.Dataset, epochs: int, batch_size: int, lr: float, lr_final: float | None = None,
-          objective: str = "analytic-kl", k: int = 1, log=print) -> list[dict]:
-    """Adam over dynamically binarized batches of a per-epoch permutation; lr decays geometrically to lr_final.
-    objective: "analytic-kl" (the ELBO with the KL in closed form, as TraceMeanField_ELBO), "monte-carlo"
-    (-mean_k log w_k, as Trace_ELBO with k particles) or "iwae"."""
+@dataclass(frozen=True)
+class Recipe:
+    """How the plain model trains: Adam(betas=(adam_beta1, 0.999), eps=adam_eps) at learning_rate(epoch)
+    (pass a TrainConfig's bound `learning_rate` to train on the Pyro run's schedule); every `curve_every`
+    epochs (0: never) log p(x) on the first `curve_images` test images with `curve_samples` samples."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: Callable[[int], float]
+    adam_beta1: float = 0.9
+    adam_eps: float = 1e-8
+    curve_every: int = 0
+    curve_images: int | None = None
+    curve_samples: int = 1000
+
+
+def train(vae: PlainVAE, dataset: data.Dataset, recipe: Recipe, objective: str = "analytic-kl", k: int = 1,
+          until: float | None = None, log=print) -> list[dict]:
+    """Adam over dynamically binarized batches of a per-epoch permutation, as `recipe` says; stops early once
+    the curve's log p(x) reaches `until`. objective: "analytic-kl" (the ELBO with the KL in closed form, as
+    TraceMeanField_ELBO), "monte-carlo" (-mean_k log w_k, as Trace_ELBO with k particles) or "iwae"."""
     if objective not in ("analytic-kl", "monte-carlo", "iwae"):
         raise ValueError(f"unknown objective {objective!r}")
-    opt = torch.optim.Adam(vae.parameters(), lr=lr, fused=True)  # as pyro_vae.train
+    opt = torch.optim.Adam(vae.parameters(), lr=recipe.learning_rate(0), fused=True,  # as pyro_vae.run.optimizers
+                           betas=(recipe.adam_beta1, 0.999), eps=recipe.adam_eps)
     n, records = dataset.train.shape[0], []
-    for epoch in range(epochs):
-        rate = lr if lr_final is None or epochs == 1 else lr * (lr_final / lr) ** (epoch / (epochs - 1))
+    for epoch in range(recipe.epochs):
         for group in opt.param_groups:
-            group["lr"] = rate
+            group["lr"] = recipe.learning_rate(epoch)
         tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=dataset.train.device)
-        for idx in torch.randperm(n, device=dataset.train.device).split(batch_size):
+        for idx in torch.randperm(n, device=dataset.train.device).split(recipe.batch_size):
             x = torch.bernoulli(dataset.train[idx])
             opt.zero_grad(set_to_none=True)
             if objective == "iwae":
@@ -135,9 +153,15 @@ def train(vae: PlainVAE, dataset: data.Dataset, epochs: int, batch_size: int, lr
             opt.step()
             total += loss.detach() * len(idx)
         seconds = time.perf_counter() - tic
-        record = dict(epoch=epoch + 1, train_loss=total.item() / n, test_loss=test_loss(vae, dataset.test), seconds=seconds)
+        record = dict(epoch=epoch + 1, train_loss=total.item() / n, test_loss=test_loss(vae, dataset.test), seconds=seconds,
+                      lr=recipe.learning_rate(epoch))
+        if recipe.curve_every and ((epoch + 1) % recipe.curve_every == 0 or epoch + 1 == recipe.epochs):
+            record.update(test_log_likelihood=log_likelihood(vae, dataset.test[: recipe.curve_images], recipe.curve_samples),
+                          eval_samples=recipe.curve_samples, eval_images=dataset.test[: recipe.curve_images].shape[0])
         records.append(record)
         log(json.dumps(record))
+        if until is not None and record.get("test_log_likelihood", -math.inf) >= until:
+            break
     return records
 
 
@@ -155,7 +179,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dataset = data.prepare(data.load_dataset(args.dataset, args.data_dir), "dynamic")
-    train(PlainVAE(), dataset, args.epochs, args.batch_size, args.lr, log=lambda line: print(line, flush=True))
+    train(PlainVAE(), dataset, Recipe(args.epochs, args.batch_size, lambda epoch: args.lr),
+          log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

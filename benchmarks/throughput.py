@@ -29,7 +29,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_vae import PlainVAE, log_likelihood as plain_log_likelihood, train as train_plain  # noqa: E402
+from reference_vae import PlainVAE, Recipe, log_likelihood as plain_log_likelihood, train as train_plain  # noqa: E402
 
 from pyro_vae import data, evaluate  # noqa: E402
 from pyro_vae.estimators import ELBOLoss, build_elbo  # noqa: E402
@@ -130,7 +130,7 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
     for repeat in range(args.epoch_repeats):
         torch.manual_seed(repeat)
         plain = PlainVAE().to(device)
-        times["plain PyTorch"].append(train_plain(plain, dataset, 1, 256, 1e-3, log=lambda line: None)[0]["seconds"])
+        times["plain PyTorch"].append(train_plain(plain, dataset, Recipe(1, 256, lambda epoch: 1e-3), log=lambda line: None)[0]["seconds"])
         run = train(replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
                     progress=False, log=lambda line: None)
         times["pyro trace"].append(run.metrics[-1]["seconds"])

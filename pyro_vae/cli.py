@@ -15,6 +15,7 @@ from .guides import GUIDES
 from .model import LIKELIHOODS, ModelConfig
 from .networks import ACTIVATIONS
 from .resume import load_run_checkpoint, resumed_config
+from .config import LR_SCHEDULES
 from .train import Interrupted, TrainConfig, train
 
 
@@ -77,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--lr-final", type=float, default=None,
                    help="decay the learning rate geometrically, epoch by epoch, to this by the last epoch (default: constant)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                   help="geometric: constant, or with --lr-final a geometric decay; paper: Burda et al.'s 8 stages, "
+                        "lr * 10^(-i/7) for 3^i of 3,280 epochs, stretched to --epochs (default: %(default)s)")
+    g.add_argument("--adam-beta1", type=float, default=defaults.adam_beta1,
+                   help="Adam's first-moment decay (default: %(default)s; the IWAE authors' code: 0.99)")
+    g.add_argument("--adam-eps", type=float, default=defaults.adam_eps,
+                   help="Adam's epsilon (default: %(default)s; the IWAE authors' code: 1e-4)")
+    g.add_argument("--init-output-bias", action="store_true",
+                   help="start the decoder's output bias at the logit of the mean training image (Bernoulli likelihood)")
     g.add_argument("--batch-size", type=int, default=defaults.batch_size,
                    help="images per step; under torchrun the global batch, which the processes share (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
@@ -90,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and every --eval-every epochs), into metrics.jsonl (default: 0, off)")
     g.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="epochs between log p(x) estimates (default: at the end only)")
+    g.add_argument("--eval-images", type=int, default=None, metavar="N",
+                   help="estimate log p(x) on the first N test images (default: all)")
     g = p.add_argument_group("machine and outputs")
     g.add_argument("--cuda", action="store_true", help="train on the GPU (exit status 2 if there is none)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
@@ -99,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR from its checkpoint, exactly; flags given again must match the "
                         "run's, except --epochs, --threads, --data-dir, --checkpoint-every, --on-nonfinite, "
-                        "--eval-samples, --eval-every, --validate-every-step and --tensorboard")
+                        "--eval-samples, --eval-every, --eval-images, --validate-every-step and --tensorboard")
     g.add_argument("--on-nonfinite", choices=("stop", "skip"), default=defaults.on_nonfinite,
                    help="a NaN or infinite loss or gradient stops the run (keeping the last checkpoint), "
                         "or skips the step, counted in metrics.jsonl (default: %(default)s)")
@@ -126,6 +138,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         cuda=args.cuda, out=args.out, checkpoint_every=args.checkpoint_every, on_nonfinite=args.on_nonfinite,
         lr_final=args.lr_final, eval_samples=args.eval_samples, eval_every=args.eval_every, validation=args.validation,
         validate_every_step=args.validate_every_step, local_lr=args.local_lr, tensorboard=args.tensorboard,
+        lr_schedule=args.lr_schedule, adam_beta1=args.adam_beta1, adam_eps=args.adam_eps,
+        init_output_bias=args.init_output_bias, eval_images=args.eval_images,
     )
 
 

@@ -16,6 +16,9 @@ from .estimators import build_elbo
 from .model import ModelConfig
 from .settings import from_values
 
+LR_SCHEDULES = ("geometric", "paper")
+PAPER_EPOCHS = sum(3**i for i in range(8))  # 3,280: Burda et al.'s eight stages of 3^i epochs
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -45,6 +48,11 @@ class TrainConfig:
     local_lr: float = 0.05  # local guide: Adam learning rate of the per-point parameters (SparseAdam)
     tensorboard: bool = False  # also write TensorBoard event files into the run folder
     validation: int | None = None  # training images held out for validation; None: data.DEFAULT_VALIDATION
+    lr_schedule: str = "geometric"  # "geometric" (constant without lr_final) or "paper" (Burda et al.'s stages)
+    adam_beta1: float = 0.9  # Adam's first-moment decay (the IWAE authors' code: 0.99)
+    adam_eps: float = 1e-8  # Adam's denominator term (the IWAE authors' code: 1e-4)
+    init_output_bias: bool = False  # start the decoder's output bias at the logit of the mean training image
+    eval_images: int | None = None  # log p(x) on the first N test images; None: all
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
@@ -63,6 +71,17 @@ class TrainConfig:
             raise ConfigError(f"--beta must be a positive number, got {self.beta} (beta -> 0 approaches an autoencoder)")
         if self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be zero or positive, got {self.kl_warmup}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "paper" and self.lr_final is not None:
+            raise ConfigError("--lr-schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out --lr-final")
+        if not (0 <= self.adam_beta1 < 1 and 0 < self.adam_eps < 1):
+            raise ConfigError(f"--adam-beta1 must be in [0, 1) and --adam-eps in (0, 1), got {self.adam_beta1}, {self.adam_eps}")
+        if self.init_output_bias and self.model.likelihood != "bernoulli":
+            raise ConfigError("--init-output-bias sets Bernoulli logits to the mean training image's; "
+                              f"it is for --likelihood bernoulli, not {self.model.likelihood}")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise ConfigError(f"--eval-images must be at least 1, got {self.eval_images}")
         if self.validation is not None and self.validation < 0:
             raise ConfigError(f"--validation must be 0 (none) or a number of training images, got {self.validation}")
         if not 0 <= self.seed < 2**32:
@@ -112,8 +131,16 @@ class TrainConfig:
         return "dynamic" if self.model.likelihood == "bernoulli" else "none"
 
     def lr_decay(self, epoch: int) -> float:
-        """The learning rates' factor for epoch (0-based): 1, or (lr_final / lr)^(epoch / (epochs - 1)) with
-        --lr-final; it multiplies lr and the local guide's local_lr alike."""
+        """The learning rates' factor for epoch (0-based); it multiplies lr and the local guide's local_lr alike.
+
+        geometric: 1, or (lr_final / lr)^(epoch / (epochs - 1)) with --lr-final.
+        paper: 10^(-i/7) in stage i = 0..7 of Burda et al. (2016), which lasts 3^i of its 3,280 epochs; the
+        stages are stretched to this run's `epochs` (epochs = 3,280 gives the paper's own).
+        """
+        if self.lr_schedule == "paper":
+            position = epoch * PAPER_EPOCHS / self.epochs  # where this epoch starts on the paper's time axis
+            stage = max(i for i in range(8) if (3**i - 1) / 2 <= position)  # stages 0..i-1 take (3^i - 1)/2 epochs
+            return 10 ** (-stage / 7)
         if self.lr_final is None or self.epochs == 1:
             return 1.0
         return (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))

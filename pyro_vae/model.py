@@ -88,6 +88,13 @@ class VAE(nn.Module):
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
 
+    @torch.no_grad()
+    def init_output_bias(self, train_images: torch.Tensor) -> None:
+        """Start the decoder's output bias at b = logit(clip(mean of the training images, 0.001, 0.999)), so
+        that from the first step p(x|z) is the mean training image's Bernoulli (as the IWAE authors' code)."""
+        mean = train_images.reshape(-1, self.config.x_dim).float().mean(0).clamp(1e-3, 1 - 1e-3)
+        self.decoder.head.bias.copy_(torch.logit(mean))
+
     @property
     def z_dim(self) -> int:
         return self.config.z_dim

@@ -56,6 +56,31 @@ def loss_curve(metrics: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+def quality_curves(curves: dict[str, list[dict]], path: Path, lines: dict[str, float]) -> None:
+    """log p(x) against epochs and against hours of training (cumulative `seconds`), one curve per name in
+    `curves` (epoch records; those without `test_log_likelihood` only add their time); `lines`: labelled
+    horizontal references such as the paper's figure."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, records in curves.items():
+        hours, points = 0.0, []
+        for record in records:
+            hours += record["seconds"] / 3600
+            if "test_log_likelihood" in record:
+                points.append((record["epoch"], hours, record["test_log_likelihood"]))
+        epochs, times, values = zip(*points) if points else ((), (), ())
+        axes[0].plot(epochs, values, "o-", ms=3, label=name)
+        axes[1].plot(times, values, "o-", ms=3, label=name)
+    for ax, label in zip(axes, ("epoch", "hours of training (evaluation excluded)")):
+        for i, (text, value) in enumerate(lines.items()):
+            ax.axhline(value, color=f"C{len(curves) + i}", ls="--", lw=1, label=text)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("test log p(x) (nats per image)")
+    axes[1].legend()
+    _save(fig, path)
+
+
 def image_grid(images: torch.Tensor, path: Path, rows: int, image_shape: tuple[int, int], title: str) -> None:
     """A mosaic of images in [0, 1] with `rows` rows."""
     fig, ax = plt.subplots(figsize=(images.shape[0] / rows * 0.6, rows * 0.6 + 0.4))

@@ -25,7 +25,7 @@ def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, vali
                   seconds=seconds, images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
     if log_px is not None:
         record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
-                      eval_samples=log_px.num_samples, test_pareto_k_max=log_px.max_pareto_k,
+                      eval_samples=log_px.num_samples, eval_images=len(log_px.per_image), test_pareto_k_max=log_px.max_pareto_k,
                       test_pareto_k_above_0_7=log_px.unreliable_images)
     return record
 

@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .model import ModelConfig
 
 # Settings that may change when a run is resumed; every other one must match the checkpoint's.
-SAFE_ON_RESUME = ("epochs", "threads", "data_dir", "checkpoint_every", "on_nonfinite", "eval_samples", "eval_every",
+SAFE_ON_RESUME = ("epochs", "threads", "data_dir", "checkpoint_every", "on_nonfinite", "eval_samples", "eval_every", "eval_images",
                   "validate_every_step", "tensorboard")
 
 

@@ -128,6 +128,8 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
+    if config.init_output_bias:
+        vae.init_output_bias(dataset.train)
     loss: nn.Module = ELBOLoss(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
     if world.size > 1:
         loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
@@ -175,7 +177,8 @@ def optimizers(vae: VAE, config: TrainConfig) -> tuple[torch.optim.Optimizer, to
     guide, SparseAdam over its per-point table at `local_lr`: a lazy Adam that moves only the rows in the
     batch, where a dense Adam would go on moving every other row by its stale momentum."""
     table = vae.q.table.weight if vae.is_local else None
-    optimizer = torch.optim.Adam([p for p in vae.parameters() if p is not table], lr=config.lr, fused=True)
+    optimizer = torch.optim.Adam([p for p in vae.parameters() if p is not table], lr=config.lr, fused=True,
+                                 betas=(config.adam_beta1, 0.999), eps=config.adam_eps)
     return optimizer, (None if table is None else torch.optim.SparseAdam([table], lr=config.local_lr))
 
 

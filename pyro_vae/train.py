@@ -108,7 +108,9 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
         validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)
     log_px = None
     if config.evaluates_log_likelihood(state.epoch + 1):
-        log_px = evaluate.log_likelihood(vae, run.dataset.test, config.eval_samples, index=vae.test_rows(), world=run.world)
+        images, rows = run.dataset.test[: config.eval_images], vae.test_rows()
+        rows = None if rows is None else rows[: config.eval_images]
+        log_px = evaluate.log_likelihood(vae, images, config.eval_samples, index=rows, world=run.world)
     vae.train()
     record = report.epoch_record(
         epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test=test, validation=validation,

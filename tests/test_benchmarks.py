@@ -41,7 +41,34 @@ def test_reproduce_iwae_prints_a_row_beside_the_paper(data_dir, tmp_path):
     result = run(["benchmarks/reproduce_iwae.py", "--data-dir", str(data_dir), "--epochs", "1", "--eval-samples", "5",
                   "--eval-images", "100", "--reference", "--out", str(tmp_path / "run")])
     assert result.returncode == 0, result.stderr
-    assert "| pyro-vae | VAE k=1 | 1, 100 |" in result.stdout and "| plain PyTorch | VAE k=1 |" in result.stdout
+    assert "| pyro-vae | VAE k=1 | 1, 100, geometric |" in result.stdout and "| plain PyTorch | VAE k=1 |" in result.stdout
     assert "-86.76" in result.stdout
     rows = json.loads((tmp_path / "run" / "reproduce_iwae.json").read_text())["rows"]
     assert len(rows) == 2 and all(r["test_log_likelihood"] < 0 for r in rows)
+
+
+def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_dir, tmp_path):
+    """--curve-every: log p(x) on a test subset every N epochs into metrics.jsonl and quality_curve.png; the
+    plain twin trains on the same recipe (the paper's: its schedule, Adam eps, output bias) and stops at
+    --reference-until; --resume hands a run's folder back (a finished run is left as it is)."""
+    common = ["benchmarks/reproduce_iwae.py", "--data-dir", str(data_dir), "--epochs", "2", "--paper-recipe",
+              "--curve-every", "1", "--curve-images", "40", "--curve-samples", "4", "--eval-samples", "0", "--threads", "1"]
+    result = run([*common, "--out", str(tmp_path / "run")])
+    assert result.returncode == 0, result.stderr
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["eval_images"], m["eval_samples"]) for m in metrics] == [(40, 4), (40, 4)]
+    assert (tmp_path / "run" / "quality_curve.png").stat().st_size > 0
+    assert "pyro-vae: log p(x) >= -90.0 on the curve's 40 images (K = 4): not reached" in result.stdout
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["lr_schedule"], config["adam_eps"], config["init_output_bias"]) == ("paper", 1e-4, True)
+
+    reference = run([*common, "--reference-only", "--reference-until", "-1000", "--out", str(tmp_path / "plain")])
+    assert reference.returncode == 0, reference.stderr
+    report = json.loads((tmp_path / "plain" / "reproduce_iwae.json").read_text())
+    assert report["rows"][0]["epochs"] == 1  # stopped at the first curve point above -1000
+    assert report["time_to"]["plain PyTorch"]["-90.0"] is None
+    assert [c["lr"] for c in report["curves"]["plain PyTorch"]] == [1e-3]
+
+    resumed = run([*common[:-6], "--eval-samples", "0", "--resume", str(tmp_path / "run")])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished run" in resumed.stderr and "| pyro-vae | VAE k=1 | 2, 100, paper |" in resumed.stdout
