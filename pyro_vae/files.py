@@ -8,9 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
-import torch
-
-CHECKPOINT_FORMAT = 1
 _UMASK = os.umask(0)  # reading the umask means setting it: read it once, put it back
 os.umask(_UMASK)
 
@@ -50,12 +47,3 @@ def append_jsonl(path: Path, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
 
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save of `state` plus the format version, atomically."""
-    atomic_write(path, lambda f: torch.save({"format_version": CHECKPOINT_FORMAT, **state}, f))
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary code."""
-    return torch.load(path, map_location=map_location, weights_only=True)

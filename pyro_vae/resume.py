@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import files
+from . import checkpoints
 from .errors import ConfigError
 from .model import ModelConfig
 
@@ -84,7 +84,8 @@ def rank_rng_states(checkpoint: dict, rank: int) -> dict | None:
 
 
 def load_run_checkpoint(run_dir: Path, use: str = "--resume") -> dict:
-    """The checkpoint of run folder `run_dir`, or a message saying why there is none to `use`."""
+    """The checked checkpoint of run folder `run_dir` (`checkpoints.load`), or a message saying why there is
+    none to `use`."""
     path = Path(run_dir) / "checkpoint.pt"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"{use} {run_dir}: no such folder")
@@ -93,13 +94,7 @@ def load_run_checkpoint(run_dir: Path, use: str = "--resume") -> dict:
             f"{use} {run_dir}: no checkpoint.pt there (the run stopped before its first checkpoint); "
             "start the run again"
         )
-    try:
-        checkpoint = files.load_checkpoint(path)
-    except Exception as error:  # unpickling refusals and corrupt files raise many kinds
-        raise ConfigError(f"cannot load {path}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-    if checkpoint.get("format_version") != files.CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} has format {checkpoint.get('format_version')}; this pyro-vae reads {files.CHECKPOINT_FORMAT}")
-    return checkpoint
+    return checkpoints.load(path)
 
 
 def flatten(config_dict: dict) -> dict:

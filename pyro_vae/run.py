@@ -144,6 +144,9 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
         folder = RunFolder(Path(config.out), world.is_main)
         folder.remove_stale_temporaries()
         state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
+        if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
+            raise ConfigError(f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
+                              f"but the run's training split has {dataset.train.shape[0]}")
         state.permutation = None if state.permutation is None else state.permutation.to(device)
         folder.restart_metrics(state.metrics)
     folder.write_config(asdict(config))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from . import data, files, report
+from . import checkpoints, data, files, report
 from .distributed import World
 from .errors import ConfigError, PyroVAEError
 from .model import VAE
@@ -72,7 +72,7 @@ class RunFolder:
 
     def save_checkpoint(self, state: dict) -> None:
         if self.writes:
-            files.save_checkpoint(self.checkpoint_path, state)
+            checkpoints.save(self.checkpoint_path, state)
 
     def write_figures(self, vae: VAE, dataset: data.Dataset, metrics: list[dict]) -> None:
         if self.writes:

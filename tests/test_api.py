@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import plots
+from pyro_vae import checkpoints, plots
 from pyro_vae.cli import main
 from pyro_vae.config import TrainConfig
 from pyro_vae.errors import ConfigError
@@ -85,7 +85,7 @@ def test_config_json_records_resolved_values(trained, tmp_path, monkeypatch):
 def test_load_run_gives_back_the_trained_model(trained):
     run = pyro_vae.load_run(trained)
     assert run.finished and [m["epoch"] for m in run.metrics] == [1, 2] and not run.vae.training
-    checkpoint = torch.load(trained / "checkpoint.pt", weights_only=True)["model_state"]
+    checkpoint = checkpoints.load(trained / "checkpoint.pt")["model_state"]
     assert all(torch.equal(v, checkpoint[k]) for k, v in run.vae.state_dict().items())
     evaluation = run.evaluate(samples=5)
     assert evaluation.negative_elbo == pytest.approx(run.metrics[-1]["test_loss"], rel=1e-9)

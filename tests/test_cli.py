@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_vae import checkpoints
 from pyro_vae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +35,8 @@ def test_one_short_epoch_writes_every_output(tmp_path):
     assert record["step"] == 16 and 100 < record["test_loss"] < 700  # 4000 images / 256
     summary = json.loads((out / "summary.json").read_text())
     assert summary["binarization"] == "dynamic"
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert checkpoint["epoch"] == 1 and checkpoint["format_version"] == 1
+    checkpoint = checkpoints.load(out / "checkpoint.pt")
+    assert checkpoint["epoch"] == 1 and checkpoint["format_version"] == checkpoints.FORMAT == 2
     assert "epoch   1/1" in result.stderr and "nats/image" in result.stderr
 
 
@@ -157,7 +158,7 @@ def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8, 12, 16]  # 200 training images a epoch, batch 50
     assert records[-1]["test_loss"] < records[0]["test_loss"]
-    state = torch.load(out / "checkpoint.pt", weights_only=True)["model_state"]
+    state = checkpoints.load(out / "checkpoint.pt")["model_state"]
     assert state["q.table.weight"].shape == (400, 4)
     assert evaluate_main([str(out), "--samples", "20"]) == 0
     result = json.loads((out / "evaluation-epoch4-K20.json").read_text())
