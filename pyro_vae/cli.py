@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import data
 from .distributed import World, world_prefix
-from .errors import ConfigError, PyroVAEError
+from .errors import ConfigError, PyroVAEError, os_error_line
 from .estimators import ESTIMATORS
 from .guides import GUIDES
 from .model import LIKELIHOODS, ModelConfig
@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             train(config, progress=not args.no_progress, checkpoint=checkpoint)
     except PyroVAEError as error:
         print(f"error: {world_prefix(World.described())}{error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full or read-only disk: each file is replaced only by a complete new one
+        print(f"error: {world_prefix(World.described())}{os_error_line(error)}; the run folder keeps its last complete "
+              "checkpoint (no file is ever half-written); make room or fix the permissions, then --resume", file=sys.stderr)
         return 2
     except Interrupted as stop:
         if World.described().is_main:  # every rank stops alike; rank 0 says so

@@ -17,6 +17,11 @@ from .model import ModelConfig
 from .settings import from_values
 
 LR_SCHEDULES = ("geometric", "paper")
+# the largest value each setting may take: far beyond any sensible run, small enough that no size overflows
+# and no command is asked to run for years (a larger value is refused up front, naming the bound)
+UPPER_BOUNDS = {"num_particles": 100_000, "batch_size": 10_000_000, "epochs": 1_000_000, "checkpoint_every": 1_000_000,
+                "lr": 10.0, "local_lr": 1000.0, "beta": 1e6, "kl_warmup": 1e6, "eval_samples": 1_000_000,
+                "eval_every": 1_000_000, "eval_images": 100_000_000, "validation": 100_000_000, "threads": 4096}
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3,280: Burda et al.'s eight stages of 3^i epochs
 
 
@@ -69,8 +74,12 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ConfigError(f"--beta must be a positive number, got {self.beta} (beta -> 0 approaches an autoencoder)")
-        if self.kl_warmup < 0:
-            raise ConfigError(f"--kl-warmup must be zero or positive, got {self.kl_warmup}")
+        if not (0 <= self.kl_warmup < math.inf):
+            raise ConfigError(f"--kl-warmup must be a number of epochs, zero or more, got {self.kl_warmup}")
+        for name, most in UPPER_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and value > most:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at most {most:,}, got {value:,}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.lr_schedule == "paper" and self.lr_final is not None:

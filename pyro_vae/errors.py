@@ -11,3 +11,9 @@ class DataError(PyroVAEError):
 
 class ConfigError(PyroVAEError):
     """A flag or configuration value is invalid, or flags do not fit together."""
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for a failed read or write (a full or read-only disk, a missing permission): what, where."""
+    where = f" {error.filename}" if error.filename else ""
+    return f"cannot read or write{where}: {error.strerror or error}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -117,6 +118,7 @@ def log_likelihood(
     proposal: str = "guide",
     index: torch.Tensor | None = None,
     world: World = SINGLE,
+    progress: Callable[[int], None] | None = None,
 ) -> LogLikelihood:
     """log p(x) ~ log (1/K) sum_k w_k, per image, with K = `num_samples`:
 
@@ -131,7 +133,7 @@ def log_likelihood(
     size and Pareto k-hat (`importance`). For the local guide, `index` gives the rows of x's data
     points in its table. With several ranks (`world`), each computes its share of the chunks of images
     (drawing the others' noise too, to skip past it) and the per-image results meet: the estimate is the
-    one a single process computes, on every rank.
+    one a single process computes, on every rank. `progress(n)` is called as each chunk of n images is done.
     """
     if num_samples < 1:
         raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
@@ -155,6 +157,8 @@ def log_likelihood(
                 log_w.append(analytic.log_importance_weights(_at(vae, rows), chunk, eps).double())
             else:
                 log_w.append(vae.log_likelihood(chunk, eps).double())
+        if progress is not None:
+            progress(chunk.shape[0])
         if not log_w:
             continue
         log_w = torch.cat(log_w)

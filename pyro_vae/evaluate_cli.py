@@ -12,13 +12,17 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import evaluate, files, posterior
+from .config import UPPER_BOUNDS
 from .distributed import SINGLE, World, world_prefix
-from .errors import ConfigError, PyroVAEError
+from .errors import ConfigError, PyroVAEError, os_error_line
 from .model import VAE
 from .run import resolve_device
 from .trained_run import load_run
+
+MAX_SAMPLES = UPPER_BOUNDS["eval_samples"]  # the same bound as training's --eval-samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
         raise ConfigError("--samples, --images and --max-rows must be at least 1")
+    if args.samples > MAX_SAMPLES or args.max_rows > 100_000_000:
+        raise ConfigError(f"--samples must be at most {MAX_SAMPLES:,} and --max-rows at most 100,000,000 "
+                          f"(got {args.samples:,}, {args.max_rows:,}); a larger K would run for days")
     if args.amortization_gap < 0:
         raise ConfigError(f"--amortization-gap must be 0 (off) or a number of steps, got {args.amortization_gap}")
     if args.threads is not None:
@@ -61,8 +68,9 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     x = trained.test_images()[: args.images]
     rows = vae.test_rows(args.images)
     tic = time.perf_counter()
-    estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows,
-                                       world=world)
+    with progress_bar(x.shape[0], f"log p(x), K = {args.samples}", world) as bar:
+        estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows,
+                                           world=world, progress=bar.update)
     result = dict(
         run=str(args.run), epoch=len(trained.metrics), images=x.shape[0], samples=args.samples,
         test_negative_elbo=evaluate.negative_elbo(vae, x, index=rows, world=world), test_log_likelihood=estimate.value,
@@ -70,8 +78,9 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         seconds=time.perf_counter() - tic, device=str(device), processes=world.size,
     )
     if args.prior:
-        naive = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, proposal="prior",
-                                        world=world)
+        with progress_bar(x.shape[0], f"naive estimate, K = {args.samples}", world) as bar:
+            naive = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, proposal="prior",
+                                            world=world, progress=bar.update)
         result.update(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
     if args.amortization_gap:
         result.update(amortization_gap(vae, x, args.amortization_gap, args.seed, args.max_rows))
@@ -80,6 +89,11 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         files.write_json(stem.with_suffix(".json"), result)
         files.atomic_write(stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode()))
     return result
+
+
+def progress_bar(images: int, what: str, world: World) -> tqdm:
+    """A bar over the test images, with the time left (rank 0 shows it; it goes away when done)."""
+    return tqdm(total=images, desc=what, unit="image", leave=False, disable=not world.is_main, file=sys.stderr)
 
 
 def per_image_csv(estimate: evaluate.LogLikelihood) -> str:
@@ -110,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run(args, world)
-    except PyroVAEError as error:
-        print(f"error: {world_prefix(world)}{error}", file=sys.stderr)
+    except (PyroVAEError, OSError) as error:
+        line = os_error_line(error) if isinstance(error, OSError) else str(error)
+        print(f"error: {world_prefix(world)}{line}", file=sys.stderr)
         world.close(finished=False)
         return 2
     world.close(finished=True)

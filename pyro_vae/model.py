@@ -29,6 +29,8 @@ from .networks import ACTIVATIONS, Decoder
 
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 
+MAX_UNITS = 100_000  # the widest layer a config may ask for
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -54,14 +56,15 @@ class ModelConfig:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
         if self.guide not in GUIDES:
             raise ConfigError(f"unknown guide {self.guide!r}; choose one of: {', '.join(GUIDES)}")
-        if self.z_dim < 1 or self.x_dim < 1 or any(h < 1 for h in self.hidden):
-            raise ConfigError(f"layer sizes must be positive: x_dim={self.x_dim}, hidden={self.hidden}, z_dim={self.z_dim}")
-        if self.flow_layers < 1:
-            raise ConfigError(f"--flow-layers must be at least 1, got {self.flow_layers}")
-        if self.local_points < 1 or self.local_test_points < 0:
-            raise ConfigError(f"--local-points must be at least 1, got {self.local_points}")
-        if not self.sigma > 0:
-            raise ConfigError(f"--sigma must be positive, got {self.sigma}")
+        if not all(1 <= size <= MAX_UNITS for size in (self.z_dim, self.x_dim, *self.hidden)):
+            raise ConfigError(f"layer sizes must be from 1 to {MAX_UNITS:,}: x_dim={self.x_dim}, hidden={self.hidden}, "
+                              f"z_dim={self.z_dim}")
+        if not 1 <= self.flow_layers <= 64:
+            raise ConfigError(f"--flow-layers must be from 1 to 64, got {self.flow_layers}")
+        if not (1 <= self.local_points <= 10_000_000 and 0 <= self.local_test_points <= 10_000_000):
+            raise ConfigError(f"--local-points must be from 1 to 10,000,000, got {self.local_points}")
+        if not 1e-6 <= self.sigma <= 1e6:
+            raise ConfigError(f"--sigma must be from 1e-6 to 1e6, got {self.sigma}")
         if self.learn_sigma and self.likelihood != "gaussian":
             raise ConfigError("--learn-sigma applies only to --likelihood gaussian")
 

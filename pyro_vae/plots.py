@@ -92,14 +92,18 @@ def image_grid(images: torch.Tensor, path: Path, rows: int, image_shape: tuple[i
 
 def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path, class_names: tuple[str, ...] = ()) -> None:
     """Latent means of the test set, coloured by label and named by `class_names`; projected on two
-    principal axes if z-dim > 2; one colour where the data has no labels."""
+    principal axes if z-dim > 2, against the class if z-dim is 1; one colour where the data has no labels."""
     means = means.double().cpu()
     if means.shape[1] > 2:
         centred = means - means.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         points, axis = centred @ v[:2].T, "principal axis"
-    else:
+    elif means.shape[1] == 2:
         points, axis = means, "z"
+    else:  # z-dim 1: z across, the class (or nothing) up, spread by a fixed jitter so points do not hide each other
+        jitter = torch.rand(means.shape[0], generator=torch.Generator().manual_seed(0), dtype=means.dtype) * 0.6 - 0.3
+        up = jitter if labels is None else labels.cpu().to(means.dtype) + jitter
+        points, axis = torch.stack([means[:, 0], up], 1), "z"
     fig, ax = plt.subplots(figsize=(6.5, 5))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
@@ -109,8 +113,8 @@ def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path, class_n
         bar = fig.colorbar(scatter, ax=ax, label="class", ticks=range(10))
         if class_names:
             bar.ax.set_yticklabels(class_names)
-    ax.set_xlabel(f"{axis} 1")
-    ax.set_ylabel(f"{axis} 2")
+    ax.set_xlabel(f"{axis} 1" if means.shape[1] > 1 else "z")
+    ax.set_ylabel(f"{axis} 2" if means.shape[1] > 1 else ("class" if labels is not None else "") + " (jittered)")
     ax.set_title("test-set latent means" + (" (PCA)" if means.shape[1] > 2 else ""))
     _save(fig, path)
 

@@ -94,13 +94,28 @@ class Run:
 
     def nonfinite(self, step: int, what: str) -> TrainingError:
         config = self.config
+        rate = config.learning_rate(self.state.epoch)
+        rate_text = f"--lr {config.lr}" if rate == config.lr else f"{rate:.3g} in force this epoch: --lr {config.lr} on its schedule"
         return TrainingError(
             f"the loss or its gradient became NaN or infinite at step {step} of {what} "
             f"(epoch {self.state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
-            f"rate too high (--lr {config.lr}), or for a Gaussian likelihood a --sigma too small. "
-            f"{self.folder.checkpoint_path} holds the last good state, untouched; "
-            "--on-nonfinite skip skips such steps instead"
+            f"rate too high ({rate_text}), or for a Gaussian likelihood a --sigma too small. "
+            + self.kept() + "; --on-nonfinite skip skips such steps instead"
         )
+
+    def kept(self) -> str:
+        """What the run folder keeps of this run, said truly: its last checkpoint, or none yet."""
+        path = self.folder.checkpoint_path
+        if path.exists():
+            return f"{path} holds the last good state, untouched"
+        return f"no checkpoint had been written yet (the first comes after epoch {self.config.checkpoint_every}), so none is kept"
+
+    def check_finite(self, test_loss: float) -> None:
+        """Refuse to record or checkpoint a model whose weights or test loss are not finite (possible with
+        --on-nonfinite skip, which skips non-finite steps but not a model that overflows on the test split)."""
+        if not (math.isfinite(test_loss) and all(torch.isfinite(p).all() for p in self.vae.parameters())):
+            raise TrainingError(f"after epoch {self.state.epoch + 1} the model's weights or its test loss "
+                                f"({test_loss}) are not finite, so it is not checkpointed; {self.kept()}")
 
 
 def weights_digest(vae: VAE) -> str:
@@ -135,23 +150,30 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
         loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
                                        forward_sync_buffers=False)
     optimizer, local_optimizer = optimizers(vae, config)
-    if checkpoint is None:
-        folder, state = RunFolder.create(config.out, world), Progress()
-        config = replace(config, out=str(folder.path))
-        if not world.is_main:
-            pyro.set_rng_seed(rank_seed(config.seed, world.rank))
-    else:
-        folder = RunFolder(Path(config.out), world.is_main)
-        folder.remove_stale_temporaries()
-        state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
-        if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
-            raise ConfigError(f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
-                              f"but the run's training split has {dataset.train.shape[0]}")
-        state.permutation = None if state.permutation is None else state.permutation.to(device)
-        folder.restart_metrics(state.metrics)
-    folder.write_config(asdict(config))
-    if config.tensorboard:
-        folder.open_tensorboard(asdict(config))
+    folder = None
+    try:  # once the folder is claimed, any failure gives its lock back
+        if checkpoint is None:
+            folder, state = RunFolder.create(config.out, world), Progress()
+            config = replace(config, out=str(folder.path))
+            if not world.is_main:
+                pyro.set_rng_seed(rank_seed(config.seed, world.rank))
+        else:
+            folder = RunFolder(Path(config.out), world.is_main)
+            folder.claim(world)  # before touching anything: another process may be writing this folder
+            folder.remove_stale_temporaries()
+            state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
+            if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
+                raise ConfigError(f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
+                                  f"but the run's training split has {dataset.train.shape[0]}")
+            state.permutation = None if state.permutation is None else state.permutation.to(device)
+            folder.restart_metrics(state.metrics)
+        folder.write_config(asdict(config))
+        if config.tensorboard:
+            folder.open_tensorboard(asdict(config))
+    except BaseException:
+        if folder is not None:
+            folder.close()
+        raise
     return Run(config, world, dataset, vae, loss, optimizer, local_optimizer, state, folder)
 
 

@@ -7,8 +7,12 @@ so the training loop calls the same methods on every rank. Every file goes throu
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from . import checkpoints, data, files, report
 from .distributed import World
@@ -24,6 +28,39 @@ class RunFolder:
         self.path = Path(path)
         self.writes = writes
         self.tensorboard: TensorBoardLog | None = None
+        self._lock: IO[str] | None = None
+
+    def claim(self, world: World) -> None:
+        """Hold the folder's lock (an fcntl lock on RUN/.lock, which the system releases when the process
+        ends, however it ends) while this run writes it: a second process that would train or resume into
+        the same folder is refused with a line naming the holder. Rank 0 takes it; every rank gets the error."""
+        error = None
+        if world.is_main:
+            try:
+                self._take_lock()
+            except PyroVAEError as refused:
+                error = refused
+        error = world.share(error)
+        if error is not None:
+            raise error
+
+    def _take_lock(self) -> None:
+        try:
+            handle = open(self.path / ".lock", "a+")
+        except OSError as error:
+            raise ConfigError(f"cannot open {self.path / '.lock'}: {error.strerror}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process"
+            handle.close()
+            raise ConfigError(f"{self.path} is in use: {holder} holds its lock ({self.path / '.lock'}) and is writing it; "
+                              "wait for that run to end, or stop it, then resume") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock = handle
 
     @classmethod
     def create(cls, out: str | None, world: World) -> "RunFolder":
@@ -38,7 +75,9 @@ class RunFolder:
         made = world.share(made)
         if isinstance(made, PyroVAEError):
             raise made
-        return cls(Path(made), world.is_main)
+        folder = cls(Path(made), world.is_main)
+        folder.claim(world)
+        return folder
 
     def write_config(self, config: dict) -> None:
         if self.writes:
@@ -83,8 +122,13 @@ class RunFolder:
             files.write_json(self.path / "summary.json", summary)
 
     def close(self) -> None:
+        """Close the TensorBoard writer and give the lock back (safe to call more than once)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
+            self.tensorboard = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def checkpoint_path(self) -> Path:

@@ -57,7 +57,10 @@ def train(
     world = World.from_environment(config.cuda)
     try:
         run = build_run(config, world, checkpoint, log if world.is_main else _quiet)
-        out = _train(run, progress, log if world.is_main else _quiet, resumed=checkpoint is not None)
+        try:
+            out = _train(run, progress, log if world.is_main else _quiet, resumed=checkpoint is not None)
+        finally:
+            run.folder.close()  # gives the folder's lock back, whatever ended the run
     except RuntimeError as error:
         world.close(finished=False)
         raise lost_rank(error, world, config.out) if is_distributed_failure(error, world) else error
@@ -103,6 +106,7 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
         raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
     vae.eval()
     test = evaluate.elbo_terms(vae, run.dataset.test, index=vae.test_rows(), world=run.world)
+    run.check_finite(test.negative_elbo)
     validation = None
     if run.dataset.validation is not None:
         validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)

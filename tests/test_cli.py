@@ -14,7 +14,7 @@ from pyro_vae import checkpoints
 from pyro_vae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = ["config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "loss_curve.png",
+OUTPUTS = [".lock", "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "loss_curve.png",
            "reconstructions.png", "samples.png", "latent.png"]
 
 
@@ -69,6 +69,15 @@ def test_cuda_without_gpu_exits_2(tmp_path, capsys):
         (["--dataset", "binarized-mnist", "--data-dir", "."], "pyro-vae cannot download them"),
         (["--guide", "local", "--local-points", "5000"], "more than the 4000 training images"),
         (["--guide", "local", "--local-lr", "0"], "--local-lr must be a positive number"),
+        (["--batch-size", str(10**30)], "--batch-size must be at most 10,000,000"),
+        (["--z-dim", str(10**30)], "layer sizes must be from 1 to 100,000"),
+        (["--flow-layers", str(10**30)], "--flow-layers must be from 1 to 64"),
+        (["--kl-warmup", "nan"], "--kl-warmup must be a number of epochs"),
+        (["--kl-warmup", "inf"], "--kl-warmup must be a number of epochs"),
+        (["--sigma", "1e-320", "--likelihood", "gaussian"], "--sigma must be from 1e-6 to 1e6"),
+        (["--local-lr", "1e300"], "--local-lr must be at most 1,000"),
+        (["--eval-samples", str(10**30)], "--eval-samples must be at most 1,000,000"),
+        (["--seed", "-5"], "--seed must be a whole number from 0"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
@@ -93,6 +102,20 @@ def test_argparse_rejects_malformed_flags(capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_one_dimensional_latent_space_trains_and_plots(tmp_path):
+    """z-dim 1 once crashed in the latent plot, so such a run could never finish."""
+    out = tmp_path / "run"
+    assert main(["--z-dim", "1", "--hidden", "16", "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    assert (out / "latent.png").stat().st_size > 0 and (out / "summary.json").exists()
+
+
+def test_evaluate_refuses_a_k_that_would_run_for_days(tmp_path, capsys):
+    from pyro_vae.evaluate_cli import main as evaluate_main
+
+    assert evaluate_main([str(tmp_path), "--samples", "10000000"]) == 2
+    assert "--samples must be at most 1,000,000" in capsys.readouterr().err
 
 
 def test_grey_pixel_likelihoods_train(tmp_path):

@@ -197,3 +197,68 @@ def test_resume_removes_the_temporary_file_of_an_interrupted_write(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
     assert not stale.exists() and load_run_checkpoint(out)["epoch"] == 2
+
+
+def test_the_stop_message_says_no_checkpoint_exists_yet_and_names_the_rate_in_force(tmp_path, capsys, monkeypatch):
+    """A NaN in epoch 1 (16 steps) comes before the first checkpoint; with --lr-final the rate in force is
+    not --lr."""
+    original = run_module.ELBOLoss
+    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=5))
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "3", "--lr", "1e-3", "--lr-final", "1e-1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint had been written yet" in err and "holds the last good state" not in err
+    assert "--lr 0.001" in err and not (out / "checkpoint.pt").exists()
+    monkeypatch.setattr(run_module, "ELBOLoss", original)  # poisoned_loss wraps what is there
+    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=40))  # epoch 3, lr 1e-1
+    assert main(SMALL + ["--epochs", "3", "--lr", "1e-3", "--lr-final", "1e-1", "--out", str(tmp_path / "late")]) == 2
+    assert "0.1 in force this epoch: --lr 0.001 on its schedule" in capsys.readouterr().err
+
+
+def test_skip_mode_never_checkpoints_a_model_whose_test_loss_is_not_finite(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--on-nonfinite", "skip", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    real = run_module.Run.check_finite
+    monkeypatch.setattr(run_module.Run, "check_finite", lambda self, loss: real(self, float("nan")))
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not finite, so it is not checkpointed" in err and "holds the last good state" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import pyro_vae.files as files_module
+
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files_module.os, "fsync", full)
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "No space left on device" in line and "last complete checkpoint" in line and "Traceback" not in err
+    assert (out / "checkpoint.pt").read_bytes() == before and not list(out.glob(".*.tmp"))
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    from pyro_vae.distributed import SINGLE
+    from pyro_vae.run_folder import RunFolder
+
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
+    holder = RunFolder(out)
+    holder.claim(SINGLE)  # as a training process holds it
+    stale = out / ".checkpoint.pt.abc.tmp"  # the holder's write in progress
+    stale.write_bytes(b"partial")
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is in use" in err and f"pid {os.getpid()}" in err and stale.exists()
+    holder.close()
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
