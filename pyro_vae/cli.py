@@ -16,7 +16,7 @@ from .model import LIKELIHOODS, ModelConfig
 from .networks import ACTIVATIONS
 from .resume import load_run_checkpoint, resumed_config
 from .config import LR_SCHEDULES
-from .train import Interrupted, TrainConfig, train
+from .train import Abandoned, Interrupted, TrainConfig, train
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -179,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         if World.described().is_main:  # every rank stops alike; rank 0 says so
             print(str(stop), file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
+    except Abandoned:
         print("interrupted at once (second Ctrl-C); the run folder holds the last checkpoint", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside the training loop: loading data, building the model, the final figures
+        print("interrupted (Ctrl-C) while not training (starting up, or writing the final figures); the run "
+              "folder holds its last checkpoint, if one was written", file=sys.stderr)
         return 130
     return 0

@@ -107,6 +107,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if name == "default":
         return load_default()
+    if data_dir is not None and not str(data_dir).strip():  # Path("") is the current folder: never meant
+        raise DataError("--data-dir is empty; name the folder that holds the data (or leave the flag out)")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if data_dir is not None and not root.is_dir():
         raise DataError(
@@ -275,6 +277,8 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
+    except PermissionError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}; give this user read permission") from None
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path} is corrupt or truncated ({error}); delete it and fetch it again") from None
 
@@ -293,6 +297,8 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         )
     if ndim == 3 and shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{path} holds {shape[1]}x{shape[2]} images; expected 28x28")
+    if shape[0] == 0:
+        raise DataError(f"{path} holds no images (its header says 0); delete it and fetch it again")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

@@ -136,7 +136,15 @@ class RunFolder:
 
 
 def new_run_dir(out: str | None) -> Path:
-    """The run folder: `out` if given (it must not hold files yet), else a new runs/<timestamp>."""
+    """The run folder: `out` if given (it must not hold files yet), else a new runs/<timestamp>; made, and
+    checked to be writable."""
+    try:
+        return _make_run_dir(out)
+    except OSError as error:  # a name too long, a read-only or special file system, no permission
+        raise ConfigError(f"cannot make the run folder {out or 'runs/'}: {error.strerror}; choose another --out") from None
+
+
+def _make_run_dir(out: str | None) -> Path:
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path, n = Path("runs") / stamp, 1
@@ -144,7 +152,12 @@ def new_run_dir(out: str | None) -> Path:
             path, n = Path("runs") / f"{stamp}-{n}", n + 1
     else:
         path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out {path} exists and is not a folder; choose a new --out")
+        if path.is_dir() and any(path.iterdir()):
             raise ConfigError(f"output folder {path} already exists and is not empty; choose a new --out")
     path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write-test"
+    probe.touch()
+    probe.unlink()
     return path

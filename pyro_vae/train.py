@@ -35,6 +35,10 @@ class Interrupted(Exception):
     """The user pressed Ctrl-C; a checkpoint was written first."""
 
 
+class Abandoned(KeyboardInterrupt):
+    """A second Ctrl-C while the run was stopping after the first: it stops at once, without a new checkpoint."""
+
+
 def train(
     config: TrainConfig,
     progress: bool = True,
@@ -176,10 +180,13 @@ def interrupt_flag(under_torchrun: bool = False) -> Iterator[list[bool]]:
         return
     signals = (signal.SIGINT, signal.SIGTERM) if under_torchrun else (signal.SIGINT,)
 
+    def second_press(signum, frame):
+        raise Abandoned()
+
     def handler(signum, frame):
         flag[0] = True
         if not under_torchrun:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, second_press)
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:

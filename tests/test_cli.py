@@ -87,6 +87,15 @@ def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, capsys, args, messag
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("out, message", [("/dev/null", "exists and is not a folder"),
+                                          ("/proc/pyro-vae/run", "cannot make the run folder"),
+                                          ("x" * 300, "File name too long")])
+def test_an_output_folder_that_cannot_be_made_is_one_line(out, message, capsys):
+    assert main(["--epochs", "1", "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "checkpoint" not in err
+
+
 def test_non_empty_output_folder_is_refused(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("precious")
     assert main(["--out", str(tmp_path), "--epochs", "1"]) == 2

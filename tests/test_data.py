@@ -172,3 +172,25 @@ def test_fixed_subset_is_the_same_every_time_and_keeps_labels_with_images():
     assert rows == sorted(rows) and torch.equal(dataset.train_labels[rows], a.train_labels[:20])
     assert len(set(a.train_labels.tolist())) == 10  # drawn at random, not the first (class-sorted) rows
     assert torch.equal(data.fixed_subset(dataset, 4000, 1000).test, dataset.test)
+
+
+def test_an_idx_file_with_no_images_is_reported(fake_mnist):
+    write_idx(fake_mnist / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28)), 2051)
+    with pytest.raises(DataError, match="holds no images"):
+        data.load_dataset("mnist", fake_mnist)
+
+
+def test_an_unreadable_file_is_a_permission_error_not_corruption(fake_mnist, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data.gzip, "open", denied)  # as a file without read permission (the tests may run as root)
+    with pytest.raises(DataError, match="Permission denied; give this user read permission"):
+        data.load_dataset("mnist", fake_mnist)
+
+
+def test_an_empty_data_dir_is_refused_not_taken_as_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="--data-dir is empty"):
+        data.load_dataset("mnist", "")
+    assert not (tmp_path / "MNIST").exists()

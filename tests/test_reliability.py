@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -262,3 +263,23 @@ def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
     assert "is in use" in err and f"pid {os.getpid()}" in err and stale.exists()
     holder.close()
     assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_ctrl_c_outside_the_training_loop_and_a_second_ctrl_c_say_what_happened(tmp_path, capsys, monkeypatch):
+    train_module = importlib.import_module("pyro_vae.train")  # the package exports its train function by that name
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "load_training_data", pressed)  # Ctrl-C while the data loads
+    assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 130
+    err = capsys.readouterr().err
+    assert "while not training" in err and "second Ctrl-C" not in err and "Traceback" not in err
+    monkeypatch.undo()
+
+    def pressed_twice(*args, **kwargs):
+        raise train_module.Abandoned
+
+    monkeypatch.setattr(train_module, "train_epoch", pressed_twice)
+    assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "b")]) == 130
+    assert "interrupted at once (second Ctrl-C)" in capsys.readouterr().err
