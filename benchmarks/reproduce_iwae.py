@@ -213,7 +213,8 @@ def report(rows: list[dict], curves: dict[str, list[dict]], config: TrainConfig,
             for target, hit in targets[model].items():
                 print(f"{model}: log p(x) >= {target} on the curve's {config.eval_images} images (K = {config.eval_samples}): "
                       + ("not reached" if hit is None else f"epoch {hit['epoch']}, {hit['train_seconds'] / 60:.1f} min of training"))
-        plots.quality_curves(curves, out / "quality_curve.png", lines)
+        plots.quality_curves(curves, out / "quality_curve.png", lines,
+                             f"log p(x) on the first {config.eval_images} test images, K = {config.eval_samples}")
     (out / "reproduce_iwae.json").write_text(json.dumps(dict(argv=sys.argv, rows=rows, paper=paper, time_to=targets,
                                                             curves=curves, config=config.to_dict()), indent=2))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,7 +57,7 @@ def loss_curve(metrics: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def quality_curves(curves: dict[str, list[dict]], path: Path, lines: dict[str, float]) -> None:
+def quality_curves(curves: dict[str, list[dict]], path: Path, lines: dict[str, float], title: str = "") -> None:
     """log p(x) against epochs and against hours of training (cumulative `seconds`), one curve per name in
     `curves` (epoch records; those without `test_log_likelihood` only add their time); `lines`: labelled
     horizontal references such as the paper's figure."""
@@ -69,15 +70,18 @@ def quality_curves(curves: dict[str, list[dict]], path: Path, lines: dict[str, f
                 points.append((record["epoch"], hours, record["test_log_likelihood"]))
         epochs, times, values = zip(*points) if points else ((), (), ())
         axes[0].plot(epochs, values, "o-", ms=3, label=name)
-        axes[1].plot(times, values, "o-", ms=3, label=name)
+        axes[1].plot(times, values, "o-", ms=3)
     for ax, label in zip(axes, ("epoch", "hours of training (evaluation excluded)")):
         for i, (text, value) in enumerate(lines.items()):
-            ax.axhline(value, color=f"C{len(curves) + i}", ls="--", lw=1, label=text)
+            ax.axhline(value, color=f"C{len(curves) + i}", ls="--", lw=1, label=text if ax is axes[0] else None)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("test log p(x) (nats per image)")
-    axes[1].legend()
+    fig.suptitle(title)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=9)
     _save(fig, path)
 
 

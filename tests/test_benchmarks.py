@@ -72,3 +72,10 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
     resumed = run([*common[:-6], "--eval-samples", "0", "--resume", str(tmp_path / "run")])
     assert resumed.returncode == 0, resumed.stderr
     assert "finished run" in resumed.stderr and "| pyro-vae | VAE k=1 | 2, 100, paper |" in resumed.stdout
+
+    compared = run(["benchmarks/quality_curves.py", str(tmp_path / "run"), str(tmp_path / "plain"), "--levels", "-1000",
+                    "-1", "--out", str(tmp_path / "curves.png")])
+    assert compared.returncode == 0, compared.stderr
+    (plain_line,) = [line for line in compared.stdout.splitlines() if line.startswith("| plain PyTorch (plain) |")]
+    assert plain_line.endswith("min (epoch 1) | not reached | " + plain_line.split(" | ")[-1])  # -1000 at once, -1 never
+    assert (tmp_path / "curves.png").stat().st_size > 0
