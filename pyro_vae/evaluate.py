@@ -4,10 +4,12 @@ importance-sampled log-likelihood log p(x) with its standard error."""
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from . import analytic, importance
 from .distributed import SINGLE, World
@@ -179,6 +181,12 @@ def log_likelihood(
         effective_sample_size=ess.cpu(),
         pareto_k=k_hat.cpu(),
     )
+
+
+def progress_bar(images: int, what: str, show: bool = True) -> tqdm:
+    """A bar over the images of an estimate, with the time left (pass its `update` as `progress`); it goes
+    away when done."""
+    return tqdm(total=images, desc=what, unit="image", leave=False, disable=not show, file=sys.stderr)
 
 
 def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import evaluate, files, posterior
 from .config import UPPER_BOUNDS
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     x = trained.test_images()[: args.images]
     rows = vae.test_rows(args.images)
     tic = time.perf_counter()
-    with progress_bar(x.shape[0], f"log p(x), K = {args.samples}", world) as bar:
+    with evaluate.progress_bar(x.shape[0], f"log p(x), K = {args.samples}", world.is_main) as bar:
         estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows,
                                            world=world, progress=bar.update)
     result = dict(
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         seconds=time.perf_counter() - tic, device=str(device), processes=world.size,
     )
     if args.prior:
-        with progress_bar(x.shape[0], f"naive estimate, K = {args.samples}", world) as bar:
+        with evaluate.progress_bar(x.shape[0], f"naive estimate, K = {args.samples}", world.is_main) as bar:
             naive = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, proposal="prior",
                                             world=world, progress=bar.update)
         result.update(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
@@ -89,11 +88,6 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         files.write_json(stem.with_suffix(".json"), result)
         files.atomic_write(stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode()))
     return result
-
-
-def progress_bar(images: int, what: str, world: World) -> tqdm:
-    """A bar over the test images, with the time left (rank 0 shows it; it goes away when done)."""
-    return tqdm(total=images, desc=what, unit="image", leave=False, disable=not world.is_main, file=sys.stderr)
 
 
 def per_image_csv(estimate: evaluate.LogLikelihood) -> str:

@@ -96,15 +96,15 @@ def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) 
                     raise run.nonfinite(state.step, "the test points' pass")
                 state.skipped += skipped
             state.seconds += time.perf_counter() - tic
-            if end_of_epoch(run, interrupted, log) and state.epoch < config.epochs:
+            if end_of_epoch(run, interrupted, log, progress) and state.epoch < config.epochs:
                 raise stop_message(run, f"after epoch {state.epoch}")
     return end_of_run(run, started, log)
 
 
-def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str], None]) -> bool:
+def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str], None], progress: bool = False) -> bool:
     """Evaluate on the validation and test splits (sharded over ranks), record the epoch, checkpoint it (every
-    `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line; returns whether Ctrl-C
-    asks to stop."""
+    `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line (with `progress`, a bar over
+    the log p(x) estimate's images); returns whether Ctrl-C asks to stop."""
     config, state, vae = run.config, run.state, run.vae
     if state.images == 0:
         raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
@@ -118,7 +118,8 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     if config.evaluates_log_likelihood(state.epoch + 1):
         images, rows = run.dataset.test[: config.eval_images], vae.test_rows()
         rows = None if rows is None else rows[: config.eval_images]
-        log_px = evaluate.log_likelihood(vae, images, config.eval_samples, index=rows, world=run.world)
+        with evaluate.progress_bar(images.shape[0], f"log p(x), K = {config.eval_samples}", progress and run.world.is_main) as bar:
+            log_px = evaluate.log_likelihood(vae, images, config.eval_samples, index=rows, world=run.world, progress=bar.update)
     vae.train()
     record = report.epoch_record(
         epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test=test, validation=validation,
