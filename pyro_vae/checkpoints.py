@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from pathlib import Path
 
@@ -215,10 +216,10 @@ def _check_progress(checkpoint: dict, config: TrainConfig, path: Path) -> None:
     for name in ("epoch", "step", "batch", "images", "skipped"):
         if name in progress and not _is_count(progress[name]):
             raise CheckpointError(f"{path}: progress {name} is {progress[name]!r}, not a count")
-    for name in ("loss_sum", "seconds"):
+    for name, least in (("loss_sum", -math.inf), ("seconds", 0.0)):  # a density's loss can be negative
         value = progress.get(name, 0.0)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < float("inf")):
-            raise CheckpointError(f"{path}: progress {name} is {value!r}, not a finite number >= 0")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (math.isfinite(value) and value >= least):
+            raise CheckpointError(f"{path}: progress {name} is {value!r}, not a finite number" + (" >= 0" if least == 0 else ""))
     epoch = progress["epoch"]
     if checkpoint["epoch"] != epoch or checkpoint["step"] != progress["step"] or epoch > config.epochs:
         raise CheckpointError(f"{path}: its progress is inconsistent (epoch {checkpoint['epoch']!r}/{epoch!r} of "

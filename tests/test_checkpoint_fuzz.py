@@ -109,7 +109,7 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
     changed("Adam's state a list", lambda c: c.update(optimizer_state=[]))
     for name, value in [("epoch", 99), ("epoch", -1), ("epoch", "1"), ("epoch", 1.5), ("epoch", True), ("step", -1),
                         ("step", 10**30), ("batch", -2), ("images", -5), ("skipped", None), ("loss_sum", float("nan")),
-                        ("loss_sum", -1.0), ("seconds", float("inf")), ("metrics", []), ("metrics", None),
+                        ("loss_sum", float("-inf")), ("seconds", float("inf")), ("metrics", []), ("metrics", None),
                         ("metrics", [{"epoch": 3}]), ("permutation", torch.zeros(4000, dtype=torch.int64)),
                         ("permutation", torch.arange(4000.0)), ("permutation", torch.arange(4000).reshape(2, 2000)),
                         ("permutation", [0, 1]), ("colour", "red")]:
@@ -176,6 +176,10 @@ def test_hundreds_of_damaged_and_tampered_checkpoints_are_refused_in_one_line(tr
 
     target.write_bytes(original)  # the untouched file still loads, and so does a valid mid-epoch state
     assert load_run_checkpoint(folder)["epoch"] == 1
+    negative = copy.deepcopy(good)  # a density's loss (continuous Bernoulli, Gaussian) can be below 0
+    negative["progress"]["loss_sum"] = -3.4e6
+    write_payload(target, negative)
+    assert load_run_checkpoint(folder)["progress"]["loss_sum"] == -3.4e6
     mid_epoch = copy.deepcopy(good)
     mid_epoch["progress"].update(permutation=torch.randperm(4000), batch=3)
     write_payload(target, mid_epoch)
