@@ -116,8 +116,7 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
         validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)
     log_px = None
     if config.evaluates_log_likelihood(state.epoch + 1):
-        images, rows = run.dataset.test[: config.eval_images], vae.test_rows()
-        rows = None if rows is None else rows[: config.eval_images]
+        images, rows = run.dataset.test[: config.eval_images], vae.test_rows(config.eval_images)
         with evaluate.progress_bar(images.shape[0], f"log p(x), K = {config.eval_samples}", progress and run.world.is_main) as bar:
             log_px = evaluate.log_likelihood(vae, images, config.eval_samples, index=rows, world=run.world, progress=bar.update)
     vae.train()
@@ -143,7 +142,6 @@ def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedR
     run.folder.write_figures(run.vae, run.dataset, metrics)
     run.folder.write_summary(report.summary(metrics, time.perf_counter() - started, run.device, run.world.size,
                                             run.config.resolved_binarization))
-    run.folder.close()
     density = "" if run.config.model.likelihood == "bernoulli" else (
         f" (the {run.config.model.likelihood} likelihood is a density over grey levels, not a probability, so "
         "log p(x|z) can exceed 0 and this loss can be negative)")
