@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--activation", choices=ACTIVATIONS, default=model.activation, help="(default: %(default)s)")
     g.add_argument("--guide", choices=GUIDES, default=model.guide,
                    help="variational family q(z|x): diagonal or full-covariance Gaussian, an inverse-autoregressive "
-                        "flow, or local: free parameters per data point, no encoder, on a fixed subset of "
-                        "--local-points images (default: %(default)s)")
+                        "flow, local: free parameters per data point, no encoder, on a fixed subset of "
+                        "--local-points images, or delta: a point mass at the encoder's output, an autoencoder's "
+                        "deterministic code (default: %(default)s)")
     g.add_argument("--flow-layers", type=int, default=model.flow_layers,
                    help="inverse-autoregressive layers of --guide flow (default: %(default)s)")
     g.add_argument("--local-points", type=int, default=model.local_points, metavar="N",
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator,
                    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled; "
-                        "iwae: the importance-weighted bound with --num-particles K (default: %(default)s)")
+                        "iwae: the importance-weighted bound with --num-particles K; score, score-baseline: "
+                        "TraceGraph_ELBO with z not reparameterized, the encoder's gradient by the score function "
+                        "(REINFORCE), without or with a baseline (default: %(default)s)")
     g.add_argument("--num-particles", type=int, default=defaults.num_particles,
                    help="samples of z per image per step, vectorized; for iwae the K of the bound (default: %(default)s)")
     g.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
@@ -91,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per step; under torchrun the global batch, which the processes share (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
-    g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight (default: %(default)s)")
+    g.add_argument("--beta", type=float, default=defaults.beta, help="KL weight; 0 drops the KL term (with --guide delta and "
+                   "--likelihood gaussian: a plain autoencoder's squared error) (default: %(default)s)")
     g.add_argument("--kl-warmup", type=float, default=defaults.kl_warmup,
                    help="epochs over which the KL weight rises linearly from 0 to --beta (default: 0, none)")
     g = p.add_argument_group("evaluation")

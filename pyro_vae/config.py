@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import data
 from .errors import ConfigError
-from .estimators import build_elbo
+from .estimators import SCORE_FUNCTION, build_elbo
 from .model import ModelConfig
 from .settings import from_values
 
@@ -72,8 +72,8 @@ class TrainConfig:
         for name in ("lr", "local_lr"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
-        if not (self.beta > 0 and math.isfinite(self.beta)):
-            raise ConfigError(f"--beta must be a positive number, got {self.beta} (beta -> 0 approaches an autoencoder)")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ConfigError(f"--beta must be a number, zero or more, got {self.beta}")
         if not (0 <= self.kl_warmup < math.inf):
             raise ConfigError(f"--kl-warmup must be a number of epochs, zero or more, got {self.kl_warmup}")
         for name, most in UPPER_BOUNDS.items():
@@ -105,6 +105,22 @@ class TrainConfig:
         if self.estimator == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
             raise ConfigError("--estimator iwae trains the importance-weighted bound, which has no separate KL "
                               "term to weight; leave --beta at 1 and --kl-warmup at 0")
+        self._check_estimator_and_guide()
+
+    def _check_estimator_and_guide(self) -> None:
+        """The combinations of estimator, guide and KL weight that have no meaning, refused."""
+        if self.estimator in SCORE_FUNCTION and (self.beta != 1 or self.kl_warmup > 0):
+            raise ConfigError(f"--estimator {self.estimator} weights the KL term as Pyro scales the z site, which "
+                              "would scale the score function's weight too; leave --beta at 1 and --kl-warmup at 0")
+        if self.estimator in SCORE_FUNCTION and self.model.guide == "delta":
+            raise ConfigError("--guide delta is a point mass: its log-density does not move with the encoder, so "
+                              "it has no score function; train it with a pathwise estimator (trace, meanfield)")
+        if self.beta == 0 and self.estimator.startswith("jit-"):
+            raise ConfigError(f"--estimator {self.estimator} passes the KL weight as a traced tensor, and Pyro "
+                              "refuses a zero scale; use trace or meanfield with --beta 0")
+        if self.model.guide == "delta" and self.eval_samples > 0:
+            raise ConfigError("--guide delta is a point mass, which has no density to importance-sample log p(x) "
+                              "with; leave out --eval-samples")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

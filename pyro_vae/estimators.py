@@ -7,9 +7,15 @@
 | `jit-trace`     | `JitTrace_ELBO`             | as `trace`, compiled once          |
 | `jit-meanfield` | `JitTraceMeanField_ELBO` (fixed here, see below) | as `meanfield`, compiled once |
 | `iwae`          | `RenyiELBO(alpha=0)` (made differentiable here, see below) | inside log (1/K) sum_k w_k |
+| `score`         | `TraceGraph_ELBO`, z not reparameterized | Monte Carlo, as `trace`               |
+| `score-baseline`| as `score`, with a leave-one-out baseline | Monte Carlo, as `trace`              |
 
 `iwae` with K = `num_particles` trains the importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x),
 which is not an average of K ELBO estimates; with K = 1 it is `trace`.
+
+`score` and `score-baseline` estimate the gradient of the same ELBO as `trace`, without the
+reparameterization trick: z is drawn from q(z|x) with no path back to the encoder, so the encoder learns
+only through the score function (REINFORCE), grad E_q[f(z)] = E_q[f(z) grad log q(z|x)].
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import pyro
 import pyro.infer
 import torch
 from torch import nn
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from .errors import ConfigError
@@ -75,13 +82,74 @@ def _log_densities(trace) -> list[torch.Tensor]:
             if site["type"] == "sample" and not site_is_subsample(site)]
 
 
+class ScoreFunction_ELBO(pyro.infer.TraceGraph_ELBO):
+    """The ELBO with its encoder gradient by the score function (REINFORCE), as Pyro forms it for a site
+    that cannot be reparameterized: `TraceGraph_ELBO`, with the guide's z made non-reparameterized
+    (`has_rsample_(False)`), so that z ~ q(z|x) carries no gradient and
+
+        grad_phi ELBO = E_q[(log w - b) grad_phi log q(z|x)],   log w = log p(x, z) - log q(z|x),
+
+    (the decoder's gradient stays pathwise: grad_theta log p(x|z)). The loss's value is the negative
+    ELBO estimate; its gradient is that of Pyro's surrogate loss.
+
+    With `baseline`, b for image i is the mean of the other images' log w in the same batch (and the
+    same particle): independent of z_i, so the gradient stays unbiased, and it removes the common level
+    of log w (hundreds of nats), which dominates the score function's variance. It is handed to Pyro
+    as the site's `baseline_value`. (Pyro's decaying-average baseline keeps one running average per batch
+    position in the global param store: a smaller last batch breaks it, and a checkpoint would not
+    hold it.) A batch of one image has no other image, and so no baseline.
+    """
+
+    def __init__(self, baseline: bool = False, **options):
+        super().__init__(**options)
+        self.baseline = baseline
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        with NonReparameterized():  # outside the particles' plate, so it acts after that plate's broadcast
+            elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        return surrogate_loss + (-elbo - surrogate_loss).detach()
+
+    def _loss_and_surrogate_loss_particle(self, model_trace, guide_trace):
+        # log_w of shape (batch,) or (particles, batch), as scaled by Pyro
+        if self.baseline and (log_w := _log_weights(model_trace, guide_trace)).shape[-1] > 1:
+            baseline = (log_w.sum(-1, keepdim=True) - log_w) / (log_w.shape[-1] - 1)
+            for site in guide_trace.nodes.values():
+                if site["type"] == "sample" and not site_is_subsample(site):
+                    site["infer"] = {**site["infer"], "baseline": {"baseline_value": baseline}}
+        return super()._loss_and_surrogate_loss_particle(model_trace, guide_trace)
+
+
+class NonReparameterized(Messenger):
+    """Samples every latent site without reparameterization: Pyro's per-instance `has_rsample_(False)` on
+    the innermost base distribution, which `Independent` and `TransformedDistribution` defer to. (In the
+    model, z is replayed from the guide, so only the guide's sampling is changed.)"""
+
+    def _pyro_sample(self, msg) -> None:
+        if not msg["is_observed"]:
+            base = msg["fn"]
+            while hasattr(base, "base_dist"):
+                base = base.base_dist
+            base.has_rsample_(False)
+
+
+def _log_weights(model_trace, guide_trace) -> torch.Tensor:
+    """log p(x, z) - log q(z|x) per image (and particle), detached, with Pyro's scales applied."""
+    model_sites, guide_sites = (
+        [site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
+        for trace in (model_trace, guide_trace))
+    return (sum(model_sites) - sum(guide_sites)).detach()
+
+
 ESTIMATORS = {
     "trace": pyro.infer.Trace_ELBO,
     "meanfield": pyro.infer.TraceMeanField_ELBO,
     "jit-trace": pyro.infer.JitTrace_ELBO,
     "jit-meanfield": JitTraceMeanField_ELBO,
     "iwae": IWAE_ELBO,
+    "score": ScoreFunction_ELBO,
+    "score-baseline": lambda **options: ScoreFunction_ELBO(baseline=True, **options),
 }
+SCORE_FUNCTION = ("score", "score-baseline")  # estimators whose encoder gradient is the score function
 
 
 def build_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:

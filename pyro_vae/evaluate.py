@@ -141,6 +141,9 @@ def log_likelihood(
         raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
     if proposal not in ("guide", "prior"):
         raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
+    if proposal == "guide" and getattr(vae, "is_point_mass", False):
+        raise ConfigError("this VAE's guide is a point mass (--guide delta), which has no density to "
+                          "importance-sample log p(x) with; use the proposal prior (a naive estimate) or a VAE")
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     z_dim = vae.z_dim

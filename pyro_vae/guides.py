@@ -16,6 +16,11 @@ in its table where the others take their pixels (`VAE` passes the one or the oth
 | `full-covariance` | N(mu(x), L(x) L(x)^T), L lower-triangular | yes            | exact KL (registered below)    |
 | `flow`            | diagonal Gaussian, then inverse-autoregressive layers conditioned on x | no | falls back to Monte Carlo |
 | `local`           | N(mu_i, diag sigma_i^2), free parameters per data point i (no encoder) | yes | exact KL |
+| `delta`           | the point mass at mu(x): a deterministic encoder (an autoencoder's) | no (infinite) | Monte Carlo |
+
+The `delta` guide follows Pyro's `Delta`: log q(z|x) = 0 at its point, so the ELBO forms give
+log p(x|mu(x)) + log p(mu(x)), the joint density at the code, which bounds nothing; the true KL from a
+point mass to N(0, I) is infinite. With beta = 0 only log p(x|mu(x)) remains: an autoencoder's loss.
 """
 
 from __future__ import annotations
@@ -158,6 +163,29 @@ class LocalGuide(_DiagonalGaussian):
         return loc, log_scale.exp()
 
 
+class PointMass(nn.Module):
+    """q(z|x) = delta(z - mu(x)): the deterministic encoder of an autoencoder, mu(x) from an MLP and one
+    linear head. Its sample is mu(x) whatever the noise, with log q = 0 at it (Pyro's `Delta`)."""
+
+    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
+        super().__init__()
+        self.body = mlp([x_dim, *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else x_dim, z_dim)
+
+    def location(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> dist.Distribution:
+        return dist.Delta(self.location(x), event_dim=1)
+
+    def sample(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.location(x).expand(eps.shape)
+        return z, z.new_zeros(eps.shape[:-1])
+
+    def kl_to_prior(self, x: torch.Tensor) -> None:
+        return None
+
+
 @register_kl(dist.MultivariateNormal, dist.Independent)
 def _kl_full_covariance_to_diagonal_normal(q: dist.MultivariateNormal, p: dist.Independent) -> torch.Tensor:
     """KL(N(mu1, L1 L1^T) || N(mu2, diag sigma2^2)) by `analytic.kl_normal_normal`, so that
@@ -171,7 +199,7 @@ def _kl_full_covariance_to_diagonal_normal(q: dist.MultivariateNormal, p: dist.I
 
 
 GUIDES = {"diagonal": DiagonalNormal, "full-covariance": FullCovarianceNormal, "flow": InverseAutoregressiveFlow,
-          "local": LocalGuide}
+          "local": LocalGuide, "delta": PointMass}
 
 
 def build_guide(name: str, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str,

@@ -5,7 +5,9 @@
 
 Both run inside `pyro.plate("data")` over the batch, scaled by 1/batch so that every loss is per
 image, and the z site is scaled by the KL weight beta in model and guide alike, which multiplies
-the KL term of the ELBO by beta (beta -> 0 approaches a plain autoencoder).
+the KL term of the ELBO by beta; beta = 0 masks the z site out (Pyro refuses a zero scale), leaving
+-E_q log p(x|z), and with the point-mass guide (`delta`) and a Gaussian likelihood that is a plain
+autoencoder's squared error: sum_j (x_j - xhat_j)^2 / (2 sigma^2) + (D/2) log(2 pi sigma^2).
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, index: torch.Tensor | None = None) -> None:
         """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed. (`index` is the guide's.)"""
         with self._images(x):
-            with poutine.scale(scale=kl_scale):
+            with _kl_weight(kl_scale):
                 prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], self.config.z_dim])
                 z = pyro.sample("z", prior.to_event(1))
             pyro.sample("x", self.likelihood(z), obs=x)
@@ -186,8 +188,21 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, index: torch.Tensor | None = None) -> None:
         """q(z|x), the variational family: amortized by an encoder of x, or for the local guide the free
         parameters of the data points in rows `index`."""
-        with self._images(x), poutine.scale(scale=kl_scale):
+        with self._images(x), _kl_weight(kl_scale):
             pyro.sample("z", self.approximate_posterior(x, index))
+
+    @property
+    def is_point_mass(self) -> bool:
+        """Whether q(z|x) is a point mass (the `delta` guide): it has no density to importance-sample with."""
+        return self.config.guide == "delta"
+
+
+def _kl_weight(beta: float | torch.Tensor) -> poutine.messenger.Messenger:
+    """Weights the z site's log-densities (and so the KL term) by beta: `poutine.scale`, or for beta = 0
+    `poutine.mask(False)`, which drops them (Pyro refuses a scale of 0)."""
+    if not isinstance(beta, torch.Tensor) and beta == 0:
+        return poutine.mask(mask=False)
+    return poutine.scale(scale=beta)
 
 
 @dataclass(frozen=True)
