@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -47,3 +49,12 @@ def append_jsonl(path: Path, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
 
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of equal keys as a CSV file with a header, through an atomic write."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(Path(path), lambda f: f.write(text.getvalue().encode()))

@@ -168,3 +168,45 @@ def estimator_curves(curves: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     _save(fig, path)
+
+
+def rate_distortion(points: list[dict], path: Path) -> None:
+    """Distortion D against rate R (nats) for each beta, with dotted lines of equal ELBO (D + R = const,
+    slope -1); the autoencoder's infinite rate is drawn as its distortion level, a dashed line."""
+    finite = [p for p in points if p["rate"] != float("inf")]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot([p["rate"] for p in finite], [p["distortion"] for p in finite], "o-", label="VAE at KL weight beta")
+    for p in finite:
+        ax.annotate(f"beta={p['beta']:g}", (p["rate"], p["distortion"]), textcoords="offset points", xytext=(5, 5))
+    for p in points:
+        if p["rate"] == float("inf"):
+            ax.axhline(p["distortion"], color="C3", ls="--", label=f"autoencoder (point mass, rate = inf): D = {p['distortion']:.1f}")
+    rates, distortions = [p["rate"] for p in finite], [p["distortion"] for p in points]
+    right, bottom, top = max(rates) * 1.1 + 1, min(distortions), max(distortions)
+    bottom, top = bottom - 0.05 * (top - bottom) - 1, top + 0.05 * (top - bottom) + 1
+    for level in sorted({round(p["negative_elbo"]) for p in finite}):
+        ax.plot([0, right], [level, level - right], ":", color="grey", lw=0.8)
+    ax.plot([], [], ":", color="grey", label="equal ELBO: D + R = const")
+    ax.set(xlim=(0, right), ylim=(bottom, top), xlabel="rate R = KL(q(z|x) || p(z)), nats",
+           ylabel="distortion D = -E_q log p(x|z), nats")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def sweep_images(points: list[dict], path: Path, image_shape: tuple[int, int]) -> None:
+    """One row per model of a sweep: its prior samples, then its reconstructions of the test images shown
+    in the top row."""
+    count = points[0]["prior_samples"].shape[0]
+    blank = torch.ones(count, image_shape[0] * image_shape[1])
+    rows = [torch.cat([blank, points[0]["originals"].float()])]
+    rows += [torch.cat([p["prior_samples"].float(), p["reconstructions"].float()]) for p in points]
+    fig, ax = plt.subplots(figsize=(2 * count * 0.45, len(rows) * 0.45 + 0.4))
+    ax.imshow(_tile(torch.cat(rows), len(rows), image_shape), cmap="gray", vmin=0, vmax=1)
+    h, w = image_shape
+    ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], ["test images", *(p["name"] for p in points)], fontsize=8)
+    ax.set_xticks([w * count / 2, w * count * 1.5], ["prior samples E[x|z], z ~ N(0, I)", "reconstructions"], fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    _save(fig, path)

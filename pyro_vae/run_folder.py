@@ -135,16 +135,16 @@ class RunFolder:
         return self.path / "checkpoint.pt"
 
 
-def new_run_dir(out: str | None) -> Path:
-    """The run folder: `out` if given (it must not hold files yet), else a new runs/<timestamp>; made, and
-    checked to be writable."""
+def new_run_dir(out: str | None, reuse: bool = False) -> Path:
+    """The run folder: `out` if given (it must not hold files yet, unless `reuse`), else a new
+    runs/<timestamp>; made, and checked to be writable."""
     try:
-        return _make_run_dir(out)
+        return _make_run_dir(out, reuse)
     except OSError as error:  # a name too long, a read-only or special file system, no permission
         raise ConfigError(f"cannot make the run folder {out or 'runs/'}: {error.strerror}; choose another --out") from None
 
 
-def _make_run_dir(out: str | None) -> Path:
+def _make_run_dir(out: str | None, reuse: bool) -> Path:
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path, n = Path("runs") / stamp, 1
@@ -154,7 +154,7 @@ def _make_run_dir(out: str | None) -> Path:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out {path} exists and is not a folder; choose a new --out")
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and any(path.iterdir()) and not reuse:
             raise ConfigError(f"output folder {path} already exists and is not empty; choose a new --out")
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".write-test"

@@ -11,11 +11,9 @@ curves.png to --out, and prints the report.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -60,13 +58,6 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
     return config, args
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     config, args = parse(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     files.write_json(out / "results.json", dict(config=asdict(config), command=command, variance=variance,
                                                 ratios=ratios, timing=timing, curves=curves, summary=summary))
     for name, rows in (("variance", variance), ("curves", curves), ("timing", timing)):
-        write_csv(out / f"{name}.csv", rows)
+        files.write_csv(out / f"{name}.csv", rows)
     plots.estimator_variance(variance, out / "variance.png")
     plots.estimator_curves(curves, out / "curves.png")
     print(header + report)

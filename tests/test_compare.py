@@ -52,7 +52,8 @@ def test_script_writes_every_output(tmp_path):
     out = tmp_path / "cmp"
     result = subprocess.run(
         [sys.executable, "scripts/compare_estimators.py", "--steps", "6", "--early-step", "2", "--eval-every", "3",
-         "--draws", "4", "--seeds", "2", "--timed", "trace", "iwae", "--iwae-particles", "2", "--out", str(out)],
+         "--draws", "4", "--seeds", "2", "--timed", "trace", "iwae", "--iwae-particles", "2", "--out", str(out),
+         "--estimators", "trace", "score-baseline"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -61,7 +62,7 @@ def test_script_writes_every_output(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert [r["snapshot"] for r in results["ratios"]] == ["init", "step 2", "step 6"]
     assert {p["seed"] for p in results["curves"]} == {0, 1}
-    assert "| iwae | 2 |" in result.stdout
+    assert "| iwae | 2 |" in result.stdout and "| trace / score-baseline |" in result.stdout
 
 
 def test_script_refuses_an_early_step_after_the_end(tmp_path):

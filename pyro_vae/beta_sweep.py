@@ -1,0 +1,110 @@
+"""From the VAE back to the autoencoder: train at KL weights beta from above 1 down to 0, and measure each
+model's rate and distortion on the test split (Alemi et al. 2018, "Fixing a Broken ELBO"):
+
+    rate        R = E_x KL(q(z|x) || p(z))        (nats; exact for the diagonal Gaussian guide)
+    distortion  D = -E_x E_q[log p(x|z)]           (nats; S samples of z per image)
+    -ELBO = D + R,  and training at weight beta minimizes D + beta R.
+
+The autoencoder's point is the point-mass guide at beta = 0: its distortion is measured the same way
+(z = mu(x)), and its rate is infinite (a point mass has no density against the prior).
+Every point is a run folder of the training engine (`train`), so an interrupted sweep resumes each run
+exactly and a finished point is read back, not retrained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import evaluate, sampling
+from .config import TrainConfig
+from .errors import ConfigError
+from .model import ModelConfig
+from .resume import flatten, load_run_checkpoint, resumed_config
+from .train import train
+from .trained_run import TrainedRun
+
+AUTOENCODER = "autoencoder"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What `scripts/beta_sweep.py` trains and measures; every field is a flag of the script."""
+
+    betas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
+    autoencoder: bool = True  # also the point-mass guide at beta = 0
+    dataset: str = "default"
+    data_dir: str | None = None
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(z_dim=10))
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    samples: int = 10  # S, samples of z per test image for the distortion
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.betas or any(not (0 <= beta < math.inf) for beta in self.betas):
+            raise ConfigError(f"--betas must be numbers, zero or more, got {self.betas}")
+        if self.samples < 1:
+            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
+
+    def points(self) -> list[tuple[str, float, str]]:
+        """(name, beta, guide) of every model of the sweep, the autoencoder last."""
+        points = [(f"beta-{beta:g}", beta, self.model.guide) for beta in sorted(set(self.betas))]
+        return points + ([(AUTOENCODER, 0.0, "delta")] if self.autoencoder else [])
+
+    def training(self, beta: float, guide: str, out: Path) -> TrainConfig:
+        model = ModelConfig(**{**self.model.__dict__, "guide": guide})
+        return TrainConfig(model=model, dataset=self.dataset, data_dir=self.data_dir, estimator="trace",
+                           beta=beta, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                           threads=self.threads, out=str(out))
+
+
+def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
+    """The run in folder `config.out`: trained, resumed where it stopped, or read back when finished."""
+    folder = Path(config.out)
+    if not (folder / "checkpoint.pt").is_file():
+        return train(config, progress=False, log=log)
+    checkpoint = load_run_checkpoint(folder, use="beta sweep")
+    given = {k: v for k, v in flatten(config.to_dict()).items() if k != "out" and v is not None}  # None: resolved
+    resumed_config(checkpoint, given, TrainConfig)  # a folder of another run is refused
+    return train(config, progress=False, log=log, checkpoint=checkpoint)
+
+
+@torch.no_grad()
+def measure(run: TrainedRun, beta: float, samples: int, images: int = 8) -> dict:
+    """Rate, distortion and -ELBO on the test split, and the pictures: prior samples and reconstructions."""
+    x = run.test_images()
+    terms = evaluate.elbo_terms(run.vae, x, num_samples=samples)
+    rate = math.inf if run.vae.is_point_mass else terms.kl
+    return dict(beta=beta, guide=run.config.model.guide, rate=rate, distortion=terms.reconstruction,
+                negative_elbo=terms.reconstruction + rate, objective=terms.reconstruction + beta * rate if beta else
+                terms.reconstruction, epochs=run.config.epochs, folder=str(run.path),
+                prior_samples=sampling.prior_samples(run.vae, images, seed=0, device=run.device).cpu(),
+                reconstructions=sampling.reconstructions(run.vae, x[:images]).cpu(), originals=x[:images].cpu(),
+                image_shape=run.dataset.image_shape)
+
+
+def sweep(config: SweepConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
+    """Every point of the sweep, trained (or resumed, or read back) in out/<name>, and measured."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    points = []
+    for name, beta, guide in config.points():
+        run = train_point(config.training(beta, guide, out / name), log=lambda line: None)
+        point = dict(name=name, **measure(run, beta, config.samples))
+        log(f"{name:>12}: rate {point['rate']:8.2f}  distortion {point['distortion']:8.2f}  "
+            f"-ELBO {point['negative_elbo']:8.2f} nats")
+        points.append(point)
+    return points
+
+
+def table(points: list[dict]) -> list[dict]:
+    """The numbers of each point (no pictures), JSON- and CSV-ready (an infinite rate as the string "inf")."""
+    keys = ("name", "beta", "guide", "rate", "distortion", "negative_elbo", "objective", "epochs", "folder")
+    return [{k: ("inf" if point[k] == math.inf else point[k]) for k in keys} for point in points]

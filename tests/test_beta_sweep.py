@@ -1,0 +1,65 @@
+"""The beta sweep: rate and distortion from beta above 1 down to the autoencoder, its files, and its resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyro_vae import beta_sweep
+from pyro_vae.errors import ConfigError
+from pyro_vae.model import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = beta_sweep.SweepConfig(betas=(0.0, 1.0), model=ModelConfig(hidden=(32,), z_dim=2), epochs=2, samples=2,
+                              threads=1)
+
+
+def test_script_writes_numbers_and_figures_and_reads_finished_points_back(tmp_path):
+    out = tmp_path / "sweep"
+    command = [sys.executable, "scripts/beta_sweep.py", "--betas", "1", "0", "--z-dim", "2", "--epochs", "2",
+               "--samples", "2", "--threads", "1", "--out", str(out)]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    for name in ("sweep.json", "sweep.csv", "rate_distortion.png", "images.png"):
+        assert (out / name).stat().st_size > 0, name
+    points = {p["name"]: p for p in json.loads((out / "sweep.json").read_text())["points"]}
+    assert list(points) == ["beta-0", "beta-1", "autoencoder"]
+    assert points["autoencoder"]["rate"] == "inf" and points["autoencoder"]["guide"] == "delta"
+    assert points["beta-0"]["rate"] > points["beta-1"]["rate"] > 0  # without a price on it, the rate grows
+    for point in points.values():
+        assert point["distortion"] > 0  # Bernoulli: -log p(x|z) of binary pixels is positive
+    stamp = os.stat(out / "beta-1" / "checkpoint.pt").st_mtime_ns
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert os.stat(out / "beta-1" / "checkpoint.pt").st_mtime_ns == stamp  # read back, not trained again
+    assert json.loads((out / "sweep.json").read_text())["points"] == list(points.values())
+
+
+def test_a_point_folder_of_another_run_is_refused(tmp_path):
+    beta_sweep.sweep(TINY, tmp_path, log=lambda line: None)
+    with pytest.raises(ConfigError, match="--lr"):
+        beta_sweep.sweep(beta_sweep.SweepConfig(**{**TINY.__dict__, "lr": 0.01}), tmp_path, log=lambda line: None)
+
+
+def test_the_autoencoders_distortion_is_its_reconstruction_error(tmp_path):
+    """The point-mass guide's distortion is -log p(x|mu(x)) whatever the number of samples."""
+    config = beta_sweep.SweepConfig(**{**TINY.__dict__, "betas": (1.0,)})
+    (vae_point, autoencoder), = [beta_sweep.sweep(config, tmp_path, log=lambda line: None)]
+    run = beta_sweep.train_point(config.training(0.0, "delta", tmp_path / "autoencoder"), log=lambda line: None)
+    x = run.test_images()
+    expected = -run.vae.log_likelihood(x, run.vae.location(x)).mean().item()
+    assert autoencoder["distortion"] == pytest.approx(expected, rel=1e-5) and math.isinf(autoencoder["rate"])
+    assert vae_point["negative_elbo"] == pytest.approx(vae_point["distortion"] + vae_point["rate"])
+
+
+@pytest.mark.parametrize("values, message", [(dict(betas=(-1.0,)), "--betas"), (dict(betas=()), "--betas"),
+                                             (dict(samples=0), "--samples")])
+def test_bad_settings_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        beta_sweep.SweepConfig(**values)
