@@ -82,18 +82,18 @@ def measure(run: TrainedRun, beta: float, samples: int, images: int = 8) -> dict
     x = run.test_images()
     terms = evaluate.elbo_terms(run.vae, x, num_samples=samples)
     rate = math.inf if run.vae.is_point_mass else terms.kl
+    priced_rate = beta * rate if beta > 0 else 0.0  # beta = 0 prices no rate, an infinite one included
     return dict(beta=beta, guide=run.config.model.guide, rate=rate, distortion=terms.reconstruction,
-                negative_elbo=terms.reconstruction + rate, objective=terms.reconstruction + beta * rate if beta else
-                terms.reconstruction, epochs=run.config.epochs, folder=str(run.path),
+                negative_elbo=terms.reconstruction + rate, objective=terms.reconstruction + priced_rate,
+                epochs=run.config.epochs, folder=str(run.path),
                 prior_samples=sampling.prior_samples(run.vae, images, seed=0, device=run.device).cpu(),
                 reconstructions=sampling.reconstructions(run.vae, x[:images]).cpu(), originals=x[:images].cpu(),
                 image_shape=run.dataset.image_shape)
 
 
 def sweep(config: SweepConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
-    """Every point of the sweep, trained (or resumed, or read back) in out/<name>, and measured."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    """Every point of the sweep, trained (or resumed, or read back) in out/<name>, and measured (the
+    training engine sets `config.threads`)."""
     points = []
     for name, beta, guide in config.points():
         run = train_point(config.training(beta, guide, out / name), log=lambda line: None)

@@ -109,6 +109,11 @@ class VAE(nn.Module):
         """Whether q has free parameters per data point (the `local` guide) instead of an encoder."""
         return self.config.guide == "local"
 
+    @property
+    def is_point_mass(self) -> bool:
+        """Whether q(z|x) is a point mass (the `delta` guide): it has no density to importance-sample with."""
+        return self.config.guide == "delta"
+
     def _conditioning(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """What q reads: the images x, or for the local guide the rows `index` of its data points."""
         if not self.is_local:
@@ -190,11 +195,6 @@ class VAE(nn.Module):
         parameters of the data points in rows `index`."""
         with self._images(x), _kl_weight(kl_scale):
             pyro.sample("z", self.approximate_posterior(x, index))
-
-    @property
-    def is_point_mass(self) -> bool:
-        """Whether q(z|x) is a point mass (the `delta` guide): it has no density to importance-sample with."""
-        return self.config.guide == "delta"
 
 
 def _kl_weight(beta: float | torch.Tensor) -> poutine.messenger.Messenger:
