@@ -145,7 +145,9 @@ def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedR
     density = "" if run.config.model.likelihood == "bernoulli" else (
         f" (the {run.config.model.likelihood} likelihood is a density over grey levels, not a probability, so "
         "log p(x|z) can exceed 0 and this loss can be negative)")
-    log(f"done: test negative ELBO {metrics[-1]['test_loss']:.3f} nats/image{density}; outputs in {run.folder.path}")
+    what = ("test loss -log p(x, mu(x)) (the point-mass guide's ELBO form, log q = 0: no bound on log p(x))"
+            if run.vae.is_point_mass else "test negative ELBO")
+    log(f"done: {what} {metrics[-1]['test_loss']:.3f} nats/image{density}; outputs in {run.folder.path}")
     return TrainedRun(run.folder.path, run.config, run.vae.eval(), metrics, finished=True, dataset=run.dataset)
 
 

@@ -80,7 +80,7 @@ def test_log_px_of_a_point_mass_guide_is_refused_but_the_prior_proposal_works():
     assert torch.isfinite(evaluate.log_likelihood(vae, x, num_samples=10, proposal="prior").per_image).all()
 
 
-def test_the_autoencoder_trains_from_the_command_line(tmp_path):
+def test_the_autoencoder_trains_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "ae"
     args = ["--likelihood", "gaussian", "--guide", "delta", "--beta", "0", "--hidden", "32", "--z-dim", "2",
             "--epochs", "2", "--no-progress", "--threads", "1", "--out", str(out)]
@@ -89,3 +89,4 @@ def test_the_autoencoder_trains_from_the_command_line(tmp_path):
     assert records[1]["train_loss"] < records[0]["train_loss"]
     config = json.loads((out / "config.json").read_text())
     assert (config["beta"], config["model"]["guide"]) == (0.0, "delta")
+    assert "no bound on log p(x)" in capsys.readouterr().err
