@@ -16,9 +16,10 @@ import sys
 from dataclasses import asdict
 
 from pyro_vae import beta_sweep, data, files, plots
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import PyroVAEError, os_error_line
 from pyro_vae.model import LIKELIHOODS, ModelConfig
 from pyro_vae.run_folder import new_run_dir
+from pyro_vae.train import Interrupted
 
 
 def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Namespace]:
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except PyroVAEError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"error: {os_error_line(error)}; each model's folder keeps its last complete checkpoint", file=sys.stderr)
+        return 2
+    except (Interrupted, KeyboardInterrupt):
+        print("interrupted (Ctrl-C); the same command resumes the sweep: finished models are read back, the "
+              "interrupted one continues from its last checkpoint", file=sys.stderr)
+        return 130
     command = "python scripts/beta_sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     rows = beta_sweep.table(points)
     files.write_json(out / "sweep.json", dict(command=command.strip(), config=asdict(config), points=rows))

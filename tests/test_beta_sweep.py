@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,16 @@ def test_the_autoencoders_distortion_is_its_reconstruction_error(tiny_sweep):
 def test_bad_settings_are_refused(values, message):
     with pytest.raises(ConfigError, match=message):
         beta_sweep.SweepConfig(**values)
+
+
+def test_ctrl_c_stops_the_sweep_with_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "sweep"
+    process = subprocess.Popen([sys.executable, "scripts/beta_sweep.py", "--betas", "1", "--z-dim", "2", "--epochs", "1000",
+                                "--threads", "1", "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "beta-1" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "the same command resumes the sweep" in stderr
+    assert "Traceback" not in stderr and (out / "beta-1" / "checkpoint.pt").exists()
