@@ -14,7 +14,7 @@ exactly and a finished point is read back, not retrained.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -72,8 +72,8 @@ def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
         return train(config, progress=False, log=log)
     checkpoint = load_run_checkpoint(folder, use="beta sweep")
     given = {k: v for k, v in flatten(config.to_dict()).items() if k != "out" and v is not None}  # None: resolved
-    resumed_config(checkpoint, given, TrainConfig)  # a folder of another run is refused
-    return train(config, progress=False, log=log, checkpoint=checkpoint)
+    stored = resumed_config(checkpoint, given, TrainConfig)  # as the CLI's --resume: another run's folder is refused
+    return train(replace(stored, out=config.out), progress=False, log=log, checkpoint=checkpoint)
 
 
 @torch.no_grad()

@@ -50,7 +50,6 @@ def append_jsonl(path: Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
-
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Rows of equal keys as a CSV file with a header, through an atomic write."""
     text = io.StringIO(newline="")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import math
 
-import pyro
 import pytest
 import torch
 
+from pyro_vae import compare
 from pyro_vae.cli import main
 from pyro_vae.estimators import ELBOLoss, build_elbo
 from pyro_vae.model import VAE, ModelConfig
@@ -17,16 +17,13 @@ from pyro_vae.model import VAE, ModelConfig
 SMALL = ModelConfig(x_dim=6, hidden=(8,), z_dim=2)
 
 
-def gradient_moments(vae: VAE, estimator: str, x: torch.Tensor, draws: int, particles: int) -> tuple[torch.Tensor, ...]:
+def gradient_moments(vae: VAE, estimator: str, x: torch.Tensor, draws: int, particles: int, seed: int
+                     ) -> tuple[torch.Tensor, ...]:
     """Mean and standard error of each coordinate of the gradient (encoder, then decoder) over `draws`
-    independent draws, each the average of `particles` vectorized samples."""
-    loss = ELBOLoss(vae, build_elbo(estimator, particles))
-    grads = []
-    for _ in range(draws):
-        vae.zero_grad(set_to_none=True)
-        loss(x, 1.0).backward()
-        grads.append(torch.cat([p.grad.reshape(-1) for p in [*vae.q.parameters(), *vae.decoder.parameters()]]))
-    grads = torch.stack(grads)
+    independent draws (`compare.gradient_draws`), each the average of `particles` vectorized samples; and
+    the total variance."""
+    sample = compare.gradient_draws(vae, estimator, x, draws, seed, num_particles=particles)
+    grads = torch.cat([sample["encoder"], sample["decoder"]], dim=1)
     return grads.mean(0), grads.std(0) / math.sqrt(draws), grads.var(0).sum()
 
 
@@ -38,8 +35,7 @@ def moments() -> dict[str, tuple[torch.Tensor, ...]]:
     x = torch.bernoulli(torch.full((5, 6), 0.4, dtype=torch.float64))
     out = {}
     for seed, estimator in enumerate(("trace", "score", "score-baseline")):
-        pyro.set_rng_seed(seed)
-        out[estimator] = gradient_moments(vae, estimator, x, draws=300, particles=20)
+        out[estimator] = gradient_moments(vae, estimator, x, draws=300, particles=20, seed=seed)
     return out
 
 
