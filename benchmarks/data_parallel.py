@@ -27,9 +27,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def images_per_second(processes: int, threads: int, args: argparse.Namespace, out: Path) -> float:
     """Median training images per second over the epochs of one run of P processes with T threads each."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-               "scripts/svi_train.py", "--dataset", "mnist", "--data-dir", args.data_dir, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--threads", str(threads), "--no-progress", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(processes),
+        "scripts/svi_train.py",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        args.data_dir,
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(threads),
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     if args.cuda:
         command.append("--cuda")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -41,8 +60,11 @@ def images_per_second(processes: int, threads: int, args: argparse.Namespace, ou
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="(default: 1 2)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (default: %(default)s)")

@@ -21,12 +21,17 @@ import sys
 
 import torch
 
-from pyro_vae import data, importance, posterior
+from pyro_vae import data
+from pyro_vae.evaluation import importance, posterior
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--steps", type=int, nargs="+", default=[1000], help="training steps of each model (default: 1000)")
     p.add_argument("--samples", type=int, nargs="+", default=[100, 1000], help="K (default: 100 1000)")
     p.add_argument("--seeds", type=int, default=30, help="(default: %(default)s)")
@@ -36,8 +41,10 @@ def main() -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     x = data.prepare(data.load_dataset("default"), "dynamic").test[: args.images].double()
-    print(f"| steps | K | log p(x), grid | mean estimate | spread / SE, jackknife | delta method | "
-          f"pooled over images: jackknife | delta method |  ({args.seeds} seeds, {args.images} images)")
+    print(
+        f"| steps | K | log p(x), grid | mean estimate | spread / SE, jackknife | delta method | "
+        f"pooled over images: jackknife | delta method |  ({args.seeds} seeds, {args.images} images)"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for steps in args.steps:
         vae = posterior.train_2d_vae(steps)
@@ -45,8 +52,11 @@ def main() -> int:
             truth = posterior.grid_posterior(vae, x, points=201).log_marginal.mean().item()
             for samples in args.samples:
                 r = importance.calibration(vae, x, samples, args.seeds)
-                print(f"| {steps} | {samples} | {truth:.3f} | {r['mean']:.3f} | {r['jackknife']:.2f} | {r['delta']:.2f} | "
-                      f"{r['jackknife_pooled']:.2f} | {r['delta_pooled']:.2f} |", flush=True)
+                print(
+                    f"| {steps} | {samples} | {truth:.3f} | {r['mean']:.3f} | {r['jackknife']:.2f} | {r['delta']:.2f} | "
+                    f"{r['jackknife_pooled']:.2f} | {r['delta_pooled']:.2f} |",
+                    flush=True,
+                )
     return 0
 
 

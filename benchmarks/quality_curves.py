@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_iwae import time_to  # noqa: E402
 
-from pyro_vae import plots  # noqa: E402
+from pyro_vae.evaluation import plots  # noqa: E402
 
 
 def curves_in(folder: Path) -> dict[str, list[dict]]:
@@ -30,11 +30,20 @@ def curves_in(folder: Path) -> dict[str, list[dict]]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
-    p.add_argument("--levels", nargs="+", type=float, default=[-90.0, -88.76, -86.76],
-                   help="log p(x) levels to time (default: -90, the paper's VAE figure + 2 nats, the paper's figure)")
+    p.add_argument(
+        "--levels",
+        nargs="+",
+        type=float,
+        default=[-90.0, -88.76, -86.76],
+        help="log p(x) levels to time (default: -90, the paper's VAE figure + 2 nats, the paper's figure)",
+    )
     p.add_argument("--out", type=Path, required=True, help="the figure (PNG)")
     args = p.parse_args()
     curves = {}
@@ -45,11 +54,18 @@ def main() -> int:
     print("|---|" + "---:|" * (len(args.levels) + 1))
     for name, records in curves.items():
         hits = [time_to(records, level) for level in args.levels]
-        cells = ["not reached" if hit is None else f"{hit['train_seconds'] / 60:.1f} min (epoch {hit['epoch']})" for hit in hits]
+        cells = [
+            "not reached" if hit is None else f"{hit['train_seconds'] / 60:.1f} min (epoch {hit['epoch']})"
+            for hit in hits
+        ]
         last = [r for r in records if "test_log_likelihood" in r][-1]
         print(f"| {name} | " + " | ".join(cells) + f" | {last['test_log_likelihood']:.2f} at epoch {last['epoch']} |")
-    plots.quality_curves(curves, args.out, {f"log p(x) = {level}": level for level in args.levels},
-                         "log p(x) on each curve's test images (see its run's config: eval_images, eval_samples)")
+    plots.quality_curves(
+        curves,
+        args.out,
+        {f"log p(x) = {level}": level for level in args.levels},
+        "log p(x) on each curve's test images (see its run's config: eval_images, eval_samples)",
+    )
     return 0
 
 

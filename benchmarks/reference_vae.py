@@ -35,7 +35,9 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 class PlainVAE(nn.Module):
-    def __init__(self, x_dim: int = 784, hidden: tuple[int, ...] = (400,), z_dim: int = 50, activation: str = "softplus"):
+    def __init__(
+        self, x_dim: int = 784, hidden: tuple[int, ...] = (400,), z_dim: int = 50, activation: str = "softplus"
+    ):
         super().__init__()
         self.z_dim = z_dim
         self.enc = _mlp([x_dim, *hidden, 2 * z_dim], activation)
@@ -60,7 +62,9 @@ class PlainVAE(nn.Module):
         """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (k, batch, z)."""
         loc, log_scale = self.enc(x).chunk(2, -1)
         z = loc + log_scale.exp() * eps
-        log_px_z = -F.binary_cross_entropy_with_logits(self.dec(z), x.expand(eps.shape[0], -1, -1), reduction="none").sum(-1)
+        log_px_z = -F.binary_cross_entropy_with_logits(
+            self.dec(z), x.expand(eps.shape[0], -1, -1), reduction="none"
+        ).sum(-1)
         return log_px_z - 0.5 * z.pow(2).sum(-1) + 0.5 * eps.pow(2).sum(-1) + log_scale.sum(-1)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,11 +105,17 @@ def log_likelihood(vae: PlainVAE, x: torch.Tensor, k: int, seed: int = 0, max_ro
     samples = max(1, min(k, max_rows // images))
     total = 0.0
     for chunk in x.split(images):
-        log_w = torch.cat([
-            vae.log_weights(chunk, torch.randn((min(samples, k - s), chunk.shape[0], vae.z_dim), generator=g,
-                                               device=x.device, dtype=x.dtype)).double()
-            for s in range(0, k, samples)
-        ])
+        log_w = torch.cat(
+            [
+                vae.log_weights(
+                    chunk,
+                    torch.randn(
+                        (min(samples, k - s), chunk.shape[0], vae.z_dim), generator=g, device=x.device, dtype=x.dtype
+                    ),
+                ).double()
+                for s in range(0, k, samples)
+            ]
+        )
         total += (torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
     return total / x.shape[0]
 
@@ -126,15 +136,27 @@ class Recipe:
     curve_samples: int = 1000
 
 
-def train(vae: PlainVAE, dataset: data.Dataset, recipe: Recipe, objective: str = "analytic-kl", k: int = 1,
-          until: float | None = None, log=print) -> list[dict]:
+def train(
+    vae: PlainVAE,
+    dataset: data.Dataset,
+    recipe: Recipe,
+    objective: str = "analytic-kl",
+    k: int = 1,
+    until: float | None = None,
+    log=print,
+) -> list[dict]:
     """Adam over dynamically binarized batches of a per-epoch permutation, as `recipe` says; stops early once
     the curve's log p(x) reaches `until`. objective: "analytic-kl" (the ELBO with the KL in closed form, as
     TraceMeanField_ELBO), "monte-carlo" (-mean_k log w_k, as Trace_ELBO with k particles) or "iwae"."""
     if objective not in ("analytic-kl", "monte-carlo", "iwae"):
         raise ValueError(f"unknown objective {objective!r}")
-    opt = torch.optim.Adam(vae.parameters(), lr=recipe.learning_rate(0), fused=True,  # as pyro_vae.run.optimizers
-                           betas=(recipe.adam_beta1, 0.999), eps=recipe.adam_eps)
+    opt = torch.optim.Adam(
+        vae.parameters(),
+        lr=recipe.learning_rate(0),
+        fused=True,  # as pyro_vae.run.optimizers
+        betas=(recipe.adam_beta1, 0.999),
+        eps=recipe.adam_eps,
+    )
     n, records = dataset.train.shape[0], []
     for epoch in range(recipe.epochs):
         for group in opt.param_groups:
@@ -153,11 +175,19 @@ def train(vae: PlainVAE, dataset: data.Dataset, recipe: Recipe, objective: str =
             opt.step()
             total += loss.detach() * len(idx)
         seconds = time.perf_counter() - tic
-        record = dict(epoch=epoch + 1, train_loss=total.item() / n, test_loss=test_loss(vae, dataset.test), seconds=seconds,
-                      lr=recipe.learning_rate(epoch))
+        record = dict(
+            epoch=epoch + 1,
+            train_loss=total.item() / n,
+            test_loss=test_loss(vae, dataset.test),
+            seconds=seconds,
+            lr=recipe.learning_rate(epoch),
+        )
         if recipe.curve_every and ((epoch + 1) % recipe.curve_every == 0 or epoch + 1 == recipe.epochs):
-            record.update(test_log_likelihood=log_likelihood(vae, dataset.test[: recipe.curve_images], recipe.curve_samples),
-                          eval_samples=recipe.curve_samples, eval_images=dataset.test[: recipe.curve_images].shape[0])
+            record.update(
+                test_log_likelihood=log_likelihood(vae, dataset.test[: recipe.curve_images], recipe.curve_samples),
+                eval_samples=recipe.curve_samples,
+                eval_images=dataset.test[: recipe.curve_images].shape[0],
+            )
         records.append(record)
         log(json.dumps(record))
         if until is not None and record.get("test_log_likelihood", -math.inf) >= until:
@@ -179,8 +209,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dataset = data.prepare(data.load_dataset(args.dataset, args.data_dir), "dynamic")
-    train(PlainVAE(), dataset, Recipe(args.epochs, args.batch_size, lambda epoch: args.lr),
-          log=lambda line: print(line, flush=True))
+    train(
+        PlainVAE(),
+        dataset,
+        Recipe(args.epochs, args.batch_size, lambda epoch: args.lr),
+        log=lambda line: print(line, flush=True),
+    )
 
 
 if __name__ == "__main__":

@@ -36,15 +36,18 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_vae import PlainVAE, Recipe, log_likelihood, train as train_plain  # noqa: E402
+from reference_vae import PlainVAE, Recipe, log_likelihood  # noqa: E402
+from reference_vae import train as train_plain
 
-from pyro_vae import data, evaluate, plots  # noqa: E402
-from pyro_vae.config import LR_SCHEDULES  # noqa: E402
-from pyro_vae.model import VAE, ModelConfig  # noqa: E402
-from pyro_vae.resume import load_run_checkpoint  # noqa: E402
-from pyro_vae.run import load_training_data, resolve_device  # noqa: E402
-from pyro_vae.train import TrainConfig, train  # noqa: E402
-from pyro_vae.trained_run import TrainedRun  # noqa: E402
+from pyro_vae import data  # noqa: E402
+from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
+from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
+from pyro_vae.evaluation import plots
+from pyro_vae.training.build import load_training_data, resolve_device  # noqa: E402
+from pyro_vae.training.config import LR_SCHEDULES  # noqa: E402
+from pyro_vae.training.loop import TrainConfig, train  # noqa: E402
+from pyro_vae.training.state import load_run_checkpoint  # noqa: E402
+from pyro_vae.training.trained_run import TrainedRun  # noqa: E402
 
 # Table 1 of Burda et al. (2016), one stochastic layer, test log p(x) with k = 5000
 PAPER = {("trace", 1): -86.76, ("trace", 50): -86.35, ("iwae", 5): -85.54, ("iwae", 50): -84.78}
@@ -59,7 +62,12 @@ def main() -> int:
     config = training_config(args)
     rows, curves = [], {}
     if not args.reference_only:
-        run = train(config, progress=False, log=log, checkpoint=None if args.resume is None else load_run_checkpoint(Path(args.resume)))
+        run = train(
+            config,
+            progress=False,
+            log=log,
+            checkpoint=None if args.resume is None else load_run_checkpoint(Path(args.resume)),
+        )
         config, out = run.config, run.path
         rows.append(pyro_row(run, args))
         curves["pyro-vae"] = run.metrics
@@ -74,32 +82,60 @@ def main() -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-dir", default=None, help=f"folder holding MNIST/raw (default: ${data.DATA_DIR_ENV})")
-    p.add_argument("--estimator", choices=("trace", "meanfield", "iwae"), default="trace",
-                   help="VAE with Monte Carlo KL as in the paper (trace), with exact KL (meanfield), or IWAE (default: %(default)s)")
+    p.add_argument(
+        "--estimator",
+        choices=("trace", "meanfield", "iwae"),
+        default="trace",
+        help="VAE with Monte Carlo KL as in the paper (trace), with exact KL (meanfield), or IWAE (default: %(default)s)",
+    )
     p.add_argument("--num-particles", type=int, default=1, help="k of the training objective (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-final", type=float, default=1e-4, help="geometric decay's end (default: %(default)s)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="geometric",
-                   help="geometric (to --lr-final) or the paper's stages stretched to --epochs (default: %(default)s)")
-    p.add_argument("--init-output-bias", action="store_true", help="the decoder's output bias at the mean training image's logit")
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="geometric",
+        help="geometric (to --lr-final) or the paper's stages stretched to --epochs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--init-output-bias", action="store_true", help="the decoder's output bias at the mean training image's logit"
+    )
     p.add_argument("--adam-beta1", type=float, default=0.9, help="(default: %(default)s; the authors' code: 0.99)")
     p.add_argument("--adam-eps", type=float, default=1e-8, help="(default: %(default)s; the paper: 1e-4)")
-    p.add_argument("--paper-recipe", action="store_true",
-                   help="--lr-schedule paper --init-output-bias --adam-eps 1e-4: the paper's ingredients")
-    p.add_argument("--eval-samples", type=int, default=5000, help="K of the final test log p(x); 0: none (default: %(default)s)")
-    p.add_argument("--eval-images", type=int, default=None, help="evaluate the first N test images (default: all 10,000)")
-    p.add_argument("--curve-every", type=int, default=None, metavar="N", help="epochs between the curve's log p(x) (default: none)")
+    p.add_argument(
+        "--paper-recipe",
+        action="store_true",
+        help="--lr-schedule paper --init-output-bias --adam-eps 1e-4: the paper's ingredients",
+    )
+    p.add_argument(
+        "--eval-samples", type=int, default=5000, help="K of the final test log p(x); 0: none (default: %(default)s)"
+    )
+    p.add_argument(
+        "--eval-images", type=int, default=None, help="evaluate the first N test images (default: all 10,000)"
+    )
+    p.add_argument(
+        "--curve-every", type=int, default=None, metavar="N", help="epochs between the curve's log p(x) (default: none)"
+    )
     p.add_argument("--curve-images", type=int, default=1000, help="(default: %(default)s)")
     p.add_argument("--curve-samples", type=int, default=1000, help="(default: %(default)s)")
     p.add_argument("--reference", action="store_true", help="also train and evaluate the plain-PyTorch model")
     p.add_argument("--reference-only", action="store_true", help="train and evaluate only the plain-PyTorch model")
-    p.add_argument("--reference-until", type=float, default=None, metavar="X",
-                   help="stop the plain model's training once its curve's log p(x) reaches X (needs --curve-every)")
+    p.add_argument(
+        "--reference-until",
+        type=float,
+        default=None,
+        metavar="X",
+        help="stop the plain model's training once its curve's log p(x) reaches X (needs --curve-every)",
+    )
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the interrupted Pyro run in RUN")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cuda", action="store_true")
@@ -121,14 +157,36 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         return replace(stored, threads=args.threads, data_dir=args.data_dir or stored.data_dir)
     if args.paper_recipe:
         args.lr_schedule, args.init_output_bias, args.adam_eps = "paper", True, 1e-4
-    recipe = dict(lr_schedule=args.lr_schedule, lr_final=args.lr_final if args.lr_schedule == "geometric" else None,
-                  adam_beta1=args.adam_beta1, adam_eps=args.adam_eps, init_output_bias=args.init_output_bias)
-    curve = dict(eval_samples=args.curve_samples, eval_every=args.curve_every, eval_images=args.curve_images) \
-        if args.curve_every else {}
-    return TrainConfig(model=ARCHITECTURE, dataset="mnist", data_dir=args.data_dir, validation=0, estimator=args.estimator,
-                       num_particles=args.num_particles, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                       seed=args.seed, cuda=args.cuda, out=args.out, threads=args.threads,
-                       checkpoint_every=max(1, min(10, args.epochs // 10)), **recipe, **curve)
+    recipe = dict(
+        lr_schedule=args.lr_schedule,
+        lr_final=args.lr_final if args.lr_schedule == "geometric" else None,
+        adam_beta1=args.adam_beta1,
+        adam_eps=args.adam_eps,
+        init_output_bias=args.init_output_bias,
+    )
+    curve = (
+        dict(eval_samples=args.curve_samples, eval_every=args.curve_every, eval_images=args.curve_images)
+        if args.curve_every
+        else {}
+    )
+    return TrainConfig(
+        model=ARCHITECTURE,
+        dataset="mnist",
+        data_dir=args.data_dir,
+        validation=0,
+        estimator=args.estimator,
+        num_particles=args.num_particles,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        cuda=args.cuda,
+        out=args.out,
+        threads=args.threads,
+        checkpoint_every=max(1, min(10, args.epochs // 10)),
+        **recipe,
+        **curve,
+    )
 
 
 def pyro_row(run: TrainedRun, args: argparse.Namespace) -> dict:
@@ -138,9 +196,14 @@ def pyro_row(run: TrainedRun, args: argparse.Namespace) -> dict:
         test = run.dataset.test[: args.eval_images]
         tic = time.perf_counter()
         estimate = evaluate.log_likelihood(run.vae, test, args.eval_samples)
-        row.update(test_log_likelihood=estimate.value, standard_error=estimate.standard_error,
-                   eval_seconds=time.perf_counter() - tic, eval_samples=args.eval_samples, images=test.shape[0],
-                   **estimate.diagnostics())
+        row.update(
+            test_log_likelihood=estimate.value,
+            standard_error=estimate.standard_error,
+            eval_seconds=time.perf_counter() - tic,
+            eval_samples=args.eval_samples,
+            images=test.shape[0],
+            **estimate.diagnostics(),
+        )
     return row
 
 
@@ -155,23 +218,45 @@ def plain_row(config: TrainConfig, args: argparse.Namespace, log) -> tuple[dict,
         initial.init_output_bias(dataset.train.cpu())
     plain = PlainVAE(hidden=ARCHITECTURE.hidden, z_dim=ARCHITECTURE.z_dim, activation=ARCHITECTURE.activation)
     plain = plain.copy_from(initial).to(device)
-    recipe = Recipe(config.epochs, config.batch_size, config.learning_rate, config.adam_beta1, config.adam_eps,
-                    curve_every=config.eval_every or 0, curve_images=config.eval_images, curve_samples=config.eval_samples)
+    recipe = Recipe(
+        config.epochs,
+        config.batch_size,
+        config.learning_rate,
+        config.adam_beta1,
+        config.adam_eps,
+        curve_every=config.eval_every or 0,
+        curve_images=config.eval_images,
+        curve_samples=config.eval_samples,
+    )
     objective = {"trace": "monte-carlo", "meanfield": "analytic-kl", "iwae": "iwae"}[config.estimator]
-    records = train_plain(plain, dataset, recipe, objective=objective, k=config.num_particles, until=args.reference_until, log=log)
+    records = train_plain(
+        plain, dataset, recipe, objective=objective, k=config.num_particles, until=args.reference_until, log=log
+    )
     row = dict(model="plain PyTorch", **_row_settings(config, records))
     if args.eval_samples:
         plain.eval()
         test = dataset.test[: args.eval_images]
         tic = time.perf_counter()
-        row.update(test_log_likelihood=log_likelihood(plain, test, args.eval_samples), standard_error=None,
-                   eval_seconds=time.perf_counter() - tic, eval_samples=args.eval_samples, images=test.shape[0])
+        row.update(
+            test_log_likelihood=log_likelihood(plain, test, args.eval_samples),
+            standard_error=None,
+            eval_seconds=time.perf_counter() - tic,
+            eval_samples=args.eval_samples,
+            images=test.shape[0],
+        )
     return row, records
 
 
 def _row_settings(config: TrainConfig, records: list[dict]) -> dict:
-    return dict(estimator=config.estimator, k=config.num_particles, epochs=records[-1]["epoch"], batch=config.batch_size,
-                schedule=config.lr_schedule, test_elbo=-records[-1]["test_loss"], train_seconds=sum(r["seconds"] for r in records))
+    return dict(
+        estimator=config.estimator,
+        k=config.num_particles,
+        epochs=records[-1]["epoch"],
+        batch=config.batch_size,
+        schedule=config.lr_schedule,
+        test_elbo=-records[-1]["test_loss"],
+        train_seconds=sum(r["seconds"] for r in records),
+    )
 
 
 def time_to(records: list[dict], target: float) -> dict | None:
@@ -184,39 +269,64 @@ def time_to(records: list[dict], target: float) -> dict | None:
     return None
 
 
-def report(rows: list[dict], curves: dict[str, list[dict]], config: TrainConfig, args: argparse.Namespace, out: Path) -> None:
+def report(
+    rows: list[dict], curves: dict[str, list[dict]], config: TrainConfig, args: argparse.Namespace, out: Path
+) -> None:
     """The markdown table (beside the paper's figure), the times to -90 and the paper's figure, the curve's
     figure and reproduce_iwae.json in `out`."""
     paper = PAPER.get((config.estimator, config.num_particles))
     name = {"trace": "VAE", "meanfield": "VAE (exact KL)", "iwae": "IWAE"}[config.estimator]
-    print("| model | objective | epochs, batch, schedule | test log p(x) (K) | test ELBO | paper | gap to paper | train s | eval s |")
+    print(
+        "| model | objective | epochs, batch, schedule | test log p(x) (K) | test ELBO | paper | gap to paper | train s | eval s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "test_log_likelihood" in row:
             se = "" if row["standard_error"] is None else f" ± {row['standard_error']:.3f}"
             value = f"{row['test_log_likelihood']:.2f}{se} ({row['eval_samples']})"
-            gap, seconds = ("" if paper is None else f"{row['test_log_likelihood'] - paper:+.2f}"), f"{row['eval_seconds']:.0f}"
+            gap, seconds = (
+                ("" if paper is None else f"{row['test_log_likelihood'] - paper:+.2f}"),
+                f"{row['eval_seconds']:.0f}",
+            )
         else:
             value, gap, seconds = "not evaluated", "", ""
-        print(f"| {row['model']} | {name} k={row['k']} | {row['epochs']}, {row['batch']}, {row['schedule']} | {value} | "
-              f"{row['test_elbo']:.2f} | {paper if paper is not None else 'n/a'} | {gap} | {row['train_seconds']:.0f} | {seconds} |")
+        print(
+            f"| {row['model']} | {name} k={row['k']} | {row['epochs']}, {row['batch']}, {row['schedule']} | {value} | "
+            f"{row['test_elbo']:.2f} | {paper if paper is not None else 'n/a'} | {gap} | {row['train_seconds']:.0f} | {seconds} |"
+        )
     if rows and "effective_sample_size_min" in rows[0]:
         d = rows[0]
-        print(f"\npyro-vae's estimate: effective sample size {d['effective_sample_size_min']:.1f} to "
-              f"{d['effective_sample_size_median']:.1f} (minimum, median) of K = {d['eval_samples']}; Pareto k-hat at "
-              f"most {d['pareto_k_max']:.2f}, above 0.7 for {d['pareto_k_above_0_7']} of {d['images']} images")
+        print(
+            f"\npyro-vae's estimate: effective sample size {d['effective_sample_size_min']:.1f} to "
+            f"{d['effective_sample_size_median']:.1f} (minimum, median) of K = {d['eval_samples']}; Pareto k-hat at "
+            f"most {d['pareto_k_max']:.2f}, above 0.7 for {d['pareto_k_above_0_7']} of {d['images']} images"
+        )
     targets = {}
     if config.eval_every:
         lines = {"log p(x) = -90": -90.0, **({f"paper ({paper})": paper} if paper is not None else {})}
         for model, records in curves.items():
             targets[model] = {str(t): time_to(records, t) for t in lines.values()}
             for target, hit in targets[model].items():
-                print(f"{model}: log p(x) >= {target} on the curve's {config.eval_images} images (K = {config.eval_samples}): "
-                      + ("not reached" if hit is None else f"epoch {hit['epoch']}, {hit['train_seconds'] / 60:.1f} min of training"))
-        plots.quality_curves(curves, out / "quality_curve.png", lines,
-                             f"log p(x) on the first {config.eval_images} test images, K = {config.eval_samples}")
-    (out / "reproduce_iwae.json").write_text(json.dumps(dict(argv=sys.argv, rows=rows, paper=paper, time_to=targets,
-                                                            curves=curves, config=config.to_dict()), indent=2))
+                print(
+                    f"{model}: log p(x) >= {target} on the curve's {config.eval_images} images (K = {config.eval_samples}): "
+                    + (
+                        "not reached"
+                        if hit is None
+                        else f"epoch {hit['epoch']}, {hit['train_seconds'] / 60:.1f} min of training"
+                    )
+                )
+        plots.quality_curves(
+            curves,
+            out / "quality_curve.png",
+            lines,
+            f"log p(x) on the first {config.eval_images} test images, K = {config.eval_samples}",
+        )
+    (out / "reproduce_iwae.json").write_text(
+        json.dumps(
+            dict(argv=sys.argv, rows=rows, paper=paper, time_to=targets, curves=curves, config=config.to_dict()),
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,16 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_vae import PlainVAE, Recipe, log_likelihood as plain_log_likelihood, train as train_plain  # noqa: E402
+from reference_vae import PlainVAE, Recipe  # noqa: E402
+from reference_vae import log_likelihood as plain_log_likelihood
+from reference_vae import train as train_plain
 
-from pyro_vae import data, evaluate  # noqa: E402
-from pyro_vae.estimators import ELBOLoss, build_elbo  # noqa: E402
-from pyro_vae.model import VAE, ModelConfig  # noqa: E402
-from pyro_vae.run import load_training_data  # noqa: E402
-from pyro_vae.train import TrainConfig, train  # noqa: E402
+from pyro_vae import data  # noqa: E402
+from pyro_vae.core.estimators import ELBOLoss, build_elbo  # noqa: E402
+from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
+from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
+from pyro_vae.training.build import load_training_data  # noqa: E402
+from pyro_vae.training.loop import TrainConfig, train  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -43,7 +46,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(contenders: dict[str, Callable[[], None]], calls: int, repeats: int, device: torch.device) -> dict[str, list[float]]:
+def interleaved(
+    contenders: dict[str, Callable[[], None]], calls: int, repeats: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds per call of each contender, `repeats` times, the contenders taking turns within each repeat."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
@@ -60,15 +65,28 @@ def interleaved(contenders: dict[str, Callable[[], None]], calls: int, repeats: 
 def summarize(times: dict[str, list[float]], reference: dict[str, str], images: int, **extra) -> list[dict]:
     medians = {name: statistics.median(t) for name, t in times.items()}
     return [
-        dict(**extra, contender=name, ms=1000 * medians[name], ms_min=1000 * min(t), ms_max=1000 * max(t),
-             images_per_second=images / medians[name], reference=reference[name],
-             ratio=medians[name] / medians[reference[name]])
+        dict(
+            **extra,
+            contender=name,
+            ms=1000 * medians[name],
+            ms_min=1000 * min(t),
+            ms_max=1000 * max(t),
+            images_per_second=images / medians[name],
+            reference=reference[name],
+            ratio=medians[name] / medians[reference[name]],
+        )
         for name, t in times.items()
     ]
 
 
-def step_contenders(config: ModelConfig, estimators: list[str], particles: int, x: torch.Tensor,
-                    fused: bool | None, validated: bool = False) -> tuple[dict, dict]:
+def step_contenders(
+    config: ModelConfig,
+    estimators: list[str],
+    particles: int,
+    x: torch.Tensor,
+    fused: bool | None,
+    validated: bool = False,
+) -> tuple[dict, dict]:
     """One closure per contender doing one training step on x; and the reference each is compared with."""
     device = x.device
 
@@ -113,7 +131,9 @@ def bench_steps(args, device: torch.device) -> list[dict]:
     pool = data.prepare(data.load_dataset("default"), "static").train.to(device)
     for batch in args.batch_sizes:
         x = pool[torch.arange(batch) % pool.shape[0]]
-        contenders, reference = step_contenders(config, args.estimators, args.iwae_particles, x, args.fused, args.validated)
+        contenders, reference = step_contenders(
+            config, args.estimators, args.iwae_particles, x, args.fused, args.validated
+        )
         interleaved(contenders, 3, 1, device)  # warm-up, JIT compilation included
         times = interleaved(contenders, args.steps, args.repeats, device)
         rows += summarize(times, reference, batch, kind="step", batch=batch)
@@ -123,16 +143,22 @@ def bench_steps(args, device: torch.device) -> list[dict]:
 def bench_epoch(args, device: torch.device) -> list[dict]:
     """One MNIST epoch of `pyro_vae.train.train` (batch 256, trace) against `reference_vae.train`, data
     path included (indexing the on-device tensor, dynamic binarization); the epoch's loop seconds."""
-    config = TrainConfig(dataset="mnist", data_dir=args.data_dir, validation=0, epochs=1, cuda=device.type == "cuda",
-                         checkpoint_every=1)
+    config = TrainConfig(
+        dataset="mnist", data_dir=args.data_dir, validation=0, epochs=1, cuda=device.type == "cuda", checkpoint_every=1
+    )
     dataset = load_training_data(config, device)
     times: dict[str, list[float]] = {"plain PyTorch": [], "pyro trace": []}
     for repeat in range(args.epoch_repeats):
         torch.manual_seed(repeat)
         plain = PlainVAE().to(device)
-        times["plain PyTorch"].append(train_plain(plain, dataset, Recipe(1, 256, lambda epoch: 1e-3), log=lambda line: None)[0]["seconds"])
-        run = train(replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
-                    progress=False, log=lambda line: None)
+        times["plain PyTorch"].append(
+            train_plain(plain, dataset, Recipe(1, 256, lambda epoch: 1e-3), log=lambda line: None)[0]["seconds"]
+        )
+        run = train(
+            replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
+            progress=False,
+            log=lambda line: None,
+        )
         times["pyro trace"].append(run.metrics[-1]["seconds"])
     n = dataset.train.shape[0]
     return summarize(times, {name: "plain PyTorch" for name in times}, n, kind="mnist epoch", batch=256)
@@ -158,34 +184,53 @@ def bench_eval(args, device: torch.device) -> list[dict]:
             fn()
             peak[name] = torch.cuda.max_memory_allocated() / 2**20
     times = interleaved(contenders, 1, args.eval_repeats, device)
-    rows = summarize(times, {name: "plain PyTorch" for name in contenders}, x.shape[0], kind="log p(x) eval",
-                     batch=f"{x.shape[0]} images x K={args.eval_samples}")
+    rows = summarize(
+        times,
+        {name: "plain PyTorch" for name in contenders},
+        x.shape[0],
+        kind="log p(x) eval",
+        batch=f"{x.shape[0]} images x K={args.eval_samples}",
+    )
     for row in rows:
         row["peak_mib"] = peak.get(row["contender"])
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference |",
-             "|---|---|---|---:|---|---:|---:|"]
+    lines = [
+        "| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['batch']} | {r['contender']} | {r['ms']:.2f} | [{r['ms_min']:.2f}, {r['ms_max']:.2f}] "
-                     f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) |")
+        lines.append(
+            f"| {r['kind']} | {r['batch']} | {r['contender']} | {r['ms']:.2f} | [{r['ms_min']:.2f}, {r['ms_max']:.2f}] "
+            f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) |"
+        )
     return "\n".join(lines)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256, 1024])
     p.add_argument("--estimators", nargs="+", default=["trace", "meanfield", "jit-trace", "jit-meanfield", "iwae"])
     p.add_argument("--iwae-particles", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="steps per contender per repetition (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=7, help="repetitions (default: %(default)s)")
-    p.add_argument("--fused", choices=("default", "fused", "for-loop"), default="fused",
-                   help="Adam implementation for every contender alike; training uses fused (default: %(default)s)")
-    p.add_argument("--validated", action="store_true",
-                   help="add a contender running Pyro's validation on every step (--validate-every-step)")
+    p.add_argument(
+        "--fused",
+        choices=("default", "fused", "for-loop"),
+        default="fused",
+        help="Adam implementation for every contender alike; training uses fused (default: %(default)s)",
+    )
+    p.add_argument(
+        "--validated",
+        action="store_true",
+        help="add a contender running Pyro's validation on every step (--validate-every-step)",
+    )
     p.add_argument("--epoch", action="store_true", help="also time MNIST epochs (needs --data-dir)")
     p.add_argument("--epoch-repeats", type=int, default=3)
     p.add_argument("--eval", action="store_true", help="also time the importance-sampled log p(x) (needs --data-dir)")
@@ -206,8 +251,13 @@ def main() -> int:
         print("error: --cuda but no CUDA GPU is visible", file=sys.stderr)
         return 2
     device = torch.device("cuda" if args.cuda else "cpu")
-    machine = dict(device=torch.cuda.get_device_name(0) if args.cuda else platform.processor() or platform.machine(),
-                   threads=torch.get_num_threads(), torch=torch.__version__, pyro=pyro.__version__, argv=sys.argv)
+    machine = dict(
+        device=torch.cuda.get_device_name(0) if args.cuda else platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        pyro=pyro.__version__,
+        argv=sys.argv,
+    )
     rows = bench_steps(args, device)
     print(markdown(rows), flush=True)
     if args.epoch:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from pyro_vae.errors import DataError
 
 DATASETS = ("default", "mnist", "fashion-mnist", "binarized-mnist")
 BINARIZATIONS = ("dynamic", "static", "none")
@@ -30,8 +30,18 @@ VALIDATION_SEED = 3  # which training images are held out for validation
 VALIDATION_BINARIZATION_SEED = 4
 # training images held out for validation unless --validation says otherwise: MNIST's usual 50,000 / 10,000
 DEFAULT_VALIDATION = {"default": 0, "mnist": 10_000, "fashion-mnist": 10_000, "binarized-mnist": 10_000}
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 _IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_FILES = {
@@ -210,8 +220,12 @@ def prepare(dataset: Dataset, binarization: str) -> Dataset:
     train = dataset.train
     if binarization == "static":
         train = fixed_binarization(train, STATIC_BINARIZATION_SEED)
-    validation = None if dataset.validation is None else fixed_binarization(dataset.validation, VALIDATION_BINARIZATION_SEED)
-    return replace(dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED), validation=validation)
+    validation = (
+        None if dataset.validation is None else fixed_binarization(dataset.validation, VALIDATION_BINARIZATION_SEED)
+    )
+    return replace(
+        dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED), validation=validation
+    )
 
 
 def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Dataset:
@@ -219,19 +233,26 @@ def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Datas
     both splits keep their original order. The same images on every machine and in every run."""
     n = dataset.train.shape[0]
     if not 0 < count < n:
-        raise DataError(f"--validation {count}: hold out from 1 to {n - 1} of the {n} training images of "
-                        f"{dataset.name}, or 0 for none")
+        raise DataError(
+            f"--validation {count}: hold out from 1 to {n - 1} of the {n} training images of "
+            f"{dataset.name}, or 0 for none"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     held, kept = order[:count].sort().values, order[count:].sort().values
     labels = dataset.train_labels
-    return replace(dataset, train=dataset.train[kept], validation=dataset.train[held],
-                   train_labels=None if labels is None else labels[kept],
-                   validation_labels=None if labels is None else labels[held])
+    return replace(
+        dataset,
+        train=dataset.train[kept],
+        validation=dataset.train[held],
+        train_labels=None if labels is None else labels[kept],
+        validation_labels=None if labels is None else labels[held],
+    )
 
 
 def fixed_subset(dataset: Dataset, train_size: int, test_size: int, seed: int = SUBSET_SEED) -> Dataset:
     """`train_size` training and `test_size` test images (with their labels), drawn without replacement
     by a fixed seed, so the same on every machine and in every run, and kept in their original order."""
+
     def pick(images: torch.Tensor, labels: torch.Tensor | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         generator = torch.Generator().manual_seed(seed)
         rows = torch.randperm(images.shape[0], generator=generator)[:size].sort().values.to(images.device)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from pyro_vae.errors import ConfigError
 
 # How long a collective waits for the other ranks before the job stops with an error.
 TIMEOUT = timedelta(minutes=30)
@@ -45,8 +45,10 @@ class World:
             return world
         if cuda:
             if world.local_rank >= torch.cuda.device_count():
-                raise ConfigError(f"rank {world.rank} wants GPU {world.local_rank} (LOCAL_RANK), but this machine "
-                                  f"has {torch.cuda.device_count()}; start at most that many processes per node")
+                raise ConfigError(
+                    f"rank {world.rank} wants GPU {world.local_rank} (LOCAL_RANK), but this machine "
+                    f"has {torch.cuda.device_count()}; start at most that many processes per node"
+                )
             torch.cuda.set_device(world.local_rank)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
@@ -119,5 +121,5 @@ SINGLE = World()
 
 
 def world_prefix(world: World) -> str:
-    """"[rank R] " in a job of several processes (to tell their messages apart), else ""."""
+    """ "[rank R] " in a job of several processes (to tell their messages apart), else ""."""
     return f"[rank {world.rank}] " if world.size > 1 else ""

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 _UMASK = os.umask(0)  # reading the umask means setting it: read it once, put it back
 os.umask(_UMASK)

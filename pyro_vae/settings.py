@@ -8,7 +8,7 @@ import typing
 from dataclasses import fields
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from pyro_vae.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -41,7 +41,8 @@ def _checked(value: Any, hint: Any, where: str) -> Any:
     if (kind is int and _is_int(value)) or (kind in (bool, str) and isinstance(value, kind)):
         return value
     expected = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(
-        kind, "a list of whole numbers")
+        kind, "a list of whole numbers"
+    )
     raise ConfigError(f"{where} must be {expected}" + (" or null" if len(options) > 1 else "") + f", got {value!r}")
 
 

@@ -15,11 +15,13 @@ import shlex
 import sys
 from dataclasses import asdict
 
-from pyro_vae import beta_sweep, data, files, plots
+from pyro_vae import data, files
+from pyro_vae.core.model import LIKELIHOODS, ModelConfig
 from pyro_vae.errors import PyroVAEError, os_error_line
-from pyro_vae.model import LIKELIHOODS, ModelConfig
-from pyro_vae.run_folder import new_run_dir
-from pyro_vae.train import Interrupted
+from pyro_vae.evaluation import plots
+from pyro_vae.experiments import beta_sweep
+from pyro_vae.training.loop import Interrupted
+from pyro_vae.training.run_folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Namespace]:
@@ -35,15 +37,33 @@ def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Name
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    p.add_argument("--samples", type=int, default=d.samples, help="z samples per test image for the distortion (default: %(default)s)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=d.samples,
+        help="z samples per test image for the distortion (default: %(default)s)",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
-    p.add_argument("--out", default=None, help="output folder; an earlier sweep's folder resumes it (default: a new runs/<timestamp>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder; an earlier sweep's folder resumes it (default: a new runs/<timestamp>)",
+    )
     args = p.parse_args(argv)
     model = ModelConfig(z_dim=args.z_dim, likelihood=args.likelihood)
     config = beta_sweep.SweepConfig(
-        betas=tuple(args.betas), autoencoder=not args.no_autoencoder, dataset=args.dataset, data_dir=args.data_dir,
-        model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        samples=args.samples, threads=args.threads)
+        betas=tuple(args.betas),
+        autoencoder=not args.no_autoencoder,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        model=model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        samples=args.samples,
+        threads=args.threads,
+    )
     return config, args
 
 
@@ -61,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {os_error_line(error)}; each model's folder keeps its last complete checkpoint", file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt):
-        print("interrupted (Ctrl-C); the same command resumes the sweep: finished models are read back, the "
-              "interrupted one continues from its last checkpoint", file=sys.stderr)
+        print(
+            "interrupted (Ctrl-C); the same command resumes the sweep: finished models are read back, the "
+            "interrupted one continues from its last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     command = "python scripts/beta_sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     rows = beta_sweep.table(points)

@@ -17,10 +17,12 @@ from dataclasses import asdict
 
 import torch
 
-from pyro_vae import compare, data, files, plots
+from pyro_vae import data, files
+from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.estimators import ESTIMATORS
-from pyro_vae.run_folder import new_run_dir
+from pyro_vae.evaluation import plots
+from pyro_vae.experiments import compare
+from pyro_vae.training.run_folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:
@@ -28,14 +30,26 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None, help=f"folder of the real data (default: ${data.DATA_DIR_ENV})")
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(d.estimators),
-                   help="compared for variance and training curves; ratios are to the first (default: %(default)s)")
-    p.add_argument("--timed", nargs="+", choices=ESTIMATORS, default=list(d.timed),
-                   help="estimators timed per step (default: %(default)s)")
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(d.estimators),
+        help="compared for variance and training curves; ratios are to the first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timed",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(d.timed),
+        help="estimators timed per step (default: %(default)s)",
+    )
     p.add_argument("--iwae-particles", type=int, default=d.iwae_particles, help="K of iwae (default: %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="training steps per run (default: %(default)s)")
     p.add_argument("--early-step", type=int, default=d.early_step, help="the early snapshot (default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between test evaluations (default: %(default)s)")
+    p.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help="steps between test evaluations (default: %(default)s)"
+    )
     p.add_argument("--seeds", type=int, default=len(d.seeds), help="training runs per estimator (default: %(default)s)")
     p.add_argument("--draws", type=int, default=d.draws, help="R, gradient draws per snapshot (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
@@ -50,9 +64,16 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
     if args.early_step >= args.steps:
         p.error(f"--early-step ({args.early_step}) must come before the end of training (--steps {args.steps})")
     config = compare.CompareConfig(
-        dataset=args.dataset, data_dir=args.data_dir, estimators=tuple(dict.fromkeys(args.estimators)),
-        timed=tuple(dict.fromkeys(args.timed)), iwae_particles=args.iwae_particles, steps=args.steps,
-        early_step=args.early_step, eval_every=args.eval_every, seeds=tuple(range(args.seeds)), draws=args.draws,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        estimators=tuple(dict.fromkeys(args.estimators)),
+        timed=tuple(dict.fromkeys(args.timed)),
+        iwae_particles=args.iwae_particles,
+        steps=args.steps,
+        early_step=args.early_step,
+        eval_every=args.eval_every,
+        seeds=tuple(range(args.seeds)),
+        draws=args.draws,
         batch_size=args.batch_size,
     )
     return config, args
@@ -74,10 +95,15 @@ def main(argv: list[str] | None = None) -> int:
                 curve, states = compare.train_run(config, dataset, estimator, seed, keep)
                 curves += curve
                 snapshots.update(states)
-                log(f"trained {estimator} seed {seed}: {config.steps} steps in {curve[-1]['seconds']:.1f} s, "
-                    f"test loss {curve[-1]['test_loss']:.2f}")
-        named = {"init": snapshots[0], f"step {config.early_step}": snapshots[config.early_step],
-                 f"step {config.steps}": snapshots[config.steps]}
+                log(
+                    f"trained {estimator} seed {seed}: {config.steps} steps in {curve[-1]['seconds']:.1f} s, "
+                    f"test loss {curve[-1]['test_loss']:.2f}"
+                )
+        named = {
+            "init": snapshots[0],
+            f"step {config.early_step}": snapshots[config.early_step],
+            f"step {config.steps}": snapshots[config.steps],
+        }
         variance, ratios = compare.variance_table(config, dataset, named)
         log(f"variance: {config.draws} draws x {len(config.estimators)} estimators x 3 snapshots done")
         timing = compare.time_steps(config, dataset)
@@ -87,11 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = "python scripts/compare_estimators.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     report = compare.markdown_report(variance, ratios, timing, summary)
-    header = (f"Command: `{command.strip()}`  \nData: {dataset.name}, batch {config.batch_size}, variance over "
-              f"{config.draws} draws on {config.variance_batch} test images; torch threads {torch.get_num_threads()}.\n\n")
+    header = (
+        f"Command: `{command.strip()}`  \nData: {dataset.name}, batch {config.batch_size}, variance over "
+        f"{config.draws} draws on {config.variance_batch} test images; torch threads {torch.get_num_threads()}.\n\n"
+    )
     (out / "report.md").write_text(header + report)
-    files.write_json(out / "results.json", dict(config=asdict(config), command=command, variance=variance,
-                                                ratios=ratios, timing=timing, curves=curves, summary=summary))
+    files.write_json(
+        out / "results.json",
+        dict(
+            config=asdict(config),
+            command=command,
+            variance=variance,
+            ratios=ratios,
+            timing=timing,
+            curves=curves,
+            summary=summary,
+        ),
+    )
     for name, rows in (("variance", variance), ("curves", curves), ("timing", timing)):
         files.write_csv(out / f"{name}.csv", rows)
     plots.estimator_variance(variance, out / "variance.png")

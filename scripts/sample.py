@@ -2,7 +2,7 @@
 
 import sys
 
-from pyro_vae.sample_cli import main
+from pyro_vae.cli.sample import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,7 +45,8 @@ def data_dir() -> Path:
 
 def trained_2d_vae(steps: int, images: int):
     """`posterior.train_2d_vae(steps)` and the first `images` binarized default test images (float64)."""
-    from pyro_vae import data, posterior
+    from pyro_vae import data
+    from pyro_vae.evaluation import posterior
 
     return posterior.train_2d_vae(steps), data.prepare(data.load_dataset("default"), "dynamic").test[:images].double()
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributions as td
 from conftest import rtol_for
 
-from pyro_vae import analytic
+from pyro_vae.core import analytic
 
 
 def random_scale_tril(batch: int, d: int, generator, dtype, device, log10_range: float = 2.0) -> torch.Tensor:
@@ -30,8 +30,12 @@ def test_kl_diagonal_matches_torch(device, dtype, log10_sigma):
     lo, hi = log10_sigma
     loc = torch.randn(64, 10, generator=g, dtype=torch.float64).to(device, dtype)
     scale = (10 ** (lo + (hi - lo) * torch.rand(64, 10, generator=g, dtype=torch.float64))).to(device, dtype)
-    expected = td.kl_divergence(td.Independent(td.Normal(loc, scale), 1), td.Independent(td.Normal(0 * loc, 1 + 0 * loc), 1))
-    torch.testing.assert_close(analytic.kl_diagonal_normal_standard_normal(loc, scale), expected, rtol=rtol_for(dtype), atol=0)
+    expected = td.kl_divergence(
+        td.Independent(td.Normal(loc, scale), 1), td.Independent(td.Normal(0 * loc, 1 + 0 * loc), 1)
+    )
+    torch.testing.assert_close(
+        analytic.kl_diagonal_normal_standard_normal(loc, scale), expected, rtol=rtol_for(dtype), atol=0
+    )
 
 
 @pytest.mark.parametrize("log10_range", [0.5, 4.0])
@@ -51,8 +55,12 @@ def test_kl_general_matches_torch(device, dtype, log10_range):
     loc_q, loc_p = (torch.randn(32, d, generator=g, dtype=torch.float64).to(device, dtype) for _ in range(2))
     L_q = random_scale_tril(32, d, g, dtype, device, log10_range)
     L_p = random_scale_tril(32, d, g, dtype, device, log10_range)
-    expected = td.kl_divergence(td.MultivariateNormal(loc_q, scale_tril=L_q), td.MultivariateNormal(loc_p, scale_tril=L_p))
-    torch.testing.assert_close(analytic.kl_normal_normal(loc_q, L_q, loc_p, L_p), expected, rtol=rtol_for(dtype), atol=0)
+    expected = td.kl_divergence(
+        td.MultivariateNormal(loc_q, scale_tril=L_q), td.MultivariateNormal(loc_p, scale_tril=L_p)
+    )
+    torch.testing.assert_close(
+        analytic.kl_normal_normal(loc_q, L_q, loc_p, L_p), expected, rtol=rtol_for(dtype), atol=0
+    )
 
 
 def test_kl_general_reduces_to_standard_and_to_zero(device, dtype):
@@ -61,8 +69,10 @@ def test_kl_general_reduces_to_standard_and_to_zero(device, dtype):
     L = random_scale_tril(8, 5, g, dtype, device)
     eye = torch.eye(5, dtype=dtype, device=device)
     torch.testing.assert_close(
-        analytic.kl_normal_normal(loc, L, torch.zeros_like(loc), eye), analytic.kl_normal_standard_normal(loc, L),
-        rtol=rtol_for(dtype), atol=0,
+        analytic.kl_normal_normal(loc, L, torch.zeros_like(loc), eye),
+        analytic.kl_normal_standard_normal(loc, L),
+        rtol=rtol_for(dtype),
+        atol=0,
     )
     assert analytic.kl_normal_normal(loc, L, loc, L).abs().max() < 100 * torch.finfo(dtype).eps
 
@@ -82,11 +92,21 @@ def test_kl_forms_match_monte_carlo(device, dtype):
     L_q, L_p = (random_scale_tril(3, d, g, dtype, device, 0.5) for _ in range(2))
     scale = L_q.diagonal(dim1=-2, dim2=-1)
     cases = [
-        (analytic.kl_diagonal_normal_standard_normal(loc_q, scale),
-         td.Independent(td.Normal(loc_q, scale), 1), standard(d, dtype, device)),
-        (analytic.kl_normal_standard_normal(loc_q, L_q), td.MultivariateNormal(loc_q, scale_tril=L_q), standard(d, dtype, device)),
-        (analytic.kl_normal_normal(loc_q, L_q, loc_p, L_p),
-         td.MultivariateNormal(loc_q, scale_tril=L_q), td.MultivariateNormal(loc_p, scale_tril=L_p)),
+        (
+            analytic.kl_diagonal_normal_standard_normal(loc_q, scale),
+            td.Independent(td.Normal(loc_q, scale), 1),
+            standard(d, dtype, device),
+        ),
+        (
+            analytic.kl_normal_standard_normal(loc_q, L_q),
+            td.MultivariateNormal(loc_q, scale_tril=L_q),
+            standard(d, dtype, device),
+        ),
+        (
+            analytic.kl_normal_normal(loc_q, L_q, loc_p, L_p),
+            td.MultivariateNormal(loc_q, scale_tril=L_q),
+            td.MultivariateNormal(loc_p, scale_tril=L_p),
+        ),
     ]
     for exact, q, p in cases:
         estimate, standard_error = monte_carlo_kl(q, p, n)
@@ -100,7 +120,10 @@ def test_log_likelihoods_match_torch(device, dtype):
     grey = torch.rand(16, 30, generator=g, dtype=torch.float64).to(device, dtype)
     rtol = rtol_for(dtype)
     torch.testing.assert_close(
-        analytic.bernoulli_log_likelihood(binary, logits), td.Bernoulli(logits=logits).log_prob(binary).sum(-1), rtol=rtol, atol=0
+        analytic.bernoulli_log_likelihood(binary, logits),
+        td.Bernoulli(logits=logits).log_prob(binary).sum(-1),
+        rtol=rtol,
+        atol=0,
     )
     mean = torch.sigmoid(logits)
     for sigma in (1e-3, 0.1, 3.0):
@@ -118,7 +141,10 @@ def test_continuous_bernoulli_normalizer_is_stable_near_one_half():
     mpmath.mp.dps = 50
     logits = torch.tensor([0.0, 1e-12, -1e-8, 1e-5, 3e-3, -9.99e-3, 1.001e-2, 0.3, -5.0, 40.0], dtype=torch.float64)
     got = analytic.continuous_bernoulli_log_normalizer(logits)
-    exact = [math.log(2) if l == 0 else float(mpmath.log(mpmath.mpf(l) / mpmath.tanh(mpmath.mpf(l) / 2))) for l in logits.tolist()]
+    exact = [
+        math.log(2) if l == 0 else float(mpmath.log(mpmath.mpf(l) / mpmath.tanh(mpmath.mpf(l) / 2)))
+        for l in logits.tolist()
+    ]
     torch.testing.assert_close(got, torch.tensor(exact, dtype=torch.float64), rtol=1e-14, atol=1e-15)
     # float32 too: finite and close to log 2 at the midpoint
     got32 = analytic.continuous_bernoulli_log_normalizer(torch.tensor([0.0, 1e-7, -1e-3], dtype=torch.float32))

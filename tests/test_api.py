@@ -13,12 +13,13 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import checkpoints, plots
-from pyro_vae.cli import main
-from pyro_vae.config import TrainConfig
+from pyro_vae.cli.sample import main as sample_main
+from pyro_vae.cli.train import main
+from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.model import ModelConfig
-from pyro_vae.sample_cli import main as sample_main
+from pyro_vae.evaluation import plots
+from pyro_vae.training import checkpoints
+from pyro_vae.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -58,15 +59,18 @@ def test_configs_round_trip_through_json(trained):
     assert config.model == ModelConfig(hidden=(32,), z_dim=2)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"lrr": 0.1}, "unknown setting(s) in config: 'lrr'"),
-    ({"lr": "0.1"}, "config.lr must be a number, got '0.1'"),
-    ({"epochs": 2.5}, "config.epochs must be a whole number, got 2.5"),
-    ({"model": {"z_dimm": 2}}, "unknown setting(s) in config.model: 'z_dimm'"),
-    ({"model": {"hidden": [64, "a"]}}, "config.model.hidden must be a list of whole numbers"),
-    ({"data_dir": 3}, "config.data_dir must be a string or null, got 3"),
-    ([1, 2], "config must be a JSON object of settings"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lrr": 0.1}, "unknown setting(s) in config: 'lrr'"),
+        ({"lr": "0.1"}, "config.lr must be a number, got '0.1'"),
+        ({"epochs": 2.5}, "config.epochs must be a whole number, got 2.5"),
+        ({"model": {"z_dimm": 2}}, "unknown setting(s) in config.model: 'z_dimm'"),
+        ({"model": {"hidden": [64, "a"]}}, "config.model.hidden must be a list of whole numbers"),
+        ({"data_dir": 3}, "config.data_dir must be a string or null, got 3"),
+        ([1, 2], "config must be a JSON object of settings"),
+    ],
+)
 def test_a_config_with_unknown_or_mistyped_keys_is_refused_in_one_line(values, message):
     with pytest.raises(ConfigError) as error:
         TrainConfig.from_dict(values)
@@ -109,8 +113,14 @@ def test_tensorboard_event_files_hold_the_tags(trained):
     events = EventAccumulator(str(trained / "tensorboard"))
     events.Reload()
     tags = events.Tags()
-    assert {"loss/train", "loss/test", "elbo/test_reconstruction", "elbo/test_kl", "settings/lr",
-            "settings/kl_scale"} <= set(tags["scalars"])
+    assert {
+        "loss/train",
+        "loss/test",
+        "elbo/test_reconstruction",
+        "elbo/test_kl",
+        "settings/lr",
+        "settings/kl_scale",
+    } <= set(tags["scalars"])
     assert {"images/reconstructions", "images/samples"} <= set(tags["images"])
     assert any(tag.startswith("config") for tag in tags["tensors"])
     assert [e.step for e in events.Scalars("loss/test")] == [1, 2]
@@ -130,8 +140,27 @@ def test_log_px_reaches_tensorboard_when_estimated(tmp_path):
 
 def test_sample_command_draws_prior_samples_reconstructions_and_an_interpolation(trained, tmp_path, capsys):
     out = tmp_path / "pictures"
-    assert sample_main([str(trained), "--prior", "9", "--reconstruct", "0", "5", "--interpolate", "1", "7",
-                        "--steps", "5", "--gif", "--out", str(out)]) == 0
+    assert (
+        sample_main(
+            [
+                str(trained),
+                "--prior",
+                "9",
+                "--reconstruct",
+                "0",
+                "5",
+                "--interpolate",
+                "1",
+                "7",
+                "--steps",
+                "5",
+                "--gif",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == ["interpolation-1-7.gif", "interpolation-1-7.png", "prior-seed0.png", "reconstructions.png"]
     from PIL import Image
@@ -141,18 +170,27 @@ def test_sample_command_draws_prior_samples_reconstructions_and_an_interpolation
     assert str(out / "prior-seed0.png") in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--reconstruct", "1000"], "test images are numbered 0 to 999"),
-    (["--steps", "1", "--interpolate", "0", "1"], "--steps from 2 to 1000"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--reconstruct", "1000"], "test images are numbered 0 to 999"),
+        (["--steps", "1", "--interpolate", "0", "1"], "--steps from 2 to 1000"),
+    ],
+)
 def test_sample_command_refuses_bad_input_in_one_line(trained, tmp_path, capsys, args, message):
     assert sample_main([str(trained), "--out", str(tmp_path / "p"), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("script, name", [("pyro_vae.cli", "pyro-vae-train"), ("pyro_vae.evaluate_cli", "pyro-vae-evaluate"),
-                                          ("pyro_vae.sample_cli", "pyro-vae-sample")])
+@pytest.mark.parametrize(
+    "script, name",
+    [
+        ("pyro_vae.cli.train", "pyro-vae-train"),
+        ("pyro_vae.cli.evaluate", "pyro-vae-evaluate"),
+        ("pyro_vae.cli.sample", "pyro-vae-sample"),
+    ],
+)
 def test_console_scripts_print_their_own_names(script, name):
     executable = Path(sys.executable).parent / name
     if not executable.exists():
@@ -184,6 +222,10 @@ def test_latent_plot_names_fashion_classes_and_draws_unlabelled_data_without_war
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plots.latent(means, None, tmp_path / "unlabelled.png")
-        plots.latent(means, torch.arange(50) % 10, tmp_path / "fashion.png", Dataset("fashion-mnist", images, images,
-                                                                                      None, None).class_names)
+        plots.latent(
+            means,
+            torch.arange(50) % 10,
+            tmp_path / "fashion.png",
+            Dataset("fashion-mnist", images, images, None, None).class_names,
+        )
     assert (tmp_path / "unlabelled.png").stat().st_size > 0 and (tmp_path / "fashion.png").stat().st_size > 0

@@ -10,11 +10,11 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import evaluate
-from pyro_vae.cli import main
+from pyro_vae.cli.train import main
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.estimators import ELBOLoss, build_elbo
-from pyro_vae.model import VAE, ModelConfig
+from pyro_vae.evaluation import likelihood as evaluate
 
 AUTOENCODER = ModelConfig(x_dim=12, hidden=(16,), z_dim=3, likelihood="gaussian", guide="delta", sigma=0.3)
 
@@ -82,8 +82,25 @@ def test_log_px_of_a_point_mass_guide_is_refused_but_the_prior_proposal_works():
 
 def test_the_autoencoder_trains_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "ae"
-    args = ["--likelihood", "gaussian", "--guide", "delta", "--beta", "0", "--hidden", "32", "--z-dim", "2",
-            "--epochs", "2", "--no-progress", "--threads", "1", "--out", str(out)]
+    args = [
+        "--likelihood",
+        "gaussian",
+        "--guide",
+        "delta",
+        "--beta",
+        "0",
+        "--hidden",
+        "32",
+        "--z-dim",
+        "2",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[1]["train_loss"] < records[0]["train_loss"]

@@ -17,31 +17,92 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def test_throughput_steps(tmp_path):
     out = tmp_path / "t.json"
-    result = run(["benchmarks/throughput.py", "--batch-sizes", "16", "--steps", "2", "--repeats", "2",
-                  "--estimators", "trace", "jit-meanfield", "iwae", "--iwae-particles", "2", "--json", str(out)])
+    result = run(
+        [
+            "benchmarks/throughput.py",
+            "--batch-sizes",
+            "16",
+            "--steps",
+            "2",
+            "--repeats",
+            "2",
+            "--estimators",
+            "trace",
+            "jit-meanfield",
+            "iwae",
+            "--iwae-particles",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert {r["contender"] for r in rows} == {"plain PyTorch", "plain PyTorch iwae k=2", "pyro trace",
-                                               "pyro jit-meanfield", "pyro iwae k=2"}
+    assert {r["contender"] for r in rows} == {
+        "plain PyTorch",
+        "plain PyTorch iwae k=2",
+        "pyro trace",
+        "pyro jit-meanfield",
+        "pyro iwae k=2",
+    }
     assert all(r["ms"] > 0 and r["ratio"] > 0 for r in rows)
     assert "| step | 16 | pyro trace |" in result.stdout
 
 
 def test_throughput_epoch_and_eval_on_mnist(data_dir, tmp_path):
-    result = run(["benchmarks/throughput.py", "--batch-sizes", "16", "--steps", "1", "--repeats", "1",
-                  "--estimators", "trace", "--epoch", "--epoch-repeats", "1", "--eval", "--eval-samples", "3",
-                  "--eval-images", "50", "--eval-repeats", "1", "--data-dir", str(data_dir),
-                  "--scratch", str(tmp_path / "scratch")])
+    result = run(
+        [
+            "benchmarks/throughput.py",
+            "--batch-sizes",
+            "16",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--estimators",
+            "trace",
+            "--epoch",
+            "--epoch-repeats",
+            "1",
+            "--eval",
+            "--eval-samples",
+            "3",
+            "--eval-images",
+            "50",
+            "--eval-repeats",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            "--scratch",
+            str(tmp_path / "scratch"),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "| mnist epoch | 256 | pyro trace |" in result.stdout
     assert "| log p(x) eval | 50 images x K=3 | pyro-vae evaluate |" in result.stdout
 
 
 def test_reproduce_iwae_prints_a_row_beside_the_paper(data_dir, tmp_path):
-    result = run(["benchmarks/reproduce_iwae.py", "--data-dir", str(data_dir), "--epochs", "1", "--eval-samples", "5",
-                  "--eval-images", "100", "--reference", "--out", str(tmp_path / "run")])
+    result = run(
+        [
+            "benchmarks/reproduce_iwae.py",
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            "1",
+            "--eval-samples",
+            "5",
+            "--eval-images",
+            "100",
+            "--reference",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert result.returncode == 0, result.stderr
-    assert "| pyro-vae | VAE k=1 | 1, 100, geometric |" in result.stdout and "| plain PyTorch | VAE k=1 |" in result.stdout
+    assert (
+        "| pyro-vae | VAE k=1 | 1, 100, geometric |" in result.stdout and "| plain PyTorch | VAE k=1 |" in result.stdout
+    )
     assert "-86.76" in result.stdout
     rows = json.loads((tmp_path / "run" / "reproduce_iwae.json").read_text())["rows"]
     assert len(rows) == 2 and all(r["test_log_likelihood"] < 0 for r in rows)
@@ -51,8 +112,24 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
     """--curve-every: log p(x) on a test subset every N epochs into metrics.jsonl and quality_curve.png; the
     plain twin trains on the same recipe (the paper's: its schedule, Adam eps, output bias) and stops at
     --reference-until; --resume hands a run's folder back (a finished run is left as it is)."""
-    common = ["benchmarks/reproduce_iwae.py", "--data-dir", str(data_dir), "--epochs", "2", "--paper-recipe",
-              "--curve-every", "1", "--curve-images", "40", "--curve-samples", "4", "--eval-samples", "0", "--threads", "1"]
+    common = [
+        "benchmarks/reproduce_iwae.py",
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        "2",
+        "--paper-recipe",
+        "--curve-every",
+        "1",
+        "--curve-images",
+        "40",
+        "--curve-samples",
+        "4",
+        "--eval-samples",
+        "0",
+        "--threads",
+        "1",
+    ]
     result = run([*common, "--out", str(tmp_path / "run")])
     assert result.returncode == 0, result.stderr
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -73,9 +150,21 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
     assert resumed.returncode == 0, resumed.stderr
     assert "finished run" in resumed.stderr and "| pyro-vae | VAE k=1 | 2, 100, paper |" in resumed.stdout
 
-    compared = run(["benchmarks/quality_curves.py", str(tmp_path / "run"), str(tmp_path / "plain"), "--levels", "-1000",
-                    "-1", "--out", str(tmp_path / "curves.png")])
+    compared = run(
+        [
+            "benchmarks/quality_curves.py",
+            str(tmp_path / "run"),
+            str(tmp_path / "plain"),
+            "--levels",
+            "-1000",
+            "-1",
+            "--out",
+            str(tmp_path / "curves.png"),
+        ]
+    )
     assert compared.returncode == 0, compared.stderr
     (plain_line,) = [line for line in compared.stdout.splitlines() if line.startswith("| plain PyTorch (plain) |")]
-    assert plain_line.endswith("min (epoch 1) | not reached | " + plain_line.split(" | ")[-1])  # -1000 at once, -1 never
+    assert plain_line.endswith(
+        "min (epoch 1) | not reached | " + plain_line.split(" | ")[-1]
+    )  # -1000 at once, -1 never
     assert (tmp_path / "curves.png").stat().st_size > 0

@@ -13,19 +13,34 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae import beta_sweep
+from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.model import ModelConfig
+from pyro_vae.experiments import beta_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = beta_sweep.SweepConfig(betas=(0.0, 1.0), model=ModelConfig(hidden=(32,), z_dim=2), epochs=2, samples=2,
-                              threads=1)
+TINY = beta_sweep.SweepConfig(
+    betas=(0.0, 1.0), model=ModelConfig(hidden=(32,), z_dim=2), epochs=2, samples=2, threads=1
+)
 
 
 def test_script_writes_numbers_and_figures_and_reads_finished_points_back(tmp_path):
     out = tmp_path / "sweep"
-    command = [sys.executable, "scripts/beta_sweep.py", "--betas", "1", "--z-dim", "2", "--epochs", "1",
-               "--samples", "2", "--threads", "1", "--out", str(out)]
+    command = [
+        sys.executable,
+        "scripts/beta_sweep.py",
+        "--betas",
+        "1",
+        "--z-dim",
+        "2",
+        "--epochs",
+        "1",
+        "--samples",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     for name in ("sweep.json", "sweep.csv", "rate_distortion.png", "images.png"):
@@ -69,8 +84,9 @@ def test_the_autoencoders_distortion_is_its_reconstruction_error(tiny_sweep):
     assert beta_0["rate"] > beta_1["rate"]  # without a price on it, the rate grows
 
 
-@pytest.mark.parametrize("values, message", [(dict(betas=(-1.0,)), "--betas"), (dict(betas=()), "--betas"),
-                                             (dict(samples=0), "--samples")])
+@pytest.mark.parametrize(
+    "values, message", [(dict(betas=(-1.0,)), "--betas"), (dict(betas=()), "--betas"), (dict(samples=0), "--samples")]
+)
 def test_bad_settings_are_refused(values, message):
     with pytest.raises(ConfigError, match=message):
         beta_sweep.SweepConfig(**values)
@@ -78,8 +94,25 @@ def test_bad_settings_are_refused(values, message):
 
 def test_ctrl_c_stops_the_sweep_with_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "sweep"
-    process = subprocess.Popen([sys.executable, "scripts/beta_sweep.py", "--betas", "1", "--z-dim", "2", "--epochs", "1000",
-                                "--threads", "1", "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "scripts/beta_sweep.py",
+            "--betas",
+            "1",
+            "--z-dim",
+            "2",
+            "--epochs",
+            "1000",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "beta-1" / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae import checkpoints
-from pyro_vae.checkpoints import CheckpointError
-from pyro_vae.cli import main
-from pyro_vae.evaluate_cli import main as evaluate_main
-from pyro_vae.resume import Progress, load_run_checkpoint
+from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.train import main
+from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoints import CheckpointError
+from pyro_vae.training.state import Progress, load_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "16", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -62,8 +62,9 @@ def refused(folder: Path) -> str:
 
 def structural_variants(good: dict) -> list[tuple[str, object]]:
     """(name, object) pairs, each a checkpoint changed in one way that a true checksum does not reveal."""
-    variants: list[tuple[str, object]] = [(f"top level {type(v).__name__}", v) for v in
-                                          ([], None, 3, "checkpoint", torch.zeros(3), {})]
+    variants: list[tuple[str, object]] = [
+        (f"top level {type(v).__name__}", v) for v in ([], None, 3, "checkpoint", torch.zeros(3), {})
+    ]
 
     def changed(name: str, change) -> None:
         c = copy.deepcopy(good)
@@ -83,8 +84,16 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
     changed("config with z_dim 10**30", lambda c: c["config"]["model"].update(z_dim=10**30))
     changed("config of another guide", lambda c: c["config"]["model"].update(guide="full-covariance"))
     for name, tensor in good["model_state"].items():
-        changed(f"{name} transposed or grown", lambda c, n=name, t=tensor: c["model_state"].update(
-            {n: t.t().contiguous() if t.dim() == 2 and t.shape[0] != t.shape[1] else torch.cat([t.reshape(-1), t.reshape(-1)[:1]])}))
+        changed(
+            f"{name} transposed or grown",
+            lambda c, n=name, t=tensor: c["model_state"].update(
+                {
+                    n: t.t().contiguous()
+                    if t.dim() == 2 and t.shape[0] != t.shape[1]
+                    else torch.cat([t.reshape(-1), t.reshape(-1)[:1]])
+                }
+            ),
+        )
         changed(f"{name} float64", lambda c, n=name: c["model_state"].update({n: c["model_state"][n].double()}))
         changed(f"{name} a list", lambda c, n=name: c["model_state"].update({n: c["model_state"][n].tolist()}))
         if tensor.is_floating_point():
@@ -93,8 +102,10 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
     changed("model_state missing a tensor", lambda c: c["model_state"].pop(next(iter(c["model_state"]))))
     changed("model_state with an extra tensor", lambda c: c["model_state"].update(extra=torch.zeros(1)))
     for index in good["optimizer_state"]["state"]:
+
         def entry(c, i=index):
             return c["optimizer_state"]["state"][i]
+
         changed(f"Adam {index} exp_avg of the wrong shape", lambda c, e=entry: e(c).update(exp_avg=torch.zeros(7, 3)))
         changed(f"Adam {index} exp_avg_sq negative", lambda c, e=entry: e(c).update(exp_avg_sq=-e(c)["exp_avg_sq"] - 1))
         changed(f"Adam {index} exp_avg NaN", lambda c, e=entry: e(c)["exp_avg"].view(-1).__setitem__(0, float("nan")))
@@ -102,19 +113,41 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
         changed(f"Adam {index} step a string", lambda c, e=entry: e(c).update(step="1"))
         changed(f"Adam {index} without exp_avg", lambda c, e=entry: e(c).pop("exp_avg"))
     changed("Adam with a state for a parameter it lacks", lambda c: c["optimizer_state"]["state"].update({99: {}}))
-    changed("Adam with two parameter groups", lambda c: c["optimizer_state"]["param_groups"].append(
-        copy.deepcopy(c["optimizer_state"]["param_groups"][0])))
+    changed(
+        "Adam with two parameter groups",
+        lambda c: c["optimizer_state"]["param_groups"].append(copy.deepcopy(c["optimizer_state"]["param_groups"][0])),
+    )
     changed("Adam's group missing a parameter", lambda c: c["optimizer_state"]["param_groups"][0]["params"].pop())
     changed("Adam's lr a string", lambda c: c["optimizer_state"]["param_groups"][0].update(lr="fast"))
     changed("Adam's state a list", lambda c: c.update(optimizer_state=[]))
-    for name, value in [("epoch", 99), ("epoch", -1), ("epoch", "1"), ("epoch", 1.5), ("epoch", True), ("step", -1),
-                        ("step", 10**30), ("batch", -2), ("images", -5), ("skipped", None), ("loss_sum", float("nan")),
-                        ("loss_sum", float("-inf")), ("seconds", float("inf")), ("metrics", []), ("metrics", None),
-                        ("metrics", [{"epoch": 3}]), ("permutation", torch.zeros(4000, dtype=torch.int64)),
-                        ("permutation", torch.arange(4000.0)), ("permutation", torch.arange(4000).reshape(2, 2000)),
-                        ("permutation", [0, 1]), ("colour", "red")]:
+    for name, value in [
+        ("epoch", 99),
+        ("epoch", -1),
+        ("epoch", "1"),
+        ("epoch", 1.5),
+        ("epoch", True),
+        ("step", -1),
+        ("step", 10**30),
+        ("batch", -2),
+        ("images", -5),
+        ("skipped", None),
+        ("loss_sum", float("nan")),
+        ("loss_sum", float("-inf")),
+        ("seconds", float("inf")),
+        ("metrics", []),
+        ("metrics", None),
+        ("metrics", [{"epoch": 3}]),
+        ("permutation", torch.zeros(4000, dtype=torch.int64)),
+        ("permutation", torch.arange(4000.0)),
+        ("permutation", torch.arange(4000).reshape(2, 2000)),
+        ("permutation", [0, 1]),
+        ("colour", "red"),
+    ]:
         changed(f"progress {name} = {str(value)[:20]}", lambda c, n=name, v=value: c["progress"].update({n: v}))
-    changed("progress batch past the epoch's end", lambda c: c["progress"].update(permutation=torch.randperm(4000), batch=999))
+    changed(
+        "progress batch past the epoch's end",
+        lambda c: c["progress"].update(permutation=torch.randperm(4000), batch=999),
+    )
     changed("progress a list", lambda c: c.update(progress=[]))
     changed("epoch disagreeing with progress", lambda c: c.update(epoch=0))
     changed("step disagreeing with progress", lambda c: c.update(step=c["step"] + 1))
@@ -144,8 +177,10 @@ def test_hundreds_of_damaged_and_tampered_checkpoints_are_refused_in_one_line(tr
     tried = 0
 
     rng = random.Random(0)
-    damaged = [original[:cut] for cut in [0, 1, 10, len(original) // 2, len(original) - 1]
-               + rng.sample(range(2, len(original) - 1), 35)]
+    damaged = [
+        original[:cut]
+        for cut in [0, 1, 10, len(original) // 2, len(original) - 1] + rng.sample(range(2, len(original) - 1), 35)
+    ]
     for position in rng.sample(range(len(original)), 150):  # one flipped bit anywhere: header or payload
         flipped = bytearray(original)
         flipped[position] ^= 1 << rng.randrange(8)
@@ -188,6 +223,7 @@ def test_hundreds_of_damaged_and_tampered_checkpoints_are_refused_in_one_line(tr
 
 def test_the_checks_know_every_progress_field():
     from dataclasses import fields
+
     assert {f.name for f in fields(Progress)} == checkpoints.PROGRESS
 
 
@@ -200,8 +236,13 @@ def test_a_wrong_shaped_adam_state_is_refused_before_it_reaches_the_fused_kernel
     for name in ("config.json", "metrics.jsonl"):
         (run / name).write_bytes((trained / name).read_bytes())
     write_payload(run / "checkpoint.pt", tampered)
-    result = subprocess.run([sys.executable, "scripts/svi_train.py", "--resume", str(run), "--epochs", "2", "--no-progress"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "scripts/svi_train.py", "--resume", str(run), "--epochs", "2", "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "exp_avg has shape (3,)" in result.stderr
 

@@ -10,21 +10,44 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae import checkpoints
-from pyro_vae.cli import main
+from pyro_vae.cli.train import main
+from pyro_vae.training import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUTS = [".lock", "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "loss_curve.png",
-           "reconstructions.png", "samples.png", "latent.png"]
+OUTPUTS = [
+    ".lock",
+    "config.json",
+    "metrics.jsonl",
+    "checkpoint.pt",
+    "summary.json",
+    "loss_curve.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent.png",
+]
 
 
 def test_one_short_epoch_writes_every_output(tmp_path):
     """The real entry point, as a user runs it, on the offline default data."""
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "scripts/svi_train.py", "--epochs", "1", "--hidden", "64", "--z-dim", "4",
-         "--out", str(out), "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/svi_train.py",
+            "--epochs",
+            "1",
+            "--hidden",
+            "64",
+            "--z-dim",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
@@ -91,9 +114,14 @@ def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, capsys, args, messag
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("out, message", [("/dev/null", "exists and is not a folder"),
-                                          ("/proc/pyro-vae/run", "cannot make the run folder"),
-                                          ("x" * 300, "File name too long")])
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("/dev/null", "exists and is not a folder"),
+        ("/proc/pyro-vae/run", "cannot make the run folder"),
+        ("x" * 300, "File name too long"),
+    ],
+)
 def test_an_output_folder_that_cannot_be_made_is_one_line(out, message, capsys):
     assert main(["--epochs", "1", "--out", out, "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -120,12 +148,15 @@ def test_argparse_rejects_malformed_flags(capsys, args, message):
 def test_a_one_dimensional_latent_space_trains_and_plots(tmp_path):
     """z-dim 1 once crashed in the latent plot, so such a run could never finish."""
     out = tmp_path / "run"
-    assert main(["--z-dim", "1", "--hidden", "16", "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(["--z-dim", "1", "--hidden", "16", "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(out)])
+        == 0
+    )
     assert (out / "latent.png").stat().st_size > 0 and (out / "summary.json").exists()
 
 
 def test_evaluate_refuses_a_k_that_would_run_for_days(tmp_path, capsys):
-    from pyro_vae.evaluate_cli import main as evaluate_main
+    from pyro_vae.cli.evaluate import main as evaluate_main
 
     assert evaluate_main([str(tmp_path), "--samples", "10000000"]) == 2
     assert "--samples must be at most 1,000,000" in capsys.readouterr().err
@@ -134,19 +165,55 @@ def test_evaluate_refuses_a_k_that_would_run_for_days(tmp_path, capsys):
 def test_grey_pixel_likelihoods_train(tmp_path):
     for likelihood in ("gaussian", "continuous-bernoulli"):
         out = tmp_path / likelihood
-        assert main(["--likelihood", likelihood, "--epochs", "1", "--hidden", "32", "--z-dim", "2",
-                     "--out", str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "--likelihood",
+                    likelihood,
+                    "--epochs",
+                    "1",
+                    "--hidden",
+                    "32",
+                    "--z-dim",
+                    "2",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         assert json.loads((out / "summary.json").read_text())["binarization"] == "none"
 
 
 def test_eval_samples_writes_log_likelihood_and_evaluate_reads_the_checkpoint(tmp_path, capsys):
     """--eval-samples K puts log p(x) into metrics.jsonl every --eval-every epochs and at the end; the
     evaluate command recomputes it from the checkpoint: the same seed and K give the same number."""
-    from pyro_vae.evaluate_cli import main as evaluate_main
+    from pyro_vae.cli.evaluate import main as evaluate_main
 
     out = tmp_path / "run"
-    assert main(["--epochs", "3", "--hidden", "32", "--z-dim", "3", "--eval-samples", "20", "--eval-every", "2",
-                 "--lr-final", "1e-4", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--epochs",
+                "3",
+                "--hidden",
+                "32",
+                "--z-dim",
+                "3",
+                "--eval-samples",
+                "20",
+                "--eval-every",
+                "2",
+                "--lr-final",
+                "1e-4",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert ["test_log_likelihood" in r for r in records] == [False, True, True]
     assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-3 * 0.1**0.5, 1e-4])
@@ -160,7 +227,7 @@ def test_eval_samples_writes_log_likelihood_and_evaluate_reads_the_checkpoint(tm
 
 
 def test_evaluate_without_a_checkpoint_says_why(tmp_path, capsys):
-    from pyro_vae.evaluate_cli import main as evaluate_main
+    from pyro_vae.cli.evaluate import main as evaluate_main
 
     assert evaluate_main([str(tmp_path)]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
@@ -168,11 +235,22 @@ def test_evaluate_without_a_checkpoint_says_why(tmp_path, capsys):
 
 @pytest.mark.parametrize("guide", ["full-covariance", "flow", "local"])
 def test_richer_guides_train_resume_and_evaluate_from_the_command_line(tmp_path, guide):
-    from pyro_vae.evaluate_cli import main as evaluate_main
+    from pyro_vae.cli.evaluate import main as evaluate_main
 
     out = tmp_path / guide
-    common = ["--hidden", "32", "--z-dim", "2", "--guide", guide, "--estimator", "meanfield", "--no-progress",
-              "--local-points", "500"]
+    common = [
+        "--hidden",
+        "32",
+        "--z-dim",
+        "2",
+        "--guide",
+        guide,
+        "--estimator",
+        "meanfield",
+        "--no-progress",
+        "--local-points",
+        "500",
+    ]
     assert main([*common, "--epochs", "1", "--out", str(out)]) == 0
     assert main([*common, "--epochs", "2", "--resume", str(out)]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -184,11 +262,33 @@ def test_richer_guides_train_resume_and_evaluate_from_the_command_line(tmp_path,
 def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     """--guide local trains on --local-points training images and fits as many test images' q with the
     decoder fixed; its test loss falls with training, and evaluate uses the same rows."""
-    from pyro_vae.evaluate_cli import main as evaluate_main
+    from pyro_vae.cli.evaluate import main as evaluate_main
 
     out = tmp_path / "local"
-    assert main(["--guide", "local", "--local-points", "200", "--hidden", "32", "--z-dim", "2", "--epochs", "4",
-                 "--batch-size", "50", "--eval-samples", "20", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--guide",
+                "local",
+                "--local-points",
+                "200",
+                "--hidden",
+                "32",
+                "--z-dim",
+                "2",
+                "--epochs",
+                "4",
+                "--batch-size",
+                "50",
+                "--eval-samples",
+                "20",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())["model"]
     assert (config["local_points"], config["local_test_points"]) == (200, 200)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -198,14 +298,16 @@ def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     assert state["q.table.weight"].shape == (400, 4)
     assert evaluate_main([str(out), "--samples", "20"]) == 0
     result = json.loads((out / "evaluation-epoch4-K20.json").read_text())
-    assert result["images"] == 200 and result["test_log_likelihood"] == pytest.approx(records[-1]["test_log_likelihood"], rel=1e-6)
+    assert result["images"] == 200 and result["test_log_likelihood"] == pytest.approx(
+        records[-1]["test_log_likelihood"], rel=1e-6
+    )
     assert evaluate_main([str(out), "--amortization-gap", "5"]) == 2
 
 
 def test_evaluate_measures_the_amortization_gap(tmp_path, capsys):
     """--amortization-gap S fits q per image with the decoder fixed, starting at the encoder's q; after
     enough steps its ELBO is above the encoder's."""
-    from pyro_vae.evaluate_cli import main as evaluate_main
+    from pyro_vae.cli.evaluate import main as evaluate_main
 
     out = tmp_path / "run"
     assert main(["--hidden", "32", "--z-dim", "2", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0

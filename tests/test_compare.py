@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae import compare
+from pyro_vae.experiments import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,10 +51,34 @@ def test_decoder_gradients_agree_and_encoder_variance_drops_with_the_exact_kl():
 def test_script_writes_every_output(tmp_path):
     out = tmp_path / "cmp"
     result = subprocess.run(
-        [sys.executable, "scripts/compare_estimators.py", "--steps", "6", "--early-step", "2", "--eval-every", "3",
-         "--draws", "4", "--seeds", "2", "--timed", "trace", "iwae", "--iwae-particles", "2", "--out", str(out),
-         "--estimators", "trace", "score-baseline"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/compare_estimators.py",
+            "--steps",
+            "6",
+            "--early-step",
+            "2",
+            "--eval-every",
+            "3",
+            "--draws",
+            "4",
+            "--seeds",
+            "2",
+            "--timed",
+            "trace",
+            "iwae",
+            "--iwae-particles",
+            "2",
+            "--out",
+            str(out),
+            "--estimators",
+            "trace",
+            "score-baseline",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     for name in ("results.json", "variance.csv", "curves.csv", "timing.csv", "report.md", "variance.png", "curves.png"):
@@ -66,6 +90,19 @@ def test_script_writes_every_output(tmp_path):
 
 
 def test_script_refuses_an_early_step_after_the_end(tmp_path):
-    result = subprocess.run([sys.executable, "scripts/compare_estimators.py", "--steps", "5", "--early-step", "9",
-                             "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/compare_estimators.py",
+            "--steps",
+            "5",
+            "--early-step",
+            "9",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "--early-step" in result.stderr

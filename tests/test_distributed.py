@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import rtol_for
-from pyro_vae import evaluate
-from pyro_vae.cli import main
-from pyro_vae.evaluate_cli import main as evaluate_main
-from pyro_vae.distributed import SINGLE
-from pyro_vae.resume import load_run_checkpoint
-from pyro_vae.run import build_run
 from test_reliability import assert_same_run, final_state, wait_for
 from two_rank_probe import BATCH, CONFIG, EVAL, SEED, binary_batch
+
+from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.train import main
+from pyro_vae.distributed import SINGLE
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.training.build import build_run
+from pyro_vae.training.state import load_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -32,8 +32,15 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def torchrun(args: list[str], script: str = "scripts/svi_train.py", **popen) -> subprocess.Popen:
-    return subprocess.Popen(TORCHRUN + [script, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
+    return subprocess.Popen(
+        TORCHRUN + [script, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        **popen,
+    )
 
 
 def finished(process: subprocess.Popen, timeout: float = 240) -> str:
@@ -61,7 +68,9 @@ def probe(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The probe's run built by one process: the same initial weights."""
-    return build_run(replace(CONFIG, out=str(tmp_path_factory.mktemp("reference") / "run")), SINGLE, log=lambda line: None)
+    return build_run(
+        replace(CONFIG, out=str(tmp_path_factory.mktemp("reference") / "run")), SINGLE, log=lambda line: None
+    )
 
 
 def test_averaged_gradient_is_the_whole_batch_gradient(probe, reference):
@@ -84,7 +93,9 @@ def test_sharded_evaluation_equals_one_process(probe, reference):
     single = evaluate.log_likelihood(reference.vae, x, EVAL["samples"], max_rows=EVAL["max_rows"])
     assert probe["per_image"] == single.per_image.tolist()
     assert (probe["log_px"], probe["standard_error"]) == (single.value, single.standard_error)
-    assert probe["negative_elbo"] == evaluate.negative_elbo(reference.vae, x, EVAL["elbo_samples"], chunk_size=EVAL["chunk_size"])
+    assert probe["negative_elbo"] == evaluate.negative_elbo(
+        reference.vae, x, EVAL["elbo_samples"], chunk_size=EVAL["chunk_size"]
+    )
 
 
 def test_ranks_with_different_weights_are_never_checkpointed(probe):
@@ -114,6 +125,7 @@ def test_resume_with_another_number_of_processes_says_what_is_not_exact(tmp_path
 def test_two_processes_reach_the_test_loss_of_one_within_monte_carlo_noise(tmp_path, straight):
     """The same global batch on 1 and on 2 processes, 4 seeds each: the mean final test loss agrees within
     5 standard errors of the difference (the seeds' spread)."""
+
     def final_loss(run: Path) -> float:
         return final_state(run)[1][-1]["test_loss"]
 
@@ -132,7 +144,9 @@ def rank_pid(out: Path, rank: int) -> int:
     """The process id of rank `rank` of the job writing `out`."""
     for proc in Path("/proc").iterdir():
         try:
-            if str(out) in (proc / "cmdline").read_text() and f"RANK={rank}" in (proc / "environ").read_text().split("\0"):
+            if str(out) in (proc / "cmdline").read_text() and f"RANK={rank}" in (proc / "environ").read_text().split(
+                "\0"
+            ):
                 return int(proc.name)
         except (OSError, ValueError):
             continue

@@ -10,8 +10,8 @@ from conftest import rtol_for
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae import analytic
-from pyro_vae.model import LIKELIHOODS, VAE, ModelConfig
+from pyro_vae.core import analytic
+from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
 
 
 def small_vae(likelihood: str, device, dtype, seed: int = 0) -> VAE:
@@ -96,7 +96,9 @@ def test_gradients_equal_pyro_differentiable_loss(device, dtype, likelihood):
     names = [n for n, p in vae.named_parameters() if p.requires_grad]
     assert any(n.startswith("q.encoder") for n in names) and any(n.startswith("decoder") for n in names)
     for name, g_pyro, g_hand in zip(names, pyro_grads, hand_grads):
-        torch.testing.assert_close(g_pyro, g_hand, rtol=rtol_for(dtype), atol=rtol_for(dtype) * g_hand.abs().max().item(), msg=name)
+        torch.testing.assert_close(
+            g_pyro, g_hand, rtol=rtol_for(dtype), atol=rtol_for(dtype) * g_hand.abs().max().item(), msg=name
+        )
 
 
 def test_reparameterized_sample_gradient(device, dtype):

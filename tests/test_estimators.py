@@ -8,10 +8,10 @@ import pytest
 import torch
 from pyro import poutine
 
+from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.estimators import ESTIMATORS, ELBOLoss, build_elbo
-from pyro_vae.model import VAE, ModelConfig
-from pyro_vae.train import TrainConfig
+from pyro_vae.training.loop import TrainConfig
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -78,11 +78,13 @@ def test_iwae_loss_and_gradient_equal_pyro_renyi_elbo(num_particles):
             pyro.module("vae", vae)
             with poutine.scale(scale=float(batch)):
                 fn(x)
+
         return run
 
     pyro.clear_param_store()
-    renyi = pyro.infer.RenyiELBO(alpha=0, num_particles=num_particles, vectorize_particles=num_particles > 1,
-                                 max_plate_nesting=1)
+    renyi = pyro.infer.RenyiELBO(
+        alpha=0, num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
     pyro.set_rng_seed(1)
     vae.zero_grad()
     theirs = renyi.loss_and_grads(unscaled(vae.model), unscaled(vae.guide), x) / batch

@@ -13,10 +13,10 @@ from conftest import rtol_for
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae import analytic
-from pyro_vae.cli import main
-from pyro_vae.model import VAE, ModelConfig
-from pyro_vae.trained_run import load_run
+from pyro_vae.cli.train import main
+from pyro_vae.core import analytic
+from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.training.trained_run import load_run
 
 mpmath.mp.dps = 50
 LOGITS = [-80.0, -50.0, -39.9, -25.0, -20.5, -12.0, -0.3, 0.0, 1e-3, 0.7, 12.0, 20.5, 25.0, 30.0, 39.9, 50.0, 80.0]
@@ -48,8 +48,12 @@ def test_log_likelihoods_are_exact_per_pixel_at_any_logit(device, dtype, name):
     x = torch.tensor([p[0] for p in pairs], dtype=dtype, device=device)
     logits = torch.tensor([p[1] for p in pairs], dtype=dtype, device=device)
     exact_fn = exact_bernoulli if name == "bernoulli" else exact_continuous_bernoulli
-    exact = torch.tensor([exact_fn(float(a), float(b)) for a, b in zip(x.tolist(), logits.tolist())], dtype=torch.float64)
-    log_likelihood = analytic.bernoulli_log_likelihood if name == "bernoulli" else analytic.continuous_bernoulli_log_likelihood
+    exact = torch.tensor(
+        [exact_fn(float(a), float(b)) for a, b in zip(x.tolist(), logits.tolist())], dtype=torch.float64
+    )
+    log_likelihood = (
+        analytic.bernoulli_log_likelihood if name == "bernoulli" else analytic.continuous_bernoulli_log_likelihood
+    )
     got = log_likelihood(x.unsqueeze(-1), logits.unsqueeze(-1)).double().cpu()  # one pixel per row
     assert ((got - exact).abs() <= tolerance(dtype, exact)).all(), (got - exact).abs().max()
 
@@ -89,8 +93,26 @@ def test_a_trained_continuous_bernoulli_model_scores_one_density(tmp_path):
     """After training (logits beyond 12 reached), Pyro's loss on the x site (what training minimizes) and
     the hand-derived ELBO (what the test loss reports) agree on the same z to float32 precision."""
     out = tmp_path / "run"
-    assert main(["--likelihood", "continuous-bernoulli", "--hidden", "64", "--z-dim", "4", "--epochs", "3",
-                 "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--likelihood",
+                "continuous-bernoulli",
+                "--hidden",
+                "64",
+                "--z-dim",
+                "4",
+                "--epochs",
+                "3",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     run = load_run(out)
     x = run.test_images()[::50]
     vae = run.vae
@@ -143,7 +165,7 @@ def test_every_closed_form_broadcasts_over_batch_shapes_of_any_rank(case, wide):
     expanded = []
     for argument, make in zip(arguments, makers):
         event = 2 if make.__name__ == "tril" else 1
-        expanded.append(argument.expand(5, 2, *argument.shape[argument.dim() - event:]))
+        expanded.append(argument.expand(5, 2, *argument.shape[argument.dim() - event :]))
     torch.testing.assert_close(function(*arguments), function(*expanded), rtol=1e-12, atol=1e-12)
     assert function(*arguments).shape[:2] == (5, 2)
 

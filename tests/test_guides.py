@@ -13,22 +13,23 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from pyro_vae import analytic
+from pyro_vae.core import analytic
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.guides import GUIDES
+from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.estimators import ELBOLoss, build_elbo
-from pyro_vae.guides import GUIDES
-from pyro_vae.model import LIKELIHOODS, VAE, ModelConfig
-from pyro_vae.config import TrainConfig
-from pyro_vae.run import optimizers
-from pyro_vae.svi import fit_test_points
+from pyro_vae.training.build import optimizers
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.epoch import fit_test_points
 
 ROWS = 10  # the local guide's data points in these tests: 6 training rows, then 4 test rows
 
 
 def small_vae(guide: str, likelihood: str = "bernoulli", device="cpu", dtype=torch.float64) -> VAE:
     pyro.set_rng_seed(0)
-    config = ModelConfig(x_dim=20, hidden=(16,), z_dim=3, likelihood=likelihood, guide=guide,
-                         local_points=6, local_test_points=ROWS - 6)
+    config = ModelConfig(
+        x_dim=20, hidden=(16,), z_dim=3, likelihood=likelihood, guide=guide, local_points=6, local_test_points=ROWS - 6
+    )
     vae = VAE(config).to(device=device, dtype=dtype)
     if guide == "local":  # away from the prior, where every row would look the same
         torch.nn.init.normal_(vae.q.table.weight, std=0.3)
@@ -90,9 +91,15 @@ def test_full_covariance_kl_is_the_closed_form_under_meanfield(device, dtype):
     closed = vae.kl_to_prior(x)
     torch.testing.assert_close(kl_divergence(q, prior), closed, rtol=rtol_for(dtype), atol=0)
     eye = torch.eye(3, dtype=dtype, device=device)
-    torch.testing.assert_close(kl_divergence(MultivariateNormal(q.loc, scale_tril=q.scale_tril),
-                                             MultivariateNormal(torch.zeros_like(q.loc), scale_tril=eye)),
-                               closed, rtol=rtol_for(dtype), atol=0)
+    torch.testing.assert_close(
+        kl_divergence(
+            MultivariateNormal(q.loc, scale_tril=q.scale_tril),
+            MultivariateNormal(torch.zeros_like(q.loc), scale_tril=eye),
+        ),
+        closed,
+        rtol=rtol_for(dtype),
+        atol=0,
+    )
     trace = poutine.trace(vae.guide).get_trace(x)
     loss = TraceMeanField_ELBO().loss(vae.model, poutine.replay(vae.guide, trace=trace), x)
     with torch.no_grad():
@@ -107,7 +114,8 @@ def test_flow_makes_meanfield_fall_back_to_monte_carlo():
     trace = poutine.trace(vae.guide).get_trace(x)
     replayed = poutine.replay(vae.guide, trace=trace)
     assert TraceMeanField_ELBO().loss(vae.model, replayed, x) == pytest.approx(
-        Trace_ELBO().loss(vae.model, replayed, x), rel=1e-12)
+        Trace_ELBO().loss(vae.model, replayed, x), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("guide", ["full-covariance", "flow"])

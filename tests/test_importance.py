@@ -10,9 +10,11 @@ import pytest
 import torch
 from conftest import trained_2d_vae
 
-from pyro_vae import analytic, evaluate, importance, posterior
-from pyro_vae.cli import main
-from pyro_vae.evaluate_cli import main as evaluate_main
+from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.train import main
+from pyro_vae.core import analytic
+from pyro_vae.evaluation import importance, posterior
+from pyro_vae.evaluation import likelihood as evaluate
 
 
 @pytest.mark.parametrize("shape", [0.2, 0.5, 0.9])
@@ -32,7 +34,9 @@ def test_pareto_k_flags_heavy_tails_and_passes_light_ones():
     light = importance.pareto_k(torch.randn(1000, 200, generator=g, dtype=torch.float64) * 0.3)  # lognormal, sd 0.3
     u = torch.rand(1000, 200, generator=g, dtype=torch.float64)
     heavy = importance.pareto_k(-1.2 * u.log())  # Pareto tail of shape 1.2: infinite variance
-    assert (light < importance.UNRELIABLE_K).float().mean() > 0.95 and (heavy > importance.UNRELIABLE_K).float().mean() > 0.95
+    assert (light < importance.UNRELIABLE_K).float().mean() > 0.95 and (
+        heavy > importance.UNRELIABLE_K
+    ).float().mean() > 0.95
     assert importance.pareto_k(torch.zeros(20, 3)).isnan().all()  # K < 25: not estimable
 
 
@@ -48,7 +52,9 @@ def test_effective_sample_size_and_jackknife_at_their_limits():
 def test_the_jackknife_equals_its_definition():
     g = torch.Generator().manual_seed(2)
     log_w = torch.randn(7, 3, generator=g, dtype=torch.float64)
-    estimates = torch.stack([torch.logsumexp(torch.cat([log_w[:k], log_w[k + 1:]]), 0) - math.log(6) for k in range(7)])
+    estimates = torch.stack(
+        [torch.logsumexp(torch.cat([log_w[:k], log_w[k + 1 :]]), 0) - math.log(6) for k in range(7)]
+    )
     expected = 6 / 7 * (estimates - estimates.mean(0)).pow(2).sum(0)
     torch.testing.assert_close(importance.jackknife_variance(log_w), expected, rtol=1e-10, atol=0)
 
@@ -73,7 +79,9 @@ def test_the_standard_error_is_calibrated_on_a_trained_model(trained_2d, samples
     vae, x, truth = trained_2d
     with torch.no_grad():
         result = importance.calibration(vae, x, samples, seeds=30)
-        reported = evaluate.log_likelihood(vae, x, samples, seed=0, max_rows=samples * x.shape[0])  # one chunk: the same draws
+        reported = evaluate.log_likelihood(
+            vae, x, samples, seed=0, max_rows=samples * x.shape[0]
+        )  # one chunk: the same draws
     assert reported.value == pytest.approx(result["estimates"][0].mean().item(), rel=1e-12)
     eps = torch.randn(samples, x.shape[0], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
@@ -86,11 +94,16 @@ def test_the_standard_error_is_calibrated_on_a_trained_model(trained_2d, samples
 
 def test_evaluate_prints_and_records_the_diagnostics(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["--hidden", "32", "--z-dim", "4", "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(["--hidden", "32", "--z-dim", "4", "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(out)])
+        == 0
+    )
     assert evaluate_main([str(out), "--samples", "50", "--images", "40"]) == 0
     captured = capsys.readouterr()
     result = json.loads((out / "evaluation-epoch1-K50.json").read_text())
-    assert {"pareto_k_max", "pareto_k_above_0_7", "effective_sample_size_min", "effective_sample_size_median"} <= set(result)
+    assert {"pareto_k_max", "pareto_k_above_0_7", "effective_sample_size_min", "effective_sample_size_median"} <= set(
+        result
+    )
     assert "effective sample size" in captured.out and "Pareto k-hat at most" in captured.out
     rows = (out / "evaluation-epoch1-K50-images.csv").read_text().splitlines()
     assert rows[0] == "image,log_likelihood,standard_error,effective_sample_size,pareto_k" and len(rows) == 41

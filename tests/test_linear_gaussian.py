@@ -7,7 +7,7 @@ import torch
 import torch.distributions as td
 from conftest import rtol_for
 
-from pyro_vae import analytic, linear_gaussian
+from pyro_vae.core import analytic, linear_gaussian
 
 
 @pytest.fixture
@@ -54,7 +54,9 @@ def test_elbo_is_tight_at_the_exact_posterior(problem):
     x, W, b, sigma = problem
     post_loc, post_L = linear_gaussian.posterior(x, W, b, sigma)
     log_px = linear_gaussian.log_marginal(x, W, b, sigma)
-    torch.testing.assert_close(linear_gaussian.elbo(x, W, b, sigma, post_loc, post_L), log_px, rtol=rtol_for(x.dtype), atol=0)
+    torch.testing.assert_close(
+        linear_gaussian.elbo(x, W, b, sigma, post_loc, post_L), log_px, rtol=rtol_for(x.dtype), atol=0
+    )
 
 
 def test_posterior_is_bayes_rule(problem):
@@ -64,4 +66,6 @@ def test_posterior_is_bayes_rule(problem):
     z = torch.randn(x.shape[0], W.shape[1], dtype=x.dtype, device=x.device)
     log_post = td.MultivariateNormal(post_loc, scale_tril=post_L).log_prob(z)
     log_joint = analytic.gaussian_log_likelihood(x, z @ W.T + b, sigma) + analytic.standard_normal_log_prob(z)
-    torch.testing.assert_close(log_post + linear_gaussian.log_marginal(x, W, b, sigma), log_joint, rtol=rtol_for(x.dtype), atol=0)
+    torch.testing.assert_close(
+        log_post + linear_gaussian.log_marginal(x, W, b, sigma), log_joint, rtol=rtol_for(x.dtype), atol=0
+    )

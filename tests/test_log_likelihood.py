@@ -12,9 +12,10 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_vae import analytic, evaluate, linear_gaussian
+from pyro_vae.core import analytic, linear_gaussian
+from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.model import VAE, ModelConfig
+from pyro_vae.evaluation import likelihood as evaluate
 
 
 @dataclass
@@ -99,6 +100,7 @@ def test_matches_pyro_renyi_elbo_in_distribution():
         def run(x):
             with poutine.scale(scale=float(x.shape[0])):
                 fn(x)
+
         return run
 
     pyro.set_rng_seed(4)

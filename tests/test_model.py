@@ -6,13 +6,13 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
+from pyro.poutine.util import site_is_subsample
 
-from pyro_vae.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.model import LIKELIHOODS, VAE, ModelConfig
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
@@ -39,8 +39,15 @@ def test_decoder_mirrors_encoder():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(likelihood="poisson"), dict(activation="sine"), dict(z_dim=0), dict(sigma=-1.0),
-               dict(learn_sigma=True), dict(guide="flowers")]
+    "kwargs",
+    [
+        dict(likelihood="poisson"),
+        dict(activation="sine"),
+        dict(z_dim=0),
+        dict(sigma=-1.0),
+        dict(learn_sigma=True),
+        dict(guide="flowers"),
+    ],
 )
 def test_bad_model_config_is_refused(kwargs):
     with pytest.raises(ConfigError):

@@ -23,5 +23,7 @@ def test_notebook_runs_at_small_budget(path, monkeypatch, tmp_path):
     monkeypatch.setenv("PYRO_VAE_RUNS", str(tmp_path))  # the notebooks' runs and figures, out of the checkout
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    errors = [
+        o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"
+    ]
     assert not errors

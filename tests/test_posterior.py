@@ -9,9 +9,11 @@ import pytest
 import torch
 from conftest import trained_2d_vae
 
-from pyro_vae import analytic, evaluate, linear_gaussian, posterior
+from pyro_vae.core import analytic, linear_gaussian
+from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.model import VAE, ModelConfig
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation import posterior
 
 
 @dataclass
@@ -29,7 +31,11 @@ def test_grid_is_exact_on_the_linear_gaussian_model():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(6, 2, generator=g, dtype=torch.float64)
     b = torch.randn(6, generator=g, dtype=torch.float64)
-    x = torch.randn(4, 2, generator=g, dtype=torch.float64) @ W.T + b + 0.8 * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    x = (
+        torch.randn(4, 2, generator=g, dtype=torch.float64) @ W.T
+        + b
+        + 0.8 * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    )
     grid = posterior.grid_posterior(LinearGaussian2D(W, b, 0.8), x, limit=6.0, points=241)
     torch.testing.assert_close(grid.log_marginal, linear_gaussian.log_marginal(x, W, b, 0.8), rtol=0, atol=1e-8)
     # the grid's posterior mean is Bayes' rule's

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from pyro_vae import TrainConfig, train
-from pyro_vae.cli import main
-from pyro_vae.config import PAPER_EPOCHS
+from pyro_vae.cli.train import main
+from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.distributed import SINGLE
 from pyro_vae.errors import ConfigError
-from pyro_vae.model import VAE, ModelConfig
-from pyro_vae.run import build_run
+from pyro_vae.training.build import build_run
+from pyro_vae.training.config import PAPER_EPOCHS
 
 TINY = ModelConfig(hidden=(16,), z_dim=2)
 
@@ -27,7 +27,7 @@ def test_paper_schedule_is_the_papers_stages_at_its_own_length():
     rates = [config.learning_rate(epoch) for epoch in range(PAPER_EPOCHS)]
     starts = [0]
     for i in range(8):
-        stage = rates[starts[-1]: starts[-1] + 3**i]
+        stage = rates[starts[-1] : starts[-1] + 3**i]
         assert stage == pytest.approx([1e-3 * 10 ** (-i / 7)] * 3**i, rel=1e-12)
         starts.append(starts[-1] + 3**i)
     assert starts[-1] == PAPER_EPOCHS == 3280
@@ -78,7 +78,9 @@ def test_output_bias_starts_at_the_mean_training_images_logit(dtype):
 
 
 def test_a_run_starts_from_the_bias_and_adam_settings_it_asks_for(tmp_path):
-    config = TrainConfig(model=TINY, epochs=1, init_output_bias=True, adam_beta1=0.99, adam_eps=1e-4, out=str(tmp_path / "run"))
+    config = TrainConfig(
+        model=TINY, epochs=1, init_output_bias=True, adam_beta1=0.99, adam_eps=1e-4, out=str(tmp_path / "run")
+    )
     run = build_run(config, SINGLE, log=lambda line: None)
     mean = run.dataset.train.mean(0).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(run.vae.decoder.head.bias, torch.logit(mean))
@@ -93,19 +95,55 @@ def test_a_run_starts_from_the_bias_and_adam_settings_it_asks_for(tmp_path):
 
 def test_log_likelihood_on_the_first_test_images_every_n_epochs(tmp_path):
     """The quality curve: log p(x) on the first N test images every --eval-every epochs, into metrics."""
-    run = train(TrainConfig(model=TINY, epochs=2, eval_samples=8, eval_every=1, eval_images=30, threads=1,
-                            out=str(tmp_path / "run")), progress=False, log=lambda line: None)
+    run = train(
+        TrainConfig(
+            model=TINY, epochs=2, eval_samples=8, eval_every=1, eval_images=30, threads=1, out=str(tmp_path / "run")
+        ),
+        progress=False,
+        log=lambda line: None,
+    )
     assert [m["eval_images"] for m in run.metrics] == [30, 30]
     assert all(m["eval_samples"] == 8 and math.isfinite(m["test_log_likelihood"]) for m in run.metrics)
 
 
 def test_the_command_line_takes_the_recipe(tmp_path):
     out = tmp_path / "run"
-    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "2", "--lr-schedule", "paper", "--adam-eps", "1e-4",
-                 "--adam-beta1", "0.95", "--init-output-bias", "--eval-samples", "4", "--eval-images", "10",
-                 "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--hidden",
+                "16",
+                "--z-dim",
+                "2",
+                "--epochs",
+                "2",
+                "--lr-schedule",
+                "paper",
+                "--adam-eps",
+                "1e-4",
+                "--adam-beta1",
+                "0.95",
+                "--init-output-bias",
+                "--eval-samples",
+                "4",
+                "--eval-images",
+                "10",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
-    assert (config["lr_schedule"], config["adam_eps"], config["adam_beta1"], config["init_output_bias"]) == ("paper", 1e-4, 0.95, True)
+    assert (config["lr_schedule"], config["adam_eps"], config["adam_beta1"], config["init_output_bias"]) == (
+        "paper",
+        1e-4,
+        0.95,
+        True,
+    )
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["lr"] for m in metrics] == pytest.approx([1e-3, 1e-4])  # 2 epochs: stage 0, then the last
     assert metrics[-1]["eval_images"] == 10

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import pyro_vae.run as run_module
-from pyro_vae import checkpoints
-from pyro_vae.cli import main
+import pyro_vae.training.build as run_module
+from pyro_vae.cli.train import main
 from pyro_vae.errors import ConfigError
-from pyro_vae.resume import load_run_checkpoint
+from pyro_vae.training import checkpoints
+from pyro_vae.training.state import load_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -81,8 +81,13 @@ def test_resume_refuses_changed_settings_and_names_them(tmp_path, capsys, straig
 
 
 def spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "scripts/svi_train.py", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "scripts/svi_train.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -250,7 +255,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path,
 
 def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
     from pyro_vae.distributed import SINGLE
-    from pyro_vae.run_folder import RunFolder
+    from pyro_vae.training.run_folder import RunFolder
 
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
@@ -266,7 +271,7 @@ def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
 
 
 def test_ctrl_c_outside_the_training_loop_and_a_second_ctrl_c_say_what_happened(tmp_path, capsys, monkeypatch):
-    train_module = importlib.import_module("pyro_vae.train")  # the package exports its train function by that name
+    train_module = importlib.import_module("pyro_vae.training.loop")
 
     def pressed(*args, **kwargs):
         raise KeyboardInterrupt

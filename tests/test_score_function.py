@@ -9,16 +9,17 @@ import math
 import pytest
 import torch
 
-from pyro_vae import compare
-from pyro_vae.cli import main
-from pyro_vae.estimators import ELBOLoss, build_elbo
-from pyro_vae.model import VAE, ModelConfig
+from pyro_vae.cli.train import main
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.experiments import compare
 
 SMALL = ModelConfig(x_dim=6, hidden=(8,), z_dim=2)
 
 
-def gradient_moments(vae: VAE, estimator: str, x: torch.Tensor, draws: int, particles: int, seed: int
-                     ) -> tuple[torch.Tensor, ...]:
+def gradient_moments(
+    vae: VAE, estimator: str, x: torch.Tensor, draws: int, particles: int, seed: int
+) -> tuple[torch.Tensor, ...]:
     """Mean and standard error of each coordinate of the gradient (encoder, then decoder) over `draws`
     independent draws (`compare.gradient_draws`), each the average of `particles` vectorized samples; and
     the total variance."""
@@ -91,12 +92,25 @@ def test_a_batch_of_one_image_trains_without_a_baseline():
 
 def test_the_baseline_estimator_trains_and_resumes_exactly_from_the_command_line(tmp_path):
     """Two epochs straight equal one epoch and a resume (the baseline keeps no state between steps)."""
-    common = ["--hidden", "32", "--z-dim", "2", "--estimator", "score-baseline", "--no-progress", "--threads", "1",
-              "--batch-size", "300"]  # 4000 images: a smaller last batch every epoch
+    common = [
+        "--hidden",
+        "32",
+        "--z-dim",
+        "2",
+        "--estimator",
+        "score-baseline",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--batch-size",
+        "300",
+    ]  # 4000 images: a smaller last batch every epoch
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main([*common, "--epochs", "2", "--out", str(straight)]) == 0
     assert main([*common, "--epochs", "1", "--out", str(resumed)]) == 0
     assert main(["--resume", str(resumed), "--epochs", "2", "--no-progress"]) == 0
-    records = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, resumed)]
+    records = [
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, resumed)
+    ]
     assert [r["test_loss"] for r in records[0]] == [r["test_loss"] for r in records[1]]
     assert records[0][1]["test_loss"] < records[0][0]["test_loss"]

@@ -8,11 +8,12 @@ import json
 import pytest
 import torch
 
-from pyro_vae import data, report
-from pyro_vae.cli import main
-from pyro_vae.config import TrainConfig
-from pyro_vae.model import ModelConfig
-from pyro_vae.run import load_training_data
+from pyro_vae import data
+from pyro_vae.cli.train import main
+from pyro_vae.core.model import ModelConfig
+from pyro_vae.training import report
+from pyro_vae.training.build import load_training_data
+from pyro_vae.training.config import TrainConfig
 
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 
@@ -34,8 +35,12 @@ def test_mnist_holds_out_ten_thousand_by_default(data_dir):
     dataset = load_training_data(TrainConfig(dataset="mnist", data_dir=str(data_dir)), torch.device("cpu"))
     assert (dataset.train.shape[0], dataset.validation.shape[0], dataset.test.shape[0]) == (50000, 10000, 10000)
     assert dataset.is_binary is False and bool(((dataset.validation == 0) | (dataset.validation == 1)).all())
-    assert load_training_data(TrainConfig(dataset="mnist", data_dir=str(data_dir), validation=0),
-                              torch.device("cpu")).validation is None
+    assert (
+        load_training_data(
+            TrainConfig(dataset="mnist", data_dir=str(data_dir), validation=0), torch.device("cpu")
+        ).validation
+        is None
+    )
 
 
 def test_the_validation_loss_is_recorded_and_chooses_the_best_epoch(tmp_path):
@@ -45,8 +50,12 @@ def test_the_validation_loss_is_recorded_and_chooses_the_best_epoch(tmp_path):
     assert all("validation_loss" in r for r in records)
     summary = json.loads((out / "summary.json").read_text())
     best = min(records, key=lambda r: r["validation_loss"])
-    assert summary["best"] == dict(epoch=best["epoch"], validation_loss=best["validation_loss"],
-                                   test_loss=best["test_loss"], chosen_on="validation_loss")
+    assert summary["best"] == dict(
+        epoch=best["epoch"],
+        validation_loss=best["validation_loss"],
+        test_loss=best["test_loss"],
+        chosen_on="validation_loss",
+    )
     assert json.loads((out / "config.json").read_text())["validation"] == 500
 
 
@@ -79,9 +88,9 @@ def test_the_default_test_split_is_in_a_fixed_class_mixed_order():
 
 
 def test_the_library_refuses_grey_pixels_under_a_bernoulli_likelihood_as_the_command_line_does():
-    from pyro_vae import evaluate
+    from pyro_vae.core.model import VAE
     from pyro_vae.errors import DataError
-    from pyro_vae.model import VAE
+    from pyro_vae.evaluation import likelihood as evaluate
 
     vae = VAE(ModelConfig(hidden=(8,), z_dim=2))
     grey = data.load_dataset("default").test[:10]

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae import evaluate
-from pyro_vae.config import TrainConfig
+from pyro_vae.core.model import ModelConfig
 from pyro_vae.distributed import World
-from pyro_vae.model import ModelConfig
-from pyro_vae.run import TrainingError, build_run
-from pyro_vae.svi import svi_step
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.training.build import TrainingError, build_run
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.epoch import svi_step
 
 CONFIG = TrainConfig(model=ModelConfig(hidden=(32,), z_dim=2), threads=1)
 BATCH, SEED = 7, 100
@@ -45,8 +45,14 @@ def main(out: Path) -> None:
     x = run.dataset.test[: EVAL["images"]]
     log_px = evaluate.log_likelihood(run.vae, x, EVAL["samples"], max_rows=EVAL["max_rows"], world=world)
     elbo = evaluate.negative_elbo(run.vae, x, EVAL["elbo_samples"], chunk_size=EVAL["chunk_size"], world=world)
-    result = dict(shard=len(own), grads=[p.grad.tolist() for p in run.parameters], per_image=log_px.per_image.tolist(),
-                  log_px=log_px.value, standard_error=log_px.standard_error, negative_elbo=elbo)
+    result = dict(
+        shard=len(own),
+        grads=[p.grad.tolist() for p in run.parameters],
+        per_image=log_px.per_image.tolist(),
+        log_px=log_px.value,
+        standard_error=log_px.standard_error,
+        negative_elbo=elbo,
+    )
     result["digest_check_passes"] = run.checkpoint()["step"] == 0
     if world.rank == 1:
         with torch.no_grad():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import VAE
+from pyro_vae.core.model import VAE
 
 
 @torch.no_grad()

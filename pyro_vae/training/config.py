@@ -10,18 +10,30 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import data
-from .errors import ConfigError
-from .estimators import SCORE_FUNCTION, build_elbo
-from .model import ModelConfig
-from .settings import from_values
+from pyro_vae import data
+from pyro_vae.core.estimators import SCORE_FUNCTION, build_elbo
+from pyro_vae.core.model import ModelConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.settings import from_values
 
 LR_SCHEDULES = ("geometric", "paper")
 # the largest value each setting may take: far beyond any sensible run, small enough that no size overflows
 # and no command is asked to run for years (a larger value is refused up front, naming the bound)
-UPPER_BOUNDS = {"num_particles": 100_000, "batch_size": 10_000_000, "epochs": 1_000_000, "checkpoint_every": 1_000_000,
-                "lr": 10.0, "local_lr": 1000.0, "beta": 1e6, "kl_warmup": 1e6, "eval_samples": 1_000_000,
-                "eval_every": 1_000_000, "eval_images": 100_000_000, "validation": 100_000_000, "threads": 4096}
+UPPER_BOUNDS = {
+    "num_particles": 100_000,
+    "batch_size": 10_000_000,
+    "epochs": 1_000_000,
+    "checkpoint_every": 1_000_000,
+    "lr": 10.0,
+    "local_lr": 1000.0,
+    "beta": 1e6,
+    "kl_warmup": 1e6,
+    "eval_samples": 1_000_000,
+    "eval_every": 1_000_000,
+    "eval_images": 100_000_000,
+    "validation": 100_000_000,
+    "threads": 4096,
+}
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3,280: Burda et al.'s eight stages of 3^i epochs
 
 
@@ -63,7 +75,9 @@ class TrainConfig:
         if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
             object.__setattr__(self, "model", from_values(ModelConfig, self.model, "model"))
         if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
-            raise ConfigError(f"--eval-samples must be 0 or more and --eval-every at least 1, got {self.eval_samples}, {self.eval_every}")
+            raise ConfigError(
+                f"--eval-samples must be 0 or more and --eval-every at least 1, got {self.eval_samples}, {self.eval_every}"
+            )
         if self.lr_final is not None and not (self.lr_final > 0 and math.isfinite(self.lr_final)):
             raise ConfigError(f"--lr-final must be a positive number, got {self.lr_final}")
         for name in ("num_particles", "batch_size", "epochs", "checkpoint_every"):
@@ -83,12 +97,18 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.lr_schedule == "paper" and self.lr_final is not None:
-            raise ConfigError("--lr-schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out --lr-final")
+            raise ConfigError(
+                "--lr-schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out --lr-final"
+            )
         if not (0 <= self.adam_beta1 < 1 and 0 < self.adam_eps < 1):
-            raise ConfigError(f"--adam-beta1 must be in [0, 1) and --adam-eps in (0, 1), got {self.adam_beta1}, {self.adam_eps}")
+            raise ConfigError(
+                f"--adam-beta1 must be in [0, 1) and --adam-eps in (0, 1), got {self.adam_beta1}, {self.adam_eps}"
+            )
         if self.init_output_bias and self.model.likelihood != "bernoulli":
-            raise ConfigError("--init-output-bias sets Bernoulli logits to the mean training image's; "
-                              f"it is for --likelihood bernoulli, not {self.model.likelihood}")
+            raise ConfigError(
+                "--init-output-bias sets Bernoulli logits to the mean training image's; "
+                f"it is for --likelihood bernoulli, not {self.model.likelihood}"
+            )
         if self.eval_images is not None and self.eval_images < 1:
             raise ConfigError(f"--eval-images must be at least 1, got {self.eval_images}")
         if self.validation is not None and self.validation < 0:
@@ -98,29 +118,41 @@ class TrainConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.binarization is not None and self.binarization not in data.BINARIZATIONS:
-            raise ConfigError(f"unknown binarization {self.binarization!r}; choose one of: {', '.join(data.BINARIZATIONS)}")
+            raise ConfigError(
+                f"unknown binarization {self.binarization!r}; choose one of: {', '.join(data.BINARIZATIONS)}"
+            )
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         build_elbo(self.estimator, self.num_particles)  # validates the name and particle count
         if self.estimator == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
-            raise ConfigError("--estimator iwae trains the importance-weighted bound, which has no separate KL "
-                              "term to weight; leave --beta at 1 and --kl-warmup at 0")
+            raise ConfigError(
+                "--estimator iwae trains the importance-weighted bound, which has no separate KL "
+                "term to weight; leave --beta at 1 and --kl-warmup at 0"
+            )
         self._check_estimator_and_guide()
 
     def _check_estimator_and_guide(self) -> None:
         """The combinations of estimator, guide and KL weight that have no meaning, refused."""
         if self.estimator in SCORE_FUNCTION and (self.beta != 1 or self.kl_warmup > 0):
-            raise ConfigError(f"--estimator {self.estimator} weights the KL term as Pyro scales the z site, which "
-                              "would scale the score function's weight too; leave --beta at 1 and --kl-warmup at 0")
+            raise ConfigError(
+                f"--estimator {self.estimator} weights the KL term as Pyro scales the z site, which "
+                "would scale the score function's weight too; leave --beta at 1 and --kl-warmup at 0"
+            )
         if self.estimator in SCORE_FUNCTION and self.model.guide == "delta":
-            raise ConfigError("--guide delta is a point mass: its log-density does not move with the encoder, so "
-                              "it has no score function; train it with a pathwise estimator (trace, meanfield)")
+            raise ConfigError(
+                "--guide delta is a point mass: its log-density does not move with the encoder, so "
+                "it has no score function; train it with a pathwise estimator (trace, meanfield)"
+            )
         if self.beta == 0 and self.estimator.startswith("jit-"):
-            raise ConfigError(f"--estimator {self.estimator} passes the KL weight as a traced tensor, and Pyro "
-                              "refuses a zero scale; use trace or meanfield with --beta 0")
+            raise ConfigError(
+                f"--estimator {self.estimator} passes the KL weight as a traced tensor, and Pyro "
+                "refuses a zero scale; use trace or meanfield with --beta 0"
+            )
         if self.model.guide == "delta" and self.eval_samples > 0:
-            raise ConfigError("--guide delta is a point mass, which has no density to importance-sample log p(x) "
-                              "with; leave out --eval-samples")
+            raise ConfigError(
+                "--guide delta is a point mass, which has no density to importance-sample log p(x) "
+                "with; leave out --eval-samples"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

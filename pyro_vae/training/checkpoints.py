@@ -23,15 +23,25 @@ from pathlib import Path
 
 import torch
 
-from . import files
-from .config import TrainConfig
-from .errors import ConfigError, PyroVAEError
-from .model import VAE
+from pyro_vae import files
+from pyro_vae.core.model import VAE
+from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.training.config import TrainConfig
 
 FORMAT = 2
 MAGIC = b"pyro-vae checkpoint "
-REQUIRED = {"format_version", "config", "model_state", "optimizer_state", "rng", "rng_other_ranks", "world_size",
-            "progress", "epoch", "step"}
+REQUIRED = {
+    "format_version",
+    "config",
+    "model_state",
+    "optimizer_state",
+    "rng",
+    "rng_other_ranks",
+    "world_size",
+    "progress",
+    "epoch",
+    "step",
+}
 PROGRESS = {"epoch", "step", "batch", "permutation", "loss_sum", "images", "seconds", "skipped", "metrics"}
 
 
@@ -71,11 +81,14 @@ def payload(raw: bytes, path: Path) -> bytes:
     if version != FORMAT:
         raise CheckpointError(f"{path} has format {version}; this pyro-vae reads formats 1 and {FORMAT}")
     if len(body) != length:
-        raise CheckpointError(f"{path} is truncated or has bytes added: {len(body)} bytes after the header, "
-                              f"which says {length}")
+        raise CheckpointError(
+            f"{path} is truncated or has bytes added: {len(body)} bytes after the header, which says {length}"
+        )
     if hashlib.sha256(body).hexdigest() != digest:
-        raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with them "
-                              "(the file changed after it was saved)")
+        raise CheckpointError(
+            f"{path} is corrupt: its contents do not match the checksum written with them "
+            "(the file changed after it was saved)"
+        )
     return body
 
 
@@ -88,8 +101,10 @@ def unpickle(body: bytes, path: Path) -> object:
         text = str(error)
         if "weights_only" in text or "Weights only" in text:  # a refusal: name what was refused, not torch's advice
             found = re.search(r"GLOBAL ([\w.]+)|Unsupported operand \S+", text, re.I)
-            raise CheckpointError(f"{path} holds objects other than tensors and plain containers"
-                                  f"{f' ({found[0]})' if found else ''}; it was not loaded, and nothing in it ran") from None
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain containers"
+                f"{f' ({found[0]})' if found else ''}; it was not loaded, and nothing in it ran"
+            ) from None
         first = next((line.strip() for line in text.splitlines() if line.strip()), "")
         raise CheckpointError(f"{path} cannot be unpacked ({type(error).__name__}: {first[:200]})") from None
 
@@ -102,30 +117,45 @@ def check(checkpoint: object, path: Path) -> None:
     keys = set(checkpoint)
     missing, extra = REQUIRED - keys, keys - REQUIRED - {"local_optimizer_state"}
     if missing or extra:
-        raise CheckpointError(f"{path} is not a complete checkpoint: " + "; ".join(
-            part for part in (f"missing {', '.join(sorted(map(str, missing)))}" if missing else "",
-                              f"unexpected {', '.join(sorted(map(str, extra)))}" if extra else "") if part))
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint: "
+            + "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(sorted(map(str, missing)))}" if missing else "",
+                    f"unexpected {', '.join(sorted(map(str, extra)))}" if extra else "",
+                )
+                if part
+            )
+        )
     if checkpoint["format_version"] not in (1, FORMAT):
-        raise CheckpointError(f"{path} has format {checkpoint['format_version']!r}; this pyro-vae reads formats 1 and {FORMAT}")
+        raise CheckpointError(
+            f"{path} has format {checkpoint['format_version']!r}; this pyro-vae reads formats 1 and {FORMAT}"
+        )
     config = _config(checkpoint["config"], path)
     vae = _model(config, checkpoint["model_state"], path)
-    _check_tensors(checkpoint["model_state"], {k: (v.shape, v.dtype) for k, v in vae.state_dict().items()},
-                   f"{path}: model_state")
+    _check_tensors(
+        checkpoint["model_state"], {k: (v.shape, v.dtype) for k, v in vae.state_dict().items()}, f"{path}: model_state"
+    )
     table = vae.q.table.weight if vae.is_local else None
-    _check_adam(checkpoint["optimizer_state"], [p for p in vae.parameters() if p is not table], f"{path}: optimizer_state")
+    _check_adam(
+        checkpoint["optimizer_state"], [p for p in vae.parameters() if p is not table], f"{path}: optimizer_state"
+    )
     if vae.is_local:
         if "local_optimizer_state" not in checkpoint:
             raise CheckpointError(f"{path}: a local-guide run's checkpoint lacks local_optimizer_state")
         _check_adam(checkpoint["local_optimizer_state"], [table], f"{path}: local_optimizer_state")
     elif "local_optimizer_state" in checkpoint:
-        raise CheckpointError(f"{path} holds a local_optimizer_state, but its config's guide ({config.model.guide}) has none")
+        raise CheckpointError(
+            f"{path} holds a local_optimizer_state, but its config's guide ({config.model.guide}) has none"
+        )
     _check_progress(checkpoint, config, path)
     _check_generators(checkpoint, path)
 
 
 def _config(values: object, path: Path) -> TrainConfig:
     if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
-        raise CheckpointError(f"{path}: its config is not a dict of settings with the model's nested under \"model\"")
+        raise CheckpointError(f'{path}: its config is not a dict of settings with the model\'s nested under "model"')
     try:
         return TrainConfig.from_dict(values)
     except PyroVAEError as error:
@@ -140,8 +170,9 @@ def _model(config: TrainConfig, state: object, path: Path) -> VAE:
     weights = sum(a * b for a, b in zip(sizes, sizes[1:]))  # one network's weight matrices
     held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor)) if isinstance(state, dict) else 0
     if weights > held:
-        raise CheckpointError(f"{path}: its config describes a model with more weights ({weights:,}) than the file "
-                              f"holds ({held:,})")
+        raise CheckpointError(
+            f"{path}: its config describes a model with more weights ({weights:,}) than the file holds ({held:,})"
+        )
     try:
         with torch.device("meta"):
             return VAE(config.model)
@@ -159,8 +190,10 @@ def _check_tensors(state: object, expected: dict[str, tuple[torch.Size, torch.dt
         raise CheckpointError(f"{where} is a {type(state).__name__}, not a dict of tensors")
     missing, extra = set(expected) - set(state), set(state) - set(expected)
     if missing or extra:
-        raise CheckpointError(f"{where} does not match the config's model: missing {sorted(missing)}, unexpected "
-                              f"{sorted(map(str, extra))}")
+        raise CheckpointError(
+            f"{where} does not match the config's model: missing {sorted(missing)}, unexpected "
+            f"{sorted(map(str, extra))}"
+        )
     for name, (shape, dtype) in expected.items():
         _check_tensor(state[name], shape, dtype, f"{where}[{name!r}]")
 
@@ -169,8 +202,10 @@ def _check_tensor(value: object, shape: tuple, dtype: torch.dtype, where: str) -
     if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_quantized:
         raise CheckpointError(f"{where} is a {type(value).__name__}, not a dense tensor")
     if tuple(value.shape) != tuple(shape) or value.dtype != dtype:
-        raise CheckpointError(f"{where} has shape {tuple(value.shape)} and dtype {value.dtype}; the config's model "
-                              f"needs {tuple(shape)} and {dtype}")
+        raise CheckpointError(
+            f"{where} has shape {tuple(value.shape)} and dtype {value.dtype}; the config's model "
+            f"needs {tuple(shape)} and {dtype}"
+        )
     if value.is_floating_point() and not torch.isfinite(value).all():
         raise CheckpointError(f"{where} holds NaN or infinite values")
 
@@ -181,12 +216,18 @@ def _check_adam(state: object, parameters: list[torch.Tensor], where: str) -> No
     if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
         raise CheckpointError(f"{where} is not an optimizer's state (a dict of state and param_groups)")
     groups = state["param_groups"]
-    if (not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict)
-            or groups[0].get("params") != list(range(len(parameters)))):
+    if (
+        not isinstance(groups, list)
+        or len(groups) != 1
+        or not isinstance(groups[0], dict)
+        or groups[0].get("params") != list(range(len(parameters)))
+    ):
         raise CheckpointError(f"{where}: its parameter groups do not match the config's model")
     for key, kind in (("lr", float), ("eps", float), ("betas", (tuple, list))):
         if not isinstance(groups[0].get(key), kind):
-            raise CheckpointError(f"{where}: its parameter group's {key} is missing or not a {getattr(kind, '__name__', 'pair')}")
+            raise CheckpointError(
+                f"{where}: its parameter group's {key} is missing or not a {getattr(kind, '__name__', 'pair')}"
+            )
     moments = state["state"]
     if not isinstance(moments, dict) or not set(moments) <= set(range(len(parameters))):
         raise CheckpointError(f"{where}: its per-parameter states do not match the config's model")
@@ -199,7 +240,9 @@ def _check_adam(state: object, parameters: list[torch.Tensor], where: str) -> No
             if step < 0:
                 raise CheckpointError(f"{where}: parameter {index}'s step is negative")
         for name in ("exp_avg", "exp_avg_sq"):
-            _check_tensor(entry[name], parameters[index].shape, parameters[index].dtype, f"{where}: parameter {index}'s {name}")
+            _check_tensor(
+                entry[name], parameters[index].shape, parameters[index].dtype, f"{where}: parameter {index}'s {name}"
+            )
         if (entry["exp_avg_sq"] < 0).any():
             raise CheckpointError(f"{where}: parameter {index}'s exp_avg_sq has negative values")
 
@@ -211,28 +254,50 @@ def _is_count(value: object) -> bool:
 def _check_progress(checkpoint: dict, config: TrainConfig, path: Path) -> None:
     """The counters in range and agreeing with each other; the permutation a true one; a record per epoch."""
     progress = checkpoint["progress"]
-    if not isinstance(progress, dict) or not set(progress) <= PROGRESS or not {"epoch", "step", "metrics"} <= set(progress):
+    if (
+        not isinstance(progress, dict)
+        or not set(progress) <= PROGRESS
+        or not {"epoch", "step", "metrics"} <= set(progress)
+    ):
         raise CheckpointError(f"{path}: its progress is not a dict of {', '.join(sorted(PROGRESS))}")
     for name in ("epoch", "step", "batch", "images", "skipped"):
         if name in progress and not _is_count(progress[name]):
             raise CheckpointError(f"{path}: progress {name} is {progress[name]!r}, not a count")
     for name, least in (("loss_sum", -math.inf), ("seconds", 0.0)):  # a density's loss can be negative
         value = progress.get(name, 0.0)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (math.isfinite(value) and value >= least):
-            raise CheckpointError(f"{path}: progress {name} is {value!r}, not a finite number" + (" >= 0" if least == 0 else ""))
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not (math.isfinite(value) and value >= least)
+        ):
+            raise CheckpointError(
+                f"{path}: progress {name} is {value!r}, not a finite number" + (" >= 0" if least == 0 else "")
+            )
     epoch = progress["epoch"]
     if checkpoint["epoch"] != epoch or checkpoint["step"] != progress["step"] or epoch > config.epochs:
-        raise CheckpointError(f"{path}: its progress is inconsistent (epoch {checkpoint['epoch']!r}/{epoch!r} of "
-                              f"{config.epochs}, step {checkpoint['step']!r}/{progress['step']!r})")
+        raise CheckpointError(
+            f"{path}: its progress is inconsistent (epoch {checkpoint['epoch']!r}/{epoch!r} of "
+            f"{config.epochs}, step {checkpoint['step']!r}/{progress['step']!r})"
+        )
     metrics = progress["metrics"]
-    if (not isinstance(metrics, list) or len(metrics) != epoch or not all(isinstance(m, dict) for m in metrics)
-            or [m.get("epoch") for m in metrics] != list(range(1, epoch + 1))):
-        raise CheckpointError(f"{path}: its progress holds {len(metrics) if isinstance(metrics, list) else 'no'} "
-                              f"epoch records for {epoch} finished epochs")
+    if (
+        not isinstance(metrics, list)
+        or len(metrics) != epoch
+        or not all(isinstance(m, dict) for m in metrics)
+        or [m.get("epoch") for m in metrics] != list(range(1, epoch + 1))
+    ):
+        raise CheckpointError(
+            f"{path}: its progress holds {len(metrics) if isinstance(metrics, list) else 'no'} "
+            f"epoch records for {epoch} finished epochs"
+        )
     permutation = progress.get("permutation")
     if permutation is not None:
-        if (not isinstance(permutation, torch.Tensor) or permutation.dtype != torch.int64 or permutation.dim() != 1
-                or not torch.equal(permutation.sort().values, torch.arange(len(permutation)))):
+        if (
+            not isinstance(permutation, torch.Tensor)
+            or permutation.dtype != torch.int64
+            or permutation.dim() != 1
+            or not torch.equal(permutation.sort().values, torch.arange(len(permutation)))
+        ):
             raise CheckpointError(f"{path}: progress permutation is not a permutation of the training images")
         if progress.get("batch", 0) > -(-len(permutation) // config.batch_size):
             raise CheckpointError(f"{path}: progress batch {progress['batch']} lies past the epoch's end")
@@ -248,17 +313,29 @@ def _check_generators(checkpoint: dict, path: Path) -> None:
         if not isinstance(states, dict) or set(states) != {"torch", "cuda", "numpy", "python"}:
             raise CheckpointError(f"{where} are not torch, cuda, numpy and python states")
         _check_tensor(states["torch"], torch.get_rng_state().shape, torch.uint8, f"{where}: torch")
-        if not isinstance(states["cuda"], list) or not all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in states["cuda"]):
+        if not isinstance(states["cuda"], list) or not all(
+            isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in states["cuda"]
+        ):
             raise CheckpointError(f"{where}: cuda is not a list of byte tensors")
         numpy_state = states["numpy"]
-        if (not isinstance(numpy_state, list) or len(numpy_state) != 5 or numpy_state[0] != "MT19937"
-                or not _is_count(numpy_state[2]) or numpy_state[2] > 624 or not isinstance(numpy_state[4], float)):
+        if (
+            not isinstance(numpy_state, list)
+            or len(numpy_state) != 5
+            or numpy_state[0] != "MT19937"
+            or not _is_count(numpy_state[2])
+            or numpy_state[2] > 624
+            or not isinstance(numpy_state[4], float)
+        ):
             raise CheckpointError(f"{where}: numpy is not a Mersenne Twister state")
         _check_tensor(numpy_state[1], (624,), torch.int64, f"{where}: numpy keys")
         if not ((numpy_state[1] >= 0) & (numpy_state[1] < 2**32)).all():
             raise CheckpointError(f"{where}: numpy keys are not 32-bit words")
         python_state = states["python"]
-        if (not isinstance(python_state, list) or len(python_state) != 3 or not isinstance(python_state[1], (tuple, list))
-                or len(python_state[1]) != 625 or not all(_is_count(w) and w < 2**32 or w == 624 for w in python_state[1])):
+        if (
+            not isinstance(python_state, list)
+            or len(python_state) != 3
+            or not isinstance(python_state[1], (tuple, list))
+            or len(python_state[1]) != 625
+            or not all(_is_count(w) and w < 2**32 or w == 624 for w in python_state[1])
+        ):
             raise CheckpointError(f"{where}: python is not a Mersenne Twister state")
-

@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions.utils import broadcast_all
 
-from . import analytic
+from pyro_vae.core import analytic
 
 
 class ContinuousBernoulli(dist.ContinuousBernoulli):

@@ -11,10 +11,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import analytic, importance
-from .distributed import SINGLE, World
-from .errors import ConfigError, DataError
-from .model import VAE
+from pyro_vae.core import analytic
+from pyro_vae.core.model import VAE
+from pyro_vae.distributed import SINGLE, World
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.evaluation import importance
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,7 @@ def elbo_terms(
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
     for number, (chunk, rows) in enumerate(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0]))):
-        eps = torch.randn(
-            (num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
-        )
+        eps = torch.randn((num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype)
         if world.owns(number):
             log_likelihood, kl = analytic.elbo_terms(_at(vae, rows), chunk, eps)
             sums -= torch.stack([log_likelihood.double().sum(), -kl.double().sum()])
@@ -63,8 +62,15 @@ def elbo_terms(
     return ElboTerms(reconstruction, kl)
 
 
-def negative_elbo(vae: VAE, x: torch.Tensor, num_samples: int = 1, seed: int = 0, chunk_size: int = 2000,
-                  index: torch.Tensor | None = None, world: World = SINGLE) -> float:
+def negative_elbo(
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int = 1,
+    seed: int = 0,
+    chunk_size: int = 2000,
+    index: torch.Tensor | None = None,
+    world: World = SINGLE,
+) -> float:
     """-ELBO per image averaged over the rows of x, in nats: the sum of `elbo_terms`."""
     return elbo_terms(vae, x, num_samples, seed, chunk_size, index, world).negative_elbo
 
@@ -106,8 +112,12 @@ class LogLikelihood:
     def diagnostics(self) -> dict:
         """The summary a person reads: k-hat's maximum and how many images pass 0.7, the ESS's range."""
         ess = self.effective_sample_size
-        return dict(pareto_k_max=self.max_pareto_k, pareto_k_above_0_7=self.unreliable_images,
-                    effective_sample_size_min=ess.min().item(), effective_sample_size_median=ess.median().item())
+        return dict(
+            pareto_k_max=self.max_pareto_k,
+            pareto_k_above_0_7=self.unreliable_images,
+            effective_sample_size_min=ess.min().item(),
+            effective_sample_size_median=ess.median().item(),
+        )
 
 
 @torch.no_grad()
@@ -142,8 +152,10 @@ def log_likelihood(
     if proposal not in ("guide", "prior"):
         raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
     if proposal == "guide" and getattr(vae, "is_point_mass", False):
-        raise ConfigError("this VAE's guide is a point mass (--guide delta), which has no density to "
-                          "importance-sample log p(x) with; use the proposal prior (a naive estimate) or a VAE")
+        raise ConfigError(
+            "this VAE's guide is a point mass (--guide delta), which has no density to "
+            "importance-sample log p(x) with; use the proposal prior (a naive estimate) or a VAE"
+        )
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     z_dim = vae.z_dim
@@ -197,9 +209,11 @@ def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:
     (the estimates would be numbers without meaning)."""
     config = getattr(vae, "config", None)
     if config is not None and config.likelihood == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
-        raise DataError("the Bernoulli likelihood needs pixels that are 0 or 1, but these images have grey pixels; "
-                        "binarize them (pyro_vae.data.fixed_binarization) or use a model with a likelihood for "
-                        "grey pixels (continuous-bernoulli or gaussian)")
+        raise DataError(
+            "the Bernoulli likelihood needs pixels that are 0 or 1, but these images have grey pixels; "
+            "binarize them (pyro_vae.data.fixed_binarization) or use a model with a likelihood for "
+            "grey pixels (continuous-bernoulli or gaussian)"
+        )
 
 
 def _split(index: torch.Tensor | None, size: int, rows: int) -> list[torch.Tensor | None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import analytic
+from pyro_vae.core import analytic
 
 
 def log_marginal(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -25,9 +25,7 @@ def log_marginal(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, sigma: float
     return -0.5 * (d * analytic.LOG_2PI + log_det + r.pow(2).sum(-1))
 
 
-def posterior(
-    x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, sigma: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """p(z|x) = N(m, S): S = (I + W^T W / sigma^2)^-1, m = S W^T (x - b) / sigma^2.
     Returns (m, cholesky factor of S); S is the same for every x."""
     k = W.shape[1]

@@ -18,9 +18,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import data
-from .model import VAE
-from .run import Run
+from pyro_vae import data
+from pyro_vae.core.model import VAE
+from pyro_vae.training.build import Run
 
 CHECK_EVERY = 50  # steps between the host's reads of the device-side flags and sums
 
@@ -53,8 +53,9 @@ class EpochSums:
         self.first_bad_step = torch.where(~finite & (self.first_bad_step == 0), step, self.first_bad_step)
 
 
-def svi_step(run: Run, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None, weight: float = 1.0
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def svi_step(
+    run: Run, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None, weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on this rank's images x: loss = -ELBO(x) per image, backward, and Adam's update unless
     the loss or a gradient is not finite on some rank. `weight` = (this rank's images) * ranks / (batch's
     images), so that DDP's average of the ranks' gradients is the gradient of the whole batch's mean loss.
@@ -75,18 +76,28 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], progress: bool) -> bo
     Ctrl-C stopped it early (between two steps, on every rank alike)."""
     config, state, world = run.config, run.state, run.world
     sums = EpochSums.resume(run)
-    bar = tqdm(total=run.steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
-               leave=False, disable=not (progress and world.is_main))
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=state.batch,
+        desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        leave=False,
+        disable=not (progress and world.is_main),
+    )
     stopped = False
-    for batch in state.permutation.split(config.batch_size)[state.batch:]:
+    for batch in state.permutation.split(config.batch_size)[state.batch :]:
         own = world.shard(batch)
         rows = own if len(own) else batch[:1]  # a rank left without images steps on one, weighted 0
         x = run.dataset.train[rows]
         if run.dynamic_binarization:
             x = data.binarize(x)
         state.step += 1
-        loss, finite = svi_step(run, x, config.kl_scale(state.step, run.steps_per_epoch),
-                                rows if run.vae.is_local else None, len(own) * world.size / len(batch))
+        loss, finite = svi_step(
+            run,
+            x,
+            config.kl_scale(state.step, run.steps_per_epoch),
+            rows if run.vae.is_local else None,
+            len(own) * world.size / len(batch),
+        )
         sums.add(loss, finite, len(own), state.step)
         state.batch += 1
         bar.update()
@@ -117,8 +128,15 @@ def all_finite(loss: torch.Tensor, parameters: list[torch.Tensor]) -> torch.Tens
     return torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
 
 
-def fit_test_points(vae: VAE, loss: Callable[..., torch.Tensor], local_optimizer: torch.optim.Optimizer,
-                    x: torch.Tensor, rows: torch.Tensor, batch_size: int, kl_scale: float) -> int:
+def fit_test_points(
+    vae: VAE,
+    loss: Callable[..., torch.Tensor],
+    local_optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    batch_size: int,
+    kl_scale: float,
+) -> int:
     """One pass of SVI over the local guide's test points (in a random order, `batch_size` at a time),
     with the decoder fixed: the per-point parameters of the test images get the same steps as those of
     the training images, but the decoder never learns from them. Returns how many steps were skipped

@@ -23,11 +23,11 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from . import analytic
-from .distributions import ContinuousBernoulli
-from .errors import ConfigError
-from .guides import GUIDES, build_guide
-from .networks import ACTIVATIONS, Decoder
+from pyro_vae.core import analytic
+from pyro_vae.core.distributions import ContinuousBernoulli
+from pyro_vae.core.guides import GUIDES, build_guide
+from pyro_vae.core.networks import ACTIVATIONS, Decoder
+from pyro_vae.errors import ConfigError
 
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 
@@ -59,8 +59,10 @@ class ModelConfig:
         if self.guide not in GUIDES:
             raise ConfigError(f"unknown guide {self.guide!r}; choose one of: {', '.join(GUIDES)}")
         if not all(1 <= size <= MAX_UNITS for size in (self.z_dim, self.x_dim, *self.hidden)):
-            raise ConfigError(f"layer sizes must be from 1 to {MAX_UNITS:,}: x_dim={self.x_dim}, hidden={self.hidden}, "
-                              f"z_dim={self.z_dim}")
+            raise ConfigError(
+                f"layer sizes must be from 1 to {MAX_UNITS:,}: x_dim={self.x_dim}, hidden={self.hidden}, "
+                f"z_dim={self.z_dim}"
+            )
         if not 1 <= self.flow_layers <= 64:
             raise ConfigError(f"--flow-layers must be from 1 to 64, got {self.flow_layers}")
         if not (1 <= self.local_points <= 10_000_000 and 0 <= self.local_test_points <= 10_000_000):
@@ -81,8 +83,15 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.decoder = Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
-        self.q = build_guide(config.guide, config.x_dim, config.hidden, config.z_dim, config.activation,
-                             config.flow_layers, config.local_points + config.local_test_points)
+        self.q = build_guide(
+            config.guide,
+            config.x_dim,
+            config.hidden,
+            config.z_dim,
+            config.activation,
+            config.flow_layers,
+            config.local_points + config.local_test_points,
+        )
         log_sigma = torch.tensor(math.log(config.sigma))
         if config.learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
@@ -119,16 +128,19 @@ class VAE(nn.Module):
         if not self.is_local:
             return x
         if index is None:
-            raise ConfigError("the local guide has parameters only for its own fixed data points, "
-                              "so it needs their row numbers (index), not images")
+            raise ConfigError(
+                "the local guide has parameters only for its own fixed data points, "
+                "so it needs their row numbers (index), not images"
+            )
         return index
 
     def approximate_posterior(self, x: torch.Tensor, index: torch.Tensor | None = None) -> dist.Distribution:
         """q(z|x) as a Pyro distribution (batch shape (batch,), event dim 1): what the guide samples."""
         return self.q(self._conditioning(x, index))
 
-    def sample_q(self, x: torch.Tensor, eps: torch.Tensor, index: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_q(
+        self, x: torch.Tensor, eps: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z|x) from standard-normal noise eps (S, batch, z_dim), and log q(z|x): the guide's own
         reparameterization."""
         return self.q.sample(self._conditioning(x, index), eps)

@@ -22,11 +22,12 @@ from typing import Callable
 import pyro
 import torch
 
-from . import data, evaluate
-from .estimators import ELBOLoss, build_elbo
-from .model import VAE, ModelConfig
-from .config import TrainConfig
-from .run import load_training_data
+from pyro_vae import data
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.training.build import load_training_data
+from pyro_vae.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,15 @@ def train_run(
         if step in snapshot_steps:
             snapshots[step] = {k: v.clone() for k, v in vae.state_dict().items()}
         if step % config.eval_every == 0 or step == config.steps:
-            curve.append(dict(estimator=estimator, seed=seed, step=step, seconds=seconds,
-                              test_loss=evaluate.negative_elbo(vae, dataset.test)))
+            curve.append(
+                dict(
+                    estimator=estimator,
+                    seed=seed,
+                    step=step,
+                    seconds=seconds,
+                    test_loss=evaluate.negative_elbo(vae, dataset.test),
+                )
+            )
 
     record()
     while step < config.steps:
@@ -132,7 +140,9 @@ def resample_counts(draws: int, bootstrap: int, seed: int) -> torch.Tensor:
     """(bootstrap, R) multiplicities of R draws resampled with replacement; row 0 is the sample itself."""
     g = torch.Generator().manual_seed(seed)
     index = torch.randint(draws, (bootstrap, draws), generator=g)
-    counts = torch.zeros(bootstrap, draws, dtype=torch.float64).scatter_add_(1, index, torch.ones_like(index, dtype=torch.float64))
+    counts = torch.zeros(bootstrap, draws, dtype=torch.float64).scatter_add_(
+        1, index, torch.ones_like(index, dtype=torch.float64)
+    )
     counts[0] = 1.0
     return counts
 
@@ -176,7 +186,9 @@ def variance_table(
         for estimator in config.estimators:
             vae = new_vae(config, dataset.x_dim, 0)
             vae.load_state_dict(state)
-            draws = gradient_draws(vae, estimator, x, config.draws, seed=7, num_particles=config.num_particles(estimator))
+            draws = gradient_draws(
+                vae, estimator, x, config.draws, seed=7, num_particles=config.num_particles(estimator)
+            )
             stats = loss_statistics(draws["loss"], counts, x.shape[0])
             for group in ("encoder", "decoder"):
                 for key, value in gradient_statistics(draws[group], counts).items():
@@ -185,8 +197,9 @@ def variance_table(
             rows.append(dict(snapshot=where, estimator=estimator, **_with_intervals(stats)))
         reference = config.estimators[0]
         for estimator in config.estimators[1:]:
-            ratio = {key: samples[reference][key] / samples[estimator][key] for key in samples[estimator]
-                     if key != "loss"}
+            ratio = {
+                key: samples[reference][key] / samples[estimator][key] for key in samples[estimator] if key != "loss"
+            }
             ratios.append(dict(snapshot=where, ratio=f"{reference} / {estimator}", **_with_intervals(ratio)))
     return rows, ratios
 
@@ -227,8 +240,14 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
             times[estimator].append(1000 * (time.perf_counter() - tic) / config.timing_steps)
     reference = statistics.median(times[config.timed[0]])
     return [
-        dict(estimator=estimator, particles=config.num_particles(estimator), ms_per_step=statistics.median(ms),
-             ms_min=min(ms), ms_max=max(ms), ratio_to_first=statistics.median(ms) / reference)
+        dict(
+            estimator=estimator,
+            particles=config.num_particles(estimator),
+            ms_per_step=statistics.median(ms),
+            ms_min=min(ms),
+            ms_max=max(ms),
+            ratio_to_first=statistics.median(ms) / reference,
+        )
         for estimator, ms in times.items()
     ]
 
@@ -241,8 +260,18 @@ def curve_summary(curves: list[dict], estimators: tuple[str, ...]) -> list[dict]
         finals = [p["test_loss"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
         seconds = [p["seconds"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
         std = statistics.stdev(finals) if len(finals) > 1 else float("nan")
-        rows.append(dict(estimator=estimator, steps=final_step, seeds=len(finals), final_test_loss=statistics.mean(finals),
-                         std=std, min=min(finals), max=max(finals), train_seconds=statistics.mean(seconds)))
+        rows.append(
+            dict(
+                estimator=estimator,
+                steps=final_step,
+                seeds=len(finals),
+                final_test_loss=statistics.mean(finals),
+                std=std,
+                min=min(finals),
+                max=max(finals),
+                train_seconds=statistics.mean(seconds),
+            )
+        )
     return rows
 
 
@@ -251,33 +280,84 @@ def _ci(row: dict, key: str, digits: int = 3) -> str:
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
-    return [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
+    return [
+        f"### {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
 
 
 def markdown_report(variance: list[dict], ratios: list[dict], timing: list[dict], summary: list[dict]) -> str:
     """The four tables of a comparison, as markdown; every interval is a 95% bootstrap interval."""
-    lines = _table(
-        "Gradient variance and loss spread (one batch, R independent draws)",
-        ["snapshot", "estimator", "mean loss", "per-image loss std", "encoder tr Cov", "encoder SNR",
-         "decoder tr Cov", "decoder SNR"],
-        [[r["snapshot"], r["estimator"], f"{r['loss']:.2f}",
-          *(_ci(r, key) for key in ("loss_std", "encoder_variance", "encoder_snr", "decoder_variance", "decoder_snr"))]
-         for r in variance],
-    ) + _table(
-        "Ratios (first estimator over the other; above 1: the other has less)",
-        ["snapshot", "ratio", "per-image loss std", "encoder tr Cov", "decoder tr Cov", "encoder SNR"],
-        [[r["snapshot"], r["ratio"], *(_ci(r, key) for key in ("loss_std", "encoder_variance", "decoder_variance", "encoder_snr"))]
-         for r in ratios],
-    ) + _table(
-        "Training at equal budget (test negative ELBO, nats per image)",
-        ["estimator", "steps", "seeds", "final test loss, mean ± std", "min", "max", "training seconds"],
-        [[r["estimator"], str(r["steps"]), str(r["seeds"]), f"{r['final_test_loss']:.2f} ± {r['std']:.2f}",
-          f"{r['min']:.2f}", f"{r['max']:.2f}", f"{r['train_seconds']:.1f}"] for r in summary],
-    ) + _table(
-        "Time per training step (median of the rounds, [min, max])",
-        ["estimator", "particles", "ms per step", "ratio to the first"],
-        [[r["estimator"], str(r["particles"]), f"{r['ms_per_step']:.2f} [{r['ms_min']:.2f}, {r['ms_max']:.2f}]",
-          f"{r['ratio_to_first']:.2f}"] for r in timing],
+    lines = (
+        _table(
+            "Gradient variance and loss spread (one batch, R independent draws)",
+            [
+                "snapshot",
+                "estimator",
+                "mean loss",
+                "per-image loss std",
+                "encoder tr Cov",
+                "encoder SNR",
+                "decoder tr Cov",
+                "decoder SNR",
+            ],
+            [
+                [
+                    r["snapshot"],
+                    r["estimator"],
+                    f"{r['loss']:.2f}",
+                    *(
+                        _ci(r, key)
+                        for key in ("loss_std", "encoder_variance", "encoder_snr", "decoder_variance", "decoder_snr")
+                    ),
+                ]
+                for r in variance
+            ],
+        )
+        + _table(
+            "Ratios (first estimator over the other; above 1: the other has less)",
+            ["snapshot", "ratio", "per-image loss std", "encoder tr Cov", "decoder tr Cov", "encoder SNR"],
+            [
+                [
+                    r["snapshot"],
+                    r["ratio"],
+                    *(_ci(r, key) for key in ("loss_std", "encoder_variance", "decoder_variance", "encoder_snr")),
+                ]
+                for r in ratios
+            ],
+        )
+        + _table(
+            "Training at equal budget (test negative ELBO, nats per image)",
+            ["estimator", "steps", "seeds", "final test loss, mean ± std", "min", "max", "training seconds"],
+            [
+                [
+                    r["estimator"],
+                    str(r["steps"]),
+                    str(r["seeds"]),
+                    f"{r['final_test_loss']:.2f} ± {r['std']:.2f}",
+                    f"{r['min']:.2f}",
+                    f"{r['max']:.2f}",
+                    f"{r['train_seconds']:.1f}",
+                ]
+                for r in summary
+            ],
+        )
+        + _table(
+            "Time per training step (median of the rounds, [min, max])",
+            ["estimator", "particles", "ms per step", "ratio to the first"],
+            [
+                [
+                    r["estimator"],
+                    str(r["particles"]),
+                    f"{r['ms_per_step']:.2f} [{r['ms_min']:.2f}, {r['ms_max']:.2f}]",
+                    f"{r['ratio_to_first']:.2f}",
+                ]
+                for r in timing
+            ],
+        )
     )
     return "\n".join(lines[:-1]) + "\n"

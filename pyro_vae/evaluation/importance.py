@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from . import analytic
+from pyro_vae.core import analytic
 
 UNRELIABLE_K = 0.7  # Vehtari et al.: above this k-hat, importance sampling is unreliable
 
@@ -70,7 +70,9 @@ def calibration(vae: analytic.LatentVariableModel, x: torch.Tensor, samples: int
     Also the mean estimate over seeds and images, and the seeds' estimates (`estimates`, seeds x images)."""
     estimates, jackknife, delta = [], [], []
     for seed in range(seeds):
-        eps = torch.randn(samples, x.shape[0], vae.z_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        eps = torch.randn(
+            samples, x.shape[0], vae.z_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
         log_w = analytic.log_importance_weights(vae, x, eps)
         log_mean = torch.logsumexp(log_w, 0) - math.log(samples)
         estimates.append(log_mean)
@@ -81,7 +83,8 @@ def calibration(vae: analytic.LatentVariableModel, x: torch.Tensor, samples: int
     spread = estimates.mean(1).std().item()
     pooled = estimates.var(0).sum()
     return dict(
-        mean=estimates.mean().item(), estimates=estimates,
+        mean=estimates.mean().item(),
+        estimates=estimates,
         jackknife=spread / (jackknife.sum(1).sqrt() / n).pow(2).mean().sqrt().item(),
         delta=spread / (delta.sum(1).sqrt() / n).pow(2).mean().sqrt().item(),
         jackknife_pooled=(pooled / jackknife.mean(0).sum()).sqrt().item(),

@@ -1,9 +1,9 @@
 """A run folder back in Python: what `train()` returns and `load_run(path)` gives back.
 
-    run = pyro_vae.load_run("runs/a")              # finished or interrupted, model in eval mode
-    run.vae, run.config, run.metrics, run.path
-    run.evaluate(samples=1000)                     # test negative ELBO and log p(x)
-    run.sample(16); run.reconstruct([0, 1, 2]); run.interpolate(0, 1)
+run = pyro_vae.load_run("runs/a")              # finished or interrupted, model in eval mode
+run.vae, run.config, run.metrics, run.path
+run.evaluate(samples=1000)                     # test negative ELBO and log p(x)
+run.sample(16); run.reconstruct([0, 1, 2]); run.interpolate(0, 1)
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
-from . import data, evaluate, sampling
-from .config import TrainConfig
-from .errors import ConfigError
-from .model import VAE
-from .resume import load_run_checkpoint, resumed_config
-from .run import load_training_data
+from pyro_vae import data
+from pyro_vae.core.model import VAE
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation import sampling
+from pyro_vae.training.build import load_training_data
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.state import load_run_checkpoint, resumed_config
 
 
 @dataclass
@@ -54,8 +56,10 @@ class TrainedRun:
         """Test negative ELBO (exact KL where it exists) and importance-sampled log p(x) with `samples`
         per image, on the first `images` test images (all by default)."""
         x, rows = self.test_images()[:images], self.vae.test_rows(images)
-        return Evaluation(evaluate.negative_elbo(self.vae, x, seed=seed, index=rows),
-                          evaluate.log_likelihood(self.vae, x, samples, seed=seed, index=rows))
+        return Evaluation(
+            evaluate.negative_elbo(self.vae, x, seed=seed, index=rows),
+            evaluate.log_likelihood(self.vae, x, samples, seed=seed, index=rows),
+        )
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
         """n images from the model: decoder means of prior samples, shape (n, pixels)."""

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from . import analytic, data
-from .errors import ConfigError
-from .model import VAE, ModelConfig
+from pyro_vae import data
+from pyro_vae.core import analytic
+from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class GridPosterior:
 
 
 @torch.no_grad()
-def grid_posterior(vae, x: torch.Tensor, limit: float = 5.0, points: int = 301, max_rows: int = 65_536) -> GridPosterior:
+def grid_posterior(
+    vae, x: torch.Tensor, limit: float = 5.0, points: int = 301, max_rows: int = 65_536
+) -> GridPosterior:
     """The exact posterior of each image of x on the grid, and log p(x) by the midpoint rule (above).
     `vae` needs z_dim = 2 and log_likelihood(x, z) with z of shape (grid points, batch, 2); the decoder
     runs on at most `max_rows` (grid point, image) pairs at a time, which bounds the memory."""
@@ -43,10 +46,13 @@ def grid_posterior(vae, x: torch.Tensor, limit: float = 5.0, points: int = 301, 
     axis = torch.linspace(-limit, limit, points, dtype=x.dtype, device=x.device)
     spacing = axis[1] - axis[0]
     z = torch.cartesian_prod(axis, axis)  # (points^2, 2), row i * points + j is (axis[i], axis[j])
-    log_joint = torch.cat([
-        vae.log_likelihood(x, part.unsqueeze(1).expand(-1, x.shape[0], -1)) + analytic.standard_normal_log_prob(part).unsqueeze(1)
-        for part in z.split(max(1, max_rows // x.shape[0]))
-    ]).double()  # (points^2, batch)
+    log_joint = torch.cat(
+        [
+            vae.log_likelihood(x, part.unsqueeze(1).expand(-1, x.shape[0], -1))
+            + analytic.standard_normal_log_prob(part).unsqueeze(1)
+            for part in z.split(max(1, max_rows // x.shape[0]))
+        ]
+    ).double()  # (points^2, batch)
     log_marginal = torch.logsumexp(log_joint, 0) + 2 * math.log(spacing.item())
     log_density = (log_joint - log_marginal).T.reshape(x.shape[0], points, points)
     return GridPosterior(axis=axis, log_density=log_density, log_marginal=log_marginal)
@@ -69,9 +75,16 @@ def train_2d_vae(steps: int, seed: int = 0) -> VAE:
     return vae.eval()
 
 
-def fit_local_guide(vae, x: torch.Tensor, steps: int = 500, lr: float = 0.05, samples: int = 8,
-                    seed: int = 0, eval_samples: int = 1000, max_rows: int = 65_536
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_local_guide(
+    vae,
+    x: torch.Tensor,
+    steps: int = 500,
+    lr: float = 0.05,
+    samples: int = 8,
+    seed: int = 0,
+    eval_samples: int = 1000,
+    max_rows: int = 65_536,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The non-amortized guide: one free N(mu_i, diag sigma_i^2) per image, fitted by Adam on the ELBO
     E_q[log p(x_i|z)] - KL(q_i || N(0, I)) (exact KL, `samples` reparameterized samples a step) with the
     decoder fixed, starting from the encoder's q(z|x_i). Returns (mu, sigma, ELBO per image estimated with

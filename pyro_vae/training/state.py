@@ -14,13 +14,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoints
-from .errors import ConfigError
-from .model import ModelConfig
+from pyro_vae.core.model import ModelConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.training import checkpoints
 
 # Settings that may change when a run is resumed; every other one must match the checkpoint's.
-SAFE_ON_RESUME = ("epochs", "threads", "data_dir", "checkpoint_every", "on_nonfinite", "eval_samples", "eval_every", "eval_images",
-                  "validate_every_step", "tensorboard")
+SAFE_ON_RESUME = (
+    "epochs",
+    "threads",
+    "data_dir",
+    "checkpoint_every",
+    "on_nonfinite",
+    "eval_samples",
+    "eval_every",
+    "eval_images",
+    "validate_every_step",
+    "tensorboard",
+)
 
 
 @dataclass
@@ -39,7 +49,12 @@ class Progress:
 
     def start_epoch(self, permutation: torch.Tensor) -> None:
         self.permutation, self.batch, self.loss_sum, self.images, self.seconds, self.skipped = (
-            permutation, 0, 0.0, 0, 0.0, 0
+            permutation,
+            0,
+            0.0,
+            0,
+            0.0,
+            0,
         )
 
     def finish_epoch(self, record: dict) -> None:
@@ -115,7 +130,8 @@ def resumed_config(checkpoint: dict, given: dict, config_type: type):
             differing.append(f"{_flag(name)} (run: {old!r}, given: {value!r})")
     if differing:
         raise ConfigError(
-            "cannot resume with settings that differ from the run's: " + "; ".join(differing)
+            "cannot resume with settings that differ from the run's: "
+            + "; ".join(differing)
             + f". Drop those flags, or start a new run; only {', '.join(map(_flag, SAFE_ON_RESUME))} may change on resume"
         )
     merged = {**stored, **{k: v for k, v in given.items() if k in SAFE_ON_RESUME}}

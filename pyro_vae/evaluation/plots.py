@@ -11,14 +11,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from . import files  # noqa: E402
+from pyro_vae import files  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
     """The figure into `path` (its format from the suffix) through an atomic write."""
     path = Path(path)
-    files.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=100,
-                                                   bbox_inches="tight"))
+    files.atomic_write(
+        path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")
+    )
     plt.close(fig)
 
 
@@ -30,16 +31,23 @@ def _tile(images: torch.Tensor, rows: int, image_shape: tuple[int, int]) -> torc
     return grid.reshape(rows * h, cols * w)
 
 
-def animation(images: torch.Tensor, path: Path, image_shape: tuple[int, int], ms_per_frame: int = 120,
-              scale: int = 4) -> None:
+def animation(
+    images: torch.Tensor, path: Path, image_shape: tuple[int, int], ms_per_frame: int = 120, scale: int = 4
+) -> None:
     """An animated GIF (looping, there and back) of images in [0, 1], one a frame, `scale` times enlarged."""
     from PIL import Image
 
     pixels = (images.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, *image_shape)
-    frames = [Image.fromarray(p.numpy()).resize((image_shape[1] * scale, image_shape[0] * scale), Image.NEAREST)
-              for p in torch.cat([pixels, pixels.flip(0)[1:-1]])]
-    files.atomic_write(Path(path), lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
-                                                            duration=ms_per_frame, loop=0))
+    frames = [
+        Image.fromarray(p.numpy()).resize((image_shape[1] * scale, image_shape[0] * scale), Image.NEAREST)
+        for p in torch.cat([pixels, pixels.flip(0)[1:-1]])
+    ]
+    files.atomic_write(
+        Path(path),
+        lambda f: frames[0].save(
+            f, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0
+        ),
+    )
 
 
 def loss_curve(metrics: list[dict], path: Path) -> None:
@@ -112,8 +120,9 @@ def latent(means: torch.Tensor, labels: torch.Tensor | None, path: Path, class_n
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
     else:
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels.cpu().numpy(), cmap="tab10", vmin=-0.5, vmax=9.5,
-                             s=4, alpha=0.7)
+        scatter = ax.scatter(
+            points[:, 0], points[:, 1], c=labels.cpu().numpy(), cmap="tab10", vmin=-0.5, vmax=9.5, s=4, alpha=0.7
+        )
         bar = fig.colorbar(scatter, ax=ax, label="class", ticks=range(10))
         if class_names:
             bar.ax.set_yticklabels(class_names)
@@ -134,8 +143,10 @@ def estimator_variance(rows: list[dict], path: Path) -> None:
         for i, estimator in enumerate(estimators):
             mine = [next(r for r in rows if r["snapshot"] == s and r["estimator"] == estimator) for s in snapshots]
             value = [r[f"{group}_variance"] for r in mine]
-            error = [[max(0.0, v - r[f"{group}_variance_low"]) for v, r in zip(value, mine)],
-                     [max(0.0, r[f"{group}_variance_high"] - v) for v, r in zip(value, mine)]]
+            error = [
+                [max(0.0, v - r[f"{group}_variance_low"]) for v, r in zip(value, mine)],
+                [max(0.0, r[f"{group}_variance_high"] - v) for v, r in zip(value, mine)],
+            ]
             ax.bar([j + i * width for j in range(len(snapshots))], value, width, yerr=error, capsize=3, label=estimator)
         ax.set_xticks([j + width * (len(estimators) - 1) / 2 for j in range(len(snapshots))], snapshots)
         ax.set_yscale("log")
@@ -157,7 +168,9 @@ def estimator_curves(curves: list[dict], path: Path) -> None:
         seconds = torch.tensor([[p["seconds"] for p in points] for points in at]).mean(1)
         for ax, x in zip(axes, (steps, seconds.tolist())):
             (line,) = ax.plot(x, loss.mean(1).tolist(), label=f"{estimator} ({loss.shape[1]} seeds)")
-            ax.fill_between(x, loss.min(1).values.tolist(), loss.max(1).values.tolist(), color=line.get_color(), alpha=0.25)
+            ax.fill_between(
+                x, loss.min(1).values.tolist(), loss.max(1).values.tolist(), color=line.get_color(), alpha=0.25
+            )
     low = min(p["test_loss"] for p in curves)
     high = sorted(p["test_loss"] for p in curves)[int(0.9 * len(curves))]
     axes[0].set_ylim(low - 0.05 * (high - low), high)  # the first evaluations would flatten the rest
@@ -180,15 +193,24 @@ def rate_distortion(points: list[dict], path: Path) -> None:
         ax.annotate(f"beta={p['beta']:g}", (p["rate"], p["distortion"]), textcoords="offset points", xytext=(5, 5))
     for p in points:
         if p["rate"] == float("inf"):
-            ax.axhline(p["distortion"], color="C3", ls="--", label=f"autoencoder (point mass, rate = inf): D = {p['distortion']:.1f}")
+            ax.axhline(
+                p["distortion"],
+                color="C3",
+                ls="--",
+                label=f"autoencoder (point mass, rate = inf): D = {p['distortion']:.1f}",
+            )
     rates, distortions = [p["rate"] for p in finite], [p["distortion"] for p in points]
     right, bottom, top = max(rates) * 1.1 + 1, min(distortions), max(distortions)
     bottom, top = bottom - 0.05 * (top - bottom) - 1, top + 0.05 * (top - bottom) + 1
     for level in sorted({round(p["negative_elbo"]) for p in finite}):
         ax.plot([0, right], [level, level - right], ":", color="grey", lw=0.8)
     ax.plot([], [], ":", color="grey", label="equal ELBO: D + R = const")
-    ax.set(xlim=(0, right), ylim=(bottom, top), xlabel="rate R = KL(q(z|x) || p(z)), nats",
-           ylabel="distortion D = -E_q log p(x|z), nats")
+    ax.set(
+        xlim=(0, right),
+        ylim=(bottom, top),
+        xlabel="rate R = KL(q(z|x) || p(z)), nats",
+        ylabel="distortion D = -E_q log p(x|z), nats",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -205,7 +227,9 @@ def sweep_images(points: list[dict], path: Path, image_shape: tuple[int, int]) -
     ax.imshow(_tile(torch.cat(rows), len(rows), image_shape), cmap="gray", vmin=0, vmax=1)
     h, w = image_shape
     ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], ["test images", *(p["name"] for p in points)], fontsize=8)
-    ax.set_xticks([w * count / 2, w * count * 1.5], ["prior samples E[x|z], z ~ N(0, I)", "reconstructions"], fontsize=8)
+    ax.set_xticks(
+        [w * count / 2, w * count * 1.5], ["prior samples E[x|z], z ~ N(0, I)", "reconstructions"], fontsize=8
+    )
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)

@@ -16,14 +16,20 @@ from pathlib import Path
 
 import torch
 
-from . import data, sampling
-from .errors import ConfigError
-from .model import VAE
+from pyro_vae import data
+from pyro_vae.core.model import VAE
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation import sampling
 
 SCALARS = {
-    "loss/train": "train_loss", "loss/test": "test_loss", "loss/validation": "validation_loss",
-    "elbo/test_reconstruction": "test_reconstruction", "elbo/test_kl": "test_kl",
-    "log_px/test": "test_log_likelihood", "settings/lr": "lr", "settings/kl_scale": "kl_scale",
+    "loss/train": "train_loss",
+    "loss/test": "test_loss",
+    "loss/validation": "validation_loss",
+    "elbo/test_reconstruction": "test_reconstruction",
+    "elbo/test_kl": "test_kl",
+    "log_px/test": "test_log_likelihood",
+    "settings/lr": "lr",
+    "settings/kl_scale": "kl_scale",
 }
 
 
@@ -34,7 +40,9 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'pyro-vae[tensorboard]'") from None
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'pyro-vae[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 

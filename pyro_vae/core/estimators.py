@@ -20,20 +20,19 @@ only through the score function (REINFORCE), grad E_q[f(z)] = E_q[f(z) grad log 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import itertools
 import math
+from typing import Callable
 
 import pyro
 import pyro.infer
 import torch
-from torch import nn
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from torch import nn
 
-from .errors import ConfigError
-from .model import VAE
+from pyro_vae.core.model import VAE
+from pyro_vae.errors import ConfigError
 
 LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_scale, index=None) -> the negative ELBO per image
 
@@ -78,8 +77,11 @@ class IWAE_ELBO(pyro.infer.RenyiELBO):
 
 def _log_densities(trace) -> list[torch.Tensor]:
     """The unscaled log-density of every (non-subsample) sample site, each of shape (particles, batch)."""
-    return [site["unscaled_log_prob"] for site in trace.nodes.values()
-            if site["type"] == "sample" and not site_is_subsample(site)]
+    return [
+        site["unscaled_log_prob"]
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and not site_is_subsample(site)
+    ]
 
 
 class ScoreFunction_ELBO(pyro.infer.TraceGraph_ELBO):
@@ -136,7 +138,8 @@ def _log_weights(model_trace, guide_trace) -> torch.Tensor:
     """log p(x, z) - log q(z|x) per image (and particle), detached, with Pyro's scales applied."""
     model_sites, guide_sites = (
         [site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
-        for trace in (model_trace, guide_trace))
+        for trace in (model_trace, guide_trace)
+    )
     return (sum(model_sites) - sum(guide_sites)).detach()
 
 

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.distributions import register_kl
 
-from . import analytic
-from .errors import ConfigError
-from .networks import Encoder, mlp
+from pyro_vae.core import analytic
+from pyro_vae.core.networks import Encoder, mlp
+from pyro_vae.errors import ConfigError
 
 
 class _DiagonalGaussian(nn.Module):
@@ -194,16 +194,32 @@ def _kl_full_covariance_to_diagonal_normal(q: dist.MultivariateNormal, p: dist.I
         raise NotImplementedError
     loc_p, scale_p = p.base_dist.loc, p.base_dist.scale
     shape = torch.broadcast_shapes(q.loc.shape, loc_p.shape)
-    return analytic.kl_normal_normal(q.loc.expand(shape), q.scale_tril.expand(*shape, shape[-1]),
-                                     loc_p.expand(shape), torch.diag_embed(scale_p.expand(shape)))
+    return analytic.kl_normal_normal(
+        q.loc.expand(shape),
+        q.scale_tril.expand(*shape, shape[-1]),
+        loc_p.expand(shape),
+        torch.diag_embed(scale_p.expand(shape)),
+    )
 
 
-GUIDES = {"diagonal": DiagonalNormal, "full-covariance": FullCovarianceNormal, "flow": InverseAutoregressiveFlow,
-          "local": LocalGuide, "delta": PointMass}
+GUIDES = {
+    "diagonal": DiagonalNormal,
+    "full-covariance": FullCovarianceNormal,
+    "flow": InverseAutoregressiveFlow,
+    "local": LocalGuide,
+    "delta": PointMass,
+}
 
 
-def build_guide(name: str, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str,
-                flow_layers: int = 2, local_rows: int = 0) -> nn.Module:
+def build_guide(
+    name: str,
+    x_dim: int,
+    hidden: tuple[int, ...],
+    z_dim: int,
+    activation: str,
+    flow_layers: int = 2,
+    local_rows: int = 0,
+) -> nn.Module:
     if name not in GUIDES:
         raise ConfigError(f"unknown guide {name!r}; choose one of: {', '.join(GUIDES)}")
     if name == "flow":
@@ -211,4 +227,3 @@ def build_guide(name: str, x_dim: int, hidden: tuple[int, ...], z_dim: int, acti
     if name == "local":
         return LocalGuide(local_rows, z_dim)
     return GUIDES[name](x_dim, hidden, z_dim, activation)
-

@@ -10,23 +10,37 @@ from pathlib import Path
 
 import torch
 
-from . import plots
-from .errors import ConfigError, PyroVAEError
-from .trained_run import load_run
+from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.evaluation import plots
+from pyro_vae.training.trained_run import load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Draw pictures from a trained run: decoder means E[x|z] of prior samples, reconstructions and "
-                    "latent interpolations. Writes PNGs (and a GIF with --gif) into RUN_DIR/samples or --out.",
+        "latent interpolations. Writes PNGs (and a GIF with --gif) into RUN_DIR/samples or --out.",
         allow_abbrev=False,
     )
     p.add_argument("run", metavar="RUN_DIR", help="a run folder holding checkpoint.pt")
-    p.add_argument("--prior", type=int, default=64, metavar="N", help="prior samples to draw, 0 for none (default: %(default)s)")
-    p.add_argument("--reconstruct", type=int, nargs="+", default=[], metavar="I",
-                   help="test images (by position in the test split) to show over their reconstructions")
-    p.add_argument("--interpolate", type=int, nargs=2, default=None, metavar=("A", "B"),
-                   help="two test images to walk between in the latent space, q's location of A to B's")
+    p.add_argument(
+        "--prior", type=int, default=64, metavar="N", help="prior samples to draw, 0 for none (default: %(default)s)"
+    )
+    p.add_argument(
+        "--reconstruct",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="I",
+        help="test images (by position in the test split) to show over their reconstructions",
+    )
+    p.add_argument(
+        "--interpolate",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("A", "B"),
+        help="two test images to walk between in the latent space, q's location of A to B's",
+    )
     p.add_argument("--steps", type=int, default=10, help="images along the interpolation (default: %(default)s)")
     p.add_argument("--gif", action="store_true", help="also write the interpolation as an animated GIF")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default: %(default)s)")
@@ -39,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[Path]:
     """Draw what `args` asks for; returns the files written."""
     if not 0 <= args.prior <= 10_000 or not 2 <= args.steps <= 1_000:
-        raise ConfigError(f"--prior must be from 0 to 10000 and --steps from 2 to 1000, got {args.prior} and {args.steps}")
+        raise ConfigError(
+            f"--prior must be from 0 to 10000 and --steps from 2 to 1000, got {args.prior} and {args.steps}"
+        )
     trained = load_run(args.run, "cuda" if args.cuda else "cpu", args.data_dir)
     shape = (28, 28)
     count = trained.test_images().shape[0]
@@ -50,15 +66,25 @@ def run(args: argparse.Namespace) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if args.prior:
-        rows = max(1, round(args.prior ** 0.5))
+        rows = max(1, round(args.prior**0.5))
         written.append(out / f"prior-seed{args.seed}.png")
-        plots.image_grid(trained.sample(args.prior, args.seed), written[-1], rows, shape,
-                         f"decoder means of {args.prior} prior samples z ~ N(0, I)")
+        plots.image_grid(
+            trained.sample(args.prior, args.seed),
+            written[-1],
+            rows,
+            shape,
+            f"decoder means of {args.prior} prior samples z ~ N(0, I)",
+        )
     if args.reconstruct:
         x, reconstructed = trained.reconstruct(args.reconstruct)
         written.append(out / "reconstructions.png")
-        plots.image_grid(torch.cat([x, reconstructed]), written[-1], 2, shape,
-                         f"test images {args.reconstruct} (top) and their reconstructions (bottom)")
+        plots.image_grid(
+            torch.cat([x, reconstructed]),
+            written[-1],
+            2,
+            shape,
+            f"test images {args.reconstruct} (top) and their reconstructions (bottom)",
+        )
     if args.interpolate:
         a, b = args.interpolate
         path = trained.interpolate(a, b, args.steps)

@@ -24,12 +24,14 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from . import evaluate, report
-from .config import TrainConfig
-from .distributed import World
-from .run import Run, TrainingError, build_run, resolve_device
-from .svi import fit_test_points, train_epoch
-from .trained_run import TrainedRun, load_run
+from pyro_vae.distributed import World
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.training import report
+from pyro_vae.training.build import Run, TrainingError, build_run, resolve_device
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.epoch import fit_test_points, train_epoch
+from pyro_vae.training.trained_run import TrainedRun, load_run
+
 
 class Interrupted(Exception):
     """The user pressed Ctrl-C; a checkpoint was written first."""
@@ -55,8 +57,10 @@ def train(
     """
     resolve_device(config.cuda)
     if checkpoint is not None and checkpoint["epoch"] >= config.epochs and (Path(config.out) / "summary.json").exists():
-        log(f"{config.out} is a finished run ({checkpoint['epoch']} of {config.epochs} epochs); nothing to do, nothing "
-            "changed. Pass a larger --epochs to train it further")
+        log(
+            f"{config.out} is a finished run ({checkpoint['epoch']} of {config.epochs} epochs); nothing to do, nothing "
+            "changed. Pass a larger --epochs to train it further"
+        )
         return load_run(config.out, "cuda" if config.cuda else "cpu", config.data_dir)
     world = World.from_environment(config.cuda)
     try:
@@ -90,8 +94,15 @@ def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) 
                 run.folder.save_checkpoint(run.checkpoint())
                 raise stop_message(run, f"at step {state.step} (epoch {state.epoch + 1})")
             if run.vae.is_local:
-                skipped = fit_test_points(run.vae, run.loss, run.local_optimizer, run.dataset.test, run.vae.test_rows(),
-                                          config.batch_size, config.kl_scale(state.step, run.steps_per_epoch))
+                skipped = fit_test_points(
+                    run.vae,
+                    run.loss,
+                    run.local_optimizer,
+                    run.dataset.test,
+                    run.vae.test_rows(),
+                    config.batch_size,
+                    config.kl_scale(state.step, run.steps_per_epoch),
+                )
                 if skipped and config.on_nonfinite == "stop":
                     raise run.nonfinite(state.step, "the test points' pass")
                 state.skipped += skipped
@@ -117,14 +128,25 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     log_px = None
     if config.evaluates_log_likelihood(state.epoch + 1):
         images, rows = run.dataset.test[: config.eval_images], vae.test_rows(config.eval_images)
-        with evaluate.progress_bar(images.shape[0], f"log p(x), K = {config.eval_samples}", progress and run.world.is_main) as bar:
-            log_px = evaluate.log_likelihood(vae, images, config.eval_samples, index=rows, world=run.world, progress=bar.update)
+        with evaluate.progress_bar(
+            images.shape[0], f"log p(x), K = {config.eval_samples}", progress and run.world.is_main
+        ) as bar:
+            log_px = evaluate.log_likelihood(
+                vae, images, config.eval_samples, index=rows, world=run.world, progress=bar.update
+            )
     vae.train()
     record = report.epoch_record(
-        epoch=state.epoch + 1, step=state.step, train_loss=state.loss_sum / state.images, test=test, validation=validation,
-        seconds=state.seconds, images=run.dataset.train.shape[0],
-        kl_scale=config.kl_scale(state.step, run.steps_per_epoch), skipped=state.skipped,
-        lr=config.learning_rate(state.epoch), log_px=log_px,
+        epoch=state.epoch + 1,
+        step=state.step,
+        train_loss=state.loss_sum / state.images,
+        test=test,
+        validation=validation,
+        seconds=state.seconds,
+        images=run.dataset.train.shape[0],
+        kl_scale=config.kl_scale(state.step, run.steps_per_epoch),
+        skipped=state.skipped,
+        lr=config.learning_rate(state.epoch),
+        log_px=log_px,
     )
     state.finish_epoch(record)
     run.folder.record_epoch(record, vae, run.dataset)
@@ -140,13 +162,24 @@ def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedR
     run, handed back to Python callers."""
     metrics = run.state.metrics
     run.folder.write_figures(run.vae, run.dataset, metrics)
-    run.folder.write_summary(report.summary(metrics, time.perf_counter() - started, run.device, run.world.size,
-                                            run.config.resolved_binarization))
-    density = "" if run.config.model.likelihood == "bernoulli" else (
-        f" (the {run.config.model.likelihood} likelihood is a density over grey levels, not a probability, so "
-        "log p(x|z) can exceed 0 and this loss can be negative)")
-    what = ("test loss -log p(x, mu(x)) (the point-mass guide's ELBO form, log q = 0: no bound on log p(x))"
-            if run.vae.is_point_mass else "test negative ELBO")
+    run.folder.write_summary(
+        report.summary(
+            metrics, time.perf_counter() - started, run.device, run.world.size, run.config.resolved_binarization
+        )
+    )
+    density = (
+        ""
+        if run.config.model.likelihood == "bernoulli"
+        else (
+            f" (the {run.config.model.likelihood} likelihood is a density over grey levels, not a probability, so "
+            "log p(x|z) can exceed 0 and this loss can be negative)"
+        )
+    )
+    what = (
+        "test loss -log p(x, mu(x)) (the point-mass guide's ELBO form, log q = 0: no bound on log p(x))"
+        if run.vae.is_point_mass
+        else "test negative ELBO"
+    )
     log(f"done: {what} {metrics[-1]['test_loss']:.3f} nats/image{density}; outputs in {run.folder.path}")
     return TrainedRun(run.folder.path, run.config, run.vae.eval(), metrics, finished=True, dataset=run.dataset)
 
@@ -165,8 +198,10 @@ def start_line(run: Run, resumed: bool) -> str:
 
 def stop_message(run: Run, where: str) -> Interrupted:
     command = "python" if run.world.size == 1 else f"torchrun --nproc-per-node {run.world.size}"
-    return Interrupted(f"interrupted {where}; checkpoint written. "
-                       f"Resume with: {command} scripts/svi_train.py --resume {run.folder.path}")
+    return Interrupted(
+        f"interrupted {where}; checkpoint written. "
+        f"Resume with: {command} scripts/svi_train.py --resume {run.folder.path}"
+    )
 
 
 @contextmanager
@@ -213,7 +248,8 @@ def lost_rank(error: RuntimeError, world: World, out: str | None) -> TrainingErr
     return TrainingError(
         f"rank {world.rank} of {world.size} lost the other processes of the job ({str(error).splitlines()[0][:200]}); "
         "the job stops. The run folder keeps its last checkpoint: resume with the same torchrun command and "
-        f"--resume {out if out is not None else 'RUN_DIR'}")
+        f"--resume {out if out is not None else 'RUN_DIR'}"
+    )
 
 
 def _quiet(line: str) -> None:

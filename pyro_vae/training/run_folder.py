@@ -14,11 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from . import checkpoints, data, files, report
-from .distributed import World
-from .errors import ConfigError, PyroVAEError
-from .model import VAE
-from .tensorboard_log import TensorBoardLog
+from pyro_vae import data, files
+from pyro_vae.core.model import VAE
+from pyro_vae.distributed import World
+from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.training import checkpoints, report
+from pyro_vae.training.tensorboard import TensorBoardLog
 
 
 class RunFolder:
@@ -55,8 +56,10 @@ class RunFolder:
             handle.seek(0)
             holder = handle.read().strip() or "a process"
             handle.close()
-            raise ConfigError(f"{self.path} is in use: {holder} holds its lock ({self.path / '.lock'}) and is writing it; "
-                              "wait for that run to end, or stop it, then resume") from None
+            raise ConfigError(
+                f"{self.path} is in use: {holder} holds its lock ({self.path / '.lock'}) and is writing it; "
+                "wait for that run to end, or stop it, then resume"
+            ) from None
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
@@ -141,7 +144,9 @@ def new_run_dir(out: str | None, reuse: bool = False) -> Path:
     try:
         return _make_run_dir(out, reuse)
     except OSError as error:  # a name too long, a read-only or special file system, no permission
-        raise ConfigError(f"cannot make the run folder {out or 'runs/'}: {error.strerror}; choose another --out") from None
+        raise ConfigError(
+            f"cannot make the run folder {out or 'runs/'}: {error.strerror}; choose another --out"
+        ) from None
 
 
 def _make_run_dir(out: str | None, reuse: bool) -> Path:

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import torch
 
-from . import evaluate, files, posterior
-from .config import UPPER_BOUNDS
-from .distributed import SINGLE, World, world_prefix
-from .errors import ConfigError, PyroVAEError, os_error_line
-from .model import VAE
-from .run import resolve_device
-from .trained_run import load_run
+from pyro_vae import files
+from pyro_vae.core.model import VAE
+from pyro_vae.distributed import SINGLE, World, world_prefix
+from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation import posterior
+from pyro_vae.training.build import resolve_device
+from pyro_vae.training.config import UPPER_BOUNDS
+from pyro_vae.training.trained_run import load_run
 
 MAX_SAMPLES = UPPER_BOUNDS["eval_samples"]  # the same bound as training's --eval-samples
 
@@ -28,19 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         allow_abbrev=False,
         description="Evaluate a run's checkpoint on its test split: negative ELBO (exact KL) and log p(x) by "
-                    "importance sampling, log (1/K) sum_k p(x, z_k) / q(z_k|x). Nats per image.",
+        "importance sampling, log (1/K) sum_k p(x, z_k) / q(z_k|x). Nats per image.",
     )
     p.add_argument("run", metavar="RUN_DIR", help="a run folder holding checkpoint.pt")
-    p.add_argument("--samples", type=int, default=5000, metavar="K", help="importance samples per image (default: %(default)s)")
+    p.add_argument(
+        "--samples", type=int, default=5000, metavar="K", help="importance samples per image (default: %(default)s)"
+    )
     p.add_argument("--images", type=int, default=None, help="evaluate the first N test images only (default: all)")
-    p.add_argument("--prior", action="store_true",
-                   help="also give the naive estimate with z_k ~ p(z), to see how far below it falls")
-    p.add_argument("--amortization-gap", type=int, default=0, metavar="STEPS",
-                   help="also fit the best diagonal Gaussian q for each image with the decoder fixed (STEPS Adam "
-                        "steps) and report ELBO(local) - ELBO(encoder), the encoder's amortization gap (default: 0, off)")
+    p.add_argument(
+        "--prior",
+        action="store_true",
+        help="also give the naive estimate with z_k ~ p(z), to see how far below it falls",
+    )
+    p.add_argument(
+        "--amortization-gap",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also fit the best diagonal Gaussian q for each image with the decoder fixed (STEPS Adam "
+        "steps) and report ELBO(local) - ELBO(encoder), the encoder's amortization gap (default: 0, off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=65_536,
-                   help="(image, sample) pairs per chunk, which bounds memory (default: %(default)s)")
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=65_536,
+        help="(image, sample) pairs per chunk, which bounds memory (default: %(default)s)",
+    )
     p.add_argument("--data-dir", default=None, help="where the run's dataset lives, if not where it was")
     p.add_argument("--cuda", action="store_true", help="evaluate on the GPU")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
@@ -51,8 +67,10 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
         raise ConfigError("--samples, --images and --max-rows must be at least 1")
     if args.samples > MAX_SAMPLES or args.max_rows > 100_000_000:
-        raise ConfigError(f"--samples must be at most {MAX_SAMPLES:,} and --max-rows at most 100,000,000 "
-                          f"(got {args.samples:,}, {args.max_rows:,}); a larger K would run for days")
+        raise ConfigError(
+            f"--samples must be at most {MAX_SAMPLES:,} and --max-rows at most 100,000,000 "
+            f"(got {args.samples:,}, {args.max_rows:,}); a larger K would run for days"
+        )
     if args.amortization_gap < 0:
         raise ConfigError(f"--amortization-gap must be 0 (off) or a number of steps, got {args.amortization_gap}")
     if args.threads is not None:
@@ -63,39 +81,65 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     trained = load_run(args.run, device, args.data_dir)
     vae = trained.vae
     if args.amortization_gap and vae.is_local:
-        raise ConfigError("--amortization-gap compares an encoder with per-image fits; this run's guide is already local")
+        raise ConfigError(
+            "--amortization-gap compares an encoder with per-image fits; this run's guide is already local"
+        )
     x = trained.test_images()[: args.images]
     rows = vae.test_rows(args.images)
     tic = time.perf_counter()
     with evaluate.progress_bar(x.shape[0], f"log p(x), K = {args.samples}", world.is_main) as bar:
-        estimate = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows,
-                                           world=world, progress=bar.update)
+        estimate = evaluate.log_likelihood(
+            vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows, world=world, progress=bar.update
+        )
     result = dict(
-        run=str(args.run), epoch=len(trained.metrics), images=x.shape[0], samples=args.samples,
-        test_negative_elbo=evaluate.negative_elbo(vae, x, index=rows, world=world), test_log_likelihood=estimate.value,
-        standard_error=estimate.standard_error, spread_over_images=estimate.spread, **estimate.diagnostics(),
-        seconds=time.perf_counter() - tic, device=str(device), processes=world.size,
+        run=str(args.run),
+        epoch=len(trained.metrics),
+        images=x.shape[0],
+        samples=args.samples,
+        test_negative_elbo=evaluate.negative_elbo(vae, x, index=rows, world=world),
+        test_log_likelihood=estimate.value,
+        standard_error=estimate.standard_error,
+        spread_over_images=estimate.spread,
+        **estimate.diagnostics(),
+        seconds=time.perf_counter() - tic,
+        device=str(device),
+        processes=world.size,
     )
     if args.prior:
         with evaluate.progress_bar(x.shape[0], f"naive estimate, K = {args.samples}", world.is_main) as bar:
-            naive = evaluate.log_likelihood(vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, proposal="prior",
-                                            world=world, progress=bar.update)
+            naive = evaluate.log_likelihood(
+                vae,
+                x,
+                args.samples,
+                seed=args.seed,
+                max_rows=args.max_rows,
+                proposal="prior",
+                world=world,
+                progress=bar.update,
+            )
         result.update(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
     if args.amortization_gap:
         result.update(amortization_gap(vae, x, args.amortization_gap, args.seed, args.max_rows))
     if world.is_main:
         stem = Path(args.run) / f"evaluation-epoch{result['epoch']}-K{args.samples}"
         files.write_json(stem.with_suffix(".json"), result)
-        files.atomic_write(stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode()))
+        files.atomic_write(
+            stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode())
+        )
     return result
 
 
 def per_image_csv(estimate: evaluate.LogLikelihood) -> str:
     """One row per test image: its log p^(x), jackknife standard error, effective sample size, Pareto k-hat."""
-    rows = zip(estimate.per_image.tolist(), estimate.per_image_variance.sqrt().tolist(),
-               estimate.effective_sample_size.tolist(), estimate.pareto_k.tolist())
+    rows = zip(
+        estimate.per_image.tolist(),
+        estimate.per_image_variance.sqrt().tolist(),
+        estimate.effective_sample_size.tolist(),
+        estimate.pareto_k.tolist(),
+    )
     return "image,log_likelihood,standard_error,effective_sample_size,pareto_k\n" + "".join(
-        f"{i},{lp:.6f},{se:.6g},{ess:.6g},{k:.4f}\n" for i, (lp, se, ess, k) in enumerate(rows))
+        f"{i},{lp:.6f},{se:.6g},{ess:.6g},{k:.4f}\n" for i, (lp, se, ess, k) in enumerate(rows)
+    )
 
 
 def amortization_gap(vae: VAE, x: torch.Tensor, steps: int, seed: int, max_rows: int, samples: int = 100) -> dict:
@@ -104,8 +148,12 @@ def amortization_gap(vae: VAE, x: torch.Tensor, steps: int, seed: int, max_rows:
     (for a diagonal guide; for a richer family the fit is the diagonal one, and the difference mixes both)."""
     _, _, local = posterior.fit_local_guide(vae, x, steps=steps, seed=seed, eval_samples=samples, max_rows=max_rows)
     amortized = -evaluate.negative_elbo(vae, x, num_samples=samples, seed=seed, chunk_size=max(1, max_rows // samples))
-    return dict(local_fit_steps=steps, amortized_elbo=amortized, local_elbo=local.mean().item(),
-                amortization_gap=local.mean().item() - amortized)
+    return dict(
+        local_fit_steps=steps,
+        amortized_elbo=amortized,
+        local_elbo=local.mean().item(),
+        amortization_gap=local.mean().item() - amortized,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,19 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     world.close(finished=True)
     if not world.is_main:
         return 0
-    print(f"{result['run']} (epoch {result['epoch']}, {result['images']} test images): negative ELBO "
-          f"{result['test_negative_elbo']:.3f}; log p(x) {result['test_log_likelihood']:.3f} "
-          f"± {result['standard_error']:.3f} (K = {result['samples']}, {result['seconds']:.1f} s)")
-    print(f"importance weights: effective sample size {result['effective_sample_size_min']:.1f} to "
-          f"{result['effective_sample_size_median']:.1f} (minimum, median over images) of K = {result['samples']}; "
-          f"Pareto k-hat at most {result['pareto_k_max']:.2f}")
+    print(
+        f"{result['run']} (epoch {result['epoch']}, {result['images']} test images): negative ELBO "
+        f"{result['test_negative_elbo']:.3f}; log p(x) {result['test_log_likelihood']:.3f} "
+        f"± {result['standard_error']:.3f} (K = {result['samples']}, {result['seconds']:.1f} s)"
+    )
+    print(
+        f"importance weights: effective sample size {result['effective_sample_size_min']:.1f} to "
+        f"{result['effective_sample_size_median']:.1f} (minimum, median over images) of K = {result['samples']}; "
+        f"Pareto k-hat at most {result['pareto_k_max']:.2f}"
+    )
     if result["pareto_k_above_0_7"]:
-        print(f"warning: Pareto k-hat above 0.7 for {result['pareto_k_above_0_7']} of {result['images']} images: "
-              "their weights' variance may be infinite, so their log p(x) and its ± cannot be trusted; use more "
-              "samples or a guide closer to the posterior", file=sys.stderr)
+        print(
+            f"warning: Pareto k-hat above 0.7 for {result['pareto_k_above_0_7']} of {result['images']} images: "
+            "their weights' variance may be infinite, so their log p(x) and its ± cannot be trusted; use more "
+            "samples or a guide closer to the posterior",
+            file=sys.stderr,
+        )
     if args.prior:
         print(f"naive estimate from prior samples, same K: {result['prior_sampling_log_likelihood']:.3f}")
     if args.amortization_gap:
-        print(f"ELBO with the encoder's q {result['amortized_elbo']:.3f}; with q fitted per image "
-              f"({args.amortization_gap} steps) {result['local_elbo']:.3f}; amortization gap {result['amortization_gap']:.3f}")
+        print(
+            f"ELBO with the encoder's q {result['amortized_elbo']:.3f}; with q fitted per image "
+            f"({args.amortization_gap} steps) {result['local_elbo']:.3f}; amortization gap {result['amortization_gap']:.3f}"
+        )
     return 0

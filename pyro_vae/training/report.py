@@ -7,26 +7,50 @@ from pathlib import Path
 import pyro
 import torch
 
-from . import data, plots, sampling
-from .evaluate import ElboTerms, LogLikelihood
-from .model import VAE
+from pyro_vae import data
+from pyro_vae.core.model import VAE
+from pyro_vae.evaluation import plots, sampling
+from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood
 
 
-def epoch_record(epoch: int, step: int, train_loss: float, test: ElboTerms, validation: ElboTerms | None,
-                 seconds: float, images: int, kl_scale: float, skipped: int, lr: float,
-                 log_px: LogLikelihood | None) -> dict:
+def epoch_record(
+    epoch: int,
+    step: int,
+    train_loss: float,
+    test: ElboTerms,
+    validation: ElboTerms | None,
+    seconds: float,
+    images: int,
+    kl_scale: float,
+    skipped: int,
+    lr: float,
+    log_px: LogLikelihood | None,
+) -> dict:
     """One line of metrics.jsonl: the epoch's losses (nats per image; the test loss also as its two terms,
     distortion and rate; the validation loss where there is a validation split), time, and training
     settings in force."""
     record = dict(epoch=epoch, step=step, train_loss=train_loss)
     if validation is not None:
         record.update(validation_loss=validation.negative_elbo)
-    record.update(test_loss=test.negative_elbo, test_reconstruction=test.reconstruction, test_kl=test.kl,
-                  seconds=seconds, images_per_second=images / seconds, kl_scale=kl_scale, skipped_steps=skipped, lr=lr)
+    record.update(
+        test_loss=test.negative_elbo,
+        test_reconstruction=test.reconstruction,
+        test_kl=test.kl,
+        seconds=seconds,
+        images_per_second=images / seconds,
+        kl_scale=kl_scale,
+        skipped_steps=skipped,
+        lr=lr,
+    )
     if log_px is not None:
-        record.update(test_log_likelihood=log_px.value, test_log_likelihood_se=log_px.standard_error,
-                      eval_samples=log_px.num_samples, eval_images=len(log_px.per_image), test_pareto_k_max=log_px.max_pareto_k,
-                      test_pareto_k_above_0_7=log_px.unreliable_images)
+        record.update(
+            test_log_likelihood=log_px.value,
+            test_log_likelihood_se=log_px.standard_error,
+            eval_samples=log_px.num_samples,
+            eval_images=len(log_px.per_image),
+            test_pareto_k_max=log_px.max_pareto_k,
+            test_pareto_k_above_0_7=log_px.unreliable_images,
+        )
     return record
 
 
@@ -37,10 +61,17 @@ def epoch_line(record: dict, epochs: int) -> str:
         + (f"valid {record['validation_loss']:8.3f}  " if "validation_loss" in record else "")
         + f"test {record['test_loss']:8.3f} "
         f"nats/image  {record['seconds']:6.2f} s  {record['images_per_second']:8.0f} images/s"
-        + (f"  log p(x) {record['test_log_likelihood']:.3f} ± {record['test_log_likelihood_se']:.3f} "
-           f"(K={record['eval_samples']})" if "test_log_likelihood" in record else "")
-        + (f"  [Pareto k-hat > 0.7 for {record['test_pareto_k_above_0_7']} images: log p(x) unreliable]"
-           if record.get("test_pareto_k_above_0_7") else "")
+        + (
+            f"  log p(x) {record['test_log_likelihood']:.3f} ± {record['test_log_likelihood_se']:.3f} "
+            f"(K={record['eval_samples']})"
+            if "test_log_likelihood" in record
+            else ""
+        )
+        + (
+            f"  [Pareto k-hat > 0.7 for {record['test_pareto_k_above_0_7']} images: log p(x) unreliable]"
+            if record.get("test_pareto_k_above_0_7")
+            else ""
+        )
         + (f"  ({record['skipped_steps']} non-finite steps skipped)" if record["skipped_steps"] else "")
     )
 
@@ -52,8 +83,14 @@ def summary(metrics: list[dict], seconds: float, device: torch.device, processes
     best = min(with_validation, key=lambda m: m["validation_loss"]) if with_validation else None
     return dict(
         final=metrics[-1],
-        best=None if best is None else dict(epoch=best["epoch"], validation_loss=best["validation_loss"],
-                                            test_loss=best["test_loss"], chosen_on="validation_loss"),
+        best=None
+        if best is None
+        else dict(
+            epoch=best["epoch"],
+            validation_loss=best["validation_loss"],
+            test_loss=best["test_loss"],
+            chosen_on="validation_loss",
+        ),
         total_seconds=seconds,
         device=str(device),
         threads=torch.get_num_threads(),
@@ -72,10 +109,18 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     originals = dataset.test[:n_images]
     plots.image_grid(
         torch.cat([originals, sampling.reconstructions(vae, originals, vae.test_rows(n_images))]),
-        out / "reconstructions.png", 2, shape, "test images (top) and the decoder's mean at q's location (bottom)",
+        out / "reconstructions.png",
+        2,
+        shape,
+        "test images (top) and the decoder's mean at q's location (bottom)",
     )
-    plots.image_grid(sampling.prior_samples(vae, 64, 0, dataset.test.device), out / "samples.png", 8, shape,
-                     "decoder means of prior samples z ~ N(0, I)")
+    plots.image_grid(
+        sampling.prior_samples(vae, 64, 0, dataset.test.device),
+        out / "samples.png",
+        8,
+        shape,
+        "decoder means of prior samples z ~ N(0, I)",
+    )
     means = vae.location(dataset.test[:5000], vae.test_rows(5000))
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
     plots.latent(means, labels, out / "latent.png", dataset.class_names)

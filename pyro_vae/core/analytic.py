@@ -64,9 +64,7 @@ def kl_normal_normal(
     diff = (loc_p - loc_q).expand(*batch, d).unsqueeze(-1)
     trace = torch.linalg.solve_triangular(L2, L1, upper=False).pow(2).sum((-2, -1))
     mahalanobis = torch.linalg.solve_triangular(L2, diff, upper=False).pow(2).sum((-2, -1))
-    log_det_ratio = 2 * (
-        L2.diagonal(dim1=-2, dim2=-1).log().sum(-1) - L1.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    )
+    log_det_ratio = 2 * (L2.diagonal(dim1=-2, dim2=-1).log().sum(-1) - L1.diagonal(dim1=-2, dim2=-1).log().sum(-1))
     return 0.5 * (log_det_ratio - d + trace + mahalanobis)
 
 

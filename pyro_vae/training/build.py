@@ -19,14 +19,14 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import data
-from .config import TrainConfig
-from .distributed import World
-from .errors import ConfigError, DataError, PyroVAEError
-from .estimators import ELBOLoss, build_elbo
-from .model import VAE
-from .resume import Progress, progress_from, rank_rng_states, rank_seed, rng_states, set_rng_states
-from .run_folder import RunFolder
+from pyro_vae import data
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE
+from pyro_vae.distributed import World
+from pyro_vae.errors import ConfigError, DataError, PyroVAEError
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.run_folder import RunFolder
+from pyro_vae.training.state import Progress, progress_from, rank_rng_states, rank_seed, rng_states, set_rng_states
 
 
 class TrainingError(PyroVAEError):
@@ -73,7 +73,11 @@ class Run:
                 group["lr"] = self.config.local_lr * self.config.lr_decay(self.state.epoch)
         if self.state.permutation is None:
             n = self.dataset.train.shape[0]
-            mine = torch.randperm(n, device=self.device) if self.world.is_main else torch.empty(n, dtype=torch.int64, device=self.device)
+            mine = (
+                torch.randperm(n, device=self.device)
+                if self.world.is_main
+                else torch.empty(n, dtype=torch.int64, device=self.device)
+            )
             self.state.start_epoch(self.world.broadcast(mine))
 
     def checkpoint(self) -> dict:
@@ -82,25 +86,38 @@ class Run:
         rank calls it.)"""
         digests, states = zip(*self.world.gather((weights_digest(self.vae), rng_states())))
         if len(set(digests)) > 1:
-            raise TrainingError(f"the {self.world.size} processes' weights differ after step {self.state.step} "
-                                f"(digests {', '.join(d[:12] for d in digests)}); data-parallel training lost its "
-                                "synchrony, so nothing is checkpointed")
+            raise TrainingError(
+                f"the {self.world.size} processes' weights differ after step {self.state.step} "
+                f"(digests {', '.join(d[:12] for d in digests)}); data-parallel training lost its "
+                "synchrony, so nothing is checkpointed"
+            )
         return dict(
-            config=asdict(self.config), model_state=self.vae.state_dict(),
-            optimizer_state=self.optimizer.state_dict(), rng=states[0], rng_other_ranks=list(states[1:]),
-            world_size=self.world.size, progress=asdict(self.state), epoch=self.state.epoch, step=self.state.step,
+            config=asdict(self.config),
+            model_state=self.vae.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            rng=states[0],
+            rng_other_ranks=list(states[1:]),
+            world_size=self.world.size,
+            progress=asdict(self.state),
+            epoch=self.state.epoch,
+            step=self.state.step,
             **({} if self.local_optimizer is None else dict(local_optimizer_state=self.local_optimizer.state_dict())),
         )
 
     def nonfinite(self, step: int, what: str) -> TrainingError:
         config = self.config
         rate = config.learning_rate(self.state.epoch)
-        rate_text = f"--lr {config.lr}" if rate == config.lr else f"{rate:.3g} in force this epoch: --lr {config.lr} on its schedule"
+        rate_text = (
+            f"--lr {config.lr}"
+            if rate == config.lr
+            else f"{rate:.3g} in force this epoch: --lr {config.lr} on its schedule"
+        )
         return TrainingError(
             f"the loss or its gradient became NaN or infinite at step {step} of {what} "
             f"(epoch {self.state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
             f"rate too high ({rate_text}), or for a Gaussian likelihood a --sigma too small. "
-            + self.kept() + "; --on-nonfinite skip skips such steps instead"
+            + self.kept()
+            + "; --on-nonfinite skip skips such steps instead"
         )
 
     def kept(self) -> str:
@@ -114,8 +131,10 @@ class Run:
         """Refuse to record or checkpoint a model whose weights or test loss are not finite (possible with
         --on-nonfinite skip, which skips non-finite steps but not a model that overflows on the test split)."""
         if not (math.isfinite(test_loss) and all(torch.isfinite(p).all() for p in self.vae.parameters())):
-            raise TrainingError(f"after epoch {self.state.epoch + 1} the model's weights or its test loss "
-                                f"({test_loss}) are not finite, so it is not checkpointed; {self.kept()}")
+            raise TrainingError(
+                f"after epoch {self.state.epoch + 1} the model's weights or its test loss "
+                f"({test_loss}) are not finite, so it is not checkpointed; {self.kept()}"
+            )
 
 
 def weights_digest(vae: VAE) -> str:
@@ -126,20 +145,26 @@ def weights_digest(vae: VAE) -> str:
     return digest.hexdigest()
 
 
-def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
-              log: Callable[[str], None] = print) -> Run:
+def build_run(
+    config: TrainConfig, world: World, checkpoint: dict | None = None, log: Callable[[str], None] = print
+) -> Run:
     """A new run of `config`, or with a `checkpoint` the run it holds, exactly where it stopped."""
     device = world.device(resolve_device(config.cuda).type == "cuda")  # the check, then this rank's device
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     if world.size > 1 and config.model.guide == "local":
-        raise ConfigError("--guide local keeps one table of per-image parameters and trains in one process; "
-                          "start it without torchrun")
+        raise ConfigError(
+            "--guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
+        )
     dataset = load_training_data(config, device)
     local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
-    config = replace(config, model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points),
-                     binarization=config.resolved_binarization, data_dir=data.resolve_data_dir(config.dataset, config.data_dir),
-                     validation=config.resolved_validation)
+    config = replace(
+        config,
+        model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points),
+        binarization=config.resolved_binarization,
+        data_dir=data.resolve_data_dir(config.dataset, config.data_dir),
+        validation=config.resolved_validation,
+    )
 
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = VAE(config.model).to(device)
@@ -147,8 +172,9 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
         vae.init_output_bias(dataset.train)
     loss: nn.Module = ELBOLoss(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
     if world.size > 1:
-        loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
-                                       forward_sync_buffers=False)
+        loss = DistributedDataParallel(
+            loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+        )
     optimizer, local_optimizer = optimizers(vae, config)
     folder = None
     try:  # once the folder is claimed, any failure gives its lock back
@@ -163,8 +189,10 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
             folder.remove_stale_temporaries()
             state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
             if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
-                raise ConfigError(f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
-                                  f"but the run's training split has {dataset.train.shape[0]}")
+                raise ConfigError(
+                    f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
+                    f"but the run's training split has {dataset.train.shape[0]}"
+                )
             state.permutation = None if state.permutation is None else state.permutation.to(device)
             folder.restart_metrics(state.metrics)
         folder.write_config(asdict(config))
@@ -177,8 +205,15 @@ def build_run(config: TrainConfig, world: World, checkpoint: dict | None = None,
     return Run(config, world, dataset, vae, loss, optimizer, local_optimizer, state, folder)
 
 
-def restore(checkpoint: dict, vae: VAE, optimizer: torch.optim.Optimizer, local_optimizer: torch.optim.Optimizer | None,
-            world: World, seed: int, log: Callable[[str], None]) -> Progress:
+def restore(
+    checkpoint: dict,
+    vae: VAE,
+    optimizer: torch.optim.Optimizer,
+    local_optimizer: torch.optim.Optimizer | None,
+    world: World,
+    seed: int,
+    log: Callable[[str], None],
+) -> Progress:
     """Load the checkpoint's weights, optimizer states and this rank's generators; its progress."""
     vae.load_state_dict(checkpoint["model_state"])
     optimizer.load_state_dict(checkpoint["optimizer_state"])
@@ -186,9 +221,11 @@ def restore(checkpoint: dict, vae: VAE, optimizer: torch.optim.Optimizer, local_
         local_optimizer.load_state_dict(checkpoint["local_optimizer_state"])
     saved = checkpoint.get("world_size", 1)
     if saved != world.size and world.is_main:
-        log(f"notice: this run was trained by {saved} process(es) and resumes with {world.size}: the epoch's order "
+        log(
+            f"notice: this run was trained by {saved} process(es) and resumes with {world.size}: the epoch's order "
             "and position carry over exactly, but the ranks' binarization and noise draws are no longer those of an "
-            "uninterrupted run, so the result is not bit-identical to one")
+            "uninterrupted run, so the result is not bit-identical to one"
+        )
     states = rank_rng_states(checkpoint, world.rank)
     if states is None:  # a rank the run did not have before
         pyro.set_rng_seed(rank_seed(seed, world.rank))
@@ -202,8 +239,13 @@ def optimizers(vae: VAE, config: TrainConfig) -> tuple[torch.optim.Optimizer, to
     guide, SparseAdam over its per-point table at `local_lr`: a lazy Adam that moves only the rows in the
     batch, where a dense Adam would go on moving every other row by its stale momentum."""
     table = vae.q.table.weight if vae.is_local else None
-    optimizer = torch.optim.Adam([p for p in vae.parameters() if p is not table], lr=config.lr, fused=True,
-                                 betas=(config.adam_beta1, 0.999), eps=config.adam_eps)
+    optimizer = torch.optim.Adam(
+        [p for p in vae.parameters() if p is not table],
+        lr=config.lr,
+        fused=True,
+        betas=(config.adam_beta1, 0.999),
+        eps=config.adam_eps,
+    )
     return optimizer, (None if table is None else torch.optim.SparseAdam([table], lr=config.local_lr))
 
 
@@ -234,6 +276,8 @@ def load_training_data(config: TrainConfig, device: torch.device) -> data.Datase
     if config.model.guide == "local":
         points = config.model.local_points
         if points > dataset.train.shape[0]:
-            raise ConfigError(f"--local-points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}")
+            raise ConfigError(
+                f"--local-points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}"
+            )
         dataset = data.fixed_subset(dataset, points, min(points, dataset.test.shape[0]))
     return dataset.to(device)

@@ -20,13 +20,14 @@ from typing import Callable
 
 import torch
 
-from . import evaluate, sampling
-from .config import TrainConfig
-from .errors import ConfigError
-from .model import ModelConfig
-from .resume import flatten, load_run_checkpoint, resumed_config
-from .train import train
-from .trained_run import TrainedRun
+from pyro_vae.core.model import ModelConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation import sampling
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.loop import train
+from pyro_vae.training.state import flatten, load_run_checkpoint, resumed_config
+from pyro_vae.training.trained_run import TrainedRun
 
 AUTOENCODER = "autoencoder"
 
@@ -60,9 +61,19 @@ class SweepConfig:
 
     def training(self, beta: float, guide: str, out: Path) -> TrainConfig:
         model = ModelConfig(**{**self.model.__dict__, "guide": guide})
-        return TrainConfig(model=model, dataset=self.dataset, data_dir=self.data_dir, estimator="trace",
-                           beta=beta, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           threads=self.threads, out=str(out))
+        return TrainConfig(
+            model=model,
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            estimator="trace",
+            beta=beta,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            threads=self.threads,
+            out=str(out),
+        )
 
 
 def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
@@ -83,12 +94,20 @@ def measure(run: TrainedRun, beta: float, samples: int, images: int = 8) -> dict
     terms = evaluate.elbo_terms(run.vae, x, num_samples=samples)
     rate = math.inf if run.vae.is_point_mass else terms.kl
     priced_rate = beta * rate if beta > 0 else 0.0  # beta = 0 prices no rate, an infinite one included
-    return dict(beta=beta, guide=run.config.model.guide, rate=rate, distortion=terms.reconstruction,
-                negative_elbo=terms.reconstruction + rate, objective=terms.reconstruction + priced_rate,
-                epochs=run.config.epochs, folder=str(run.path),
-                prior_samples=sampling.prior_samples(run.vae, images, seed=0, device=run.device).cpu(),
-                reconstructions=sampling.reconstructions(run.vae, x[:images]).cpu(), originals=x[:images].cpu(),
-                image_shape=run.dataset.image_shape)
+    return dict(
+        beta=beta,
+        guide=run.config.model.guide,
+        rate=rate,
+        distortion=terms.reconstruction,
+        negative_elbo=terms.reconstruction + rate,
+        objective=terms.reconstruction + priced_rate,
+        epochs=run.config.epochs,
+        folder=str(run.path),
+        prior_samples=sampling.prior_samples(run.vae, images, seed=0, device=run.device).cpu(),
+        reconstructions=sampling.reconstructions(run.vae, x[:images]).cpu(),
+        originals=x[:images].cpu(),
+        image_shape=run.dataset.image_shape,
+    )
 
 
 def sweep(config: SweepConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
@@ -98,8 +117,10 @@ def sweep(config: SweepConfig, out: Path, log: Callable[[str], None] = print) ->
     for name, beta, guide in config.points():
         run = train_point(config.training(beta, guide, out / name), log=lambda line: None)
         point = dict(name=name, **measure(run, beta, config.samples))
-        log(f"{name:>12}: rate {point['rate']:8.2f}  distortion {point['distortion']:8.2f}  "
-            f"-ELBO {point['negative_elbo']:8.2f} nats")
+        log(
+            f"{name:>12}: rate {point['rate']:8.2f}  distortion {point['distortion']:8.2f}  "
+            f"-ELBO {point['negative_elbo']:8.2f} nats"
+        )
         points.append(point)
     return points
 

@@ -1,0 +1,1 @@
+"""Studies built on training and evaluation: the estimator comparison and the KL-weight (beta) sweep."""
