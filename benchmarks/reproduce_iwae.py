@@ -44,9 +44,9 @@ from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.evaluation import plots
 from pyro_vae.training.build import load_training_data, resolve_device  # noqa: E402
-from pyro_vae.training.config import LR_SCHEDULES  # noqa: E402
 from pyro_vae.training.loop import TrainConfig, train  # noqa: E402
-from pyro_vae.training.state import load_run_checkpoint  # noqa: E402
+from pyro_vae.training.resume import load_run_checkpoint  # noqa: E402
+from pyro_vae.training.schedule import LR_SCHEDULES, Schedule  # noqa: E402
 from pyro_vae.training.trained_run import TrainedRun  # noqa: E402
 
 # Table 1 of Burda et al. (2016), one stochastic layer, test log p(x) with k = 5000
@@ -221,7 +221,7 @@ def plain_row(config: TrainConfig, args: argparse.Namespace, log) -> tuple[dict,
     recipe = Recipe(
         config.epochs,
         config.batch_size,
-        config.learning_rate,
+        Schedule.of(config, 1).learning_rate,
         config.adam_beta1,
         config.adam_eps,
         curve_every=config.eval_every or 0,

@@ -39,6 +39,7 @@ from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.training.build import load_training_data  # noqa: E402
 from pyro_vae.training.loop import TrainConfig, train  # noqa: E402
+from pyro_vae.training.step import Batch, svi_step  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -115,9 +116,7 @@ def step_contenders(
         loss, optimizer = ELBOLoss(vae, build_elbo(estimator, k), every_step), adam(vae)
 
         def pyro_step(loss=loss, optimizer=optimizer) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            loss(x, 1.0).backward()
-            optimizer.step()
+            svi_step(loss, optimizer, Batch(x))  # the training step, its finite check included
 
         name = f"pyro {estimator}" + (f" k={k}" if k > 1 else "") + (" validated every step" if every_step else "")
         contenders[name] = pyro_step

@@ -1,31 +1,47 @@
 """pyro-vae: a variational autoencoder in Pyro whose math is hand-derived and checked against Pyro itself.
 
-import pyro_vae
-run = pyro_vae.train(pyro_vae.TrainConfig(epochs=5, out="runs/quick"))   # a TrainedRun
-run = pyro_vae.load_run("runs/quick")                                    # the same, from its folder
-run.evaluate(samples=1000); run.sample(16); run.reconstruct([0, 1]); run.interpolate(0, 1)
+    import pyro_vae
+    run = pyro_vae.train(pyro_vae.TrainConfig(epochs=5, out="runs/quick"))   # a TrainedRun
+    run = pyro_vae.load_run("runs/quick")                                    # the same, from its folder
+    run = pyro_vae.resume("runs/quick", epochs=10)                           # on to epoch 10, exactly
+    run.evaluate(samples=1000); run.sample(16); run.reconstruct([0, 1]); run.interpolate(0, 1)
+
+Your own parts: `train(config, data=(train, test), encoder=..., decoder=...)` or `guide=...`; see
+`core.parts` and `core.guides.Guide`, and the README's "Your own model and data".
+
+The package follows the flow: `core` (math, networks, guides, model, estimators) -> `data` ->
+`evaluation` -> `training` (config, build, step, epoch, loop, state, checkpoints) -> `experiments` -> `cli`.
 """
 
+from pyro_vae.core.guides import Guide
 from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.data import Dataset, from_arrays
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
 from pyro_vae.evaluation.likelihood import LogLikelihood, log_likelihood, negative_elbo
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.loop import train
+from pyro_vae.training.loop import resume, train
+from pyro_vae.training.step import Batch, svi_step
 from pyro_vae.training.trained_run import Evaluation, TrainedRun, load_run
 
 __version__ = "0.1.0"
 __all__ = [
+    "Batch",
     "ConfigError",
     "DataError",
+    "Dataset",
     "Evaluation",
+    "Guide",
     "LogLikelihood",
     "ModelConfig",
     "PyroVAEError",
     "TrainConfig",
     "TrainedRun",
     "VAE",
+    "from_arrays",
     "load_run",
     "log_likelihood",
     "negative_elbo",
+    "resume",
+    "svi_step",
     "train",
 ]

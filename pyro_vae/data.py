@@ -8,6 +8,7 @@ writes into a data directory except torchvision's download, and only when the fi
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ import torch
 from pyro_vae.errors import DataError
 
 DATASETS = ("default", "mnist", "fashion-mnist", "binarized-mnist")
+USER_DATA = "user"  # the dataset name of images given in Python (`from_arrays`), not read from files
 BINARIZATIONS = ("dynamic", "static", "none")
 DATA_DIR_ENV = "PYRO_VAE_DATA"
 IMAGE_SHAPE = (28, 28)
@@ -54,16 +56,19 @@ _VALID_AMAT = "binarized_mnist_valid.amat"
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/test pair of image tensors (N, 784) in [0, 1], with labels where the data has them."""
+    """A train/test pair of image tensors (N, D) in [0, 1], each row one image of `image_shape` flattened
+    (D = 784 for the MNIST family), with labels where the data has them."""
 
     name: str
     train: torch.Tensor
     test: torch.Tensor
     train_labels: torch.Tensor | None
     test_labels: torch.Tensor | None
-    image_shape: tuple[int, int] = IMAGE_SHAPE
+    image_shape: tuple[int, ...] = IMAGE_SHAPE  # (H, W), (C, H, W), or (D,) for rows of no known shape
     validation: torch.Tensor | None = None  # training images held out (see `hold_out`), if any
     validation_labels: torch.Tensor | None = None
+    train_rows: torch.Tensor | None = None  # each image's row in a table of per-image parameters (`with_rows`)
+    test_rows: torch.Tensor | None = None
 
     @property
     def x_dim(self) -> int:
@@ -89,7 +94,13 @@ class Dataset:
             test_labels=move(self.test_labels),
             validation=move(self.validation),
             validation_labels=move(self.validation_labels),
+            train_rows=move(self.train_rows),
+            test_rows=move(self.test_rows),
         )
+
+    def first_test(self, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first `count` test images (all by default) and their rows (None without rows)."""
+        return self.test[:count], None if self.test_rows is None else self.test_rows[:count]
 
 
 def default_data_dir() -> Path:
@@ -102,7 +113,7 @@ def default_data_dir() -> Path:
 
 def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> str | None:
     """The folder dataset `name` is read from (None for the default data, which needs none)."""
-    if name == "default":
+    if name in ("default", USER_DATA):
         return None
     return str((Path(data_dir).expanduser() if data_dir is not None else default_data_dir()).absolute())
 
@@ -263,19 +274,68 @@ def fixed_subset(dataset: Dataset, train_size: int, test_size: int, seed: int = 
     return replace(dataset, train=train, test=test, train_labels=train_labels, test_labels=test_labels)
 
 
+def with_rows(dataset: Dataset) -> Dataset:
+    """The dataset with every image numbered, for a guide with parameters per image (the local guide): the
+    training images are rows 0..N-1 of its table, the test images rows N..N+T-1. Batches carry these rows
+    (`training.step.Batch`), so only the guide reads them."""
+    n, t = dataset.train.shape[0], dataset.test.shape[0]
+    rows = torch.arange(n + t, device=dataset.train.device)
+    return replace(dataset, train_rows=rows[:n], test_rows=rows[n:])
+
+
 def check_pixels(dataset: Dataset) -> None:
-    """Every pixel must be finite and inside [0, 1]."""
+    """Every split a (N, D) tensor of its images' D pixels, every pixel finite and inside [0, 1]."""
+    pixels = math.prod(dataset.image_shape)
     for split in ("train", "test"):
-        x = getattr(dataset, split)
-        if x.ndim != 2 or x.shape[1] != IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
-            raise DataError(f"{dataset.name} {split} has shape {tuple(x.shape)}; expected (N, 784)")
+        x, name = getattr(dataset, split), f"{dataset.name} {split}"
+        name = f"your {split} images" if dataset.name == USER_DATA else name
+        if x.ndim != 2 or x.shape[1] != pixels or x.shape[0] == 0:
+            raise DataError(
+                f"{name}: shape {tuple(x.shape)}; expected (N, {pixels}) for images of shape {dataset.image_shape}, N >= 1"
+            )
         if not torch.isfinite(x).all():
-            raise DataError(f"{dataset.name} {split} holds NaN or infinite pixels")
+            raise DataError(f"{name} hold NaN or infinite pixels")
         if x.min() < 0 or x.max() > 1:
             raise DataError(
-                f"{dataset.name} {split} has pixels in [{x.min().item():g}, {x.max().item():g}]; "
-                "expected values in [0, 1]"
+                f"{name} have pixels in [{x.min().item():g}, {x.max().item():g}]; expected values in [0, 1]"
+                + (" (8-bit images: divide them by 255)" if x.max() > 1 and x.max() <= 255 else "")
             )
+
+
+def from_arrays(train: object, test: object, name: str = USER_DATA) -> Dataset:
+    """A dataset of the user's own images: `train` and `test` each a tensor or NumPy array of shape
+    (N, *image_shape), or a `torch.utils.data.Dataset` whose items are images or (image, label) pairs.
+    Pixels must lie in [0, 1] (checked by `check_pixels` before training); any image shape is kept."""
+    (train_x, train_y), (test_x, test_y) = _as_images(train, "train"), _as_images(test, "test")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(
+            f"the train and test images differ in shape: {tuple(train_x.shape[1:])} and {tuple(test_x.shape[1:])}"
+        )
+    shape = tuple(train_x.shape[1:]) or (1,)
+    rows = lambda x: x.reshape(x.shape[0], -1).float()  # noqa: E731
+    return Dataset(name, rows(train_x), rows(test_x), train_y, test_y, image_shape=shape)
+
+
+def _as_images(images: object, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images, labels or None) as tensors on the CPU, from a tensor, an array or a torch Dataset."""
+    if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, torch.Tensor):
+        items = [images[i] for i in range(len(images))]
+        pairs = all(isinstance(item, (tuple, list)) for item in items)
+        x = [torch.as_tensor(item[0] if pairs else item) for item in items]
+        labels = torch.as_tensor([int(item[1]) for item in items]) if pairs and items else None
+        if not x or len({tuple(t.shape) for t in x}) > 1:
+            raise DataError(f"the {split} Dataset's images must be one or more, all of one shape")
+        return torch.stack(x).cpu(), labels
+    try:
+        x = torch.as_tensor(images).cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise DataError(f"the {split} images must be a tensor, an array or a Dataset: {error}") from None
+    if x.ndim < 2 or x.shape[0] == 0 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.bool)):
+        raise DataError(
+            f"the {split} images must be numbers of shape (N, *image_shape) with N >= 1, "
+            f"got {x.dtype} of shape {tuple(x.shape)}"
+        )
+    return x, None
 
 
 def _layout_hint(name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import fields
+from dataclasses import Field, field, fields
 from typing import Any, TypeVar
 
 from pyro_vae.errors import ConfigError
@@ -48,3 +48,87 @@ def _checked(value: Any, hint: Any, where: str) -> Any:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+class SettingError(ConfigError):
+    """A setting outside its declared range or choices; `name` is the config field it names (the command
+    line puts the field's flag in its place)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    group: str,
+    flag: str | None = "",
+    choices: tuple | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
+    on_resume: bool = False,
+    metavar: str | None = None,
+    default_text: str | None = None,
+    cli_choices: tuple | None = None,
+) -> Any:
+    """A dataclass field declared once with everything the command line and the checks need: its help
+    text and `group` in --help, its `flag` ("" for --field-name, None for none: set by the library), its
+    `choices` or the range [low, high] (open at either end with open_low/open_high; every entry of a
+    tuple), whether it may change when a run is resumed, and how its default reads in --help."""
+    metadata = dict(
+        help=help, group=group, flag=flag, choices=choices, low=low, high=high, open_low=open_low,
+        open_high=open_high, on_resume=on_resume, metavar=metavar, default_text=default_text,
+        cli_choices=cli_choices,
+    )  # fmt: skip
+    return field(default=default, metadata=metadata)
+
+
+def declared(cls: type) -> list[Field]:
+    """The fields of a settings dataclass that carry a declaration (`setting`)."""
+    return [f for f in fields(cls) if "help" in f.metadata]
+
+
+def flag_of(f: Field) -> str | None:
+    """The field's command-line flag, or None if the command line does not set it."""
+    flag = f.metadata["flag"]
+    return None if flag is None else flag or "--" + f.name.replace("_", "-")
+
+
+def check_declared(config: Any) -> None:
+    """Every declared field of `config` inside its choices and range; a value of None (where the field
+    allows it) means "not given" and is not checked. Raises a SettingError naming the first field outside."""
+    for f in declared(type(config)):
+        value, meta = getattr(config, f.name), f.metadata
+        for item in value if isinstance(value, tuple) else () if value is None else (value,):
+            if meta["choices"] is not None and item not in meta["choices"]:
+                raise SettingError(
+                    f.name, f"{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {item!r}"
+                )
+            if not _in_range(item, meta):
+                raise SettingError(f.name, f"{f.name} must be {_range_text(meta, isinstance(item, int))}, got {item!r}")
+
+
+def _in_range(value: Any, meta: dict) -> bool:
+    if meta["low"] is None and meta["high"] is None:
+        return True
+    if not isinstance(value, (int, float)) or value != value:  # NaN
+        return False
+    low, high = meta["low"], meta["high"]
+    above = low is None or (value > low if meta["open_low"] else value >= low)
+    below = high is None or (value < high if meta["open_high"] else value <= high)
+    return above and below and abs(value) != float("inf")
+
+
+def _range_text(meta: dict, whole: bool) -> str:
+    """The range in words: "a whole number from 1 to 10,000,000", "a number in (0, 10]", ..."""
+    low, high = meta["low"], meta["high"]
+    if whole and not (meta["open_low"] or meta["open_high"]):
+        if high is None:
+            return f"a whole number, at least {low:,}"
+        return f"a whole number from {low:,} to {high:,}"
+    left, right = "(" if meta["open_low"] or low is None else "[", ")" if meta["open_high"] or high is None else "]"
+    return f"a number in {left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"

@@ -56,7 +56,7 @@ def test_configs_round_trip_through_json(trained):
     config = TrainConfig.from_json(trained / "config.json")
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert TrainConfig(**json.loads((trained / "config.json").read_text())) == config  # nested dict rebuilt
-    assert config.model == ModelConfig(hidden=(32,), z_dim=2)
+    assert config.model == ModelConfig(hidden=(32,), z_dim=2, image_shape=(28, 28))  # the shape from the data
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_config_json_records_resolved_values(trained, tmp_path, monkeypatch):
 def test_load_run_gives_back_the_trained_model(trained):
     run = pyro_vae.load_run(trained)
     assert run.finished and [m["epoch"] for m in run.metrics] == [1, 2] and not run.vae.training
-    checkpoint = checkpoints.load(trained / "checkpoint.pt")["model_state"]
+    checkpoint = checkpoints.load(trained / "checkpoint.pt").model_state
     assert all(torch.equal(v, checkpoint[k]) for k, v in run.vae.state_dict().items())
     evaluation = run.evaluate(samples=5)
     assert evaluation.negative_elbo == pytest.approx(run.metrics[-1]["test_loss"], rel=1e-9)

@@ -20,7 +20,8 @@ from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.train import main
 from pyro_vae.training import checkpoints
 from pyro_vae.training.checkpoints import CheckpointError
-from pyro_vae.training.state import Progress, load_run_checkpoint
+from pyro_vae.training.resume import load_run_checkpoint
+from pyro_vae.training.state import PROGRESS, Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "16", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -40,6 +41,11 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fuzz") / "run"
     assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
     return out
+
+
+def payload_of(path: Path) -> dict:
+    """The payload of a checked checkpoint file, as the file holds it (format_version and the state)."""
+    return {"format_version": checkpoints.FORMAT, **checkpoints.load(path).to_dict()}
 
 
 def write_payload(path: Path, obj: object) -> None:
@@ -169,7 +175,7 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
 
 def test_hundreds_of_damaged_and_tampered_checkpoints_are_refused_in_one_line(trained, tmp_path):
     original = (trained / "checkpoint.pt").read_bytes()
-    good = checkpoints.load(trained / "checkpoint.pt")
+    good = payload_of(trained / "checkpoint.pt")
     folder = tmp_path / "victim"
     folder.mkdir()
     target = folder / "checkpoint.pt"
@@ -210,26 +216,28 @@ def test_hundreds_of_damaged_and_tampered_checkpoints_are_refused_in_one_line(tr
     assert tried >= 300, tried
 
     target.write_bytes(original)  # the untouched file still loads, and so does a valid mid-epoch state
-    assert load_run_checkpoint(folder)["epoch"] == 1
+    assert load_run_checkpoint(folder).progress.epoch == 1
     negative = copy.deepcopy(good)  # a density's loss (continuous Bernoulli, Gaussian) can be below 0
     negative["progress"]["loss_sum"] = -3.4e6
     write_payload(target, negative)
-    assert load_run_checkpoint(folder)["progress"]["loss_sum"] == -3.4e6
+    assert load_run_checkpoint(folder).progress.loss_sum == -3.4e6
     mid_epoch = copy.deepcopy(good)
     mid_epoch["progress"].update(permutation=torch.randperm(4000), batch=3)
     write_payload(target, mid_epoch)
-    assert load_run_checkpoint(folder)["progress"]["batch"] == 3
+    assert load_run_checkpoint(folder).progress.batch == 3
 
 
 def test_the_checks_know_every_progress_field():
     from dataclasses import fields
 
-    assert {f.name for f in fields(Progress)} == checkpoints.PROGRESS
+    assert {f.name for f in fields(Progress)} == PROGRESS == {
+        "epoch", "step", "batch", "permutation", "loss_sum", "images", "seconds", "skipped", "metrics"
+    }  # fmt: skip
 
 
 def test_a_wrong_shaped_adam_state_is_refused_before_it_reaches_the_fused_kernel(trained, tmp_path):
     """Without the checks, fused Adam wrote out of bounds (free(): invalid next size, exit 134)."""
-    tampered = checkpoints.load(trained / "checkpoint.pt")
+    tampered = payload_of(trained / "checkpoint.pt")
     tampered["optimizer_state"]["state"][0]["exp_avg"] = torch.zeros(3)
     run = tmp_path / "run"
     run.mkdir()
@@ -262,9 +270,12 @@ def test_evaluate_refuses_a_changed_file_instead_of_printing_its_numbers(trained
 
 def test_format_1_checkpoints_still_load(trained, tmp_path):
     """A run saved before checksums (a bare torch.save, format_version 1) resumes as before."""
-    old = checkpoints.load(trained / "checkpoint.pt")
+    old = payload_of(trained / "checkpoint.pt")
     old["format_version"] = 1
     run = tmp_path / "run"
     run.mkdir()
     torch.save(old, run / "checkpoint.pt")
-    assert load_run_checkpoint(run)["format_version"] == 1
+    loaded, good = load_run_checkpoint(run), checkpoints.load(trained / "checkpoint.pt")
+    assert loaded.progress.epoch == 1 and all(
+        torch.equal(v, good.model_state[k]) for k, v in loaded.model_state.items()
+    )

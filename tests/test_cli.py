@@ -59,7 +59,8 @@ def test_one_short_epoch_writes_every_output(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["binarization"] == "dynamic"
     checkpoint = checkpoints.load(out / "checkpoint.pt")
-    assert checkpoint["epoch"] == 1 and checkpoint["format_version"] == checkpoints.FORMAT == 2
+    assert checkpoint.progress.epoch == 1 and checkpoints.FORMAT == 2
+    assert (out / "checkpoint.pt").read_bytes().startswith(b"pyro-vae checkpoint 2 ")
     assert "epoch   1/1" in result.stderr and "nats/image" in result.stderr
 
 
@@ -84,27 +85,27 @@ def test_cuda_without_gpu_exits_2(tmp_path, capsys):
     [
         (["--likelihood", "bernoulli", "--binarize", "none"], "needs pixels that are 0 or 1"),
         (["--dataset", "mnist", "--data-dir", "/no/such/folder"], "does not exist"),
-        (["--lr", "-1"], "--lr must be a positive number"),
-        (["--beta", "-1"], "--beta must be a number, zero or more"),
+        (["--lr", "-1"], "--lr must be a number in (0, 10], got -1.0"),
+        (["--beta", "-1"], "--beta must be a number in [0, 1e+06], got -1.0"),
         (["--estimator", "score", "--beta", "0.5"], "would scale the score function's weight too"),
         (["--estimator", "score", "--guide", "delta"], "it has no score function"),
         (["--estimator", "jit-trace", "--beta", "0"], "Pyro refuses a zero scale"),
         (["--guide", "delta", "--eval-samples", "5"], "no density to importance-sample"),
-        (["--num-particles", "0"], "--num-particles must be at least 1"),
+        (["--num-particles", "0"], "--num-particles must be a whole number from 1 to 100,000, got 0"),
         (["--learn-sigma"], "--learn-sigma applies only to --likelihood gaussian"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--epochs", "0"], "--epochs must be a whole number from 1 to 1,000,000, got 0"),
         (["--dataset", "binarized-mnist", "--data-dir", "."], "pyro-vae cannot download them"),
         (["--guide", "local", "--local-points", "5000"], "more than the 4000 training images"),
-        (["--guide", "local", "--local-lr", "0"], "--local-lr must be a positive number"),
-        (["--batch-size", str(10**30)], "--batch-size must be at most 10,000,000"),
-        (["--z-dim", str(10**30)], "layer sizes must be from 1 to 100,000"),
-        (["--flow-layers", str(10**30)], "--flow-layers must be from 1 to 64"),
-        (["--kl-warmup", "nan"], "--kl-warmup must be a number of epochs"),
-        (["--kl-warmup", "inf"], "--kl-warmup must be a number of epochs"),
-        (["--sigma", "1e-320", "--likelihood", "gaussian"], "--sigma must be from 1e-6 to 1e6"),
-        (["--local-lr", "1e300"], "--local-lr must be at most 1,000"),
-        (["--eval-samples", str(10**30)], "--eval-samples must be at most 1,000,000"),
-        (["--seed", "-5"], "--seed must be a whole number from 0"),
+        (["--guide", "local", "--local-lr", "0"], "--local-lr must be a number in (0, 1000], got 0.0"),
+        (["--batch-size", str(10**30)], "--batch-size must be a whole number from 1 to 10,000,000"),
+        (["--z-dim", str(10**30)], "--z-dim must be a whole number from 1 to 100,000"),
+        (["--flow-layers", str(10**30)], "--flow-layers must be a whole number from 1 to 64"),
+        (["--kl-warmup", "nan"], "--kl-warmup must be a number in [0, 1e+06], got nan"),
+        (["--kl-warmup", "inf"], "--kl-warmup must be a number in [0, 1e+06], got inf"),
+        (["--sigma", "1e-320", "--likelihood", "gaussian"], "--sigma must be a number in [1e-06, 1e+06], got 1e-320"),
+        (["--local-lr", "1e300"], "--local-lr must be a number in (0, 1000], got 1e+300"),
+        (["--eval-samples", str(10**30)], "--eval-samples must be a whole number from 0 to 1,000,000"),
+        (["--seed", "-5"], "--seed must be a whole number from 0 to 4,294,967,295, got -5"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
@@ -294,7 +295,7 @@ def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8, 12, 16]  # 200 training images a epoch, batch 50
     assert records[-1]["test_loss"] < records[0]["test_loss"]
-    state = checkpoints.load(out / "checkpoint.pt")["model_state"]
+    state = checkpoints.load(out / "checkpoint.pt").model_state
     assert state["q.table.weight"].shape == (400, 4)
     assert evaluate_main([str(out), "--samples", "20"]) == 0
     result = json.loads((out / "evaluation-epoch4-K20.json").read_text())

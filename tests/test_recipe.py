@@ -16,7 +16,7 @@ from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.distributed import SINGLE
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.build import build_run
-from pyro_vae.training.config import PAPER_EPOCHS
+from pyro_vae.training.schedule import PAPER_EPOCHS, Schedule
 
 TINY = ModelConfig(hidden=(16,), z_dim=2)
 
@@ -24,7 +24,7 @@ TINY = ModelConfig(hidden=(16,), z_dim=2)
 def test_paper_schedule_is_the_papers_stages_at_its_own_length():
     """Burda et al.: stage i = 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7); 3,280 epochs in all."""
     config = TrainConfig(lr_schedule="paper", epochs=PAPER_EPOCHS)
-    rates = [config.learning_rate(epoch) for epoch in range(PAPER_EPOCHS)]
+    rates = [Schedule.of(config, 1).learning_rate(epoch) for epoch in range(PAPER_EPOCHS)]
     starts = [0]
     for i in range(8):
         stage = rates[starts[-1] : starts[-1] + 3**i]
@@ -37,7 +37,7 @@ def test_paper_schedule_stretches_to_the_runs_length():
     """Stretched to 328 epochs, each stage lasts a tenth of the paper's (rounded to whole epochs); the
     rate only falls, from lr to lr / 10."""
     config = TrainConfig(lr_schedule="paper", epochs=328, lr=2e-3)
-    rates = [config.learning_rate(epoch) for epoch in range(328)]
+    rates = [Schedule.of(config, 1).learning_rate(epoch) for epoch in range(328)]
     assert rates[0] == 2e-3 and rates[-1] == pytest.approx(2e-4)
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     # the last stage starts where the paper's first 1,093 epochs end: epoch 110 of 328 (110 * 10 >= 1093)
@@ -46,20 +46,22 @@ def test_paper_schedule_stretches_to_the_runs_length():
 
 def test_geometric_schedule_is_unchanged():
     config = TrainConfig(lr=1e-3, lr_final=1e-4, epochs=11)
-    assert config.learning_rate(0) == 1e-3 and config.learning_rate(10) == pytest.approx(1e-4)
-    assert config.learning_rate(5) == pytest.approx(1e-3 * 10**-0.5)
-    assert TrainConfig(epochs=5).learning_rate(4) == 1e-3
+    assert Schedule.of(config, 1).learning_rate(0) == 1e-3 and Schedule.of(config, 1).learning_rate(
+        10
+    ) == pytest.approx(1e-4)
+    assert Schedule.of(config, 1).learning_rate(5) == pytest.approx(1e-3 * 10**-0.5)
+    assert Schedule.of(TrainConfig(epochs=5), 1).learning_rate(4) == 1e-3
 
 
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (dict(lr_schedule="cosine"), "--lr-schedule must be one of"),
+        (dict(lr_schedule="cosine"), "lr_schedule must be one of geometric, paper"),
         (dict(lr_schedule="paper", lr_final=1e-4), "leave out --lr-final"),
-        (dict(adam_eps=0.0), "--adam-eps in (0, 1)"),
-        (dict(adam_beta1=1.0), "--adam-beta1 must be in [0, 1)"),
+        (dict(adam_eps=0.0), "adam_eps must be a number in (0, 1)"),
+        (dict(adam_beta1=1.0), "adam_beta1 must be a number in [0, 1)"),
         (dict(init_output_bias=True, model=ModelConfig(likelihood="gaussian")), "for --likelihood bernoulli"),
-        (dict(eval_images=0), "--eval-images must be at least 1"),
+        (dict(eval_images=0), "eval_images must be a whole number from 1 to"),
     ],
 )
 def test_bad_recipe_settings_are_refused(settings, message):

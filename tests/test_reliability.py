@@ -19,7 +19,7 @@ import pyro_vae.training.build as run_module
 from pyro_vae.cli.train import main
 from pyro_vae.errors import ConfigError
 from pyro_vae.training import checkpoints
-from pyro_vae.training.state import load_run_checkpoint
+from pyro_vae.training.resume import load_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -28,7 +28,7 @@ SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 def final_state(run: Path) -> tuple[dict, list[dict]]:
     checkpoint = checkpoints.load(run / "checkpoint.pt")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return checkpoint["model_state"], metrics
+    return checkpoint.model_state, metrics
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -67,7 +67,7 @@ def test_local_guide_resumes_exactly(tmp_path):
     assert main(local + ["--epochs", "1", "--out", str(resumed)]) == 0
     assert main(["--resume", str(resumed), "--epochs", "2", "--no-progress"]) == 0
     assert_same_run(straight, resumed)
-    assert "local_optimizer_state" in checkpoints.load(resumed / "checkpoint.pt")
+    assert checkpoints.load(resumed / "checkpoint.pt").local_optimizer_state is not None
 
 
 def test_resume_refuses_changed_settings_and_names_them(tmp_path, capsys, straight_run):
@@ -163,7 +163,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
     err = capsys.readouterr().err
     assert "NaN or infinite at step 20" in err and "estimator trace" in err and "--lr" in err
     checkpoint = load_run_checkpoint(out)
-    assert checkpoint["epoch"] == 1 and all(torch.isfinite(v).all() for v in checkpoint["model_state"].values())
+    assert checkpoint.progress.epoch == 1 and all(torch.isfinite(v).all() for v in checkpoint.model_state.values())
     assert not (out / "summary.json").exists()
 
 
@@ -202,7 +202,7 @@ def test_resume_removes_the_temporary_file_of_an_interrupted_write(tmp_path):
     stale = out / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
     assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
-    assert not stale.exists() and load_run_checkpoint(out)["epoch"] == 2
+    assert not stale.exists() and load_run_checkpoint(out).progress.epoch == 2
 
 
 def test_the_stop_message_says_no_checkpoint_exists_yet_and_names_the_rate_in_force(tmp_path, capsys, monkeypatch):

@@ -76,7 +76,7 @@ def test_an_impossible_validation_size_gets_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--validation 4000: hold out from 1 to 3999 of the 4000 training images" in err and err.count("\n") == 1
     assert main(SMALL + ["--validation", "-1", "--out", str(tmp_path / "run")]) == 2
-    assert "--validation must be 0 (none)" in capsys.readouterr().err
+    assert "--validation must be a whole number from 0 to 100,000,000, got -1" in capsys.readouterr().err
 
 
 def test_the_default_test_split_is_in_a_fixed_class_mixed_order():

@@ -21,7 +21,7 @@ from pyro_vae.distributed import World
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import TrainingError, build_run
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.epoch import svi_step
+from pyro_vae.training.step import Batch, svi_step
 
 CONFIG = TrainConfig(model=ModelConfig(hidden=(32,), z_dim=2), threads=1)
 BATCH, SEED = 7, 100
@@ -41,22 +41,29 @@ def main(out: Path) -> None:
     batch = torch.arange(BATCH)
     own = world.shard(batch)
     torch.manual_seed(SEED + world.rank)
-    svi_step(run, binary_batch(run.dataset, own), 1.0, None, len(own) * world.size / BATCH)
+    svi_step(
+        run.loss,
+        run.optimizer,
+        Batch(binary_batch(run.dataset, own)),
+        weight=len(own) * world.size / BATCH,
+        world=world,
+    )
+    parameters = [p for p in run.vae.parameters() if p.requires_grad]
     x = run.dataset.test[: EVAL["images"]]
     log_px = evaluate.log_likelihood(run.vae, x, EVAL["samples"], max_rows=EVAL["max_rows"], world=world)
     elbo = evaluate.negative_elbo(run.vae, x, EVAL["elbo_samples"], chunk_size=EVAL["chunk_size"], world=world)
     result = dict(
         shard=len(own),
-        grads=[p.grad.tolist() for p in run.parameters],
+        grads=[p.grad.tolist() for p in parameters],
         per_image=log_px.per_image.tolist(),
         log_px=log_px.value,
         standard_error=log_px.standard_error,
         negative_elbo=elbo,
     )
-    result["digest_check_passes"] = run.checkpoint()["step"] == 0
+    result["digest_check_passes"] = run.checkpoint().progress.step == 0
     if world.rank == 1:
         with torch.no_grad():
-            run.parameters[0][0, 0] += 1e-3
+            parameters[0][0, 0] += 1e-3
     try:
         run.checkpoint()
         result["desync_error"] = None

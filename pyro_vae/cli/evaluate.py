@@ -20,10 +20,10 @@ from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import posterior
 from pyro_vae.training.build import resolve_device
-from pyro_vae.training.config import UPPER_BOUNDS
+from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.trained_run import load_run
 
-MAX_SAMPLES = UPPER_BOUNDS["eval_samples"]  # the same bound as training's --eval-samples
+MAX_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"]  # the same bound as --eval-samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,39 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
-    if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
-        raise ConfigError("--samples, --images and --max-rows must be at least 1")
-    if args.samples > MAX_SAMPLES or args.max_rows > 100_000_000:
-        raise ConfigError(
-            f"--samples must be at most {MAX_SAMPLES:,} and --max-rows at most 100,000,000 "
-            f"(got {args.samples:,}, {args.max_rows:,}); a larger K would run for days"
-        )
-    if args.amortization_gap < 0:
-        raise ConfigError(f"--amortization-gap must be 0 (off) or a number of steps, got {args.amortization_gap}")
+    """The evaluation `args` ask for, written beside the run (rank 0) and returned as a dict."""
+    check_arguments(args, world)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.amortization_gap and world.size > 1:
-        raise ConfigError("--amortization-gap fits every image in one process; run it without torchrun")
     device = world.device(resolve_device(args.cuda).type == "cuda")
     trained = load_run(args.run, device, args.data_dir)
     vae = trained.vae
-    if args.amortization_gap and vae.is_local:
+    x, rows = trained.test_data().first_test(args.images)
+    if args.amortization_gap and rows is not None:
         raise ConfigError(
             "--amortization-gap compares an encoder with per-image fits; this run's guide is already local"
         )
-    x = trained.test_images()[: args.images]
-    rows = vae.test_rows(args.images)
     tic = time.perf_counter()
     with evaluate.progress_bar(x.shape[0], f"log p(x), K = {args.samples}", world.is_main) as bar:
         estimate = evaluate.log_likelihood(
-            vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, index=rows, world=world, progress=bar.update
+            vae, x, args.samples, seed=args.seed, max_rows=args.max_rows, rows=rows, world=world, progress=bar.update
         )
     result = dict(
         run=str(args.run),
         epoch=len(trained.metrics),
         images=x.shape[0],
         samples=args.samples,
-        test_negative_elbo=evaluate.negative_elbo(vae, x, index=rows, world=world),
+        test_negative_elbo=evaluate.negative_elbo(vae, x, rows=rows, world=world),
         test_log_likelihood=estimate.value,
         standard_error=estimate.standard_error,
         spread_over_images=estimate.spread,
@@ -106,18 +96,7 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         processes=world.size,
     )
     if args.prior:
-        with evaluate.progress_bar(x.shape[0], f"naive estimate, K = {args.samples}", world.is_main) as bar:
-            naive = evaluate.log_likelihood(
-                vae,
-                x,
-                args.samples,
-                seed=args.seed,
-                max_rows=args.max_rows,
-                proposal="prior",
-                world=world,
-                progress=bar.update,
-            )
-        result.update(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
+        result.update(naive_estimate(vae, x, args, world))
     if args.amortization_gap:
         result.update(amortization_gap(vae, x, args.amortization_gap, args.seed, args.max_rows))
     if world.is_main:
@@ -127,6 +106,37 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
             stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode())
         )
     return result
+
+
+def naive_estimate(vae: VAE, x: torch.Tensor, args: argparse.Namespace, world: World) -> dict:
+    """log p(x) with the prior as the proposal (the naive estimate), and its standard error."""
+    with evaluate.progress_bar(x.shape[0], f"naive estimate, K = {args.samples}", world.is_main) as bar:
+        naive = evaluate.log_likelihood(
+            vae,
+            x,
+            args.samples,
+            seed=args.seed,
+            max_rows=args.max_rows,
+            proposal="prior",
+            world=world,
+            progress=bar.update,
+        )
+    return dict(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
+
+
+def check_arguments(args: argparse.Namespace, world: World) -> None:
+    """Sizes in range, and the combinations that cannot run, refused in one line."""
+    if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
+        raise ConfigError("--samples, --images and --max-rows must be at least 1")
+    if args.samples > MAX_SAMPLES or args.max_rows > 100_000_000:
+        raise ConfigError(
+            f"--samples must be at most {MAX_SAMPLES:,} and --max-rows at most 100,000,000 "
+            f"(got {args.samples:,}, {args.max_rows:,}); a larger K would run for days"
+        )
+    if args.amortization_gap < 0:
+        raise ConfigError(f"--amortization-gap must be 0 (off) or a number of steps, got {args.amortization_gap}")
+    if args.amortization_gap and world.size > 1:
+        raise ConfigError("--amortization-gap fits every image in one process; run it without torchrun")
 
 
 def per_image_csv(estimate: evaluate.LogLikelihood) -> str:

@@ -171,5 +171,11 @@ def iwae_bound(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> 
     """The importance-weighted bound L_K(x) = log (1/K) sum_k w_k <= log p(x) (Burda et al. 2016), per
     image, with the K = eps.shape[0] samples of `log_importance_weights`; L_1 is the ELBO's estimate, and
     L_K rises to log p(x) as K grows. Returns shape (batch,)."""
-    log_w = log_importance_weights(vae, x, eps)
-    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+    return log_mean_exp(log_importance_weights(vae, x, eps))
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/K) sum_k exp(log w_k) over the K = log_w.shape[dim] entries along `dim`, by logsumexp (no
+    overflow): with log w_k = log p(x, z_k) - log q(z_k|x), the IWAE bound L_K and the importance-sampled
+    log p(x). The one home of that equation: every estimator and evaluation calls this."""
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])

@@ -9,6 +9,8 @@
 | `iwae`          | `RenyiELBO(alpha=0)` (made differentiable here, see below) | inside log (1/K) sum_k w_k |
 | `score`         | `TraceGraph_ELBO`, z not reparameterized | Monte Carlo, as `trace`               |
 | `score-baseline`| as `score`, with a leave-one-out baseline | Monte Carlo, as `trace`              |
+| `stl`           | `Trace_ELBO`, sticking the landing (`iwae_estimators.STL_ELBO`) | Monte Carlo, as `trace`, without the score term |
+| `dreg`, `miwae`, `piwae`, `ciwae` | the importance-weighted family (`iwae_estimators`) | inside the bound |
 
 `iwae` with K = `num_particles` trains the importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x),
 which is not an average of K ELBO estimates; with K = 1 it is `trace`.
@@ -21,7 +23,6 @@ only through the score function (REINFORCE), grad E_q[f(z)] = E_q[f(z) grad log 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Callable
 
 import pyro
@@ -31,10 +32,11 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from pyro_vae.core.iwae_estimators import CIWAE_ELBO, IWAE_ELBO, MIWAE_ELBO, PIWAE_ELBO, STL_ELBO, DReG_ELBO
 from pyro_vae.core.model import VAE
 from pyro_vae.errors import ConfigError
 
-LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_scale, index=None) -> the negative ELBO per image
+LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_scale, rows=None) -> the negative ELBO per image
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -50,38 +52,6 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
         if compiled is None:
             return super().differentiable_loss(model, guide, *args, **kwargs)
         return compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs)
-
-
-class IWAE_ELBO(pyro.infer.RenyiELBO):
-    """Pyro's `RenyiELBO(alpha=0)`, the IWAE bound, per image and differentiable:
-
-        loss = -(1/B) sum_i [logsumexp_k log w_ik - log K],  log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i).
-
-    Pyro 1.9's `RenyiELBO` has no `differentiable_loss` (its `loss_and_grads` differentiates only
-    parameters in Pyro's param store), and it sums the *scaled* log-densities, so the model's 1/batch
-    scale would temper the weights inside the logsumexp. This subclass reads Pyro's traces the same way
-    but uses the unscaled log-densities; so a KL weight (beta) has no meaning here and is refused.
-    """
-
-    def __init__(self, num_particles: int, **options):
-        super().__init__(alpha=0, num_particles=num_particles, **options)
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        log_weights = []
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            log_w = sum(_log_densities(model_trace)) - sum(_log_densities(guide_trace))
-            log_weights.append(log_w)
-        log_w = log_weights[0] if self.vectorize_particles else torch.stack(log_weights)
-        return -(torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)).mean()
-
-
-def _log_densities(trace) -> list[torch.Tensor]:
-    """The unscaled log-density of every (non-subsample) sample site, each of shape (particles, batch)."""
-    return [
-        site["unscaled_log_prob"]
-        for site in trace.nodes.values()
-        if site["type"] == "sample" and not site_is_subsample(site)
-    ]
 
 
 class ScoreFunction_ELBO(pyro.infer.TraceGraph_ELBO):
@@ -151,19 +121,31 @@ ESTIMATORS = {
     "iwae": IWAE_ELBO,
     "score": ScoreFunction_ELBO,
     "score-baseline": lambda **options: ScoreFunction_ELBO(baseline=True, **options),
+    "stl": STL_ELBO,
+    "dreg": DReG_ELBO,
+    "miwae": MIWAE_ELBO,
+    "piwae": PIWAE_ELBO,
+    "ciwae": CIWAE_ELBO,
 }
 SCORE_FUNCTION = ("score", "score-baseline")  # estimators whose encoder gradient is the score function
+IMPORTANCE_WEIGHTED = ("iwae", "dreg", "miwae", "piwae", "ciwae")  # bounds of the K log-weights: no KL weight
+NEED_DENSITY = ("stl", "dreg", "miwae", "piwae", "ciwae")  # need log q at any z: no point mass, no sampled-only guide
 
 
-def build_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
-    """The estimator `name` averaging `num_particles` samples, vectorized over particles."""
+def build_elbo(name: str, num_particles: int = 1, copies: int = 1, ciwae_beta: float = 0.5) -> pyro.infer.ELBO:
+    """The estimator `name` with K = `num_particles` samples (vectorized), M = `copies` sets of them for
+    `miwae` and `piwae`, and `ciwae`'s weight beta of the ELBO."""
     if name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
-    if num_particles < 1:
-        raise ConfigError(f"--num-particles must be at least 1, got {num_particles}")
+    if num_particles < 1 or copies < 1:
+        raise ConfigError(f"--num-particles and --iwae-copies must be at least 1, got {num_particles}, {copies}")
     options = dict(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
     if name.startswith("jit-"):
         options["ignore_jit_warnings"] = True
+    if name in ("miwae", "piwae"):
+        options["copies"] = copies
+    if name == "ciwae":
+        options["beta"] = ciwae_beta
     return ESTIMATORS[name](**options)
 
 
@@ -171,9 +153,9 @@ _module_names = itertools.count()
 
 
 class ELBOLoss(nn.Module):
-    """loss(x, beta, index=None) = the estimator's negative ELBO per image, differentiable in vae's
+    """loss(x, beta, rows=None) = the estimator's negative ELBO per image, differentiable in vae's
     parameters: a module holding the VAE, as Pyro's `ELBOModule` is, so that a wrapper (DDP, a compiler)
-    takes the loss whole. `index` (the local guide only) gives the rows of x's data points in its table.
+    takes the loss whole. `rows` (the local guide only) gives the rows of x's data points in its table.
 
     Pyro validates every distribution's arguments and every observed value on every call (the Bernoulli
     support check alone scans the whole batch); here only the first call runs with Pyro's validation as
@@ -194,31 +176,31 @@ class ELBOLoss(nn.Module):
         compiled = isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO))
         self._negative_elbo = _compiled_loss(vae, elbo) if compiled else self._traced_loss
 
-    def forward(self, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kl_scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         if self.validate_every_step or not self.validated:
             self.validated = True
-            return self._negative_elbo(x, kl_scale, index)
+            return self._negative_elbo(x, kl_scale, rows)
         with pyro.validation_enabled(False):
-            return self._negative_elbo(x, kl_scale, index)
+            return self._negative_elbo(x, kl_scale, rows)
 
-    def _traced_loss(self, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_scale, index)
+    def _traced_loss(self, x: torch.Tensor, kl_scale: float, rows: torch.Tensor | None) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_scale, rows)
 
 
 def _compiled_loss(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
     name = f"vae{next(_module_names)}"
 
-    def model(x: torch.Tensor, kl_scale: torch.Tensor, *index: torch.Tensor) -> None:
+    def model(x: torch.Tensor, kl_scale: torch.Tensor, *rows: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.model(x, kl_scale, *index)
+        vae.model(x, kl_scale, *rows)
 
-    def guide(x: torch.Tensor, kl_scale: torch.Tensor, *index: torch.Tensor) -> None:
+    def guide(x: torch.Tensor, kl_scale: torch.Tensor, *rows: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.guide(x, kl_scale, *index)
+        vae.guide(x, kl_scale, *rows)
 
-    def compiled_loss(x: torch.Tensor, kl_scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
+    def compiled_loss(x: torch.Tensor, kl_scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         # tensor arguments only (a new KL weight does not trigger a new compilation; None is no tensor)
         kl = torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
-        return elbo.differentiable_loss(model, guide, x, kl, *(() if index is None else (index,)))
+        return elbo.differentiable_loss(model, guide, x, kl, *(() if rows is None else (rows,)))
 
     return compiled_loss

@@ -25,14 +25,16 @@ point mass to N(0, I) is infinite. With beta = 0 only log p(x|mu(x)) remains: an
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from torch import nn
-from torch.distributions import register_kl
+from torch.distributions import constraints, register_kl
 
 from pyro_vae.core import analytic
-from pyro_vae.core.networks import Encoder, mlp
+from pyro_vae.core.networks import Encoder
 from pyro_vae.errors import ConfigError
 
 
@@ -59,11 +61,12 @@ class _DiagonalGaussian(nn.Module):
 
 
 class DiagonalNormal(_DiagonalGaussian):
-    """q(z|x) = N(mu(x), diag sigma(x)^2), (mu, sigma) from the encoder."""
+    """q(z|x) = N(mu(x), diag sigma(x)^2), (mu, sigma) = encoder(x): the built-in `Encoder`, or any module
+    of the user's that maps a batch of images to two (batch, z_dim) tensors, sigma > 0."""
 
-    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
+    def __init__(self, encoder: nn.Module):
         super().__init__()
-        self.encoder = Encoder(x_dim, hidden, z_dim, activation)
+        self.encoder = encoder
 
     def loc_and_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)
@@ -74,11 +77,11 @@ class FullCovarianceNormal(nn.Module):
     positive) and L's strictly lower triangle; sampled by z = mu + L eps, so
     log q(z|x) = -1/2 (d log 2 pi + ||eps||^2) - sum log diag L."""
 
-    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
+    def __init__(self, body: nn.Module, features: int, z_dim: int):
         super().__init__()
         self.z_dim = z_dim
-        self.body = mlp([x_dim, *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else x_dim, z_dim + z_dim * (z_dim + 1) // 2)
+        self.body = body
+        self.head = nn.Linear(features, z_dim + z_dim * (z_dim + 1) // 2)
         self.register_buffer("tril_index", torch.tril_indices(z_dim, z_dim), persistent=False)
 
     def loc_and_scale_tril(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +112,11 @@ class InverseAutoregressiveFlow(nn.Module):
     inverse-autoregressive transforms conditioned on the encoder's last hidden layer h(x):
     log q(z_K|x) = log N(z_0; mu, diag sigma^2) - sum_i log |det df_i/dz_i|. No closed-form KL."""
 
-    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str, flow_layers: int = 2):
+    def __init__(self, body: nn.Module, features: int, z_dim: int, flow_layers: int = 2):
         super().__init__()
-        if not hidden:
-            raise ConfigError("the flow guide conditions on the encoder's hidden layer; give --hidden")
-        self.encoder = Encoder(x_dim, hidden, z_dim, activation)
+        self.encoder = Encoder(body, features, z_dim)
         self.flows = nn.ModuleList(
-            T.conditional_affine_autoregressive(z_dim, hidden[-1], hidden_dims=[4 * z_dim]) for _ in range(flow_layers)
+            T.conditional_affine_autoregressive(z_dim, features, hidden_dims=[4 * z_dim]) for _ in range(flow_layers)
         )
 
     def _base(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -167,10 +168,10 @@ class PointMass(nn.Module):
     """q(z|x) = delta(z - mu(x)): the deterministic encoder of an autoencoder, mu(x) from an MLP and one
     linear head. Its sample is mu(x) whatever the noise, with log q = 0 at it (Pyro's `Delta`)."""
 
-    def __init__(self, x_dim: int, hidden: tuple[int, ...], z_dim: int, activation: str):
+    def __init__(self, body: nn.Module, features: int, z_dim: int):
         super().__init__()
-        self.body = mlp([x_dim, *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else x_dim, z_dim)
+        self.body = body
+        self.head = nn.Linear(features, z_dim)
 
     def location(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -184,6 +185,63 @@ class PointMass(nn.Module):
 
     def kl_to_prior(self, x: torch.Tensor) -> None:
         return None
+
+
+class Guide(Protocol):
+    """What a VAE asks of a variational family q(z|x): a torch module with these methods (write your own
+    and pass it as `VAE(config, guide=...)` or `pyro_vae.train(config, guide=...)`). x is a batch of images
+    as rows of pixels (batch, D); eps is standard-normal noise (..., batch, z_dim)."""
+
+    def sample(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z = g(eps; x), reparameterized, and log q(z|x), each with eps's leading dims."""
+
+    def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None:
+        """KL(q(z|x) || N(0, I)) per image in closed form, or None (then estimated from samples)."""
+
+    def location(self, x: torch.Tensor) -> torch.Tensor:
+        """One representative z per image (for reconstructions and figures)."""
+
+
+class SampledPosterior(dist.TorchDistribution):
+    """q(z|x) for Pyro, from a guide that has `sample` but no `forward(x)` returning a distribution: each
+    draw is g(eps; x) with fresh noise, and its log-density is the one `sample` returned with it, so it is
+    known at the guide's own draws only (all that the pathwise estimators ask for). `kl_divergence` to the
+    N(0, I) prior is the guide's closed form where it has one."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, guide: Guide, x: torch.Tensor, z_dim: int):
+        self.guide, self.x, self.z_dim = guide, x, z_dim
+        self._drawn: tuple[torch.Tensor, torch.Tensor] | None = None
+        super().__init__(x.shape[:-1], torch.Size([z_dim]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> SampledPosterior:
+        """The same q for images broadcast to `batch_shape` (Pyro's particle and batch plates)."""
+        return SampledPosterior(self.guide, self.x.expand(*batch_shape, self.x.shape[-1]), self.z_dim)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        eps = torch.randn(*sample_shape, *self.batch_shape, self.z_dim, dtype=self.x.dtype, device=self.x.device)
+        self._drawn = self.guide.sample(self.x, eps)
+        return self._drawn[0]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._drawn is None or value is not self._drawn[0]:
+            raise NotImplementedError(
+                "this guide gives log q(z|x) only at its own samples (it has no forward(x) returning a "
+                "distribution), so it cannot score other values of z"
+            )
+        return self._drawn[1]
+
+
+@register_kl(SampledPosterior, dist.Independent)
+def _kl_sampled_posterior_to_prior(q: SampledPosterior, p: dist.Independent) -> torch.Tensor:
+    """KL(q || N(0, I)) by the guide's closed form, if it has one (else Pyro estimates it from samples)."""
+    kl = q.guide.kl_to_prior(q.x) if hasattr(q.guide, "kl_to_prior") else None
+    if kl is None:
+        raise NotImplementedError
+    return kl
 
 
 @register_kl(dist.MultivariateNormal, dist.Independent)
@@ -212,18 +270,15 @@ GUIDES = {
 
 
 def build_guide(
-    name: str,
-    x_dim: int,
-    hidden: tuple[int, ...],
-    z_dim: int,
-    activation: str,
-    flow_layers: int = 2,
-    local_rows: int = 0,
+    name: str, body: nn.Module | None, features: int, z_dim: int, flow_layers: int = 2, local_rows: int = 0
 ) -> nn.Module:
+    """The guide `name` on an encoder `body` (x -> `features` per image; none for the local guide)."""
     if name not in GUIDES:
         raise ConfigError(f"unknown guide {name!r}; choose one of: {', '.join(GUIDES)}")
-    if name == "flow":
-        return InverseAutoregressiveFlow(x_dim, hidden, z_dim, activation, flow_layers)
     if name == "local":
         return LocalGuide(local_rows, z_dim)
-    return GUIDES[name](x_dim, hidden, z_dim, activation)
+    if name == "diagonal":
+        return DiagonalNormal(Encoder(body, features, z_dim))
+    if name == "flow":
+        return InverseAutoregressiveFlow(body, features, z_dim, flow_layers)
+    return GUIDES[name](body, features, z_dim)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import pyro
@@ -23,11 +23,12 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyro_vae.core import analytic
+from pyro_vae.core import analytic, guides, parts
 from pyro_vae.core.distributions import ContinuousBernoulli
 from pyro_vae.core.guides import GUIDES, build_guide
-from pyro_vae.core.networks import ACTIVATIONS, Decoder
+from pyro_vae.core.networks import ACTIVATIONS, NETWORKS, ConvBody, ConvDecoder, Decoder, mlp
 from pyro_vae.errors import ConfigError
+from pyro_vae.settings import check_declared, setting
 
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 
@@ -36,41 +37,80 @@ MAX_UNITS = 100_000  # the widest layer a config may ask for
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the VAE. Defaults follow Pyro's VAE tutorial: 784-400-50, softplus."""
+    """Architecture of the VAE. Defaults follow Pyro's VAE tutorial: 784-400-50, softplus. Each field is
+    declared once (`settings.setting`): its flag, help, choices and range; the command line is made from it."""
 
-    x_dim: int = 784
-    hidden: tuple[int, ...] = (400,)
-    z_dim: int = 50
-    activation: str = "softplus"
-    likelihood: str = "bernoulli"
-    sigma: float = 0.1  # Gaussian likelihood: the pixel noise (its initial value when learned)
-    learn_sigma: bool = False
-    guide: str = "diagonal"
-    flow_layers: int = 2  # inverse-autoregressive layers of the flow guide
-    local_points: int = 1000  # local guide: training images with their own q (a fixed subset)
-    local_test_points: int = 0  # local guide: test images with their own q (set from the data by training)
+    x_dim: int = setting(
+        784, "pixels per image (set from the data by training)", group="model", flag=None, low=1, high=100_000_000
+    )
+    hidden: tuple[int, ...] = setting(
+        (400,), "encoder hidden sizes, e.g. 400 or 200,200; the decoder mirrors them", group="model", low=1,
+        high=MAX_UNITS, default_text="400",
+    )  # fmt: skip
+    network: str = setting(
+        "mlp", "the encoder and decoder: mlp (fully connected, --hidden) or conv (4x4 convolutions of stride 2 "
+        "with --channels maps, then transposed convolutions back; any image shape)", group="model", choices=NETWORKS,
+    )  # fmt: skip
+    channels: tuple[int, ...] = setting(
+        (32, 64), "--network conv: feature maps of each convolution, each halving the image", group="model",
+        low=1, high=MAX_UNITS, default_text="32,64",
+    )  # fmt: skip
+    z_dim: int = setting(50, "latent size", group="model", low=1, high=MAX_UNITS)
+    activation: str = setting("softplus", "the networks' nonlinearity", group="model", choices=tuple(ACTIVATIONS))
+    likelihood: str = setting("bernoulli", "p(x|z)", group="model", choices=LIKELIHOODS)
+    sigma: float = setting(
+        0.1, "pixel noise of the Gaussian likelihood, its initial value with --learn-sigma", group="model",
+        low=1e-6, high=1e6,
+    )  # fmt: skip
+    learn_sigma: bool = setting(False, "learn the Gaussian likelihood's sigma", group="model")
+    guide: str = setting(
+        "diagonal", "variational family q(z|x): diagonal or full-covariance Gaussian, an inverse-autoregressive "
+        "flow, local: free parameters per data point, no encoder, on a fixed subset of --local-points images, or "
+        "delta: a point mass at the encoder's output, an autoencoder's deterministic code", group="model",
+        choices=tuple(GUIDES),
+    )  # fmt: skip
+    flow_layers: int = setting(2, "inverse-autoregressive layers of --guide flow", group="model", low=1, high=64)
+    local_points: int = setting(
+        1000, "--guide local: train on a fixed subset of N training images, and evaluate on N test images (or "
+        "all, if fewer), each with its own q", group="model", low=1, high=10_000_000, metavar="N",
+    )  # fmt: skip
+    local_test_points: int = setting(
+        0, "local guide: test images with their own q (set from the data by training)", group="model", flag=None,
+        low=0, high=10_000_000,
+    )  # fmt: skip
+    image_shape: tuple[int, ...] = setting(
+        (), "(H, W) or (C, H, W), set from the data by training; () is (x_dim,)", group="model", flag=None, low=1
+    )
+    user_parts: str = setting("", "the user's own modules, by class (see VAE), or none", group="model", flag=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {self.likelihood!r}; choose one of: {', '.join(LIKELIHOODS)}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
-        if self.guide not in GUIDES:
-            raise ConfigError(f"unknown guide {self.guide!r}; choose one of: {', '.join(GUIDES)}")
-        if not all(1 <= size <= MAX_UNITS for size in (self.z_dim, self.x_dim, *self.hidden)):
-            raise ConfigError(
-                f"layer sizes must be from 1 to {MAX_UNITS:,}: x_dim={self.x_dim}, hidden={self.hidden}, "
-                f"z_dim={self.z_dim}"
-            )
-        if not 1 <= self.flow_layers <= 64:
-            raise ConfigError(f"--flow-layers must be from 1 to 64, got {self.flow_layers}")
-        if not (1 <= self.local_points <= 10_000_000 and 0 <= self.local_test_points <= 10_000_000):
-            raise ConfigError(f"--local-points must be from 1 to 10,000,000, got {self.local_points}")
-        if not 1e-6 <= self.sigma <= 1e6:
-            raise ConfigError(f"--sigma must be from 1e-6 to 1e6, got {self.sigma}")
+        for name in ("hidden", "channels", "image_shape"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_declared(self)
         if self.learn_sigma and self.likelihood != "gaussian":
             raise ConfigError("--learn-sigma applies only to --likelihood gaussian")
+        if self.guide == "flow" and self.network == "mlp" and not self.hidden and not self.user_parts:
+            raise ConfigError("the flow guide conditions on the encoder's hidden layer; give --hidden")
+        self._check_image_shape()
+
+    def _check_image_shape(self) -> None:
+        """An image shape that holds x_dim pixels and that the convolutions can halve."""
+        if self.image_shape and (len(self.image_shape) > 3 or math.prod(self.image_shape) != self.x_dim):
+            raise ConfigError(f"image shape {self.image_shape} does not hold x_dim = {self.x_dim} pixels")
+        if self.network == "conv" and self.image_shape:  # () until training sets it from the data
+            if len(self.image_shape) not in (2, 3):
+                raise ConfigError(f"--network conv needs images of shape (H, W) or (C, H, W), got {self.shape}")
+            if not 1 <= len(self.channels) <= 8 or min(self.image_shape[-2:]) < 2 ** len(self.channels):
+                raise ConfigError(
+                    f"--network conv halves the image once per entry of --channels {self.channels}: "
+                    f"{len(self.channels)} halvings need sides of at least {2 ** len(self.channels)} pixels, "
+                    f"and the images are {self.shape}"
+                )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one image: image_shape, or (x_dim,) for rows of pixels of no known shape."""
+        return self.image_shape or (self.x_dim,)
 
 
 class VAE(nn.Module):
@@ -79,19 +119,19 @@ class VAE(nn.Module):
     Parameters live in the module, not in Pyro's global param store, so models never share state.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        guide: nn.Module | None = None,
+    ):
+        """The VAE `config` describes; your own `encoder`, `decoder` or `guide` (see `parts` and
+        `guides.Guide`) replace the built-in ones, and `config.user_parts` records them by class."""
         super().__init__()
-        self.config = config
-        self.decoder = Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
-        self.q = build_guide(
-            config.guide,
-            config.x_dim,
-            config.hidden,
-            config.z_dim,
-            config.activation,
-            config.flow_layers,
-            config.local_points + config.local_test_points,
-        )
+        self.config = replace(config, user_parts=parts.Parts(encoder, decoder, guide).description())
+        self.decoder = build_decoder(self.config) if decoder is None else parts.ImageDecoder(decoder, config.shape)
+        self.q = build_q(self.config, encoder, guide)
         log_sigma = torch.tensor(math.log(config.sigma))
         if config.learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
@@ -106,8 +146,10 @@ class VAE(nn.Module):
     def init_output_bias(self, train_images: torch.Tensor) -> None:
         """Start the decoder's output bias at b = logit(clip(mean of the training images, 0.001, 0.999)), so
         that from the first step p(x|z) is the mean training image's Bernoulli (as the IWAE authors' code)."""
+        if not hasattr(self.decoder, "output_bias"):
+            raise ConfigError("--init-output-bias sets the built-in decoders' bias per pixel; your decoder has none")
         mean = train_images.reshape(-1, self.config.x_dim).float().mean(0).clamp(1e-3, 1 - 1e-3)
-        self.decoder.head.bias.copy_(torch.logit(mean))
+        self.decoder.output_bias.copy_(torch.logit(mean))
 
     @property
     def z_dim(self) -> int:
@@ -123,48 +165,42 @@ class VAE(nn.Module):
         """Whether q(z|x) is a point mass (the `delta` guide): it has no density to importance-sample with."""
         return self.config.guide == "delta"
 
-    def _conditioning(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """What q reads: the images x, or for the local guide the rows `index` of its data points."""
+    def _conditioning(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """What q reads: the images x, or for the local guide the rows `rows` of its data points."""
         if not self.is_local:
             return x
-        if index is None:
+        if rows is None:
             raise ConfigError(
                 "the local guide has parameters only for its own fixed data points, "
-                "so it needs their row numbers (index), not images"
+                "so it needs their row numbers (rows, as a Batch carries them), not images"
             )
-        return index
+        return rows
 
-    def approximate_posterior(self, x: torch.Tensor, index: torch.Tensor | None = None) -> dist.Distribution:
-        """q(z|x) as a Pyro distribution (batch shape (batch,), event dim 1): what the guide samples."""
-        return self.q(self._conditioning(x, index))
+    def approximate_posterior(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> dist.Distribution:
+        """q(z|x) as a Pyro distribution (batch shape (batch,), event dim 1): what the guide samples (for a
+        guide of the user's without `forward`, its samples with their log-densities)."""
+        given = self._conditioning(x, rows)
+        return self.q(given) if has_distribution(self.q) else guides.SampledPosterior(self.q, given, self.z_dim)
 
     def sample_q(
-        self, x: torch.Tensor, eps: torch.Tensor, index: torch.Tensor | None = None
+        self, x: torch.Tensor, eps: torch.Tensor, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z|x) from standard-normal noise eps (S, batch, z_dim), and log q(z|x): the guide's own
         reparameterization."""
-        return self.q.sample(self._conditioning(x, index), eps)
+        return self.q.sample(self._conditioning(x, rows), eps)
 
-    def kl_to_prior(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor | None:
+    def kl_to_prior(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
         """KL(q(z|x) || p(z)) per image in closed form, or None for a guide without one."""
-        return self.q.kl_to_prior(self._conditioning(x, index))
+        return self.q.kl_to_prior(self._conditioning(x, rows))
 
-    def location(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def location(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """One representative z per image (q's mean, or for the flow the image of its base mean)."""
-        return self.q.location(self._conditioning(x, index))
+        return self.q.location(self._conditioning(x, rows))
 
-    def test_rows(self, count: int | None = None) -> torch.Tensor | None:
-        """The local guide's rows for its first `count` test images (all by default), which follow the
-        `local_points` training rows; None for the amortized guides."""
-        if not self.is_local:
-            return None
-        rows = torch.arange(self.config.local_test_points, device=self.log_sigma.device)
-        return (rows + self.config.local_points)[:count]
-
-    def at(self, index: torch.Tensor) -> "DataPoints":
-        """This VAE with q fixed to the data points `index` (rows of x to come), as an
+    def at(self, rows: torch.Tensor) -> "DataPoints":
+        """This VAE with q fixed to the data points `rows` (rows of x to come), as an
         `analytic.LatentVariableModel`: how the local guide's q enters the hand-derived ELBO forms."""
-        return DataPoints(self, index)
+        return DataPoints(self, rows)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x|z) as a Pyro distribution with event dim 1."""
@@ -194,19 +230,63 @@ class VAE(nn.Module):
         with poutine.scale(scale=1.0 / x.shape[0]), pyro.plate("data", x.shape[0], dim=-1):
             yield
 
-    def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, index: torch.Tensor | None = None) -> None:
-        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed. (`index` is the guide's.)"""
+    def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed. (`rows` is the guide's.)"""
         with self._images(x):
             with _kl_weight(kl_scale):
                 prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], self.config.z_dim])
                 z = pyro.sample("z", prior.to_event(1))
             pyro.sample("x", self.likelihood(z), obs=x)
 
-    def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, index: torch.Tensor | None = None) -> None:
+    def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
         """q(z|x), the variational family: amortized by an encoder of x, or for the local guide the free
-        parameters of the data points in rows `index`."""
+        parameters of the data points in rows `rows`."""
         with self._images(x), _kl_weight(kl_scale):
-            pyro.sample("z", self.approximate_posterior(x, index))
+            pyro.sample("z", self.approximate_posterior(x, rows))
+
+
+def build_decoder(config: ModelConfig) -> nn.Module:
+    """The built-in decoder: the MLP mirroring the encoder, or the transposed convolutions."""
+    if config.network == "conv":
+        if not config.image_shape:
+            raise ConfigError("--network conv needs the images' shape: ModelConfig(image_shape=(C, H, W) or (H, W))")
+        return ConvDecoder(config.z_dim, config.image_shape, config.channels, config.activation)
+    return Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
+
+
+def build_q(config: ModelConfig, encoder: nn.Module | None, guide: nn.Module | None) -> nn.Module:
+    """q(z|x): the user's guide; the diagonal Gaussian on the user's encoder; or the built-in guide
+    `config.guide` on the built-in encoder body (an MLP, or convolutions)."""
+    if guide is not None:
+        if encoder is not None:
+            raise ConfigError("give an encoder or a guide, not both: a guide holds its own encoder")
+        return guide
+    if encoder is not None:
+        if config.guide != "diagonal":
+            raise ConfigError(
+                f"your encoder gives (loc, scale): it makes the diagonal guide, not --guide {config.guide}; "
+                "for another family write a guide (guides.Guide) and pass guide=..."
+            )
+        return guides.DiagonalNormal(parts.ImageEncoder(encoder, config.shape, config.z_dim))
+    body, features = encoder_body(config) if config.guide != "local" else (None, 0)
+    rows = config.local_points + config.local_test_points
+    return build_guide(config.guide, body, features, config.z_dim, config.flow_layers, rows)
+
+
+def encoder_body(config: ModelConfig) -> tuple[nn.Module, int]:
+    """x -> features h(x) of the built-in encoder, and their number: the MLP's last hidden layer (x itself
+    without hidden layers), or the convolutions' flattened maps."""
+    if config.network == "conv":
+        body = ConvBody(config.image_shape, config.channels, config.activation)
+        return body, body.features
+    return mlp([config.x_dim, *config.hidden], config.activation), (
+        config.hidden[-1] if config.hidden else config.x_dim
+    )
+
+
+def has_distribution(guide: nn.Module) -> bool:
+    """Whether the guide's forward(x) returns q(z|x) as a distribution (every built-in guide's does)."""
+    return type(guide).forward is not nn.Module.forward
 
 
 def _kl_weight(beta: float | torch.Tensor) -> poutine.messenger.Messenger:
@@ -219,20 +299,20 @@ def _kl_weight(beta: float | torch.Tensor) -> poutine.messenger.Messenger:
 
 @dataclass(frozen=True)
 class DataPoints:
-    """A VAE whose q is fixed to the data points in rows `index` (see `VAE.at`)."""
+    """A VAE whose q is fixed to the data points in rows `rows` (see `VAE.at`)."""
 
     vae: VAE
-    index: torch.Tensor
+    rows: torch.Tensor
 
     @property
     def z_dim(self) -> int:
         return self.vae.z_dim
 
     def sample_q(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.vae.sample_q(x, eps, self.index)
+        return self.vae.sample_q(x, eps, self.rows)
 
     def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.vae.kl_to_prior(x, self.index)
+        return self.vae.kl_to_prior(x, self.rows)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.vae.log_likelihood(x, z)

@@ -74,7 +74,7 @@ def calibration(vae: analytic.LatentVariableModel, x: torch.Tensor, samples: int
             samples, x.shape[0], vae.z_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
         )
         log_w = analytic.log_importance_weights(vae, x, eps)
-        log_mean = torch.logsumexp(log_w, 0) - math.log(samples)
+        log_mean = analytic.log_mean_exp(log_w)
         estimates.append(log_mean)
         jackknife.append(jackknife_variance(log_w))
         delta.append((log_w - log_mean).exp().var(0, correction=0) / samples)

@@ -37,7 +37,7 @@ def elbo_terms(
     num_samples: int = 1,
     seed: int = 0,
     chunk_size: int = 2000,
-    index: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
     world: World = SINGLE,
 ) -> ElboTerms:
     """-ELBO = -E_q[log p(x|z)] + KL(q || p(z)) per image averaged over the rows of x, in nats, as its two
@@ -45,7 +45,7 @@ def elbo_terms(
     E_q[log q(z|x) - log p(z)]), the expectation estimated by `num_samples` reparameterized samples.
 
     The noise comes from its own generator seeded with `seed`, so the figure is reproducible and
-    drawing it leaves the global random state (and so training) untouched. For the local guide, `index`
+    drawing it leaves the global random state (and so training) untouched. For the local guide, `rows`
     gives the rows of x's data points in its table. With several ranks (`world`), each computes its share
     of the chunks (drawing the others' noise too, to skip past it) and the sums meet: the value is the
     one a single process computes.
@@ -53,10 +53,10 @@ def elbo_terms(
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
-    for number, (chunk, rows) in enumerate(zip(x.split(chunk_size), _split(index, chunk_size, x.shape[0]))):
+    for number, (chunk, chunk_rows) in enumerate(zip(x.split(chunk_size), _split(rows, chunk_size, x.shape[0]))):
         eps = torch.randn((num_samples, chunk.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype)
         if world.owns(number):
-            log_likelihood, kl = analytic.elbo_terms(_at(vae, rows), chunk, eps)
+            log_likelihood, kl = analytic.elbo_terms(_at(vae, chunk_rows), chunk, eps)
             sums -= torch.stack([log_likelihood.double().sum(), -kl.double().sum()])
     reconstruction, kl = (world.sum(sums) / x.shape[0]).tolist()
     return ElboTerms(reconstruction, kl)
@@ -68,11 +68,11 @@ def negative_elbo(
     num_samples: int = 1,
     seed: int = 0,
     chunk_size: int = 2000,
-    index: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
     world: World = SINGLE,
 ) -> float:
     """-ELBO per image averaged over the rows of x, in nats: the sum of `elbo_terms`."""
-    return elbo_terms(vae, x, num_samples, seed, chunk_size, index, world).negative_elbo
+    return elbo_terms(vae, x, num_samples, seed, chunk_size, rows, world).negative_elbo
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def log_likelihood(
     seed: int = 0,
     max_rows: int = 65_536,
     proposal: str = "guide",
-    index: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
     world: World = SINGLE,
     progress: Callable[[int], None] | None = None,
 ) -> LogLikelihood:
@@ -142,45 +142,26 @@ def log_likelihood(
     Images and samples are processed in chunks of at most `max_rows` (image, sample) pairs, so the memory
     held at once is about max_rows * (x_dim + hidden + z_dim) floats whatever K; the log-weights are kept
     per image and reduced by logsumexp in float64, with each image's jackknife variance, effective sample
-    size and Pareto k-hat (`importance`). For the local guide, `index` gives the rows of x's data
+    size and Pareto k-hat (`importance`). For the local guide, `rows` gives the rows of x's data
     points in its table. With several ranks (`world`), each computes its share of the chunks of images
     (drawing the others' noise too, to skip past it) and the per-image results meet: the estimate is the
     one a single process computes, on every rank. `progress(n)` is called as each chunk of n images is done.
     """
-    if num_samples < 1:
-        raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
-    if proposal not in ("guide", "prior"):
-        raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
-    if proposal == "guide" and getattr(vae, "is_point_mass", False):
-        raise ConfigError(
-            "this VAE's guide is a point mass (--guide delta), which has no density to "
-            "importance-sample log p(x) with; use the proposal prior (a naive estimate) or a VAE"
-        )
+    _check_request(vae, num_samples, proposal)
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    z_dim = vae.z_dim
     images = max(1, min(x.shape[0], max_rows // num_samples))
     samples = max(1, min(num_samples, max_rows // images))
     per_image = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     variance, ess, k_hat = torch.zeros_like(per_image), torch.zeros_like(per_image), torch.zeros_like(per_image)
-    for number, (chunk, rows) in enumerate(zip(x.split(images), _split(index, images, x.shape[0]))):
-        log_w = []
-        for start in range(0, num_samples, samples):
-            k = min(samples, num_samples - start)
-            eps = torch.randn((k, chunk.shape[0], z_dim), generator=generator, device=x.device, dtype=x.dtype)
-            if not world.owns(number):
-                continue
-            if proposal == "guide":
-                log_w.append(analytic.log_importance_weights(_at(vae, rows), chunk, eps).double())
-            else:
-                log_w.append(vae.log_likelihood(chunk, eps).double())
+    for number, (chunk, chunk_rows) in enumerate(zip(x.split(images), _split(rows, images, x.shape[0]))):
+        log_w = _log_weights(vae, chunk, chunk_rows, num_samples, samples, generator, proposal, world.owns(number))
         if progress is not None:
             progress(chunk.shape[0])
-        if not log_w:
+        if log_w is None:
             continue
-        log_w = torch.cat(log_w)
         mine = slice(number * images, number * images + chunk.shape[0])
-        per_image[mine] = torch.logsumexp(log_w, 0) - math.log(num_samples)
+        per_image[mine] = analytic.log_mean_exp(log_w)
         variance[mine] = importance.jackknife_variance(log_w)
         ess[mine] = importance.effective_sample_size(log_w)
         k_hat[mine] = importance.pareto_k(log_w)
@@ -196,6 +177,43 @@ def log_likelihood(
         effective_sample_size=ess.cpu(),
         pareto_k=k_hat.cpu(),
     )
+
+
+def _check_request(vae: analytic.LatentVariableModel, num_samples: int, proposal: str) -> None:
+    if num_samples < 1:
+        raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
+    if proposal not in ("guide", "prior"):
+        raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
+    if proposal == "guide" and getattr(vae, "is_point_mass", False):
+        raise ConfigError(
+            "this VAE's guide is a point mass (--guide delta), which has no density to "
+            "importance-sample log p(x) with; use the proposal prior (a naive estimate) or a VAE"
+        )
+
+
+def _log_weights(
+    vae: analytic.LatentVariableModel,
+    x: torch.Tensor,
+    rows: torch.Tensor | None,
+    num_samples: int,
+    samples: int,
+    generator: torch.Generator,
+    proposal: str,
+    mine: bool,
+) -> torch.Tensor | None:
+    """(num_samples, batch) log-weights of the images x in float64, `samples` at a time; None where the
+    chunk is another rank's (its noise is drawn all the same, so that the generator stays in step)."""
+    log_w = []
+    for start in range(0, num_samples, samples):
+        k = min(samples, num_samples - start)
+        eps = torch.randn((k, x.shape[0], vae.z_dim), generator=generator, device=x.device, dtype=x.dtype)
+        if not mine:
+            continue
+        if proposal == "guide":
+            log_w.append(analytic.log_importance_weights(_at(vae, rows), x, eps).double())
+        else:
+            log_w.append(vae.log_likelihood(x, eps).double())
+    return torch.cat(log_w) if log_w else None
 
 
 def progress_bar(images: int, what: str, show: bool = True) -> tqdm:
@@ -216,13 +234,13 @@ def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:
         )
 
 
-def _split(index: torch.Tensor | None, size: int, rows: int) -> list[torch.Tensor | None]:
-    """index in chunks of `size`, aligned with x.split(size); all None without an index."""
-    if index is None:
-        return [None] * math.ceil(rows / size)
-    if index.shape != (rows,):
-        raise ConfigError(f"index must give one row per image: {rows} images, index of shape {tuple(index.shape)}")
-    return list(index.split(size))
+def _split(rows: torch.Tensor | None, size: int, images: int) -> list[torch.Tensor | None]:
+    """rows in chunks of `size`, aligned with x.split(size); all None without rows."""
+    if rows is None:
+        return [None] * math.ceil(images / size)
+    if rows.shape != (images,):
+        raise ConfigError(f"rows must give one row per image: {images} images, rows of shape {tuple(rows.shape)}")
+    return list(rows.split(size))
 
 
 def _at(vae: analytic.LatentVariableModel, rows: torch.Tensor | None) -> analytic.LatentVariableModel:

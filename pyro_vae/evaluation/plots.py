@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pyro_vae import files  # noqa: E402
+from pyro_vae.core.networks import channels_first  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -23,23 +25,33 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def _tile(images: torch.Tensor, rows: int, image_shape: tuple[int, int]) -> torch.Tensor:
-    """(rows * cols, h * w) images -> one (rows * h, cols * w) mosaic."""
-    h, w = image_shape
+def pictures(images: torch.Tensor, image_shape: tuple[int, ...]) -> torch.Tensor:
+    """Rows of pixels as pictures (N, H, W) in grey, or (N, H, W, 3) in colour: (H, W) and (1, H, W) images
+    are grey, (3, H, W) colour, other channel counts shown by their mean, and (D,) rows as one line of D."""
+    c, h, w = (1, 1, image_shape[0]) if len(image_shape) == 1 else channels_first(image_shape)
+    images = images.reshape(-1, c, h, w)
+    return images.permute(0, 2, 3, 1) if c == 3 else images.mean(1)
+
+
+def _tile(images: torch.Tensor, rows: int, image_shape: tuple[int, ...]) -> torch.Tensor:
+    """(rows * cols, D) images -> one (rows * h, cols * w) mosaic (with a last axis of 3 in colour)."""
+    shown = pictures(images, image_shape)
+    h, w = shown.shape[1:3]
     cols = images.shape[0] // rows
-    grid = images[: rows * cols].reshape(rows, cols, h, w).permute(0, 2, 1, 3)
-    return grid.reshape(rows * h, cols * w)
+    grid = shown[: rows * cols].reshape(rows, cols, h, w, -1).permute(0, 2, 1, 3, 4)
+    return grid.reshape(rows * h, cols * w, -1).squeeze(-1)
 
 
 def animation(
-    images: torch.Tensor, path: Path, image_shape: tuple[int, int], ms_per_frame: int = 120, scale: int = 4
+    images: torch.Tensor, path: Path, image_shape: tuple[int, ...], ms_per_frame: int = 120, scale: int = 4
 ) -> None:
     """An animated GIF (looping, there and back) of images in [0, 1], one a frame, `scale` times enlarged."""
     from PIL import Image
 
-    pixels = (images.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, *image_shape)
+    pixels = (pictures(images.float().cpu().clamp(0, 1), image_shape) * 255).round().to(torch.uint8)
+    h, w = pixels.shape[1:3]
     frames = [
-        Image.fromarray(p.numpy()).resize((image_shape[1] * scale, image_shape[0] * scale), Image.NEAREST)
+        Image.fromarray(p.numpy()).resize((w * scale, h * scale), Image.NEAREST)
         for p in torch.cat([pixels, pixels.flip(0)[1:-1]])
     ]
     files.atomic_write(
@@ -93,7 +105,7 @@ def quality_curves(curves: dict[str, list[dict]], path: Path, lines: dict[str, f
     _save(fig, path)
 
 
-def image_grid(images: torch.Tensor, path: Path, rows: int, image_shape: tuple[int, int], title: str) -> None:
+def image_grid(images: torch.Tensor, path: Path, rows: int, image_shape: tuple[int, ...], title: str) -> None:
     """A mosaic of images in [0, 1] with `rows` rows."""
     fig, ax = plt.subplots(figsize=(images.shape[0] / rows * 0.6, rows * 0.6 + 0.4))
     ax.imshow(_tile(images.float().cpu(), rows, image_shape), cmap="gray", vmin=0, vmax=1)
@@ -153,6 +165,32 @@ def estimator_variance(rows: list[dict], path: Path) -> None:
         ax.set_title(f"{group} gradient: total variance tr Cov[g]")
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend()
+    _save(fig, path)
+
+
+def snr_against_k(rows: list[dict], path: Path) -> None:
+    """Gradient SNR against K on log-log axes: one panel per (snapshot, encoder or decoder), one line per
+    estimator with its 95% intervals, and dotted K^(1/2) and K^(-1/2) guides through the first point."""
+    snapshots = list(dict.fromkeys(r["snapshot"] for r in rows))
+    fig, axes = plt.subplots(len(snapshots), 2, figsize=(10, 3.6 * len(snapshots)), squeeze=False)
+    for axes_row, snapshot in zip(axes, snapshots):
+        for ax, group in zip(axes_row, ("encoder", "decoder")):
+            for estimator in dict.fromkeys(r["estimator"] for r in rows):
+                mine = [r for r in rows if r["snapshot"] == snapshot and r["estimator"] == estimator]
+                ks, snr = [r["K"] for r in mine], [r[f"{group}_snr"] for r in mine]
+                low = [max(0.0, s - r[f"{group}_snr_low"]) for s, r in zip(snr, mine)]
+                high = [max(0.0, r[f"{group}_snr_high"] - s) for s, r in zip(snr, mine)]
+                ax.errorbar(ks, snr, yerr=[low, high], marker="o", capsize=2, label=estimator)
+            first = next(r for r in rows if r["snapshot"] == snapshot)
+            for power in (0.5, -0.5):
+                scale = [first[f"{group}_snr"] * (k / first["K"]) ** power for k in ks]
+                ax.plot(ks, scale, ":", color="grey", linewidth=1)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("K (samples per image)")
+            ax.set_title(f"{group} gradient SNR, {snapshot}", fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8)
     _save(fig, path)
 
 
@@ -216,16 +254,16 @@ def rate_distortion(points: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def sweep_images(points: list[dict], path: Path, image_shape: tuple[int, int]) -> None:
+def sweep_images(points: list[dict], path: Path, image_shape: tuple[int, ...]) -> None:
     """One row per model of a sweep: its prior samples, then its reconstructions of the test images shown
     in the top row."""
     count = points[0]["prior_samples"].shape[0]
-    blank = torch.ones(count, image_shape[0] * image_shape[1])
+    blank = torch.ones(count, math.prod(image_shape))
     rows = [torch.cat([blank, points[0]["originals"].float()])]
     rows += [torch.cat([p["prior_samples"].float(), p["reconstructions"].float()]) for p in points]
     fig, ax = plt.subplots(figsize=(2 * count * 0.45, len(rows) * 0.45 + 0.4))
     ax.imshow(_tile(torch.cat(rows), len(rows), image_shape), cmap="gray", vmin=0, vmax=1)
-    h, w = image_shape
+    h, w = pictures(blank[:1], image_shape).shape[1:3]
     ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], ["test images", *(p["name"] for p in points)], fontsize=8)
     ax.set_xticks(
         [w * count / 2, w * count * 1.5], ["prior samples E[x|z], z ~ N(0, I)", "reconstructions"], fontsize=8

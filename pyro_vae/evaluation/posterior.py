@@ -21,6 +21,7 @@ from pyro_vae import data
 from pyro_vae.core import analytic
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
+from pyro_vae.training.step import Batch, svi_step
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,14 @@ def train_2d_vae(steps: int, seed: int = 0) -> VAE:
     dataset = data.prepare(data.load_dataset("default"), "dynamic")
     pyro.set_rng_seed(seed)
     vae = VAE(ModelConfig(hidden=(64,), z_dim=2)).double()
-    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3, fused=True)
     train = dataset.train.double()
+
+    def loss(x: torch.Tensor, kl_weight: float, rows: None) -> torch.Tensor:
+        return -analytic.elbo_analytic_kl(vae, x, torch.randn(1, x.shape[0], 2, dtype=torch.float64)).mean()
+
     for _ in range(steps):
-        x = torch.bernoulli(train[torch.randint(len(train), (128,))])
-        optimizer.zero_grad()
-        (-analytic.elbo_analytic_kl(vae, x, torch.randn(1, 128, 2, dtype=torch.float64)).mean()).backward()
-        optimizer.step()
+        svi_step(loss, optimizer, Batch(torch.bernoulli(train[torch.randint(len(train), (128,))])))
     return vae.eval()
 
 
@@ -101,11 +103,13 @@ def fit_local_guide(
         start = vae.location(x)
     loc = start.clone().requires_grad_(True)
     log_scale = torch.full_like(start, -1.0, requires_grad=True)
-    optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
-    for _ in range(steps):
-        # gradients for (mu, log sigma) only: the decoder's parameters are neither changed nor given a .grad
-        loc.grad, log_scale.grad = torch.autograd.grad(-elbo(loc, log_scale.exp(), samples).sum(), [loc, log_scale])
-        optimizer.step()
+    optimizer = torch.optim.Adam([loc, log_scale], lr=lr, fused=True)
+
+    def loss(x: torch.Tensor, kl_weight: float, rows: None) -> torch.Tensor:
+        return -elbo(loc, log_scale.exp(), samples).sum()
+
+    for _ in range(steps):  # the decoder's parameters are neither changed nor given a .grad
+        svi_step(loss, optimizer, Batch(x), only_optimized=True)
     with torch.no_grad():
         loc, scale = loc.detach(), log_scale.exp()
         per_call = max(1, min(eval_samples, max_rows // x.shape[0]))

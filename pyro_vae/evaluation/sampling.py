@@ -20,15 +20,15 @@ def prior_samples(vae: VAE, n: int, seed: int = 0, device: torch.device | str = 
 
 
 @torch.no_grad()
-def reconstructions(vae: VAE, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-    """E[x|z] at q's location for each image of x (for the local guide, `index` gives their rows)."""
-    return vae.decode_mean(vae.location(x, index))
+def reconstructions(vae: VAE, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x|z] at q's location for each image of x (for the local guide, `rows` gives their rows)."""
+    return vae.decode_mean(vae.location(x, rows))
 
 
 @torch.no_grad()
-def interpolation(vae: VAE, x: torch.Tensor, index: torch.Tensor | None = None, steps: int = 10) -> torch.Tensor:
+def interpolation(vae: VAE, x: torch.Tensor, rows: torch.Tensor | None = None, steps: int = 10) -> torch.Tensor:
     """E[x|z_t] along the straight line z_t = (1 - t) z_a + t z_b, t = 0, 1/(steps-1), ..., 1, between q's
     locations z_a and z_b of the two images x[0] and x[1]."""
-    z_a, z_b = vae.location(x[:2], index)
+    z_a, z_b = vae.location(x[:2], rows)
     t = torch.linspace(0, 1, steps, device=x.device, dtype=z_a.dtype).unsqueeze(1)
     return vae.decode_mean((1 - t) * z_a + t * z_b)

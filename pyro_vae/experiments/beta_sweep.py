@@ -26,7 +26,7 @@ from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import sampling
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import train
-from pyro_vae.training.state import flatten, load_run_checkpoint, resumed_config
+from pyro_vae.training.resume import flatten, load_run_checkpoint, resumed_config
 from pyro_vae.training.trained_run import TrainedRun
 
 AUTOENCODER = "autoencoder"
@@ -83,7 +83,7 @@ def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
         return train(config, progress=False, log=log)
     checkpoint = load_run_checkpoint(folder, use="beta sweep")
     given = {k: v for k, v in flatten(config.to_dict()).items() if k != "out" and v is not None}  # None: resolved
-    stored = resumed_config(checkpoint, given, TrainConfig)  # as the CLI's --resume: another run's folder is refused
+    stored = resumed_config(checkpoint, given)  # as the CLI's --resume: another run's folder is refused
     return train(replace(stored, out=config.out), progress=False, log=log, checkpoint=checkpoint)
 
 

@@ -23,11 +23,12 @@ import pyro
 import torch
 
 from pyro_vae import data
-from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.training.build import load_training_data
+from pyro_vae.training.build import build_optimizer, load_training_data
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.step import Batch, svi_step
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,13 @@ class CompareConfig:
     timing_repeats: int = 5
 
     def num_particles(self, estimator: str) -> int:
-        return self.iwae_particles if estimator == "iwae" else 1
+        return self.iwae_particles if estimator in IMPORTANCE_WEIGHTED else 1
 
     @property
     def training(self) -> TrainConfig:
         """The data settings as training reads them (dataset, folder, binarization for the likelihood)."""
         # every training image trains: the comparison selects nothing, and docs/ESTIMATORS.md was measured so
-        return TrainConfig(model=self.model, dataset=self.dataset, data_dir=self.data_dir, validation=0)
+        return TrainConfig(model=self.model, dataset=self.dataset, data_dir=self.data_dir, validation=0, lr=self.lr)
 
 
 def load_data(config: CompareConfig) -> data.Dataset:
@@ -86,7 +87,7 @@ def train_run(
     excluded) and the model's state at each of `snapshot_steps`."""
     vae = new_vae(config, dataset.x_dim, seed)
     loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    optimizer = build_optimizer(vae, config.training)
     binarize = batch_binarizer(config)
     curve, snapshots, seconds, step = [], {}, 0.0, 0
 
@@ -108,9 +109,7 @@ def train_run(
     while step < config.steps:
         for index in torch.randperm(dataset.train.shape[0]).split(config.batch_size):
             tic = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss(binarize(dataset.train[index]), 1.0).backward()
-            optimizer.step()
+            svi_step(loss, optimizer, Batch(binarize(dataset.train[index])))
             seconds += time.perf_counter() - tic
             step += 1
             record()
@@ -220,13 +219,10 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
     for estimator in config.timed:
         vae = new_vae(config, dataset.x_dim, 0)
         loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
-        runs[estimator] = (vae, loss, torch.optim.Adam(vae.parameters(), lr=config.lr))
+        runs[estimator] = (loss, build_optimizer(vae, config.training))
 
     def step(estimator: str) -> None:
-        vae, loss, optimizer = runs[estimator]
-        optimizer.zero_grad(set_to_none=True)
-        loss(x, 1.0).backward()
-        optimizer.step()
+        svi_step(*runs[estimator], Batch(x))
 
     for estimator in config.timed:  # warm-up, compilation included
         for _ in range(3):
@@ -290,74 +286,48 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+VARIANCE_COLUMNS = ("loss_std", "encoder_variance", "encoder_snr", "decoder_variance", "decoder_snr")
+RATIO_COLUMNS = ("loss_std", "encoder_variance", "decoder_variance", "encoder_snr")
+
+
 def markdown_report(variance: list[dict], ratios: list[dict], timing: list[dict], summary: list[dict]) -> str:
     """The four tables of a comparison, as markdown; every interval is a 95% bootstrap interval."""
     lines = (
         _table(
             "Gradient variance and loss spread (one batch, R independent draws)",
+            ["snapshot", "estimator", "mean loss", "per-image loss std", "encoder tr Cov", "encoder SNR"]
+            + ["decoder tr Cov", "decoder SNR"],
             [
-                "snapshot",
-                "estimator",
-                "mean loss",
-                "per-image loss std",
-                "encoder tr Cov",
-                "encoder SNR",
-                "decoder tr Cov",
-                "decoder SNR",
-            ],
-            [
-                [
-                    r["snapshot"],
-                    r["estimator"],
-                    f"{r['loss']:.2f}",
-                    *(
-                        _ci(r, key)
-                        for key in ("loss_std", "encoder_variance", "encoder_snr", "decoder_variance", "decoder_snr")
-                    ),
-                ]
+                [r["snapshot"], r["estimator"], f"{r['loss']:.2f}", *(_ci(r, k) for k in VARIANCE_COLUMNS)]
                 for r in variance
             ],
         )
         + _table(
             "Ratios (first estimator over the other; above 1: the other has less)",
             ["snapshot", "ratio", "per-image loss std", "encoder tr Cov", "decoder tr Cov", "encoder SNR"],
-            [
-                [
-                    r["snapshot"],
-                    r["ratio"],
-                    *(_ci(r, key) for key in ("loss_std", "encoder_variance", "decoder_variance", "encoder_snr")),
-                ]
-                for r in ratios
-            ],
+            [[r["snapshot"], r["ratio"], *(_ci(r, key) for key in RATIO_COLUMNS)] for r in ratios],
         )
         + _table(
             "Training at equal budget (test negative ELBO, nats per image)",
             ["estimator", "steps", "seeds", "final test loss, mean ± std", "min", "max", "training seconds"],
-            [
-                [
-                    r["estimator"],
-                    str(r["steps"]),
-                    str(r["seeds"]),
-                    f"{r['final_test_loss']:.2f} ± {r['std']:.2f}",
-                    f"{r['min']:.2f}",
-                    f"{r['max']:.2f}",
-                    f"{r['train_seconds']:.1f}",
-                ]
-                for r in summary
-            ],
+            [_summary_row(r) for r in summary],
         )
         + _table(
             "Time per training step (median of the rounds, [min, max])",
             ["estimator", "particles", "ms per step", "ratio to the first"],
-            [
-                [
-                    r["estimator"],
-                    str(r["particles"]),
-                    f"{r['ms_per_step']:.2f} [{r['ms_min']:.2f}, {r['ms_max']:.2f}]",
-                    f"{r['ratio_to_first']:.2f}",
-                ]
-                for r in timing
-            ],
+            [_timing_row(r) for r in timing],
         )
     )
     return "\n".join(lines[:-1]) + "\n"
+
+
+def _summary_row(r: dict) -> list[str]:
+    spread = f"{r['final_test_loss']:.2f} ± {r['std']:.2f}"
+    return [r["estimator"], str(r["steps"]), str(r["seeds"]), spread, f"{r['min']:.2f}", f"{r['max']:.2f}"] + [
+        f"{r['train_seconds']:.1f}"
+    ]
+
+
+def _timing_row(r: dict) -> list[str]:
+    ms = f"{r['ms_per_step']:.2f} [{r['ms_min']:.2f}, {r['ms_max']:.2f}]"
+    return [r["estimator"], str(r["particles"]), ms, f"{r['ratio_to_first']:.2f}"]

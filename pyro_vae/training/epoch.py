@@ -1,13 +1,10 @@
-"""One SVI step, and one epoch of them, on this rank's share of every batch.
+"""One epoch of SVI steps (`step.svi_step`) on this rank's share of every batch.
 
-    step   x -> loss module -> backward (DDP averages the gradients over ranks) -> Adam step
     epoch  the epoch's permutation -> global batches -> this rank's share -> steps -> running sums
 
-The step never waits for the device: whether its loss and gradients are finite stays a flag on the
-device, which fused Adam reads to skip the update by itself (the mechanism mixed-precision scaling uses),
-and the epoch's sums stay on the device too. The host reads them every CHECK_EVERY steps and at the
-epoch's end; a non-finite step then stops the run (`--on-nonfinite stop`, naming the first bad step)
-before anything is checkpointed, or is counted as skipped.
+The epoch's sums stay on the device, as the step's finite flags do. The host reads them every CHECK_EVERY
+steps and at the epoch's end; a non-finite step then stops the run (`--on-nonfinite stop`, naming the first
+bad step) before anything is checkpointed, or is counted as skipped.
 """
 
 from __future__ import annotations
@@ -19,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import data
-from pyro_vae.core.model import VAE
 from pyro_vae.training.build import Run
+from pyro_vae.training.step import Batch, LossFunction, svi_step
 
 CHECK_EVERY = 50  # steps between the host's reads of the device-side flags and sums
 
@@ -53,24 +50,6 @@ class EpochSums:
         self.first_bad_step = torch.where(~finite & (self.first_bad_step == 0), step, self.first_bad_step)
 
 
-def svi_step(
-    run: Run, x: torch.Tensor, kl_scale: float, index: torch.Tensor | None, weight: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step on this rank's images x: loss = -ELBO(x) per image, backward, and Adam's update unless
-    the loss or a gradient is not finite on some rank. `weight` = (this rank's images) * ranks / (batch's
-    images), so that DDP's average of the ranks' gradients is the gradient of the whole batch's mean loss.
-    Returns the loss and whether the step was finite, both on the device."""
-    run.vae.zero_grad(set_to_none=True)
-    loss = run.loss(x, kl_scale, index)
-    (loss if weight == 1 else loss * weight).backward()
-    bad = run.world.any(~all_finite(loss, run.parameters))
-    run.optimizer.found_inf = bad.float()  # fused Adam skips the update where this is 1
-    run.optimizer.step()
-    if run.local_optimizer is not None and not bad.item():  # SparseAdam has no on-device skip
-        run.local_optimizer.step()
-    return loss.detach(), ~bad
-
-
 def train_epoch(run: Run, interrupted: Callable[[], bool], progress: bool) -> bool:
     """The rest of the epoch in progress, from batch `state.batch` of its permutation; returns True when
     Ctrl-C stopped it early (between two steps, on every rank alike)."""
@@ -92,11 +71,12 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], progress: bool) -> bo
             x = data.binarize(x)
         state.step += 1
         loss, finite = svi_step(
-            run,
-            x,
-            config.kl_scale(state.step, run.steps_per_epoch),
-            rows if run.vae.is_local else None,
-            len(own) * world.size / len(batch),
+            run.loss,
+            run.optimizer,
+            Batch(x, None if run.dataset.train_rows is None else run.dataset.train_rows[rows]),
+            run.schedule.kl_weight(state.step),
+            weight=len(own) * world.size / len(batch),
+            world=world,
         )
         sums.add(loss, finite, len(own), state.step)
         state.batch += 1
@@ -122,33 +102,20 @@ def settle(run: Run, sums: EpochSums) -> None:
         raise run.nonfinite(first_bad, "training")
 
 
-def all_finite(loss: torch.Tensor, parameters: list[torch.Tensor]) -> torch.Tensor:
-    """Whether the loss and every gradient are finite (one norm over all gradients), on the device."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
-
-
 def fit_test_points(
-    vae: VAE,
-    loss: Callable[..., torch.Tensor],
-    local_optimizer: torch.optim.Optimizer,
+    loss: LossFunction,
+    optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     rows: torch.Tensor,
     batch_size: int,
-    kl_scale: float,
+    kl_weight: float,
 ) -> int:
     """One pass of SVI over the local guide's test points (in a random order, `batch_size` at a time),
-    with the decoder fixed: the per-point parameters of the test images get the same steps as those of
-    the training images, but the decoder never learns from them. Returns how many steps were skipped
-    because the loss or the gradient was not finite (SparseAdam has no on-device skip: one host check a step)."""
-    table = vae.q.table.weight
-    skipped = 0
+    with the decoder fixed: the per-point parameters of the test images (the `optimizer`'s) get the same
+    steps as those of the training images, but the decoder never learns from them (nor gets a .grad).
+    Returns how many steps were skipped because the loss or the gradient was not finite."""
+    skipped = torch.zeros((), dtype=torch.int64, device=x.device)
     for batch in torch.randperm(x.shape[0], device=x.device).split(batch_size):
-        batch_loss = loss(x[batch], kl_scale, rows[batch])
-        (table.grad,) = torch.autograd.grad(batch_loss, [table])  # the decoder gets no .grad
-        if all_finite(batch_loss, [table]):
-            local_optimizer.step()
-        else:
-            skipped += 1
-        table.grad = None
-    return skipped
+        _, finite = svi_step(loss, optimizer, Batch(x[batch], rows[batch]), kl_weight, only_optimized=True)
+        skipped += ~finite
+    return int(skipped)

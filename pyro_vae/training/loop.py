@@ -18,18 +18,25 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
+from pyro_vae import data as data_module
+from pyro_vae.core.parts import PART_NAMES, Parts
 from pyro_vae.distributed import World
+from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training import report
 from pyro_vae.training.build import Run, TrainingError, build_run, resolve_device
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.epoch import fit_test_points, train_epoch
+from pyro_vae.training.resume import load_run_checkpoint, resumed_config
+from pyro_vae.training.state import TrainState
 from pyro_vae.training.trained_run import TrainedRun, load_run
 
 
@@ -45,10 +52,20 @@ def train(
     config: TrainConfig,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-    checkpoint: dict | None = None,
+    checkpoint: TrainState | None = None,
+    *,
+    data: data_module.Dataset | tuple | None = None,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
+    guide: nn.Module | None = None,
 ) -> TrainedRun:
     """Train a VAE with SVI as `config` says and write the run folder; returns the trained run (its model
     in eval mode, config, metrics and folder; `load_run` gives the same back from the folder later).
+
+    Your own parts: `data` = (train, test) images as tensors, arrays or torch Datasets of any image shape
+    (`data.from_arrays`), in place of the config's dataset; an `encoder` (x -> (loc, scale)) and a
+    `decoder` (z -> logits) of any architecture, or a whole `guide` (`core.guides.Guide`), in place of the
+    built-in networks. A run with such parts needs them again to resume or load (`resume`, `load_run`).
 
     With a `checkpoint` (of the run in folder `config.out`, see `resume.load_run_checkpoint`), continue
     that run exactly as if it had never stopped (a finished run is left as it is). Under `torchrun` every
@@ -56,15 +73,23 @@ def train(
     without it is an unfinished run.
     """
     resolve_device(config.cuda)
-    if checkpoint is not None and checkpoint["epoch"] >= config.epochs and (Path(config.out) / "summary.json").exists():
+    parts, images = Parts(encoder, decoder, guide), user_images(data)
+    if images is not None:
+        config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
+    if (
+        checkpoint is not None
+        and checkpoint.progress.epoch >= config.epochs
+        and (Path(config.out) / "summary.json").exists()
+    ):
         log(
-            f"{config.out} is a finished run ({checkpoint['epoch']} of {config.epochs} epochs); nothing to do, nothing "
+            f"{config.out} is a finished run ({checkpoint.progress.epoch} of {config.epochs} epochs); nothing to do, nothing "
             "changed. Pass a larger --epochs to train it further"
         )
-        return load_run(config.out, "cuda" if config.cuda else "cpu", config.data_dir)
+        device = "cuda" if config.cuda else "cpu"
+        return load_run(config.out, device, config.data_dir, data=images, encoder=encoder, decoder=decoder, guide=guide)
     world = World.from_environment(config.cuda)
     try:
-        run = build_run(config, world, checkpoint, log if world.is_main else _quiet)
+        run = build_run(config, world, checkpoint, log if world.is_main else _quiet, parts, images)
         try:
             out = _train(run, progress, log if world.is_main else _quiet, resumed=checkpoint is not None)
         finally:
@@ -77,6 +102,30 @@ def train(
         raise
     world.close(finished=True)
     return out
+
+
+def resume(
+    run_dir: str | Path,
+    epochs: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    **parts: object,
+) -> TrainedRun:
+    """Continue the run in `run_dir` exactly where it stopped (to `epochs`, if given, else its own), as
+    `svi_train.py --resume` does; a run trained on your own `data`, `encoder`, `decoder` or `guide` needs
+    them again, as keyword arguments."""
+    checkpoint = load_run_checkpoint(Path(run_dir), use="resume", parts=Parts(*(parts.get(n) for n in PART_NAMES)))
+    config = resumed_config(checkpoint, {} if epochs is None else {"epochs": epochs})
+    return train(replace(config, out=str(run_dir)), progress, log, checkpoint, **parts)
+
+
+def user_images(given: data_module.Dataset | tuple | None) -> data_module.Dataset | None:
+    """The user's images as a Dataset: as given, or from a (train, test) pair of tensors, arrays or Datasets."""
+    if given is None or isinstance(given, data_module.Dataset):
+        return given
+    if not (isinstance(given, (tuple, list)) and len(given) == 2):
+        raise ConfigError(f"data must be a (train, test) pair of images, got a {type(given).__name__}")
+    return data_module.from_arrays(*given)
 
 
 def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) -> TrainedRun:
@@ -93,15 +142,14 @@ def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) 
                 state.seconds += time.perf_counter() - tic
                 run.folder.save_checkpoint(run.checkpoint())
                 raise stop_message(run, f"at step {state.step} (epoch {state.epoch + 1})")
-            if run.vae.is_local:
+            if run.dataset.test_rows is not None:  # per-image parameters: the test images' get their steps too
                 skipped = fit_test_points(
-                    run.vae,
                     run.loss,
-                    run.local_optimizer,
+                    run.optimizer.sparse,
                     run.dataset.test,
-                    run.vae.test_rows(),
+                    run.dataset.test_rows,
                     config.batch_size,
-                    config.kl_scale(state.step, run.steps_per_epoch),
+                    run.schedule.kl_weight(state.step),
                 )
                 if skipped and config.on_nonfinite == "stop":
                     raise run.nonfinite(state.step, "the test points' pass")
@@ -120,19 +168,19 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     if state.images == 0:
         raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
     vae.eval()
-    test = evaluate.elbo_terms(vae, run.dataset.test, index=vae.test_rows(), world=run.world)
+    test = evaluate.elbo_terms(vae, run.dataset.test, rows=run.dataset.test_rows, world=run.world)
     run.check_finite(test.negative_elbo)
     validation = None
     if run.dataset.validation is not None:
         validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)
     log_px = None
     if config.evaluates_log_likelihood(state.epoch + 1):
-        images, rows = run.dataset.test[: config.eval_images], vae.test_rows(config.eval_images)
+        images, rows = run.dataset.first_test(config.eval_images)
         with evaluate.progress_bar(
             images.shape[0], f"log p(x), K = {config.eval_samples}", progress and run.world.is_main
         ) as bar:
             log_px = evaluate.log_likelihood(
-                vae, images, config.eval_samples, index=rows, world=run.world, progress=bar.update
+                vae, images, config.eval_samples, rows=rows, world=run.world, progress=bar.update
             )
     vae.train()
     record = report.epoch_record(
@@ -143,9 +191,9 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
         validation=validation,
         seconds=state.seconds,
         images=run.dataset.train.shape[0],
-        kl_scale=config.kl_scale(state.step, run.steps_per_epoch),
+        kl_scale=run.schedule.kl_weight(state.step),
         skipped=state.skipped,
-        lr=config.learning_rate(state.epoch),
+        lr=run.schedule.learning_rate(state.epoch),
         log_px=log_px,
     )
     state.finish_epoch(record)
@@ -189,7 +237,7 @@ def start_line(run: Run, resumed: bool) -> str:
     verb = f"resuming at epoch {state.epoch + 1}, step {state.step}" if resumed else "training"
     return (
         f"{verb} on {dataset.name} ({dataset.train.shape[0]} train / {dataset.test.shape[0]} test images"
-        + (", the local guide's fixed subsets" if run.vae.is_local else "")
+        + (", the local guide's fixed subsets" if run.dataset.test_rows is not None else "")
         + f", binarization {run.config.resolved_binarization}) on {run.device}"
         + (f", {run.world.size} processes" if run.world.size > 1 else "")
         + f"; writing {run.folder.path}"

@@ -106,9 +106,9 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     vae.eval()
     shape = dataset.image_shape
     plots.loss_curve(metrics, out / "loss_curve.png")
-    originals = dataset.test[:n_images]
+    originals, rows = dataset.first_test(n_images)
     plots.image_grid(
-        torch.cat([originals, sampling.reconstructions(vae, originals, vae.test_rows(n_images))]),
+        torch.cat([originals, sampling.reconstructions(vae, originals, rows)]),
         out / "reconstructions.png",
         2,
         shape,
@@ -121,7 +121,7 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
         shape,
         "decoder means of prior samples z ~ N(0, I)",
     )
-    means = vae.location(dataset.test[:5000], vae.test_rows(5000))
+    means = vae.location(*dataset.first_test(5000))
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]
     plots.latent(means, labels, out / "latent.png", dataset.class_names)
     vae.train()

@@ -19,6 +19,7 @@ from pyro_vae.core.model import VAE
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.training import checkpoints, report
+from pyro_vae.training.state import TrainState
 from pyro_vae.training.tensorboard import TensorBoardLog
 
 
@@ -112,7 +113,7 @@ class RunFolder:
             if self.tensorboard is not None:
                 self.tensorboard.epoch(record, vae, dataset)
 
-    def save_checkpoint(self, state: dict) -> None:
+    def save_checkpoint(self, state: TrainState) -> None:
         if self.writes:
             checkpoints.save(self.checkpoint_path, state)
 

@@ -1,36 +1,27 @@
-"""What a checkpoint must hold to continue a run exactly, and the rules for resuming one.
+"""TrainState: what a checkpoint holds to continue a run exactly, defined once, with its `to_dict` (the
+file's payload), `from_dict` and `check` (everything in a payload against what its own config builds).
 
 A run can be stopped between any two steps (Ctrl-C) or at an epoch's end (the periodic checkpoint);
-either way the checkpoint holds every random generator's state and, mid-epoch, the epoch's permutation
-and position, so the resumed run draws exactly the numbers the uninterrupted one would have drawn.
+either way the state holds every random generator's state and, mid-epoch, the epoch's permutation and
+position, so the resumed run draws exactly the numbers the uninterrupted one would have drawn.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pyro_vae.core.model import ModelConfig
-from pyro_vae.errors import ConfigError
-from pyro_vae.training import checkpoints
+from pyro_vae.core.model import VAE
+from pyro_vae.core.parts import Parts
+from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.training.config import TrainConfig
 
-# Settings that may change when a run is resumed; every other one must match the checkpoint's.
-SAFE_ON_RESUME = (
-    "epochs",
-    "threads",
-    "data_dir",
-    "checkpoint_every",
-    "on_nonfinite",
-    "eval_samples",
-    "eval_every",
-    "eval_images",
-    "validate_every_step",
-    "tensorboard",
-)
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used as it is: corrupt, truncated, tampered with, or not one at all."""
 
 
 @dataclass
@@ -64,86 +55,297 @@ class Progress:
         self.metrics.append(record)
 
 
-def rng_states() -> dict:
-    """The state of every generator a run draws from: torch (CPU and CUDA), NumPy and Python.
-    (Pyro draws from these too.) Only tensors and plain containers, so it loads with weights_only."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return dict(
-        torch=torch.get_rng_state(),
-        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        python=list(random.getstate()),
+@dataclass
+class TrainState:
+    """Everything that continues a run exactly: its config (as a dict), the model's and the optimizers'
+    states, every rank's generator states, and its progress."""
+
+    config: dict
+    model_state: dict
+    optimizer_state: dict
+    rng: dict  # rank 0's generator states (generators.rng_states)
+    rng_other_ranks: list
+    world_size: int
+    progress: Progress
+    local_optimizer_state: dict | None = None  # the local guide's SparseAdam
+
+    def to_dict(self) -> dict:
+        """The checkpoint's payload: plain containers and tensors (it loads with weights_only), epoch and
+        step repeated at the top level as format 1 and 2 files have them."""
+        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "progress"}
+        if payload["local_optimizer_state"] is None:
+            del payload["local_optimizer_state"]
+        return {**payload, "progress": asdict(self.progress), "epoch": self.progress.epoch, "step": self.progress.step}
+
+    @classmethod
+    def from_dict(cls, payload: object, path: Path, parts: Parts = Parts()) -> TrainState:
+        """The state a checkpoint's payload holds, once `check` finds nothing wrong in it."""
+        cls.check(payload, path, parts)
+        names = {f.name for f in fields(Progress)}
+        progress = Progress(**{k: v for k, v in payload["progress"].items() if k in names})
+        kept = {f.name: payload.get(f.name) for f in fields(cls) if f.name != "progress"}
+        return cls(**kept, progress=progress)
+
+    def rank_rng(self, rank: int) -> dict | None:
+        """Rank `rank`'s generator states, or None if the run had no such rank."""
+        states = [self.rng, *self.rng_other_ranks]
+        return states[rank] if rank < len(states) else None
+
+    @staticmethod
+    def check(payload: object, path: Path, parts: Parts = Parts()) -> None:
+        """Everything in `payload` against what its own config (and the user's `parts`) builds; raises
+        CheckpointError on the first difference, naming `path`."""
+        check(payload, path, parts)
+
+
+KEYS = {  # of a payload (local_optimizer_state only for the local guide)
+    "config",
+    "model_state",
+    "optimizer_state",
+    "rng",
+    "rng_other_ranks",
+    "world_size",
+    "progress",
+    "epoch",
+    "step",
+}
+PROGRESS = {f.name for f in fields(Progress)}
+
+
+def check(checkpoint: object, path: Path, parts: Parts = Parts()) -> None:
+    """`TrainState.check`: the keys, then the config, model, optimizers, progress and generators."""
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint's dict")
+    keys = set(checkpoint)
+    missing, extra = KEYS - keys, keys - KEYS - {"local_optimizer_state"}
+    if missing or extra:
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint: "
+            + "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(sorted(map(str, missing)))}" if missing else "",
+                    f"unexpected {', '.join(sorted(map(str, extra)))}" if extra else "",
+                )
+                if part
+            )
+        )
+    config = _config(checkpoint["config"], path)
+    vae = _model(config, checkpoint["model_state"], path, parts)
+    _check_tensors(
+        checkpoint["model_state"], {k: (v.shape, v.dtype) for k, v in vae.state_dict().items()}, f"{path}: model_state"
     )
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank `rank` > 0 of a data-parallel run, for its own stream of binarization and noise
-    (rank 0 goes on with the stream of `seed`, as one process does)."""
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-
-
-def rank_rng_states(checkpoint: dict, rank: int) -> dict | None:
-    """Rank `rank`'s generator states in `checkpoint`, or None if the run had no such rank."""
-    states = [checkpoint["rng"], *checkpoint.get("rng_other_ranks", [])]
-    return states[rank] if rank < len(states) else None
-
-
-def load_run_checkpoint(run_dir: Path, use: str = "--resume") -> dict:
-    """The checked checkpoint of run folder `run_dir` (`checkpoints.load`), or a message saying why there is
-    none to `use`."""
-    path = Path(run_dir) / "checkpoint.pt"
-    if not Path(run_dir).is_dir():
-        raise ConfigError(f"{use} {run_dir}: no such folder")
-    if not path.is_file():
-        raise ConfigError(
-            f"{use} {run_dir}: no checkpoint.pt there (the run stopped before its first checkpoint); "
-            "start the run again"
+    table = vae.q.table.weight if vae.is_local else None
+    _check_adam(
+        checkpoint["optimizer_state"], [p for p in vae.parameters() if p is not table], f"{path}: optimizer_state"
+    )
+    if vae.is_local:
+        if "local_optimizer_state" not in checkpoint:
+            raise CheckpointError(f"{path}: a local-guide run's checkpoint lacks local_optimizer_state")
+        _check_adam(checkpoint["local_optimizer_state"], [table], f"{path}: local_optimizer_state")
+    elif "local_optimizer_state" in checkpoint:
+        raise CheckpointError(
+            f"{path} holds a local_optimizer_state, but its config's guide ({config.model.guide}) has none"
         )
-    return checkpoints.load(path)
+    _check_progress(checkpoint, config, path)
+    _check_generators(checkpoint, path)
 
 
-def flatten(config_dict: dict) -> dict:
-    """A TrainConfig as a dict with the model's fields beside the training ones (the CLI's names)."""
-    return {**{k: v for k, v in config_dict.items() if k != "model"}, **config_dict["model"]}
+def _config(values: object, path: Path) -> TrainConfig:
+    if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
+        raise CheckpointError(f'{path}: its config is not a dict of settings with the model\'s nested under "model"')
+    try:
+        return TrainConfig.from_dict(values)
+    except PyroVAEError as error:
+        raise CheckpointError(f"{path}: its config is refused: {error}") from None
 
 
-def resumed_config(checkpoint: dict, given: dict, config_type: type):
-    """The checkpoint's configuration with the settings the user gave again; any that differ from the
-    run's and are not in SAFE_ON_RESUME stop the resume with their names and both values."""
-    stored = flatten(checkpoint["config"])
-    model_names = {f.name for f in fields(ModelConfig)}
-    differing = []
-    for name, value in given.items():
-        old = stored.get(name)
-        same = list(value) == list(old) if isinstance(value, (list, tuple)) else value == old
-        if not same and name not in SAFE_ON_RESUME:
-            differing.append(f"{_flag(name)} (run: {old!r}, given: {value!r})")
-    if differing:
-        raise ConfigError(
-            "cannot resume with settings that differ from the run's: "
-            + "; ".join(differing)
-            + f". Drop those flags, or start a new run; only {', '.join(map(_flag, SAFE_ON_RESUME))} may change on resume"
+def _model(config: TrainConfig, state: object, path: Path, parts: Parts) -> VAE:
+    """The VAE the config describes, to compare the checkpoint with: with the user's parts where the run had
+    its own (refused, naming them, if they are not given); else on the meta device (shapes and dtypes
+    without memory) where the guide allows, else on the CPU, once the parameters the config describes
+    are known to be no more than the file holds (a tampered config cannot make this allocate more)."""
+    recorded = config.model.user_parts
+    if parts.missing(recorded) or (parts.description() and not recorded):
+        raise CheckpointError(
+            f"{path} was trained with your own modules ({recorded}); load or resume it from Python with new "
+            f"instances of the same classes: {', '.join(f'{name}=...' for name in parts.missing(recorded))}"
+            if recorded
+            else f"{path} was trained with the built-in networks; load it without encoder, decoder or guide"
         )
-    merged = {**stored, **{k: v for k, v in given.items() if k in SAFE_ON_RESUME}}
-    model = ModelConfig(**{k: v for k, v in merged.items() if k in model_names})
-    return config_type(model=model, **{k: v for k, v in merged.items() if k not in model_names})
+    if recorded:
+        return VAE(config.model, parts.encoder, parts.decoder, parts.guide)
+    probe = replace(config.model, guide="diagonal") if config.model.guide == "flow" else config.model
+    try:
+        with torch.device("meta"):  # Pyro's autoregressive flows read their masks' values, which meta tensors lack
+            model = VAE(probe)
+        if probe is config.model:
+            return model
+        described = sum(p.numel() for p in model.parameters())
+        held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor)) if isinstance(state, dict) else 0
+        if described > held:
+            raise CheckpointError(
+                f"{path}: its config describes more parameters ({described:,}) than the file holds ({held:,})"
+            )
+        return VAE(config.model)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(f"{path}: its config describes no buildable model ({type(error).__name__})") from None
 
 
-def _flag(name: str) -> str:
-    """The command-line flag of a setting."""
-    return "--binarize" if name == "binarization" else "--" + name.replace("_", "-")
+def _check_tensors(state: object, expected: dict[str, tuple[torch.Size, torch.dtype]], where: str) -> None:
+    """`state` has exactly the expected names, each a finite tensor of the expected shape and dtype."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where} is a {type(state).__name__}, not a dict of tensors")
+    missing, extra = set(expected) - set(state), set(state) - set(expected)
+    if missing or extra:
+        raise CheckpointError(
+            f"{where} does not match the config's model: missing {sorted(missing)}, unexpected "
+            f"{sorted(map(str, extra))}"
+        )
+    for name, (shape, dtype) in expected.items():
+        _check_tensor(state[name], shape, dtype, f"{where}[{name!r}]")
 
 
-def progress_from(checkpoint: dict) -> Progress:
-    names = {f.name for f in fields(Progress)}
-    return Progress(**{k: v for k, v in checkpoint["progress"].items() if k in names})
+def _check_tensor(value: object, shape: tuple, dtype: torch.dtype, where: str) -> None:
+    if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_quantized:
+        raise CheckpointError(f"{where} is a {type(value).__name__}, not a dense tensor")
+    if tuple(value.shape) != tuple(shape) or value.dtype != dtype:
+        raise CheckpointError(
+            f"{where} has shape {tuple(value.shape)} and dtype {value.dtype}; the config's model "
+            f"needs {tuple(shape)} and {dtype}"
+        )
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise CheckpointError(f"{where} holds NaN or infinite values")
+
+
+def _check_adam(state: object, parameters: list[torch.Tensor], where: str) -> None:
+    """A torch Adam (or SparseAdam) state_dict for exactly `parameters`: one group listing them in order, and
+    per parameter a step >= 0 and moments of its shape (the second non-negative), all finite."""
+    if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
+        raise CheckpointError(f"{where} is not an optimizer's state (a dict of state and param_groups)")
+    groups = state["param_groups"]
+    if (
+        not isinstance(groups, list)
+        or len(groups) != 1
+        or not isinstance(groups[0], dict)
+        or groups[0].get("params") != list(range(len(parameters)))
+    ):
+        raise CheckpointError(f"{where}: its parameter groups do not match the config's model")
+    for key, kind in (("lr", float), ("eps", float), ("betas", (tuple, list))):
+        if not isinstance(groups[0].get(key), kind):
+            raise CheckpointError(
+                f"{where}: its parameter group's {key} is missing or not a {getattr(kind, '__name__', 'pair')}"
+            )
+    moments = state["state"]
+    if not isinstance(moments, dict) or not set(moments) <= set(range(len(parameters))):
+        raise CheckpointError(f"{where}: its per-parameter states do not match the config's model")
+    for index, entry in moments.items():
+        if not isinstance(entry, dict) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}:
+            raise CheckpointError(f"{where}: parameter {index}'s state is not Adam's (step, exp_avg, exp_avg_sq)")
+        step = entry["step"]  # Adam: a float32 scalar tensor; SparseAdam (the local guide's table): an int
+        if not _is_count(step):
+            _check_tensor(step, (), torch.float32, f"{where}: parameter {index}'s step")
+            if step < 0:
+                raise CheckpointError(f"{where}: parameter {index}'s step is negative")
+        for name in ("exp_avg", "exp_avg_sq"):
+            _check_tensor(
+                entry[name], parameters[index].shape, parameters[index].dtype, f"{where}: parameter {index}'s {name}"
+            )
+        if (entry["exp_avg_sq"] < 0).any():
+            raise CheckpointError(f"{where}: parameter {index}'s exp_avg_sq has negative values")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def _check_progress(checkpoint: dict, config: TrainConfig, path: Path) -> None:
+    """The counters in range and agreeing with each other; the permutation a true one; a record per epoch."""
+    progress = checkpoint["progress"]
+    if (
+        not isinstance(progress, dict)
+        or not set(progress) <= PROGRESS
+        or not {"epoch", "step", "metrics"} <= set(progress)
+    ):
+        raise CheckpointError(f"{path}: its progress is not a dict of {', '.join(sorted(PROGRESS))}")
+    for name in ("epoch", "step", "batch", "images", "skipped"):
+        if name in progress and not _is_count(progress[name]):
+            raise CheckpointError(f"{path}: progress {name} is {progress[name]!r}, not a count")
+    for name, least in (("loss_sum", -math.inf), ("seconds", 0.0)):  # a density's loss can be negative
+        value = progress.get(name, 0.0)
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not (math.isfinite(value) and value >= least)
+        ):
+            raise CheckpointError(
+                f"{path}: progress {name} is {value!r}, not a finite number" + (" >= 0" if least == 0 else "")
+            )
+    epoch = progress["epoch"]
+    if checkpoint["epoch"] != epoch or checkpoint["step"] != progress["step"] or epoch > config.epochs:
+        raise CheckpointError(
+            f"{path}: its progress is inconsistent (epoch {checkpoint['epoch']!r}/{epoch!r} of "
+            f"{config.epochs}, step {checkpoint['step']!r}/{progress['step']!r})"
+        )
+    metrics = progress["metrics"]
+    if (
+        not isinstance(metrics, list)
+        or len(metrics) != epoch
+        or not all(isinstance(m, dict) for m in metrics)
+        or [m.get("epoch") for m in metrics] != list(range(1, epoch + 1))
+    ):
+        raise CheckpointError(
+            f"{path}: its progress holds {len(metrics) if isinstance(metrics, list) else 'no'} "
+            f"epoch records for {epoch} finished epochs"
+        )
+    permutation = progress.get("permutation")
+    if permutation is not None:
+        if (
+            not isinstance(permutation, torch.Tensor)
+            or permutation.dtype != torch.int64
+            or permutation.dim() != 1
+            or not torch.equal(permutation.sort().values, torch.arange(len(permutation)))
+        ):
+            raise CheckpointError(f"{path}: progress permutation is not a permutation of the training images")
+        if progress.get("batch", 0) > -(-len(permutation) // config.batch_size):
+            raise CheckpointError(f"{path}: progress batch {progress['batch']} lies past the epoch's end")
+
+
+def _check_generators(checkpoint: dict, path: Path) -> None:
+    """The generators' states have the types and sizes `resume.set_rng_states` restores."""
+    world_size, others = checkpoint["world_size"], checkpoint["rng_other_ranks"]
+    if not _is_count(world_size) or world_size < 1 or not isinstance(others, list) or len(others) != world_size - 1:
+        raise CheckpointError(f"{path}: world_size {world_size!r} and the other ranks' generator states do not agree")
+    for index, states in enumerate([checkpoint["rng"], *others]):
+        where = f"{path}: the generator states of rank {index}"
+        if not isinstance(states, dict) or set(states) != {"torch", "cuda", "numpy", "python"}:
+            raise CheckpointError(f"{where} are not torch, cuda, numpy and python states")
+        _check_tensor(states["torch"], torch.get_rng_state().shape, torch.uint8, f"{where}: torch")
+        if not isinstance(states["cuda"], list) or not all(
+            isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in states["cuda"]
+        ):
+            raise CheckpointError(f"{where}: cuda is not a list of byte tensors")
+        numpy_state = states["numpy"]
+        if (
+            not isinstance(numpy_state, list)
+            or len(numpy_state) != 5
+            or numpy_state[0] != "MT19937"
+            or not _is_count(numpy_state[2])
+            or numpy_state[2] > 624
+            or not isinstance(numpy_state[4], float)
+        ):
+            raise CheckpointError(f"{where}: numpy is not a Mersenne Twister state")
+        _check_tensor(numpy_state[1], (624,), torch.int64, f"{where}: numpy keys")
+        if not ((numpy_state[1] >= 0) & (numpy_state[1] < 2**32)).all():
+            raise CheckpointError(f"{where}: numpy keys are not 32-bit words")
+        python_state = states["python"]
+        if (
+            not isinstance(python_state, list)
+            or len(python_state) != 3
+            or not isinstance(python_state[1], (tuple, list))
+            or len(python_state[1]) != 625
+            or not all(_is_count(w) and w < 2**32 or w == 624 for w in python_state[1])
+        ):
+            raise CheckpointError(f"{where}: python is not a Mersenne Twister state")

@@ -19,7 +19,7 @@ import torch
 from pyro_vae import data
 from pyro_vae.core.model import VAE
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluation import sampling
+from pyro_vae.evaluation import plots, sampling
 
 SCALARS = {
     "loss/train": "train_loss",
@@ -53,8 +53,8 @@ class TensorBoardLog:
             if key in record:
                 self.writer.add_scalar(tag, record[key], step)
         vae.eval()
-        x = dataset.test[:n_images]
-        pairs = torch.cat([x, sampling.reconstructions(vae, x, vae.test_rows(n_images))])
+        x, rows = dataset.first_test(n_images)
+        pairs = torch.cat([x, sampling.reconstructions(vae, x, rows)])
         self.writer.add_images("images/reconstructions", _as_images(pairs, dataset.image_shape), step)
         samples = sampling.prior_samples(vae, 64, 0, x.device)
         self.writer.add_images("images/samples", _as_images(samples, dataset.image_shape), step)
@@ -65,6 +65,7 @@ class TensorBoardLog:
         self.writer.close()
 
 
-def _as_images(rows: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Rows of pixels as a (N, 1, H, W) batch of images in [0, 1], on the CPU."""
-    return rows.reshape(-1, 1, *shape).clamp(0, 1).cpu()
+def _as_images(rows: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Rows of pixels as a (N, C, H, W) batch of images in [0, 1] (C = 1 or 3), on the CPU."""
+    shown = plots.pictures(rows.clamp(0, 1).cpu(), shape)
+    return shown.permute(0, 3, 1, 2) if shown.ndim == 4 else shown.unsqueeze(1)

@@ -1,9 +1,11 @@
 """A run folder back in Python: what `train()` returns and `load_run(path)` gives back.
 
-run = pyro_vae.load_run("runs/a")              # finished or interrupted, model in eval mode
-run.vae, run.config, run.metrics, run.path
-run.evaluate(samples=1000)                     # test negative ELBO and log p(x)
-run.sample(16); run.reconstruct([0, 1, 2]); run.interpolate(0, 1)
+    run = pyro_vae.load_run("runs/a")              # finished or interrupted, model in eval mode
+    run.vae, run.config, run.metrics, run.path
+    run.evaluate(samples=1000)                     # test negative ELBO and log p(x)
+    run.sample(16); run.reconstruct([0, 1, 2]); run.interpolate(0, 1)
+
+A run trained on the user's own images or modules is loaded with them: `load_run(path, data=..., encoder=...)`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pyro_vae import data
 from pyro_vae.core.model import VAE
+from pyro_vae.core.parts import Parts
+from pyro_vae.data import Dataset, from_arrays
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import sampling
 from pyro_vae.training.build import load_training_data
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.state import load_run_checkpoint, resumed_config
+from pyro_vae.training.resume import load_run_checkpoint, resumed_config
 
 
 @dataclass
@@ -41,24 +46,30 @@ class TrainedRun:
     metrics: list[dict]
     finished: bool  # summary.json written: every epoch trained and reported
     dataset: data.Dataset | None = None  # loaded on first use
+    images: data.Dataset | None = None  # the user's own images, for a run trained on them
 
     @property
     def device(self) -> torch.device:
         return self.vae.log_sigma.device
 
+    def test_data(self) -> data.Dataset:
+        """The run's data as it was evaluated (test split binarized as configured, rows for a local guide),
+        on the model's device; loaded on first use."""
+        if self.dataset is None:
+            self.dataset = load_training_data(self.config, self.device, self.images)
+        return self.dataset
+
     def test_images(self) -> torch.Tensor:
         """The run's test split as it was evaluated (binarized as configured), on the model's device."""
-        if self.dataset is None:
-            self.dataset = load_training_data(self.config, self.device)
-        return self.dataset.test
+        return self.test_data().test
 
     def evaluate(self, samples: int = 1000, images: int | None = None, seed: int = 0) -> Evaluation:
         """Test negative ELBO (exact KL where it exists) and importance-sampled log p(x) with `samples`
         per image, on the first `images` test images (all by default)."""
-        x, rows = self.test_images()[:images], self.vae.test_rows(images)
+        x, rows = self.test_data().first_test(images)
         return Evaluation(
-            evaluate.negative_elbo(self.vae, x, seed=seed, index=rows),
-            evaluate.log_likelihood(self.vae, x, samples, seed=seed, index=rows),
+            evaluate.negative_elbo(self.vae, x, seed=seed, rows=rows),
+            evaluate.log_likelihood(self.vae, x, samples, seed=seed, rows=rows),
         )
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -67,29 +78,41 @@ class TrainedRun:
 
     def reconstruct(self, test_indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images `test_indices` and their reconstructions (decoder mean at q's location)."""
-        index = torch.as_tensor(test_indices, device=self.device)
-        x = self.test_images()[index]
-        return x, sampling.reconstructions(self.vae, x, self._rows(index))
+        x, rows = self._pick(torch.as_tensor(test_indices, device=self.device))
+        return x, sampling.reconstructions(self.vae, x, rows)
 
     def interpolate(self, a: int, b: int, steps: int = 10) -> torch.Tensor:
         """Decoder means along the straight latent line from test image a's q location to b's."""
-        index = torch.tensor([a, b], device=self.device)
-        return sampling.interpolation(self.vae, self.test_images()[index], self._rows(index), steps)
+        return sampling.interpolation(self.vae, *self._pick(torch.tensor([a, b], device=self.device)), steps)
 
-    def _rows(self, index: torch.Tensor) -> torch.Tensor | None:
-        rows = self.vae.test_rows()
-        return None if rows is None else rows[index]
+    def _pick(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The test images at `positions` and their rows (None without rows)."""
+        dataset = self.test_data()
+        return dataset.test[positions], None if dataset.test_rows is None else dataset.test_rows[positions]
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu", data_dir: str | None = None) -> TrainedRun:
+def load_run(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    data_dir: str | None = None,
+    *,
+    data: Dataset | tuple | None = None,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
+    guide: nn.Module | None = None,
+) -> TrainedRun:
     """The run in folder `path` (finished, or interrupted: its last checkpoint), with the model on
-    `device` in eval mode; `data_dir` if the run's data has moved."""
-    path = Path(path)
-    checkpoint = load_run_checkpoint(path, use="load_run")
-    config = resumed_config(checkpoint, {}, TrainConfig)
+    `device` in eval mode; `data_dir` if the run's data has moved. A run trained on your own images or
+    modules needs them again: `data` (for its test images), `encoder`, `decoder`, `guide` (new instances of
+    the same classes; the checkpoint's weights are loaded into them)."""
+    path, parts = Path(path), Parts(encoder, decoder, guide)
+    checkpoint = load_run_checkpoint(path, use="load_run", parts=parts)
+    config = resumed_config(checkpoint, {})
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"load_run(device={device!r}): PyTorch sees no usable CUDA GPU")
-    vae = VAE(config.model).to(device)
-    vae.load_state_dict(checkpoint["model_state"])
-    return TrainedRun(path, config, vae.eval(), checkpoint["progress"]["metrics"], (path / "summary.json").exists())
+    vae = VAE(config.model, parts.encoder, parts.decoder, parts.guide).to(device)
+    vae.load_state_dict(checkpoint.model_state)
+    metrics, finished = checkpoint.progress.metrics, (path / "summary.json").exists()
+    images = data if data is None or isinstance(data, Dataset) else from_arrays(*data)
+    return TrainedRun(path, config, vae.eval(), metrics, finished, images=images)

@@ -1,0 +1,138 @@
+"""Compare ELBO estimators (Trace_ELBO against TraceMeanField_ELBO by default): gradient variance at
+initialization, early and at the end of training; training curves over seeds; time per step.
+
+    python scripts/compare_estimators.py                      # offline default data, a few minutes on CPU
+    python scripts/compare_estimators.py --dataset mnist --data-dir ../shared/data
+
+Writes results.json (every number), variance.csv, curves.csv, timing.csv, report.md, variance.png and
+curves.png to --out, and prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import asdict
+
+import torch
+
+from pyro_vae import data, files
+from pyro_vae.core.estimators import ESTIMATORS
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.evaluation import plots
+from pyro_vae.experiments import compare
+from pyro_vae.training.run_folder import new_run_dir
+
+
+def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:
+    d = compare.CompareConfig()
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)
+    p.add_argument("--data-dir", default=None, help=f"folder of the real data (default: ${data.DATA_DIR_ENV})")
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(d.estimators),
+        help="compared for variance and training curves; ratios are to the first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timed",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(d.timed),
+        help="estimators timed per step (default: %(default)s)",
+    )
+    p.add_argument("--iwae-particles", type=int, default=d.iwae_particles, help="K of iwae (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run (default: %(default)s)")
+    p.add_argument("--early-step", type=int, default=d.early_step, help="the early snapshot (default: %(default)s)")
+    p.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help="steps between test evaluations (default: %(default)s)"
+    )
+    p.add_argument("--seeds", type=int, default=len(d.seeds), help="training runs per estimator (default: %(default)s)")
+    p.add_argument("--draws", type=int, default=d.draws, help="R, gradient draws per snapshot (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--out", default=None, help="output folder (default: a new runs/<timestamp>)")
+    args = p.parse_args(argv)
+    for name in ("steps", "early_step", "eval_every", "seeds", "iwae_particles", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.draws < 3:
+        p.error("--draws must be at least 3 for a variance and its interval")
+    if args.early_step >= args.steps:
+        p.error(f"--early-step ({args.early_step}) must come before the end of training (--steps {args.steps})")
+    config = compare.CompareConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        estimators=tuple(dict.fromkeys(args.estimators)),
+        timed=tuple(dict.fromkeys(args.timed)),
+        iwae_particles=args.iwae_particles,
+        steps=args.steps,
+        early_step=args.early_step,
+        eval_every=args.eval_every,
+        seeds=tuple(range(args.seeds)),
+        draws=args.draws,
+        batch_size=args.batch_size,
+    )
+    return config, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse(argv)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        out = new_run_dir(args.out)
+        dataset = compare.load_data(config)
+        log(f"{dataset.name}: {dataset.train.shape[0]} train / {dataset.test.shape[0]} test images; writing {out}")
+        curves, snapshots = [], {}
+        for estimator in config.estimators:
+            for seed in config.seeds:
+                keep = (0, config.early_step, config.steps) if (estimator, seed) == (config.estimators[0], 0) else ()
+                curve, states = compare.train_run(config, dataset, estimator, seed, keep)
+                curves += curve
+                snapshots.update(states)
+                log(
+                    f"trained {estimator} seed {seed}: {config.steps} steps in {curve[-1]['seconds']:.1f} s, "
+                    f"test loss {curve[-1]['test_loss']:.2f}"
+                )
+        named = {
+            "init": snapshots[0],
+            f"step {config.early_step}": snapshots[config.early_step],
+            f"step {config.steps}": snapshots[config.steps],
+        }
+        variance, ratios = compare.variance_table(config, dataset, named)
+        log(f"variance: {config.draws} draws x {len(config.estimators)} estimators x 3 snapshots done")
+        timing = compare.time_steps(config, dataset)
+        summary = compare.curve_summary(curves, config.estimators)
+    except PyroVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    command = "python scripts/compare_estimators.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report = compare.markdown_report(variance, ratios, timing, summary)
+    header = (
+        f"Command: `{command.strip()}`  \nData: {dataset.name}, batch {config.batch_size}, variance over "
+        f"{config.draws} draws on {config.variance_batch} test images; torch threads {torch.get_num_threads()}.\n\n"
+    )
+    (out / "report.md").write_text(header + report)
+    files.write_json(
+        out / "results.json",
+        dict(
+            config=asdict(config),
+            command=command,
+            variance=variance,
+            ratios=ratios,
+            timing=timing,
+            curves=curves,
+            summary=summary,
+        ),
+    )
+    for name, rows in (("variance", variance), ("curves", curves), ("timing", timing)):
+        files.write_csv(out / f"{name}.csv", rows)
+    plots.estimator_variance(variance, out / "variance.png")
+    plots.estimator_curves(curves, out / "curves.png")
+    print(header + report)
+    return 0

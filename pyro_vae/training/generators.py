@@ -1,0 +1,37 @@
+"""The random generators a run draws from (torch on CPU and CUDA, NumPy, Python; Pyro draws from these
+too): their states, to checkpoint and restore, and each rank's seed."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def rng_states() -> dict:
+    """The state of every generator a run draws from: torch (CPU and CUDA), NumPy and Python.
+    (Pyro draws from these too.) Only tensors and plain containers, so it loads with weights_only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return dict(
+        torch=torch.get_rng_state(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        python=list(random.getstate()),
+    )
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank` > 0 of a data-parallel run, for its own stream of binarization and noise
+    (rank 0 goes on with the stream of `seed`, as one process does)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])

@@ -1,0 +1,57 @@
+"""The rules for resuming a run: find its checkpoint, and which settings may change (those declared with
+on_resume in the config; every other one given again must match the run's)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.parts import Parts
+from pyro_vae.errors import ConfigError
+from pyro_vae.training import checkpoints
+from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig, flag_name
+from pyro_vae.training.state import TrainState
+
+
+def load_run_checkpoint(run_dir: Path, use: str = "--resume", parts: Parts = Parts()) -> TrainState:
+    """The checked checkpoint of run folder `run_dir` (`checkpoints.load`, against the user's `parts` where
+    the run had its own modules), or a message saying why there is none to `use`."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{use} {run_dir}: no such folder")
+    if not path.is_file():
+        raise ConfigError(
+            f"{use} {run_dir}: no checkpoint.pt there (the run stopped before its first checkpoint); "
+            "start the run again"
+        )
+    return checkpoints.load(path, parts)
+
+
+def flatten(config_dict: dict) -> dict:
+    """A TrainConfig as a dict with the model's fields beside the training ones (the CLI's names)."""
+    return {**{k: v for k, v in config_dict.items() if k != "model"}, **config_dict["model"]}
+
+
+def resumed_config(checkpoint: TrainState, given: dict) -> TrainConfig:
+    """The checkpoint's configuration with the settings the user gave again; any that differ from the
+    run's and are not in RESUME_SAFE stop the resume with their names and both values (those training
+    resolves itself, RESOLVED, are the run's)."""
+    stored = flatten(checkpoint.config)
+    model_names = {f.name for f in fields(ModelConfig)}
+    differing = []
+    given = {name: value for name, value in given.items() if name not in RESOLVED}
+    for name, value in given.items():
+        old = stored.get(name)
+        same = list(value) == list(old) if isinstance(value, (list, tuple)) else value == old
+        if not same and name not in RESUME_SAFE:
+            differing.append(f"{flag_name(name)} (run: {old!r}, given: {value!r})")
+    if differing:
+        raise ConfigError(
+            "cannot resume with settings that differ from the run's: "
+            + "; ".join(differing)
+            + f". Drop those flags, or start a new run; only {', '.join(map(flag_name, RESUME_SAFE))} may change on resume"
+        )
+    merged = {**stored, **{k: v for k, v in given.items() if k in RESUME_SAFE}}
+    model = ModelConfig(**{k: v for k, v in merged.items() if k in model_names})
+    return TrainConfig(model=model, **{k: v for k, v in merged.items() if k not in model_names})

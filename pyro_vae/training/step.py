@@ -1,0 +1,79 @@
+"""One SVI step, the unit every training loop calls: the engine, the estimator comparison, the 2-D
+ground-truth helpers, the local guide's test-point fit and the benchmarks.
+
+    loss = -ELBO(x) per image   ->   backward   ->   optimizer step, unless a value is not finite
+
+It is what `pyro.infer.SVI.step` does, with a torch optimizer over a module's own parameters instead of
+Pyro's global param store. It never waits for the device: whether the loss and the gradients are finite
+stays a flag on the device, which a fused torch optimizer reads to skip its update by itself (the
+mechanism mixed-precision scaling uses). Only an optimizer with no such skip (SparseAdam, the for-loop
+torch optimizers) makes the host read the flag.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol
+
+import torch
+
+from pyro_vae.distributed import SINGLE, World
+
+LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, rows) -> the negative ELBO per image
+
+
+class Batch(NamedTuple):
+    """One batch: the images x and, where a guide keeps parameters per data point, their row numbers."""
+
+    x: torch.Tensor
+    rows: torch.Tensor | None = None
+
+
+class SkippingOptimizer(Protocol):
+    """An optimizer that skips its own update when told, on the device (see `optimizer.SVIOptimizer`)."""
+
+    param_groups: list[dict]
+
+    def step_unless(self, bad: torch.Tensor) -> None: ...
+
+
+def svi_step(
+    loss: LossFunction,
+    optimizer: torch.optim.Optimizer | SkippingOptimizer,
+    batch: Batch,
+    kl_weight: float | torch.Tensor = 1.0,
+    weight: float = 1.0,
+    world: World = SINGLE,
+    only_optimized: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step on `batch`: L = loss(x, kl_weight, rows), the gradient of weight * L, and the optimizer's
+    update unless L or a gradient is not finite on some rank. Returns (L detached, finite), on the device.
+
+    `weight` = (this rank's images) * ranks / (batch's images) under data parallelism, so that DDP's average
+    of the ranks' gradients is the gradient of the whole batch's mean loss. `only_optimized` sends the
+    gradient to the optimizer's parameters alone (the rest, a decoder held fixed, gets no .grad)."""
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for parameter in parameters:
+        parameter.grad = None
+    value = loss(batch.x, kl_weight, batch.rows)
+    (value if weight == 1 else value * weight).backward(inputs=parameters if only_optimized else None)
+    bad = world.any(~all_finite(value, parameters))
+    step_unless(optimizer, bad)
+    return value.detach(), ~bad
+
+
+def step_unless(optimizer: torch.optim.Optimizer | SkippingOptimizer, bad: torch.Tensor) -> None:
+    """The optimizer's update, skipped where `bad` (a bool tensor) is true: on the device for fused torch
+    optimizers (found_inf) and our own (`step_unless`), else by reading the flag on the host."""
+    if hasattr(optimizer, "step_unless"):
+        optimizer.step_unless(bad)
+    elif optimizer.defaults.get("fused"):
+        optimizer.found_inf = bad.float()
+        optimizer.step()
+    elif not bad.item():
+        optimizer.step()
+
+
+def all_finite(loss: torch.Tensor, parameters: list[torch.Tensor]) -> torch.Tensor:
+    """Whether the loss and every gradient are finite (one norm over all gradients), on the device."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
