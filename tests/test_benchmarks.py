@@ -168,3 +168,25 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
         "min (epoch 1) | not reached | " + plain_line.split(" | ")[-1]
     )  # -1000 at once, -1 never
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_gradient_snr_measures_every_estimator_at_every_k_and_fits_the_slopes(tmp_path):
+    args = ["--epochs", "1", "--ks", "1", "3", "--draws", "8", "--batch", "10", "--bootstrap", "20"]
+    args += ["--estimators", "trace", "dreg", "--threads", "1", "--out", str(tmp_path)]
+    result = run(["benchmarks/gradient_snr.py", *args])
+    assert result.returncode == 0, result.stderr
+    snr = (tmp_path / "snr.csv").read_text().splitlines()
+    assert len(snr) == 1 + 2 * 2 * 2  # header, 2 snapshots x 2 estimators x 2 values of K
+    assert len((tmp_path / "slopes.csv").read_text().splitlines()) == 1 + 2 * 2
+    assert (tmp_path / "snr.png").stat().st_size > 0 and "slope of log encoder SNR" in result.stdout
+
+
+def test_the_snr_slope_is_the_power_of_k():
+    """SNR = c K^p for every bootstrap row gives the slope p exactly."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from gradient_snr import slope
+
+    ks = [1, 3, 10, 30, 100]
+    snr = torch.tensor([[2.0 * k**0.5 for k in ks], [0.3 * k**-0.5 for k in ks]], dtype=torch.float64)
+    torch.testing.assert_close(slope(ks, snr), torch.tensor([0.5, -0.5], dtype=torch.float64))
