@@ -191,6 +191,7 @@ def snr_against_k(rows: list[dict], path: Path) -> None:
             ax.set_title(f"{group} gradient SNR, {snapshot}", fontsize=9)
             ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
+    fig.subplots_adjust(hspace=0.35)
     _save(fig, path)
 
 
