@@ -175,10 +175,12 @@ def test_sticking_the_landing_has_zero_gradient_at_the_exact_posterior(name, zer
 
 
 @pytest.mark.parametrize("name", ["stl", "dreg", "miwae", "piwae", "ciwae"])
-def test_each_trains_and_resumes_from_the_command_line(tmp_path, name):
+def test_each_trains_from_the_command_line_and_the_hooked_ones_resume_exactly(tmp_path, name):
     args = ["--estimator", name, "--num-particles", "3", "--hidden", "16", "--z-dim", "2", "--no-progress"]
     args += ["--threads", "1", "--batch-size", "500"] + (["--iwae-copies", "2"] if name in ("miwae", "piwae") else [])
     assert main([*args, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    if name not in ("dreg", "piwae"):  # exact resume is the engine's; checked for the hook and the second model run
+        return
     assert main(["--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
     assert main([*args, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
     resumed, straight = (checkpoints.load(tmp_path / d / "checkpoint.pt").model_state for d in ("run", "straight"))
