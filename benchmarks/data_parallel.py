@@ -7,7 +7,7 @@ Each contender is the real command, `torchrun --standalone --nproc-per-node P sc
 `--repeats` times, so a slow spell of a shared machine hits them all; the ratio is to 1 process of 1 thread
 (on a GPU: 1 process on 1 GPU), measured in the same run.
 
-    python benchmarks/data_parallel.py --data-dir ../shared/data                      # CPU: 1 and 2 processes
+    python benchmarks/data_parallel.py --data-dir DATA_DIR                      # CPU: 1 and 2 processes
     python benchmarks/data_parallel.py --data-dir DATA --cuda --processes 1 2 4 8     # a machine with 8 GPUs
 """
 

@@ -5,7 +5,7 @@ with the same seed, and reads each run's quality curve (log p(x) on the first --
 K = --curve-samples, every --curve-every epochs): the final point, the test ELBO and the training seconds,
 in a markdown table and one figure of the curves against epochs and hours (recipe_study.png).
 
-    python benchmarks/recipe_study.py --data-dir ../shared/data --epochs 50 --threads 1 --out /tmp/recipe-study
+    python benchmarks/recipe_study.py --data-dir DATA_DIR --epochs 50 --threads 1 --out /tmp/recipe-study
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Same networks, data, batch, optimizer and binarization as `scripts/svi_train.py`
 pytorch/examples writes a VAE: the negative ELBO as binary cross-entropy plus the closed-form KL, per
 image, and (with k particles) the VAE-k or IWAE-k objective. No Pyro.
 
-    python benchmarks/reference_vae.py --dataset mnist --data-dir ../shared/data --epochs 10
+    python benchmarks/reference_vae.py --dataset mnist --data-dir DATA_DIR --epochs 10
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ with this project's Pyro VAE (`pyro_vae.train.train`, the same code as `scripts/
 objective, batch size, Adam, learning-rate schedule and binarization; its own random draws); then estimates the test log p(x) by importance sampling with K
 samples per image (5,000 in the paper) and prints a markdown row beside the paper's figure.
 
-    python benchmarks/reproduce_iwae.py --data-dir ../shared/data --epochs 50 --reference          # CPU budget
-    python benchmarks/reproduce_iwae.py --data-dir ../shared/data --estimator iwae --num-particles 5
-    python benchmarks/reproduce_iwae.py --data-dir ../shared/data --paper-recipe --epochs 3280 --batch-size 20 --cuda
+    python benchmarks/reproduce_iwae.py --data-dir DATA_DIR --epochs 50 --reference          # CPU budget
+    python benchmarks/reproduce_iwae.py --data-dir DATA_DIR --estimator iwae --num-particles 5
+    python benchmarks/reproduce_iwae.py --data-dir DATA_DIR --paper-recipe --epochs 3280 --batch-size 20 --cuda
 
 The paper trains with batch 20 for 3,280 passes with Adam (lr 1e-3 * 10^(-i/7) for 3^i passes, i = 0..7);
 by default this script uses a larger batch and a geometric decay from --lr to --lr-final instead.

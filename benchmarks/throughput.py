@@ -9,8 +9,8 @@ machine hits them all; the table gives the median over repetitions, [min, max], 
 ratio of medians to the reference measured in the same run.
 
     python benchmarks/throughput.py                                   # steps, CPU, batch 128/256/1024
-    python benchmarks/throughput.py --epoch --eval --data-dir ../shared/data
-    python benchmarks/throughput.py --cuda --epoch --eval --data-dir ../shared/data
+    python benchmarks/throughput.py --epoch --eval --data-dir DATA_DIR
+    python benchmarks/throughput.py --cuda --epoch --eval --data-dir DATA_DIR
 """
 
 from __future__ import annotations

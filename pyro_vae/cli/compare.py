@@ -2,7 +2,7 @@
 initialization, early and at the end of training; training curves over seeds; time per step.
 
     python scripts/compare_estimators.py                      # offline default data, a few minutes on CPU
-    python scripts/compare_estimators.py --dataset mnist --data-dir ../shared/data
+    python scripts/compare_estimators.py --dataset mnist --data-dir DATA_DIR
 
 Writes results.json (every number), variance.csv, curves.csv, timing.csv, report.md, variance.png and
 curves.png to --out, and prints the report.

@@ -1,7 +1,7 @@
 """Sweep the KL weight beta from above 1 down to 0 and on to the autoencoder: rate, distortion, pictures.
 
     python scripts/beta_sweep.py                                       # offline default data, a few minutes
-    python scripts/beta_sweep.py --dataset mnist --data-dir ../shared/data --epochs 10
+    python scripts/beta_sweep.py --dataset mnist --data-dir DATA_DIR --epochs 10
 
 Trains one model per beta (and the point-mass autoencoder at beta 0) in --out/<name>, each a run folder
 that resumes where it stopped; writes sweep.json and sweep.csv (rate, distortion, -ELBO per model),
