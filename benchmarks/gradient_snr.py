@@ -42,13 +42,13 @@ def snapshot_models(args: argparse.Namespace) -> tuple[dict[str, pyro_vae.VAE], 
         run = pyro_vae.train(config, progress=False)
     pyro.set_rng_seed(args.seed)
     fresh = pyro_vae.VAE(run.config.model)
-    return {"initialization": fresh, f"after {args.epochs} epochs": run.vae}, run.test_images()[: args.batch]
+    models = {"initialization": fresh, f"after {args.epochs} epochs": run.vae}
+    return {k: m.double() for k, m in models.items()}, run.test_images()[: args.batch].double()
 
 
 def measure(vae: pyro_vae.VAE, x: torch.Tensor, estimator: str, k: int, args: argparse.Namespace) -> dict:
-    """SNR of the encoder's and the decoder's gradient (estimate and bootstrap samples) for one K."""
-    vae = vae.double()
-    draws = compare.gradient_draws(vae, estimator, x.double(), args.draws, seed=args.seed + k, num_particles=k)
+    """SNR of the encoder's and the decoder's gradient (estimate and bootstrap samples) for one K (float64)."""
+    draws = compare.gradient_draws(vae, estimator, x, args.draws, seed=args.seed + k, num_particles=k)
     counts = compare.resample_counts(args.draws, args.bootstrap, seed=99)
     return {group: compare.gradient_statistics(draws[group], counts)["snr"] for group in ("encoder", "decoder")}
 

@@ -30,9 +30,7 @@ def small(seed: int = 0, guide: str = "diagonal") -> tuple[VAE, torch.Tensor]:
 
 def drawn_z(vae: VAE, elbo, x: torch.Tensor) -> torch.Tensor:
     """The z the estimator draws from the current random state: its own guide trace (particles, batch, z_dim)."""
-    loss = ELBOLoss(vae, elbo)
-    model_trace, guide_trace = next(elbo._get_traces(vae.model, vae.guide, (x, 1.0, None), {}))
-    del loss, model_trace
+    _, guide_trace = next(elbo._get_traces(vae.model, vae.guide, (x, 1.0, None), {}))
     z = guide_trace.nodes["z"]["value"].detach()
     return z if z.dim() == 3 else z.unsqueeze(0)
 
