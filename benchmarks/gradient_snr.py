@@ -5,7 +5,8 @@ SNR = ||E g|| / sqrt(tr Cov[g]) (`experiments.compare.gradient_statistics`, with
 the slope of log SNR against log K is fitted by least squares, its interval from the same bootstraps. At
 two points: the VAE at initialization and after --epochs of `trace` training. Rainforth et al. (2018):
 IWAE's encoder SNR falls like K^(-1/2) while its decoder's rises like K^(1/2); DReG's encoder SNR does not
-fall; averaging K ELBO samples (`trace`, `stl`) raises both like K^(1/2).
+fall; averaging K ELBO samples (`trace`, `stl`) raises both like K^(1/2); M copies (`miwae`, `piwae`,
+`--copies`) raise the encoder's SNR like M^(1/2) at each K.
 
     python benchmarks/gradient_snr.py --dataset mnist --data-dir DATA_DIR --threads 2 --out runs/snr
 
@@ -48,7 +49,8 @@ def snapshot_models(args: argparse.Namespace) -> tuple[dict[str, pyro_vae.VAE], 
 
 def measure(vae: pyro_vae.VAE, x: torch.Tensor, estimator: str, k: int, args: argparse.Namespace) -> dict:
     """SNR of the encoder's and the decoder's gradient (estimate and bootstrap samples) for one K (float64)."""
-    draws = compare.gradient_draws(vae, estimator, x, args.draws, seed=args.seed + k, num_particles=k)
+    copies = args.copies if estimator in ("miwae", "piwae") else 1
+    draws = compare.gradient_draws(vae, estimator, x, args.draws, seed=args.seed + k, num_particles=k, copies=copies)
     counts = compare.resample_counts(args.draws, args.bootstrap, seed=99)
     return {group: compare.gradient_statistics(draws[group], counts)["snr"] for group in ("encoder", "decoder")}
 
@@ -66,18 +68,19 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     rows, slopes = [], []
     for where, vae in models.items():
         for estimator in args.estimators:
+            label = f"{estimator} M={args.copies}" if estimator in ("miwae", "piwae") else estimator
             samples = {"encoder": [], "decoder": []}
             for k in args.ks:
                 measured = measure(vae, x, estimator, k, args)
-                row = dict(snapshot=where, estimator=estimator, K=k)
+                row = dict(snapshot=where, estimator=label, K=k)
                 for group, snr in measured.items():
                     samples[group].append(snr)
                     row[f"{group}_snr"], row[f"{group}_snr_low"], row[f"{group}_snr_high"] = compare.interval(snr)
                 rows.append(row)
-                print(f"{where:>22} {estimator:>6} K={k:<4} encoder SNR {row['encoder_snr']:.3g}  decoder SNR "
+                print(f"{where:>22} {label:>6} K={k:<4} encoder SNR {row['encoder_snr']:.3g}  decoder SNR "
                       f"{row['decoder_snr']:.3g}", flush=True)  # fmt: skip
             fit = {g: compare.interval(slope(args.ks, torch.stack(s, dim=1))) for g, s in samples.items()}
-            slopes.append(dict(snapshot=where, estimator=estimator, **{f"{g}_slope": v[0] for g, v in fit.items()},
+            slopes.append(dict(snapshot=where, estimator=label, **{f"{g}_slope": v[0] for g, v in fit.items()},
                                **{f"{g}_slope_low": v[1] for g, v in fit.items()},
                                **{f"{g}_slope_high": v[2] for g, v in fit.items()}))  # fmt: skip
     return rows, slopes
@@ -107,6 +110,7 @@ def main() -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=10, help="trace epochs before the second snapshot")
     p.add_argument("--estimators", nargs="+", default=["trace", "stl", "iwae", "dreg"])
+    p.add_argument("--copies", type=int, default=1, help="M of miwae and piwae (default: 1)")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10, 30, 100])
     p.add_argument("--draws", type=int, default=100, help="R, independent gradient draws per point")
     p.add_argument("--batch", type=int, default=100, help="test images in the batch")

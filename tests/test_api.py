@@ -97,6 +97,9 @@ def test_load_run_gives_back_the_trained_model(trained):
     originals, reconstructions = run.reconstruct([0, 3])
     assert originals.shape == reconstructions.shape == (2, 784)
     assert run.sample(5).shape == (5, 784) and run.interpolate(0, 3, steps=4).shape == (4, 784)
+    annealed = run.ais(steps=20, chains=4, images=10)
+    assert annealed.bound == "lower" and annealed.per_image.shape == (10,) and annealed.per_image.isfinite().all()
+    assert annealed.value == run.ais(steps=20, chains=4, images=10).value  # the seed fixes every draw
 
 
 def test_load_run_of_an_interrupted_run_says_it_is_not_finished(trained, tmp_path):

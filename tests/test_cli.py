@@ -317,3 +317,23 @@ def test_evaluate_measures_the_amortization_gap(tmp_path, capsys):
     assert result["amortization_gap"] == pytest.approx(result["local_elbo"] - result["amortized_elbo"])
     assert result["amortization_gap"] > 0
     assert "amortization gap" in capsys.readouterr().out
+
+
+def test_evaluate_estimates_log_px_by_ais_and_brackets_simulated_data_by_bdmc(tmp_path, capsys):
+    """--ais T prints AIS's estimate beside importance sampling's; --bdmc both bounds on simulated images,
+    the lower below the upper; both recorded in the evaluation's JSON. Bad combinations exit 2 in one line."""
+    from pyro_vae.cli.evaluate import main as evaluate_main
+
+    out = tmp_path / "run"
+    assert main(["--hidden", "32", "--z-dim", "2", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    command = [str(out), "--samples", "50", "--images", "20", "--ais", "30", "--chains", "4", "--leapfrog", "3"]
+    assert evaluate_main([*command, "--bdmc"]) == 0
+    result = json.loads((out / "evaluation-epoch2-K50.json").read_text())
+    assert result["ais_steps"] == 30 and result["bdmc_images"] == 20
+    assert result["bdmc_lower"] < result["bdmc_upper"]
+    assert result["bdmc_gap"] == pytest.approx(result["bdmc_upper"] - result["bdmc_lower"])
+    printed = capsys.readouterr().out
+    assert "AIS (T = 30, 4 chains" in printed and "BDMC on 20 images simulated" in printed
+    for bad, message in ((["--bdmc"], "--ais STEPS"), (["--ais", "10", "--chains", "0"], "--chains")):
+        assert evaluate_main([str(out), *bad]) == 2
+        assert message in capsys.readouterr().err

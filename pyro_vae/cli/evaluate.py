@@ -17,8 +17,8 @@ from pyro_vae import files
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
+from pyro_vae.evaluation import annealing, posterior
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.evaluation import posterior
 from pyro_vae.training.build import resolve_device
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.trained_run import load_run
@@ -49,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEPS",
         help="also fit the best diagonal Gaussian q for each image with the decoder fixed (STEPS Adam "
         "steps) and report ELBO(local) - ELBO(encoder), the encoder's amortization gap (default: 0, off)",
+    )
+    p.add_argument(
+        "--ais",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also estimate log p(x) by annealed importance sampling from the prior with STEPS intermediate "
+        "distributions and HMC moves: a much tighter stochastic lower bound, at STEPS x (leapfrog + 1) "
+        "decoder gradients per chain (default: 0, off)",
+    )
+    p.add_argument("--chains", type=int, default=16, help="--ais: chains per image (default: %(default)s)")
+    p.add_argument("--leapfrog", type=int, default=10, help="--ais: leapfrog steps per HMC move (default: %(default)s)")
+    p.add_argument(
+        "--bdmc",
+        action="store_true",
+        help="--ais: also run bidirectional Monte Carlo on --images images simulated from the model (default "
+        "100): forward AIS's lower and reverse AIS's upper bound on their log p(x), whose gap bounds AIS's error",
     )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument(
@@ -99,6 +116,10 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
         result.update(naive_estimate(vae, x, args, world))
     if args.amortization_gap:
         result.update(amortization_gap(vae, x, args.amortization_gap, args.seed, args.max_rows))
+    if args.ais:
+        result.update(annealed_estimate(vae, x, args))
+    if args.bdmc:
+        result.update(sandwich(vae, args))
     if world.is_main:
         stem = Path(args.run) / f"evaluation-epoch{result['epoch']}-K{args.samples}"
         files.write_json(stem.with_suffix(".json"), result)
@@ -124,6 +145,39 @@ def naive_estimate(vae: VAE, x: torch.Tensor, args: argparse.Namespace, world: W
     return dict(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
 
 
+def annealed_estimate(vae: VAE, x: torch.Tensor, args: argparse.Namespace) -> dict:
+    """log p(x) of the test images by forward AIS (a stochastic lower bound), with its standard error."""
+    tic = time.perf_counter()
+    with evaluate.progress_bar(x.shape[0] * args.ais, f"AIS, T = {args.ais}", unit="image-step") as bar:
+        estimate = annealing.ais(vae, x, args.ais, args.chains, args.leapfrog, args.seed, args.max_rows, bar.update)
+    return dict(
+        ais_steps=args.ais,
+        ais_chains=args.chains,
+        ais_leapfrog=args.leapfrog,
+        ais_log_likelihood=estimate.value,
+        ais_standard_error=estimate.standard_error,
+        ais_acceptance=estimate.acceptance,
+        ais_seconds=time.perf_counter() - tic,
+    )
+
+
+def sandwich(vae: VAE, args: argparse.Namespace) -> dict:
+    """BDMC on images simulated from the model: forward and reverse AIS bounds on their log p(x)."""
+    x, z = annealing.simulate(vae, args.images or 100, args.seed)
+    tic = time.perf_counter()
+    with evaluate.progress_bar(2 * x.shape[0] * args.ais, f"BDMC, T = {args.ais}", unit="image-step") as bar:
+        bounds = annealing.bdmc(vae, x, z, args.ais, args.chains, args.leapfrog, args.seed, args.max_rows, bar.update)
+    return dict(
+        bdmc_images=x.shape[0],
+        bdmc_lower=bounds.lower.value,
+        bdmc_lower_standard_error=bounds.lower.standard_error,
+        bdmc_upper=bounds.upper.value,
+        bdmc_upper_standard_error=bounds.upper.standard_error,
+        bdmc_gap=bounds.gap,
+        bdmc_seconds=time.perf_counter() - tic,
+    )
+
+
 def check_arguments(args: argparse.Namespace, world: World) -> None:
     """Sizes in range, and the combinations that cannot run, refused in one line."""
     if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
@@ -137,6 +191,17 @@ def check_arguments(args: argparse.Namespace, world: World) -> None:
         raise ConfigError(f"--amortization-gap must be 0 (off) or a number of steps, got {args.amortization_gap}")
     if args.amortization_gap and world.size > 1:
         raise ConfigError("--amortization-gap fits every image in one process; run it without torchrun")
+    if args.ais < 0 or args.ais > annealing.MAX_STEPS:
+        raise ConfigError(f"--ais must be 0 (off) or a number of steps up to {annealing.MAX_STEPS:,}, got {args.ais}")
+    if not (1 <= args.chains <= annealing.MAX_CHAINS and 1 <= args.leapfrog <= annealing.MAX_LEAPFROG):
+        raise ConfigError(
+            f"--chains must be 1 to {annealing.MAX_CHAINS:,} and --leapfrog 1 to {annealing.MAX_LEAPFROG}, "
+            f"got {args.chains}, {args.leapfrog}"
+        )
+    if args.bdmc and not args.ais:
+        raise ConfigError("--bdmc runs AIS both ways: give its number of steps with --ais STEPS")
+    if (args.ais or args.bdmc) and world.size > 1:
+        raise ConfigError("--ais and --bdmc run in one process; run them without torchrun")
 
 
 def per_image_csv(estimate: evaluate.LogLikelihood) -> str:
@@ -203,9 +268,33 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.prior:
         print(f"naive estimate from prior samples, same K: {result['prior_sampling_log_likelihood']:.3f}")
+    if args.ais:
+        print(annealed_line(result))
+    if args.bdmc:
+        print(sandwich_line(result))
     if args.amortization_gap:
         print(
             f"ELBO with the encoder's q {result['amortized_elbo']:.3f}; with q fitted per image "
             f"({args.amortization_gap} steps) {result['local_elbo']:.3f}; amortization gap {result['amortization_gap']:.3f}"
         )
     return 0
+
+
+def annealed_line(result: dict) -> str:
+    """AIS's estimate beside importance sampling's, in one line."""
+    return (
+        f"AIS (T = {result['ais_steps']}, {result['ais_chains']} chains, {result['ais_leapfrog']} leapfrog steps, "
+        f"HMC acceptance {result['ais_acceptance']:.2f}): log p(x) {result['ais_log_likelihood']:.3f} "
+        f"± {result['ais_standard_error']:.3f}, {result['ais_log_likelihood'] - result['test_log_likelihood']:+.3f} "
+        f"nats against importance sampling ({result['ais_seconds']:.1f} s)"
+    )
+
+
+def sandwich_line(result: dict) -> str:
+    """BDMC's two bounds and their gap, in one line."""
+    return (
+        f"BDMC on {result['bdmc_images']} images simulated from the model (T = {result['ais_steps']}): log p(x) "
+        f"between {result['bdmc_lower']:.3f} ± {result['bdmc_lower_standard_error']:.3f} (forward AIS) and "
+        f"{result['bdmc_upper']:.3f} ± {result['bdmc_upper_standard_error']:.3f} (reverse AIS), a gap of "
+        f"{result['bdmc_gap']:.3f} nats ({result['bdmc_seconds']:.1f} s)"
+    )

@@ -216,10 +216,10 @@ def _log_weights(
     return torch.cat(log_w) if log_w else None
 
 
-def progress_bar(images: int, what: str, show: bool = True) -> tqdm:
+def progress_bar(images: int, what: str, show: bool = True, unit: str = "image") -> tqdm:
     """A bar over the images of an estimate, with the time left (pass its `update` as `progress`); it goes
     away when done."""
-    return tqdm(total=images, desc=what, unit="image", leave=False, disable=not show, file=sys.stderr)
+    return tqdm(total=images, desc=what, unit=unit, leave=False, disable=not show, file=sys.stderr)
 
 
 def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:

@@ -118,10 +118,13 @@ def train_run(
     return curve, snapshots
 
 
-def gradient_draws(vae: VAE, estimator: str, x: torch.Tensor, draws: int, seed: int, num_particles: int = 1) -> dict:
-    """R = `draws` independent (loss, gradient) pairs of the estimator at fixed parameters and batch:
+def gradient_draws(
+    vae: VAE, estimator: str, x: torch.Tensor, draws: int, seed: int, num_particles: int = 1, copies: int = 1
+) -> dict:
+    """R = `draws` independent (loss, gradient) pairs of the estimator (K = `num_particles`, M = `copies`
+    for miwae and piwae) at fixed parameters and batch:
     {"loss": (R,), "encoder": (R, P_enc), "decoder": (R, P_dec)} in float64."""
-    loss = ELBOLoss(vae, build_elbo(estimator, num_particles))
+    loss = ELBOLoss(vae, build_elbo(estimator, num_particles, copies))
     groups = {"encoder": list(vae.q.parameters()), "decoder": list(vae.decoder.parameters())}
     out = {"loss": [], "encoder": [], "decoder": []}
     pyro.set_rng_seed(seed)

@@ -3,6 +3,7 @@
     run = pyro_vae.load_run("runs/a")              # finished or interrupted, model in eval mode
     run.vae, run.config, run.metrics, run.path
     run.evaluate(samples=1000)                     # test negative ELBO and log p(x)
+    run.ais(steps=1000, images=100)                # log p(x) by annealed importance sampling
     run.sample(16); run.reconstruct([0, 1, 2]); run.interpolate(0, 1)
 
 A run trained on the user's own images or modules is loaded with them: `load_run(path, data=..., encoder=...)`.
@@ -21,8 +22,9 @@ from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
 from pyro_vae.data import Dataset, from_arrays
 from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation import annealing, sampling
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.evaluation import sampling
+from pyro_vae.evaluation.annealing import AnnealedEstimate
 from pyro_vae.training.build import load_training_data
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.resume import load_run_checkpoint, resumed_config
@@ -71,6 +73,12 @@ class TrainedRun:
             evaluate.negative_elbo(self.vae, x, seed=seed, rows=rows),
             evaluate.log_likelihood(self.vae, x, samples, seed=seed, rows=rows),
         )
+
+    def ais(self, steps: int = 1000, chains: int = 16, images: int | None = None, seed: int = 0) -> AnnealedEstimate:
+        """Test log p(x) on the first `images` test images by annealed importance sampling from the prior
+        (`evaluation.annealing.ais`): a stochastic lower bound much tighter than `evaluate`'s at large `steps`."""
+        x, _ = self.test_data().first_test(images)
+        return annealing.ais(self.vae, x, steps, chains, seed=seed)
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
         """n images from the model: decoder means of prior samples, shape (n, pixels)."""
