@@ -1,9 +1,9 @@
 """What each estimator buys at the same wall-clock: the IWAE paper's 784-200-200-50 tanh VAE on dynamically
 binarized MNIST, trained by each estimator for the same number of training seconds, then test log p(x).
 
-Each estimator trains epoch by epoch (its run resumed exactly, one more epoch at a time) until its training
-seconds (evaluation and checkpoints excluded) reach --minutes; the epoch that crosses the budget is kept, so
-each run's actual seconds are printed beside it. Then test log p(x) on the first --images test images with
+Each estimator trains epoch by epoch (its run resumed exactly, one more epoch at a time,
+`pyro_vae.experiments.equal_time`) until its training seconds (evaluation and checkpoints excluded) reach
+--minutes; the epoch that crosses the budget is kept, so each run's actual seconds are printed beside it. Then test log p(x) on the first --images test images with
 K = --eval-samples, its standard error and the importance weights' diagnostics. Every run shares the seed,
 the recipe (batch 100, lr 1e-3 constant, decoder output bias at the data's logit, Adam eps 1e-4) and K = 5
 samples per image per step where K applies (miwae and piwae: M = 2 copies of K = 5; ciwae: beta 0.5).
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from pyro_vae import TrainConfig, load_run, resume, train
+from pyro_vae import TrainConfig
 from pyro_vae.core.model import ModelConfig
+from pyro_vae.experiments import equal_time
 
 PAPER_NETWORK = ModelConfig(hidden=(200, 200), z_dim=50, activation="tanh")
 # name -> (estimator, K, M): the contenders at K = 5 samples per image per step
@@ -60,38 +60,6 @@ def contender_config(name: str, args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def train_for(name: str, args: argparse.Namespace) -> float:
-    """Train one contender until its epochs' training seconds reach the budget; returns those seconds."""
-    folder, quiet = args.out / name, lambda line: None
-    if not (folder / "checkpoint.pt").exists():
-        train(contender_config(name, args), progress=False, log=quiet)
-    run = load_run(folder)
-    while (seconds := sum(r["seconds"] for r in run.metrics)) < 60 * args.minutes:
-        run = resume(folder, epochs=len(run.metrics) + 1, progress=False, log=quiet)
-    return seconds
-
-
-def row(name: str, seconds: float, args: argparse.Namespace) -> dict:
-    """One contender's trained run measured: epochs, seconds, test log p(x) with its diagnostics."""
-    run = load_run(args.out / name)
-    tic = time.perf_counter()
-    evaluation = run.evaluate(samples=args.eval_samples, images=args.images)
-    estimate = evaluation.log_likelihood
-    return dict(
-        contender=name,
-        estimator=run.config.estimator,
-        K=run.config.num_particles,
-        M=run.config.iwae_copies,
-        epochs=len(run.metrics),
-        train_seconds=seconds,
-        test_elbo=-evaluation.negative_elbo,
-        test_log_likelihood=estimate.value,
-        standard_error=estimate.standard_error,
-        eval_seconds=time.perf_counter() - tic,
-        **estimate.diagnostics(),
-    )
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -121,7 +89,8 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name in args.contenders:
-        rows.append(r := row(name, train_for(name, args), args))
+        run = equal_time.train_for(contender_config(name, args), 60 * args.minutes)
+        rows.append(r := dict(contender=name, **equal_time.measured(run, args.eval_samples, args.images)))
         print(
             f"| {name} | {r['K']} | {r['M']} | {r['epochs']} | {r['train_seconds'] / 60:.1f} | {r['test_elbo']:.2f} | "
             f"{r['test_log_likelihood']:.2f} ± {r['standard_error']:.2f} | {r['pareto_k_above_0_7']} | {r['effective_sample_size_median']:.1f} |",

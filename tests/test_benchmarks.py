@@ -183,9 +183,9 @@ def test_gradient_snr_measures_every_estimator_at_every_k_and_fits_the_slopes(tm
 
 def test_the_snr_slope_is_the_power_of_k():
     """SNR = c K^p for every bootstrap row gives the slope p exactly."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
-    from gradient_snr import slope
+
+    from pyro_vae.experiments.gradient_snr import slope
 
     ks = [1, 3, 10, 30, 100]
     snr = torch.tensor([[2.0 * k**0.5 for k in ks], [0.3 * k**-0.5 for k in ks]], dtype=torch.float64)
