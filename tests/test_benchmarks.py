@@ -190,3 +190,18 @@ def test_the_snr_slope_is_the_power_of_k():
     ks = [1, 3, 10, 30, 100]
     snr = torch.tensor([[2.0 * k**0.5 for k in ks], [0.3 * k**-0.5 for k in ks]], dtype=torch.float64)
     torch.testing.assert_close(slope(ks, snr), torch.tensor([0.5, -0.5], dtype=torch.float64))
+
+
+def test_ais_sandwich_prints_is_against_ais_and_the_bdmc_bounds(tmp_path):
+    folder = tmp_path / "run"
+    trained = run(["scripts/svi_train.py", "--hidden", "16", "--z-dim", "2", "--epochs", "1", "--threads", "1",
+                   "--no-progress", "--out", str(folder)])  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    args = ["--images", "5", "--samples", "20", "--ais-steps", "3", "--chains", "2", "--bdmc-images", "4"]
+    result = run(["benchmarks/ais_sandwich.py", str(folder), *args, "--bdmc-chains", "2", "--bdmc-steps", "3"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads((folder / "ais_sandwich.json").read_text())
+    assert [r["method"] for r in report["test"]] == ["IS, K = 20", "AIS, T = 3"]
+    (bounds,) = report["bdmc"]
+    assert bounds["lower"] < bounds["upper"]  # three steps leave a wide gap
+    assert "| AIS, T = 3, 2 chains |" in result.stdout
