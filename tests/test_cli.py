@@ -231,7 +231,13 @@ def test_evaluate_without_a_checkpoint_says_why(tmp_path, capsys):
     from pyro_vae.cli.evaluate import main as evaluate_main
 
     assert evaluate_main([str(tmp_path)]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert "not a run folder (no config.json or checkpoint.pt)" in capsys.readouterr().err
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text("{}")
+    assert evaluate_main([str(tmp_path)]) == 2
+    assert "run folders inside it: a" in capsys.readouterr().err
+    assert evaluate_main([str(tmp_path / "a")]) == 2
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("guide", ["full-covariance", "flow", "local"])
@@ -337,3 +343,16 @@ def test_evaluate_estimates_log_px_by_ais_and_brackets_simulated_data_by_bdmc(tm
     for bad, message in ((["--bdmc"], "--ais STEPS"), (["--ais", "10", "--chains", "0"], "--chains")):
         assert evaluate_main([str(out), *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "compare", "sweep"])
+def test_a_mistyped_flag_is_one_line_with_the_flag_it_resembles(command, capsys):
+    """Every command: an unknown flag close to a real one is named, in one line that points to --help."""
+    import importlib
+
+    entry = importlib.import_module(f"pyro_vae.cli.{command}").main
+    with pytest.raises(SystemExit) as exit_:
+        entry(["RUN", "--seeed", "1"] if command in ("evaluate", "sample") else ["--seeed", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "unrecognized arguments: --seeed 1 (did you mean --seed" in err and err.endswith("--help\n")

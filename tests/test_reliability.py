@@ -75,7 +75,7 @@ def test_resume_refuses_changed_settings_and_names_them(tmp_path, capsys, straig
     err = capsys.readouterr().err
     assert "--z-dim (run: 2, given: 3)" in err and "--estimator (run: 'trace', given: 'meanfield')" in err
     assert main(["--resume", str(tmp_path)]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert f"cannot resume {tmp_path}: not a run folder" in capsys.readouterr().err
     assert main(["--resume", str(straight_run), "--out", str(tmp_path)]) == 2
     assert "leave out --out" in capsys.readouterr().err
 

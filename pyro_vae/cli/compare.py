@@ -18,6 +18,7 @@ from dataclasses import asdict
 import torch
 
 from pyro_vae import data, files
+from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import plots
@@ -27,7 +28,7 @@ from pyro_vae.training.run_folder import new_run_dir
 
 def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:
     d = compare.CompareConfig()
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None, help=f"folder of the real data (default: ${data.DATA_DIR_ENV})")
     p.add_argument(

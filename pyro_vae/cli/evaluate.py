@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import files
+from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
@@ -27,8 +28,7 @@ MAX_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"] 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        allow_abbrev=False,
+    p = Parser(
         description="Evaluate a run's checkpoint on its test split: negative ELBO (exact KL) and log p(x) by "
         "importance sampling, log (1/K) sum_k p(x, z_k) / q(z_k|x). Nats per image.",
     )

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import torch
 
+from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.evaluation import plots
 from pyro_vae.training.trained_run import load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="Draw pictures from a trained run: decoder means E[x|z] of prior samples, reconstructions and "
         "latent interpolations. Writes PNGs (and a GIF with --gif) into RUN_DIR/samples or --out.",
-        allow_abbrev=False,
     )
     p.add_argument("run", metavar="RUN_DIR", help="a run folder holding checkpoint.pt")
     p.add_argument(

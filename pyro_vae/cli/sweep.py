@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict
 
 from pyro_vae import data, files
+from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import LIKELIHOODS, ModelConfig
 from pyro_vae.errors import PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
@@ -26,7 +27,7 @@ from pyro_vae.training.run_folder import new_run_dir
 
 def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Namespace]:
     d = beta_sweep.SweepConfig()
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--betas", type=float, nargs="+", default=list(d.betas), help="KL weights (default: %(default)s)")
     p.add_argument("--no-autoencoder", action="store_true", help="leave out the point-mass guide at beta 0")
     p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
+from pyro_vae.cli.parser import Parser
 from pyro_vae.distributed import World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.training.config import RESUME_SAFE, flag_name
@@ -17,8 +18,7 @@ from pyro_vae.training.resume import load_run_checkpoint, resumed_config
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of every declared setting (`arguments.add_settings`) and the command's own."""
-    p = argparse.ArgumentParser(
-        allow_abbrev=False,
+    p = Parser(
         description="Train a variational autoencoder with Pyro's SVI. Losses are negative ELBOs in nats per image.",
     )
     groups = add_settings(p)

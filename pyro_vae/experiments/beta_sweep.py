@@ -81,7 +81,7 @@ def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
     folder = Path(config.out)
     if not (folder / "checkpoint.pt").is_file():
         return train(config, progress=False, log=log)
-    checkpoint = load_run_checkpoint(folder, use="beta sweep")
+    checkpoint = load_run_checkpoint(folder, use="continue the sweep in")
     given = {k: v for k, v in flatten(config.to_dict()).items() if k != "out" and v is not None}  # None: resolved
     stored = resumed_config(checkpoint, given)  # as the CLI's --resume: another run's folder is refused
     return train(replace(stored, out=config.out), progress=False, log=log, checkpoint=checkpoint)

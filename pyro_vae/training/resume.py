@@ -14,18 +14,23 @@ from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig, flag_na
 from pyro_vae.training.state import TrainState
 
 
-def load_run_checkpoint(run_dir: Path, use: str = "--resume", parts: Parts = Parts()) -> TrainState:
+def load_run_checkpoint(run_dir: Path, use: str = "resume", parts: Parts = Parts()) -> TrainState:
     """The checked checkpoint of run folder `run_dir` (`checkpoints.load`, against the user's `parts` where
-    the run had its own modules), or a message saying why there is none to `use`."""
-    path = Path(run_dir) / "checkpoint.pt"
-    if not Path(run_dir).is_dir():
-        raise ConfigError(f"{use} {run_dir}: no such folder")
-    if not path.is_file():
+    the run had its own modules), or a message saying why there is none to `use`: no such folder, a run that
+    stopped before its first checkpoint, or a folder that is not a run (with the run folders inside it)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"cannot {use} {folder}: no such folder")
+    if (folder / "checkpoint.pt").is_file():
+        return checkpoints.load(folder / "checkpoint.pt", parts)
+    if (folder / "config.json").is_file():
         raise ConfigError(
-            f"{use} {run_dir}: no checkpoint.pt there (the run stopped before its first checkpoint); "
-            "start the run again"
+            f"cannot {use} {folder}: its run stopped before its first checkpoint (no checkpoint.pt); "
+            "train it again in a new folder"
         )
-    return checkpoints.load(path, parts)
+    runs = sorted(child.name for child in folder.iterdir() if (child / "config.json").is_file())
+    inside = f"; run folders inside it: {', '.join(runs[:10])}{' ...' if len(runs) > 10 else ''}" if runs else ""
+    raise ConfigError(f"cannot {use} {folder}: not a run folder (no config.json or checkpoint.pt){inside}")
 
 
 def flatten(config_dict: dict) -> dict:

@@ -114,7 +114,7 @@ def load_run(
     modules needs them again: `data` (for its test images), `encoder`, `decoder`, `guide` (new instances of
     the same classes; the checkpoint's weights are loaded into them)."""
     path, parts = Path(path), Parts(encoder, decoder, guide)
-    checkpoint = load_run_checkpoint(path, use="load_run", parts=parts)
+    checkpoint = load_run_checkpoint(path, use="load", parts=parts)
     config = resumed_config(checkpoint, {})
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
