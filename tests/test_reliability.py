@@ -139,6 +139,22 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path):
     assert_same_run(tmp_path / "straight", out)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_scheduler_s_sigterm_or_a_hangup_stops_like_ctrl_c(tmp_path, stop):
+    """SIGTERM (a cluster's preemption notice) and SIGHUP (a closed terminal) mid-run: a checkpoint, one line
+    naming the signal with the resume command, exit status 128 + the signal; the run then resumes to its end."""
+    out = tmp_path / "run"
+    process = spawn(SMALL + ["--epochs", "100", "--out", str(out)])
+    wait_for(out / "metrics.jsonl", process)
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop, err
+    assert f"interrupted ({signal.Signals(stop).name})" in err and f"--resume {out}" in err
+    assert "Traceback" not in err and not (out / "summary.json").exists()
+    stopped_at = load_run_checkpoint(out).progress.epoch
+    assert main(["--resume", str(out), "--epochs", str(stopped_at + 1), "--no-progress"]) == 0
+
+
 def poisoned_loss(bad_step: int):
     """Wrap the training loss so that step `bad_step` returns NaN."""
     real = run_module.ELBOLoss

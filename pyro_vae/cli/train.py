@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stop:
         if World.described().is_main:  # every rank stops alike; rank 0 says so
             print(str(stop), file=sys.stderr)
-        return 130
+        return stop.status
     except Abandoned:
         print("interrupted at once (second Ctrl-C); the run folder holds the last checkpoint", file=sys.stderr)
         return 130

@@ -39,9 +39,16 @@ from pyro_vae.training.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.state import TrainState
 from pyro_vae.training.trained_run import TrainedRun, load_run
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
 
 class Interrupted(Exception):
-    """The user pressed Ctrl-C; a checkpoint was written first."""
+    """Ctrl-C, SIGTERM or SIGHUP stopped the run; a checkpoint was written first. `status` is the exit
+    status a shell expects of that signal, 128 + its number (130, 143, 129)."""
+
+    def __init__(self, message: str, status: int = 128 + signal.SIGINT) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Abandoned(KeyboardInterrupt):
@@ -141,7 +148,7 @@ def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) 
             if stopped and state.batch < run.steps_per_epoch:
                 state.seconds += time.perf_counter() - tic
                 run.folder.save_checkpoint(run.checkpoint())
-                raise stop_message(run, f"at step {state.step} (epoch {state.epoch + 1})")
+                raise stop_message(run, f"at step {state.step} (epoch {state.epoch + 1})", flag[0])
             if run.dataset.test_rows is not None:  # per-image parameters: the test images' get their steps too
                 skipped = fit_test_points(
                     run.loss,
@@ -156,7 +163,7 @@ def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) 
                 state.skipped += skipped
             state.seconds += time.perf_counter() - tic
             if end_of_epoch(run, interrupted, log, progress) and state.epoch < config.epochs:
-                raise stop_message(run, f"after epoch {state.epoch}")
+                raise stop_message(run, f"after epoch {state.epoch}", flag[0])
     return end_of_run(run, started, log)
 
 
@@ -244,35 +251,39 @@ def start_line(run: Run, resumed: bool) -> str:
     )
 
 
-def stop_message(run: Run, where: str) -> Interrupted:
+def stop_message(run: Run, where: str, signum: int) -> Interrupted:
+    """What stopped the run, where, and the command that resumes it; the exit status of that signal."""
+    signum = signum or signal.SIGINT  # another rank's signal stopped this one
     command = "python" if run.world.size == 1 else f"torchrun --nproc-per-node {run.world.size}"
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     return Interrupted(
-        f"interrupted {where}; checkpoint written. "
-        f"Resume with: {command} scripts/svi_train.py --resume {run.folder.path}"
+        f"interrupted ({name}) {where}; checkpoint written. "
+        f"Resume with: {command} scripts/svi_train.py --resume {run.folder.path}",
+        128 + signum,
     )
 
 
 @contextmanager
-def interrupt_flag(under_torchrun: bool = False) -> Iterator[list[bool]]:
-    """While inside, the first Ctrl-C (SIGINT) only sets flag[0], so the loop can stop between two
-    steps and write a checkpoint; a second Ctrl-C interrupts at once. Under torchrun, which passes Ctrl-C
-    on to its workers as a second SIGINT (or SIGTERM), every such signal only sets the flag: torchrun
+def interrupt_flag(under_torchrun: bool = False) -> Iterator[list[int]]:
+    """While inside, the first Ctrl-C (SIGINT), SIGTERM or SIGHUP (what a cluster scheduler sends before it
+    preempts a job, or a closed terminal) only records its number in flag[0], so the loop can stop between
+    two steps and write a checkpoint; a second Ctrl-C interrupts at once. Under torchrun, which passes
+    Ctrl-C on to its workers as a second SIGINT (or SIGTERM), every such signal only sets the flag: torchrun
     itself kills the workers if they have not stopped after its grace period."""
-    flag = [False]
+    flag = [0]
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    signals = (signal.SIGINT, signal.SIGTERM) if under_torchrun else (signal.SIGINT,)
 
     def second_press(signum, frame):
         raise Abandoned()
 
     def handler(signum, frame):
-        flag[0] = True
-        if not under_torchrun:
+        flag[0] = flag[0] or signum
+        if signum == signal.SIGINT and not under_torchrun:
             signal.signal(signal.SIGINT, second_press)
 
-    previous = {s: signal.signal(s, handler) for s in signals}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield flag
     finally:
@@ -280,11 +291,11 @@ def interrupt_flag(under_torchrun: bool = False) -> Iterator[list[bool]]:
             signal.signal(s, old)
 
 
-def agreed_flag(flag: list[bool], run: Run) -> Callable[[], bool]:
-    """Whether Ctrl-C was pressed, as every rank agrees (a collective: every rank asks at the same step)."""
+def agreed_flag(flag: list[int], run: Run) -> Callable[[], bool]:
+    """Whether a stop signal came, as every rank agrees (a collective: every rank asks at the same step)."""
     if run.world.size == 1:
-        return lambda: flag[0]
-    return lambda: bool(run.world.any(torch.tensor(flag[0], device=run.device)))
+        return lambda: bool(flag[0])
+    return lambda: bool(run.world.any(torch.tensor(bool(flag[0]), device=run.device)))
 
 
 def is_distributed_failure(error: RuntimeError, world: World) -> bool:
