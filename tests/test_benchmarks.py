@@ -205,3 +205,10 @@ def test_ais_sandwich_prints_is_against_ais_and_the_bdmc_bounds(tmp_path):
     (bounds,) = report["bdmc"]
     assert bounds["lower"] < bounds["upper"]  # three steps leave a wide gap
     assert "| AIS, T = 3, 2 chains |" in result.stdout
+
+
+def test_threads_benchmark_times_the_default_beside_fixed_counts():
+    result = run(["benchmarks/threads.py", "--load", "0", "--threads", "1", "--epochs", "1"])
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")]
+    assert [row.split(" | ")[1] for row in rows] == ["default", "1"] and rows[1].endswith("| 1.00x |")

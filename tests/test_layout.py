@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pyro_vae"
 LAYERS = ["core", "data", "distributed", "evaluation", "training", "experiments", "cli"]  # lower first
-SHARED = {"errors", "settings", "files"}  # helpers every layer may use
+SHARED = {"errors", "settings", "files", "threads"}  # helpers every layer may use
 ALLOWED_UPWARD = {("evaluation", "training.step")}  # the fits in evaluation train with the one SVI step
 
 

@@ -23,6 +23,7 @@ from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import plots
 from pyro_vae.experiments import compare
+from pyro_vae.threads import use_threads
 from pyro_vae.training.run_folder import new_run_dir
 
 
@@ -54,7 +55,12 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
     p.add_argument("--seeds", type=int, default=len(d.seeds), help="training runs per estimator (default: %(default)s)")
     p.add_argument("--draws", type=int, default=d.draws, help="R, gradient draws per snapshot (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for PyTorch (default: the cores not busy with other work)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: a new runs/<timestamp>)")
     args = p.parse_args(argv)
     for name in ("steps", "early_step", "eval_every", "seeds", "iwae_particles", "batch_size"):
@@ -84,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
+        use_threads(args.threads)
         out = new_run_dir(args.out)
         dataset = compare.load_data(config)
         log(f"{dataset.name}: {dataset.train.shape[0]} train / {dataset.test.shape[0]} test images; writing {out}")

@@ -20,6 +20,7 @@ from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import annealing, posterior
 from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.threads import use_threads
 from pyro_vae.training.build import resolve_device
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.trained_run import load_run
@@ -76,15 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="where the run's dataset lives, if not where it was")
     p.add_argument("--cuda", action="store_true", help="evaluate on the GPU")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for PyTorch (default: the cores not busy with other work)",
+    )
     return p
 
 
 def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     """The evaluation `args` ask for, written beside the run (rank 0) and returned as a dict."""
     check_arguments(args, world)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     device = world.device(resolve_device(args.cuda).type == "cuda")
     trained = load_run(args.run, device, args.data_dir)
     vae = trained.vae

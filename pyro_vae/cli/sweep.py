@@ -44,7 +44,12 @@ def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Name
         default=d.samples,
         help="z samples per test image for the distortion (default: %(default)s)",
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for PyTorch (default: the cores not busy with other work)",
+    )
     p.add_argument(
         "--out",
         default=None,

@@ -25,6 +25,7 @@ from pyro_vae.core.model import VAE, has_distribution
 from pyro_vae.core.parts import Parts, check_parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
+from pyro_vae.threads import usable_cores, use_threads
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.generators import rank_seed, rng_states, set_rng_states
 from pyro_vae.training.optimizer import SVIOptimizer
@@ -155,8 +156,8 @@ def build_run(
     """A new run of `config`, or with a `checkpoint` the run it holds, exactly where it stopped; with the
     user's own modules (`parts`) and, for `config.dataset` "user", the user's `images`."""
     device = world.device(resolve_device(config.cuda).type == "cuda")  # the check, then this rank's device
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    old_default = checkpoint is not None and config.threads is None  # a run from before the default chose
+    config = replace(config, threads=use_threads(usable_cores() if old_default else config.threads))
     if world.size > 1 and config.model.guide == "local":
         raise ConfigError(
             "--guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"

@@ -118,7 +118,8 @@ class TrainConfig:
     cuda: bool = setting(False, "train on the GPU (exit status 2 if there is none)", group="machine and outputs")
     threads: int | None = setting(
         None, "CPU threads for PyTorch", group="machine and outputs", low=1, high=4096, on_resume=True,
-        default_text="PyTorch's choice",
+        default_text="the cores not busy with other work, shared among torchrun's processes; recorded, so a "
+        "resume uses the same",
     )  # fmt: skip
     out: str | None = setting(None, "run folder", group="machine and outputs", default_text="a new runs/<timestamp>")
     checkpoint_every: int = setting(
