@@ -39,7 +39,7 @@ def test_rows(run: pyro_vae.TrainedRun, args: argparse.Namespace) -> list[dict]:
         f"| {rows[0]['method']} | {estimate.value:.2f} ± {estimate.standard_error:.2f} | | {seconds:.0f} |", flush=True
     )
     for steps in args.ais_steps:
-        ais, seconds = timed(annealing.ais, run.vae, x, steps, args.chains, args.leapfrog)
+        ais, seconds = timed(annealing.ais, run.vae, x, annealing.Annealing(steps, args.chains, args.leapfrog))
         rows.append(dict(method=f"AIS, T = {steps}", value=ais.value, se=ais.standard_error, seconds=seconds,
                          acceptance=ais.acceptance))  # fmt: skip
         print(f"| AIS, T = {steps}, {args.chains} chains | {ais.value:.2f} ± {ais.standard_error:.2f} | "
@@ -52,7 +52,8 @@ def sandwich_rows(run: pyro_vae.TrainedRun, args: argparse.Namespace) -> list[di
     x, z = annealing.simulate(run.vae, args.bdmc_images, seed=1)
     rows = []
     for steps in args.bdmc_steps:
-        bounds, seconds = timed(annealing.bdmc, run.vae, x, z, steps, args.bdmc_chains, args.leapfrog)
+        settings = annealing.Annealing(steps, args.bdmc_chains, args.leapfrog)
+        bounds, seconds = timed(annealing.bdmc, run.vae, x, z, settings)
         lower, upper = bounds.lower, bounds.upper
         rows.append(dict(steps=steps, lower=lower.value, lower_se=lower.standard_error, upper=upper.value,
                          upper_se=upper.standard_error, gap=bounds.gap, seconds=seconds))  # fmt: skip

@@ -12,6 +12,7 @@ from test_log_likelihood import linear_problem
 from pyro_vae.core import analytic, linear_gaussian
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import annealing, posterior
+from pyro_vae.evaluation.annealing import Annealing
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_one_step_is_importance_sampling_from_the_prior():
     """T = 1: no move, w_c = p(x | z_c) with z_c ~ p(z), so the estimate is log (1/C) sum_c p(x | z_c) for
     the seed's draws, to float precision."""
     model, x, _ = linear_problem("cpu", torch.float64)
-    estimate = annealing.ais(model, x, steps=1, chains=6, seed=4)
+    estimate = annealing.ais(model, x, Annealing(steps=1, chains=6, seed=4))
     z = torch.randn((6, x.shape[0], model.z_dim), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     expected = analytic.log_mean_exp(model.log_likelihood(x, z))
     torch.testing.assert_close(estimate.per_image, expected, rtol=0, atol=1e-12)
@@ -53,7 +54,7 @@ def test_ais_finds_the_linear_gaussian_marginal(dtype):
     """T = 200 HMC-annealed chains from the prior: the mean log p(x) within 5 standard errors of the
     closed form, with an acceptance rate HMC can work with."""
     model, x, truth = linear_problem("cpu", dtype)
-    estimate = annealing.ais(model, x, steps=200, chains=16, leapfrog=5, seed=0)
+    estimate = annealing.ais(model, x, Annealing(steps=200, chains=16, leapfrog=5, seed=0))
     assert abs(estimate.value - truth.mean().item()) < 5 * estimate.standard_error
     assert 0.5 < estimate.acceptance < 1.0
 
@@ -63,8 +64,8 @@ def test_bdmc_brackets_the_linear_gaussian_marginal_and_tightens():
     lower bound rises, the upper falls, and the truth stays between them within their standard errors."""
     model, _, _ = linear_problem("cpu", torch.float64)
     x, z, truth = simulated_linear(model, 20, seed=5)
-    short = annealing.bdmc(model, x, z, steps=5, chains=16, leapfrog=5)
-    long = annealing.bdmc(model, x, z, steps=300, chains=16, leapfrog=5)
+    short = annealing.bdmc(model, x, z, Annealing(steps=5, chains=16, leapfrog=5))
+    long = annealing.bdmc(model, x, z, Annealing(steps=300, chains=16, leapfrog=5))
     t = truth.mean().item()
     assert short.lower.value < t < short.upper.value
     assert long.lower.value - 5 * long.lower.standard_error < t < long.upper.value + 5 * long.upper.standard_error
@@ -76,7 +77,7 @@ def test_ais_matches_quadrature_on_a_trained_2d_vae(vae_2d):
     """On a trained VAE's non-Gaussian posterior, AIS on test images is within 5 standard errors of log p(x)
     by quadrature."""
     vae, (x, truth), _ = vae_2d
-    estimate = annealing.ais(vae, x, steps=100, chains=8, leapfrog=5, seed=0)
+    estimate = annealing.ais(vae, x, Annealing(steps=100, chains=8, leapfrog=5, seed=0))
     assert abs(estimate.value - truth) < 5 * estimate.standard_error
 
 
@@ -84,8 +85,8 @@ def test_bdmc_brackets_quadrature_on_a_trained_2d_vae(vae_2d):
     """Images simulated from the trained 2-D VAE: the BDMC bounds bracket their log p(x) by quadrature, and
     are tighter at T = 60 than at T = 5."""
     vae, _, (x, z, truth) = vae_2d
-    short = annealing.bdmc(vae, x, z, steps=5, chains=8, leapfrog=5)
-    long = annealing.bdmc(vae, x, z, steps=60, chains=8, leapfrog=5)
+    short = annealing.bdmc(vae, x, z, Annealing(steps=5, chains=8, leapfrog=5))
+    long = annealing.bdmc(vae, x, z, Annealing(steps=60, chains=8, leapfrog=5))
     assert short.lower.value < truth < short.upper.value
     assert long.lower.value - 5 * long.lower.standard_error < truth < long.upper.value + 5 * long.upper.standard_error
     assert long.gap < short.gap
@@ -105,9 +106,8 @@ def test_simulation_is_reproducible_and_leaves_the_global_generator_alone(vae_2d
     [dict(steps=0), dict(chains=0), dict(leapfrog=True), dict(steps=2.5), dict(chains=annealing.MAX_CHAINS + 1)],
 )
 def test_requests_out_of_range_are_refused_in_one_line(request_):
-    model, x, _ = linear_problem("cpu", torch.float64)
     with pytest.raises(ConfigError, match="AIS"):
-        annealing.ais(model, x, **request_)
+        Annealing(**request_)
 
 
 def test_reverse_ais_needs_one_latent_per_image():

@@ -154,7 +154,7 @@ def annealed_estimate(vae: VAE, x: torch.Tensor, args: argparse.Namespace) -> di
     """log p(x) of the test images by forward AIS (a stochastic lower bound), with its standard error."""
     tic = time.perf_counter()
     with evaluate.progress_bar(x.shape[0] * args.ais, f"AIS, T = {args.ais}", unit="image-step") as bar:
-        estimate = annealing.ais(vae, x, args.ais, args.chains, args.leapfrog, args.seed, args.max_rows, bar.update)
+        estimate = annealing.ais(vae, x, annealing_of(args), bar.update)
     return dict(
         ais_steps=args.ais,
         ais_chains=args.chains,
@@ -166,12 +166,16 @@ def annealed_estimate(vae: VAE, x: torch.Tensor, args: argparse.Namespace) -> di
     )
 
 
+def annealing_of(args: argparse.Namespace) -> annealing.Annealing:
+    return annealing.Annealing(args.ais, args.chains, args.leapfrog, args.seed, args.max_rows)
+
+
 def sandwich(vae: VAE, args: argparse.Namespace) -> dict:
     """BDMC on images simulated from the model: forward and reverse AIS bounds on their log p(x)."""
     x, z = annealing.simulate(vae, args.images or 100, args.seed)
     tic = time.perf_counter()
     with evaluate.progress_bar(2 * x.shape[0] * args.ais, f"BDMC, T = {args.ais}", unit="image-step") as bar:
-        bounds = annealing.bdmc(vae, x, z, args.ais, args.chains, args.leapfrog, args.seed, args.max_rows, bar.update)
+        bounds = annealing.bdmc(vae, x, z, annealing_of(args), bar.update)
     return dict(
         bdmc_images=x.shape[0],
         bdmc_lower=bounds.lower.value,

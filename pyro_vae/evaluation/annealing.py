@@ -18,7 +18,7 @@ Grosse 2017). The chains start from the prior, as theirs do; the encoder is not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -32,6 +32,25 @@ from pyro_vae.evaluation.likelihood import check_support
 TARGET_ACCEPTANCE = 0.65  # HMC's step size moves towards this acceptance rate, chain by chain
 STEP_SIZE_RANGE = (1e-4, 0.5)
 MAX_STEPS, MAX_CHAINS, MAX_LEAPFROG = 1_000_000, 10_000, 100
+
+
+@dataclass(frozen=True)
+class Annealing:
+    """How AIS runs: T = `steps` intermediate distributions, `chains` chains per image, HMC moves of
+    `leapfrog` velocity-Verlet steps, the `seed` of every draw, and images in chunks of at most `max_rows`
+    (chain, image) pairs, which bounds the memory."""
+
+    steps: int = 1000
+    chains: int = 16
+    leapfrog: int = 10
+    seed: int = 0
+    max_rows: int = 8192
+
+    def __post_init__(self) -> None:
+        for name, high in (("steps", MAX_STEPS), ("chains", MAX_CHAINS), ("leapfrog", MAX_LEAPFROG), ("max_rows", 10**9)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ConfigError(f"AIS {name} must be a whole number from 1 to {high:,}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -77,51 +96,42 @@ def sigmoid_schedule(steps: int, radius: float = 4.0) -> torch.Tensor:
 def ais(
     vae: analytic.LatentVariableModel,
     x: torch.Tensor,
-    steps: int = 1000,
-    chains: int = 16,
-    leapfrog: int = 10,
-    seed: int = 0,
-    max_rows: int = 8192,
+    annealing: Annealing = Annealing(),
     progress: Callable[[int], None] | None = None,
 ) -> AnnealedEstimate:
-    """Forward AIS from the prior: a stochastic lower bound on log p(x) per image, `chains` chains per
-    image, T = `steps` intermediate distributions, HMC moves of `leapfrog` steps. Images run in chunks of
-    at most `max_rows` (chain, image) pairs; `progress(n)` is called as n images finish a step."""
-    check_request(vae, x, steps, chains, leapfrog)
-    generator = torch.Generator(device=x.device).manual_seed(seed)
+    """Forward AIS from the prior: a stochastic lower bound on log p(x) per image, run as `annealing` says;
+    `progress(n)` is called as n images finish a step."""
+    check_images(vae, x)
+    generator = torch.Generator(device=x.device).manual_seed(annealing.seed)
 
     def start(chunk: torch.Tensor, _: int) -> torch.Tensor:
-        shape = (chains, chunk.shape[0], vae.z_dim)
+        shape = (annealing.chains, chunk.shape[0], vae.z_dim)
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
 
-    betas = sigmoid_schedule(steps)
-    return _annealed(vae, x, start, betas, "lower", chains, leapfrog, generator, max_rows, progress)
+    betas = sigmoid_schedule(annealing.steps)
+    return _annealed(vae, x, start, betas, "lower", annealing, generator, progress)
 
 
 def reverse_ais(
     vae: analytic.LatentVariableModel,
     x: torch.Tensor,
     z: torch.Tensor,
-    steps: int = 1000,
-    chains: int = 16,
-    leapfrog: int = 10,
-    seed: int = 0,
-    max_rows: int = 8192,
+    annealing: Annealing = Annealing(),
     progress: Callable[[int], None] | None = None,
 ) -> AnnealedEstimate:
     """Reverse AIS from exact posterior samples z (batch, z_dim), one per image of x (on simulated data,
     the z that made x): the path run from beta = 1 to 0 estimates 1/p(x) without bias, so its negated log
     is a stochastic upper bound on log p(x). Arguments as in `ais`."""
-    check_request(vae, x, steps, chains, leapfrog)
+    check_images(vae, x)
     if z.shape != (x.shape[0], vae.z_dim):
         raise ConfigError(f"reverse AIS needs one z of size {vae.z_dim} per image, got shape {tuple(z.shape)}")
-    generator = torch.Generator(device=x.device).manual_seed(seed)
+    generator = torch.Generator(device=x.device).manual_seed(annealing.seed)
 
     def start(chunk: torch.Tensor, first: int) -> torch.Tensor:
-        return z[first : first + chunk.shape[0]].to(x.dtype).expand(chains, -1, -1).clone()
+        return z[first : first + chunk.shape[0]].to(x.dtype).expand(annealing.chains, -1, -1).clone()
 
-    betas = sigmoid_schedule(steps).flip(0)
-    return _annealed(vae, x, start, betas, "upper", chains, leapfrog, generator, max_rows, progress)
+    betas = sigmoid_schedule(annealing.steps).flip(0)
+    return _annealed(vae, x, start, betas, "upper", annealing, generator, progress)
 
 
 def simulate(vae, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,37 +149,33 @@ def bdmc(
     vae: analytic.LatentVariableModel,
     x: torch.Tensor,
     z: torch.Tensor,
-    steps: int = 1000,
-    chains: int = 16,
-    leapfrog: int = 10,
-    seed: int = 0,
-    max_rows: int = 8192,
+    annealing: Annealing = Annealing(),
     progress: Callable[[int], None] | None = None,
 ) -> Sandwich:
     """Bidirectional Monte Carlo on simulated pairs (x, z): forward AIS for the lower bound and reverse AIS
-    from z for the upper; `progress` counts both passes (2 x steps x images in all)."""
-    lower = ais(vae, x, steps, chains, leapfrog, seed, max_rows, progress)
-    upper = reverse_ais(vae, x, z, steps, chains, leapfrog, seed + 1, max_rows, progress)
+    from z for the upper (with the next seed); `progress` counts both passes (2 x steps x images in all)."""
+    lower = ais(vae, x, annealing, progress)
+    upper = reverse_ais(vae, x, z, replace(annealing, seed=annealing.seed + 1), progress)
     return Sandwich(lower, upper)
 
 
-def check_request(vae, x: torch.Tensor, steps: int, chains: int, leapfrog: int) -> None:
-    """Sizes in range, refused in one line; the images in the likelihood's support."""
-    for name, value, high in (("steps", steps, MAX_STEPS), ("chains", chains, MAX_CHAINS), ("leapfrog", leapfrog, MAX_LEAPFROG)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-            raise ConfigError(f"AIS {name} must be a whole number from 1 to {high:,}, got {value!r}")
+def check_images(vae, x: torch.Tensor) -> None:
+    """A batch of at least one image, in the likelihood's support."""
     if x.ndim < 2 or x.shape[0] == 0:
         raise ConfigError(f"AIS needs a batch of at least one image, got shape {tuple(x.shape)}")
     check_support(vae, x)
 
 
-def _annealed(vae, x, start, betas, bound, chains, leapfrog, generator, max_rows, progress) -> AnnealedEstimate:
+def _annealed(vae, x, start, betas, bound, annealing, generator, progress) -> AnnealedEstimate:
     """Run the chains of every chunk of images along `betas`; their log-weights reduced per image."""
-    images = max(1, min(x.shape[0], max_rows // chains))
+    chains = annealing.chains
+    images = max(1, min(x.shape[0], annealing.max_rows // chains))
     per_image, variance, accepted, step_sizes = [], [], 0.0, []
     for first in range(0, x.shape[0], images):
         chunk = x[first : first + images]
-        log_w, acceptance, step = _anneal_chunk(vae, chunk, start(chunk, first), betas, leapfrog, generator, progress)
+        log_w, acceptance, step = _anneal_chunk(
+            vae, chunk, start(chunk, first), betas, annealing.leapfrog, generator, progress
+        )
         sign = 1.0 if bound == "lower" else -1.0
         per_image.append(sign * analytic.log_mean_exp(log_w))
         variance.append(importance.jackknife_variance(log_w))

@@ -78,7 +78,7 @@ class TrainedRun:
         """Test log p(x) on the first `images` test images by annealed importance sampling from the prior
         (`evaluation.annealing.ais`): a stochastic lower bound much tighter than `evaluate`'s at large `steps`."""
         x, _ = self.test_data().first_test(images)
-        return annealing.ais(self.vae, x, steps, chains, seed=seed)
+        return annealing.ais(self.vae, x, annealing.Annealing(steps, chains, seed=seed))
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
         """n images from the model: decoder means of prior samples, shape (n, pixels)."""
