@@ -5,12 +5,13 @@ class PyroVAEError(Exception):
     """Base class: the message says what was wrong and what to do."""
 
 
-class DataError(PyroVAEError):
+class DataError(PyroVAEError, ValueError):
     """A dataset is missing, corrupt, unknown, or outside the likelihood's support."""
 
 
-class ConfigError(PyroVAEError):
-    """A flag or configuration value is invalid, or flags do not fit together."""
+class ConfigError(PyroVAEError, ValueError):
+    """A flag, configuration value or argument is invalid, or they do not fit together (a ValueError, as
+    Python's own functions raise for a bad value)."""
 
 
 def os_error_line(error: OSError) -> str:

@@ -102,6 +102,37 @@ def test_load_run_gives_back_the_trained_model(trained):
     assert annealed.value == run.ais(steps=20, chains=4, images=10).value  # the seed fixes every draw
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda run: run.sample(-1), "n must be a whole number from 1"),
+        (lambda run: run.sample(10**12), "n must be a whole number from 1 to 10,000"),
+        (lambda run: run.sample(3, seed=1.5), "seed must be a whole number"),
+        (lambda run: run.sample(3, seed=2**64), "seed must be a whole number from 0 to"),
+        (lambda run: run.reconstruct([10**9]), "test_indices[0] must be a whole number from 0 to 999"),
+        (lambda run: run.reconstruct([-1]), "test_indices[0] must be a whole number from 0"),
+        (lambda run: run.reconstruct([]), "non-empty list"),
+        (lambda run: run.reconstruct([1.5]), "test_indices[0] must be a whole number"),
+        (lambda run: run.reconstruct(None), "non-empty list"),
+        (lambda run: run.interpolate(0, 10**9), "b must be a whole number"),
+        (lambda run: run.interpolate(0.5, 1), "a must be a whole number"),
+        (lambda run: run.interpolate(0, 1, steps=-1), "steps must be a whole number from 2"),
+        (lambda run: run.interpolate(0, 1, steps=10**10), "steps must be a whole number from 2 to 1,000"),
+        (lambda run: run.evaluate(samples=2, images=0), "images must be a whole number from 1 to 1,000"),
+        (lambda run: run.evaluate(images=-1), "images must be a whole number"),
+        (lambda run: run.evaluate(samples=10**9), "samples must be a whole number from 1 to 1,000,000"),
+        (lambda run: run.ais(steps=0), "AIS steps must be a whole number"),
+    ],
+)
+def test_a_trained_run_refuses_bad_arguments_in_one_line(trained, call, message):
+    """The API's own bounds (the command line's): a ValueError with one line naming the argument, never an
+    allocator error, a wrapped negative index or a run of days."""
+    run = pyro_vae.load_run(trained)
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        call(run)
+    assert isinstance(raised.value, ConfigError) and "\n" not in str(raised.value)
+
+
 def test_load_run_of_an_interrupted_run_says_it_is_not_finished(trained, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()

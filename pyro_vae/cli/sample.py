@@ -13,7 +13,7 @@ import torch
 from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.evaluation import plots
-from pyro_vae.training.trained_run import load_run
+from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Draw what `args` asks for; returns the files written."""
-    if not 0 <= args.prior <= 10_000 or not 2 <= args.steps <= 1_000:
+    if not 0 <= args.prior <= MAX_PICTURES or not 2 <= args.steps <= MAX_PATH_STEPS:
         raise ConfigError(
-            f"--prior must be from 0 to 10000 and --steps from 2 to 1000, got {args.prior} and {args.steps}"
+            f"--prior must be from 0 to {MAX_PICTURES} and --steps from 2 to {MAX_PATH_STEPS}, "
+            f"got {args.prior} and {args.steps}"
         )
     trained = load_run(args.run, "cuda" if args.cuda else "cpu", args.data_dir)
-    shape = (28, 28)
+    shape = trained.config.model.shape
     count = trained.test_images().shape[0]
     chosen = args.reconstruct + (args.interpolate or [])
     if any(not 0 <= i < count for i in chosen):

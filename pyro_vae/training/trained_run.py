@@ -29,6 +29,17 @@ from pyro_vae.training.build import load_training_data
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.resume import load_run_checkpoint, resumed_config
 
+MAX_PICTURES, MAX_PATH_STEPS = 10_000, 1_000  # prior samples and interpolation images per call
+MAX_IMPORTANCE_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"]
+SEEDS = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def whole_number(name: str, value: object, low: int, high: int) -> int:
+    """`value` if it is a whole number in [low, high], else a one-line ConfigError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+    return value
+
 
 @dataclass
 class Evaluation:
@@ -68,7 +79,9 @@ class TrainedRun:
     def evaluate(self, samples: int = 1000, images: int | None = None, seed: int = 0) -> Evaluation:
         """Test negative ELBO (exact KL where it exists) and importance-sampled log p(x) with `samples`
         per image, on the first `images` test images (all by default)."""
-        x, rows = self.test_data().first_test(images)
+        whole_number("samples", samples, 1, MAX_IMPORTANCE_SAMPLES)
+        whole_number("seed", seed, *SEEDS)
+        x, rows = self.test_data().first_test(self._count(images))
         return Evaluation(
             evaluate.negative_elbo(self.vae, x, seed=seed, rows=rows),
             evaluate.log_likelihood(self.vae, x, samples, seed=seed, rows=rows),
@@ -77,26 +90,39 @@ class TrainedRun:
     def ais(self, steps: int = 1000, chains: int = 16, images: int | None = None, seed: int = 0) -> AnnealedEstimate:
         """Test log p(x) on the first `images` test images by annealed importance sampling from the prior
         (`evaluation.annealing.ais`): a stochastic lower bound much tighter than `evaluate`'s at large `steps`."""
-        x, _ = self.test_data().first_test(images)
+        x, _ = self.test_data().first_test(self._count(images))
         return annealing.ais(self.vae, x, annealing.Annealing(steps, chains, seed=seed))
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
         """n images from the model: decoder means of prior samples, shape (n, pixels)."""
+        n, seed = whole_number("n", n, 1, MAX_PICTURES), whole_number("seed", seed, *SEEDS)
         return sampling.prior_samples(self.vae, n, seed, self.device)
 
     def reconstruct(self, test_indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images `test_indices` and their reconstructions (decoder mean at q's location)."""
-        x, rows = self._pick(torch.as_tensor(test_indices, device=self.device))
+        if not isinstance(test_indices, (list, tuple)) or not test_indices:
+            raise ConfigError(f"test_indices must be a non-empty list of test image numbers, got {test_indices!r}")
+        x, rows = self._pick([self._position(f"test_indices[{k}]", i) for k, i in enumerate(test_indices)])
         return x, sampling.reconstructions(self.vae, x, rows)
 
     def interpolate(self, a: int, b: int, steps: int = 10) -> torch.Tensor:
         """Decoder means along the straight latent line from test image a's q location to b's."""
-        return sampling.interpolation(self.vae, *self._pick(torch.tensor([a, b], device=self.device)), steps)
+        steps = whole_number("steps", steps, 2, MAX_PATH_STEPS)
+        ends = self._pick([self._position("a", a), self._position("b", b)])
+        return sampling.interpolation(self.vae, *ends, steps)
 
-    def _pick(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _count(self, images: int | None) -> int | None:
+        """`images` checked against the test split's size (None: all of them)."""
+        return None if images is None else whole_number("images", images, 1, self.test_images().shape[0])
+
+    def _position(self, name: str, index: object) -> int:
+        """A test image's number, checked: 0 to the split's size - 1 (negative numbers do not wrap)."""
+        return whole_number(name, index, 0, self.test_images().shape[0] - 1)
+
+    def _pick(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The test images at `positions` and their rows (None without rows)."""
-        dataset = self.test_data()
-        return dataset.test[positions], None if dataset.test_rows is None else dataset.test_rows[positions]
+        dataset, chosen = self.test_data(), torch.tensor(positions, device=self.device)
+        return dataset.test[chosen], None if dataset.test_rows is None else dataset.test_rows[chosen]
 
 
 def load_run(
