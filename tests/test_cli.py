@@ -356,3 +356,19 @@ def test_a_mistyped_flag_is_one_line_with_the_flag_it_resembles(command, capsys)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
     assert "unrecognized arguments: --seeed 1 (did you mean --seed" in err and err.endswith("--help\n")
+
+
+def test_evaluate_refuses_a_model_with_absurd_weights_before_printing_a_number(tmp_path, capsys):
+    """Decoder weights of 1e38 (finite, checksum true): one line and exit 2, never `log p(x) nan`."""
+    from pyro_vae.cli.evaluate import main as evaluate_main
+
+    out = tmp_path / "run"
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    state = checkpoints.load(out / "checkpoint.pt")
+    for name, value in state.model_state.items():
+        if name.startswith("decoder") and name.endswith("weight"):
+            value.fill_(1e38)
+    checkpoints.save(out / "checkpoint.pt", state)
+    assert evaluate_main([str(out), "--samples", "10"]) == 2
+    captured = capsys.readouterr()
+    assert "weights are damaged or out of any sensible range" in captured.err and "nan" not in captured.out

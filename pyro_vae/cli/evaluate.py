@@ -94,6 +94,7 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     trained = load_run(args.run, device, args.data_dir)
     vae = trained.vae
     x, rows = trained.test_data().first_test(args.images)
+    evaluate.check_finite_model(vae, x, rows)
     if args.amortization_gap and rows is not None:
         raise ConfigError(
             "--amortization-gap compares an encoder with per-image fits; this run's guide is already local"
