@@ -304,3 +304,21 @@ def test_ctrl_c_outside_the_training_loop_and_a_second_ctrl_c_say_what_happened(
     monkeypatch.setattr(train_module, "train_epoch", pressed_twice)
     assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "b")]) == 130
     assert "interrupted at once (second Ctrl-C)" in capsys.readouterr().err
+
+
+def test_a_resume_whose_checkpoint_changed_before_it_took_the_lock_is_refused(tmp_path):
+    """A resume reads the checkpoint, then claims the folder; if another process trained the run further in
+    between (and let go of the lock), the resume stops in one line instead of retraining from a stale epoch."""
+    from dataclasses import replace
+
+    import pyro_vae
+    from pyro_vae.training.resume import resumed_config
+
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
+    stale = load_run_checkpoint(out)
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 0  # the other process
+    config = replace(resumed_config(stale, {"epochs": 3}), out=str(out))
+    with pytest.raises(ConfigError, match="changed while this resume started"):
+        pyro_vae.train(config, progress=False, checkpoint=stale)
+    assert len(load_run_checkpoint(out).progress.metrics) == 2  # nothing rewritten

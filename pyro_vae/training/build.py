@@ -26,6 +26,7 @@ from pyro_vae.core.parts import Parts, check_parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
 from pyro_vae.threads import usable_cores, use_threads
+from pyro_vae.training import checkpoints
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.generators import rank_seed, rng_states, set_rng_states
 from pyro_vae.training.optimizer import SVIOptimizer
@@ -235,6 +236,7 @@ def resumed_folder(
     folder.claim(world)  # before touching anything: another process may be writing this folder
     folder.remove_stale_temporaries()
     try:
+        check_unchanged(folder.checkpoint_path, checkpoint)
         state = restore(checkpoint, vae, optimizer, world, config.seed, log)
         if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
             raise ConfigError(
@@ -247,6 +249,17 @@ def resumed_folder(
         folder.close()
         raise
     return folder, state
+
+
+def check_unchanged(path: Path, read: TrainState) -> None:
+    """The checkpoint read before the folder was claimed is still the folder's: another process that was
+    training there when the resume started may have finished since, writing later epochs."""
+    epoch, step = checkpoints.position(path)
+    if (epoch, step) != (read.progress.epoch, read.progress.step):
+        raise ConfigError(
+            f"{path} changed while this resume started (it was at step {read.progress.step}, it is now at "
+            f"step {step}): another process was training this run; resume it again if it is unfinished"
+        )
 
 
 def restore(

@@ -59,6 +59,17 @@ def load(path: Path, parts: Parts = Parts()) -> TrainState:
     return TrainState.from_dict(body, path, parts)
 
 
+def position(path: Path) -> tuple[object, object]:
+    """(epoch, step) of the checkpoint in `path`, read safely but without checking the rest: enough to see
+    whether it changed since it was loaded."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    body = unpickle(payload(raw, path), path)
+    return (body.get("epoch"), body.get("step")) if isinstance(body, dict) else (None, None)
+
+
 def payload(raw: bytes, path: Path) -> bytes:
     """The payload of a checkpoint file's bytes, once its length and SHA-256 match its header's."""
     if raw.startswith(b"PK\x03\x04"):  # format 1: torch's zip file, no header (check() requires format_version 1)
