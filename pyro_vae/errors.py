@@ -14,6 +14,11 @@ class ConfigError(PyroVAEError, ValueError):
     Python's own functions raise for a bad value)."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument of the wrong kind, such as a string where a TrainConfig belongs (a TypeError, as Python's
+    own functions raise)."""
+
+
 def os_error_line(error: OSError) -> str:
     """One line for a failed read or write (a full or read-only disk, a missing permission): what, where."""
     where = f" {error.filename}" if error.filename else ""

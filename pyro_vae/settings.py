@@ -37,7 +37,7 @@ def _checked(value: Any, hint: Any, where: str) -> Any:
     if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
         return tuple(value)
     if kind is float and (_is_int(value) or isinstance(value, float)):
-        return float(value)
+        return value if abs(value) > 1e308 else float(value)  # a huge int stays as it is: its range check says so
     if (kind is int and _is_int(value)) or (kind in (bool, str) and isinstance(value, kind)):
         return value
     expected = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(

@@ -263,3 +263,25 @@ def test_latent_plot_names_fashion_classes_and_draws_unlabelled_data_without_war
             Dataset("fashion-mnist", images, images, None, None).class_names,
         )
     assert (tmp_path / "unlabelled.png").stat().st_size > 0 and (tmp_path / "fashion.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "call, kind, message",
+    [
+        (lambda: pyro_vae.TrainConfig.from_dict({"lr": 10**400}), ValueError, "lr must be a number in (0, 10]"),
+        (lambda: pyro_vae.TrainConfig(model="x"), TypeError, "model must be a ModelConfig"),
+        (lambda: pyro_vae.train("not a config"), TypeError, "train() needs a TrainConfig, got str"),
+        (lambda: pyro_vae.train(pyro_vae.TrainConfig(), checkpoint={}), TypeError, "checkpoint must be a TrainState"),
+        (lambda: pyro_vae.TrainConfig(epochs=float("nan")), ValueError, "epochs must be"),
+    ],
+)
+def test_the_api_refuses_values_of_the_wrong_kind_or_range_in_one_line(call, kind, message):
+    with pytest.raises(kind, match=re.escape(message)) as raised:
+        call()
+    assert isinstance(raised.value, ConfigError) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("device", ["bogus", "meta", 3.5])
+def test_load_run_refuses_a_device_it_cannot_use(trained, device):
+    with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+        pyro_vae.load_run(trained, device=device)

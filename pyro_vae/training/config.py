@@ -12,7 +12,7 @@ from pathlib import Path
 from pyro_vae import data
 from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSITY, SCORE_FUNCTION
 from pyro_vae.core.model import ModelConfig
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.settings import check_declared, declared, flag_of, from_values, setting
 from pyro_vae.training.schedule import LR_SCHEDULES
 
@@ -143,6 +143,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
             object.__setattr__(self, "model", from_values(ModelConfig, self.model, "model"))
+        if not isinstance(self.model, ModelConfig):
+            raise ConfigTypeError(f"model must be a ModelConfig (or a dict of its settings), got {self.model!r}")
         check_declared(self)
         if self.lr_schedule == "paper" and self.lr_final is not None:
             raise ConfigError(

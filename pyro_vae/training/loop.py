@@ -29,7 +29,7 @@ from torch import nn
 from pyro_vae import data as data_module
 from pyro_vae.core.parts import PART_NAMES, Parts
 from pyro_vae.distributed import World
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training import report
 from pyro_vae.training.build import Run, TrainingError, build_run, resolve_device
@@ -79,6 +79,12 @@ def train(
     rank calls this; rank 0 writes the folder and prints. `summary.json` is written last, so a folder
     without it is an unfinished run.
     """
+    if not isinstance(config, TrainConfig):
+        raise ConfigTypeError(f"train() needs a TrainConfig, got {type(config).__name__} {config!r:.60}")
+    if checkpoint is not None and not isinstance(checkpoint, TrainState):
+        raise ConfigTypeError(
+            f"checkpoint must be a TrainState (resume.load_run_checkpoint(folder)), got {type(checkpoint).__name__}"
+        )
     resolve_device(config.cuda)
     parts, images = Parts(encoder, decoder, guide), user_images(data)
     if images is not None:

@@ -125,6 +125,17 @@ class TrainedRun:
         return dataset.test[chosen], None if dataset.test_rows is None else dataset.test_rows[chosen]
 
 
+def checked_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device if it is the CPU or a CUDA GPU, else a one-line error."""
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r} ({error})") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return chosen
+
+
 def load_run(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -139,7 +150,7 @@ def load_run(
     `device` in eval mode; `data_dir` if the run's data has moved. A run trained on your own images or
     modules needs them again: `data` (for its test images), `encoder`, `decoder`, `guide` (new instances of
     the same classes; the checkpoint's weights are loaded into them)."""
-    path, parts = Path(path), Parts(encoder, decoder, guide)
+    path, parts, device = Path(path), Parts(encoder, decoder, guide), checked_device(device)
     checkpoint = load_run_checkpoint(path, use="load", parts=parts)
     config = resumed_config(checkpoint, {})
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
