@@ -172,6 +172,7 @@ def poisoned_loss(bad_step: int):
     return build
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")  # the NaN is the test's own
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=20))  # in epoch 2 of 16 steps
     out = tmp_path / "run"
@@ -183,6 +184,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
     assert not (out / "summary.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")  # the NaN is the test's own
 def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=20))
     out = tmp_path / "run"
@@ -221,6 +223,7 @@ def test_resume_removes_the_temporary_file_of_an_interrupted_write(tmp_path):
     assert not stale.exists() and load_run_checkpoint(out).progress.epoch == 2
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")  # the NaN is the test's own
 def test_the_stop_message_says_no_checkpoint_exists_yet_and_names_the_rate_in_force(tmp_path, capsys, monkeypatch):
     """A NaN in epoch 1 (16 steps) comes before the first checkpoint; with --lr-final the rate in force is
     not --lr."""
