@@ -372,3 +372,36 @@ def test_evaluate_refuses_a_model_with_absurd_weights_before_printing_a_number(t
     assert evaluate_main([str(out), "--samples", "10"]) == 2
     captured = capsys.readouterr()
     assert "weights are damaged or out of any sensible range" in captured.err and "nan" not in captured.out
+
+
+@pytest.mark.parametrize("out", ["/dev/null", "/proc/x", "long"])
+def test_sample_refuses_an_out_that_cannot_be_a_folder_in_one_line(tmp_path, capsys, out):
+    from pyro_vae.cli.sample import main as sample_main
+
+    run = tmp_path / "run"
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    out = str(tmp_path / ("a" * 300)) if out == "long" else out
+    capsys.readouterr()
+    assert sample_main([str(run), "--out", out, "--prior", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot make the picture folder") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample", "compare"])
+def test_ctrl_c_in_the_other_commands_is_one_line_and_exit_130(command, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    module = importlib.import_module(f"pyro_vae.cli.{command}")
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if command == "compare":
+        monkeypatch.setattr(module.compare, "load_data", pressed)
+        argv = ["--out", str(tmp_path / "c")]
+    else:
+        monkeypatch.setattr(module, "load_run", pressed)
+        argv = [str(tmp_path)]
+    assert module.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted (Ctrl-C)") and "Traceback" not in err and err.count("\n") == 1

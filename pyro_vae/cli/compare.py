@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except PyroVAEError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before the report was written; run the command again", file=sys.stderr)
+        return 130
     command = "python scripts/compare_estimators.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     report = compare.markdown_report(variance, ratios, timing, summary)
     header = (

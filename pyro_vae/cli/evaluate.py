@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {world_prefix(world)}{line}", file=sys.stderr)
         world.close(finished=False)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); no evaluation was written", file=sys.stderr)
+        world.close(finished=False)
+        return 130
     world.close(finished=True)
     if not world.is_main:
         return 0

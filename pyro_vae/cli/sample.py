@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae.cli.parser import Parser
-from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, load_run
 
@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     if any(not 0 <= i < count for i in chosen):
         raise ConfigError(f"test images are numbered 0 to {count - 1}; got {chosen}")
     out = Path(args.out) if args.out else Path(args.run) / "samples"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot make the picture folder {out}: {error.strerror or error}; choose another --out"
+        ) from None
     written = []
     if args.prior:
         rows = max(1, round(args.prior**0.5))
@@ -104,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     except PyroVAEError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full, read-only or unusable --out
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); pictures already written are kept", file=sys.stderr)
+        return 130
     for path in written:
         print(path)
     return 0
