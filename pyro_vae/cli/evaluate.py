@@ -22,10 +22,7 @@ from pyro_vae.evaluation import annealing, posterior
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.threads import use_threads
 from pyro_vae.training.build import resolve_device
-from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.trained_run import load_run
-
-MAX_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"]  # the same bound as --eval-samples
+from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,9 +189,9 @@ def check_arguments(args: argparse.Namespace, world: World) -> None:
     """Sizes in range, and the combinations that cannot run, refused in one line."""
     if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
         raise ConfigError("--samples, --images and --max-rows must be at least 1")
-    if args.samples > MAX_SAMPLES or args.max_rows > 100_000_000:
+    if args.samples > MAX_IMPORTANCE_SAMPLES or args.max_rows > 100_000_000:
         raise ConfigError(
-            f"--samples must be at most {MAX_SAMPLES:,} and --max-rows at most 100,000,000 "
+            f"--samples must be at most {MAX_IMPORTANCE_SAMPLES:,} and --max-rows at most 100,000,000 "
             f"(got {args.samples:,}, {args.max_rows:,}); a larger K would run for days"
         )
     if args.amortization_gap < 0:
