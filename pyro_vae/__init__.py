@@ -7,7 +7,7 @@
     run.evaluate(samples=1000); run.sample(16); run.reconstruct([0, 1]); run.interpolate(0, 1)
 
 Your own parts: `train(config, data=(train, test), encoder=..., decoder=...)` or `guide=...`; see
-`core.parts` and `core.guides.Guide`, and the README's "Your own model and data".
+`core.parts` and `core.guides.Guide`, and docs/own-model.md.
 
 The package follows the flow: `core` (math, networks, guides, model, estimators) -> `data` ->
 `evaluation` -> `training` (config, build, step, epoch, loop, state, checkpoints) -> `experiments` -> `cli`.

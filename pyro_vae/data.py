@@ -73,6 +73,7 @@ class Dataset:
 
     @property
     def x_dim(self) -> int:
+        """Pixels per image, the length of each row of `train` and `test`."""
         return self.train.shape[1]
 
     @property
@@ -86,6 +87,7 @@ class Dataset:
         return all(bool(((t == 0) | (t == 1)).all()) for t in (self.train, self.test))
 
     def to(self, device: torch.device | str) -> "Dataset":
+        """The same dataset with every tensor on `device`."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(
             self,
@@ -130,12 +132,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     if name == "default":
         return load_default()
     if data_dir is not None and not str(data_dir).strip():  # Path("") is the current folder: never meant
-        raise DataError("--data-dir is empty; name the folder that holds the data (or leave the flag out)")
+        raise DataError("@data_dir is empty; name the folder that holds the data (or leave it unset)")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if data_dir is not None and not root.is_dir():
         raise DataError(
-            f"data directory {root} does not exist; pass an existing folder to --data-dir "
-            f"(it should hold {_layout_hint(name)}), or use --dataset default, which needs no files"
+            f"data directory {root} does not exist; pass an existing folder to @data_dir "
+            f"(it should hold {_layout_hint(name)}), or use @dataset default, which needs no files"
         )
     if name == "binarized-mnist":
         return load_binarized_mnist(root)
@@ -212,8 +214,8 @@ def load_binarized_mnist(root: Path) -> Dataset:
         raise DataError(
             f"binarized-mnist files not found in {folder}: expected {', '.join(missing)} "
             "(or the same names with .gz). pyro-vae cannot download them; put the Larochelle-Murray "
-            "files there, point --data-dir (or $PYRO_VAE_DATA) at their parent folder, "
-            "or use --dataset default, which needs no files"
+            "files there, point @data_dir (or $PYRO_VAE_DATA) at their parent folder, "
+            "or use @dataset default, which needs no files"
         )
     train, test = (torch.from_numpy(_read_amat(paths[s]).astype(np.float32)) for s in ("train", "test"))
     valid = _find(folder, _VALID_AMAT)
@@ -258,7 +260,7 @@ def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Datas
     n = dataset.train.shape[0]
     if not 0 < count < n:
         raise DataError(
-            f"--validation {count}: hold out from 1 to {n - 1} of the {n} training images of "
+            f"@validation {count}: hold out from 1 to {n - 1} of the {n} training images of "
             f"{dataset.name}, or 0 for none"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -428,6 +430,6 @@ def _download_with_torchvision(name: str, root: Path) -> None:
         expected = ", ".join(f"{f}.gz" for split in _IDX_FILES.values() for f in split)
         raise DataError(
             f"{name} files not found in {raw}, and downloading them failed ({type(error).__name__}: is the network reachable?); "
-            f"expected {expected} there: put them there, point --data-dir or ${DATA_DIR_ENV} at a folder "
-            "holding them, or train offline with --dataset default"
+            f"expected {expected} there: put them there, point @data_dir or ${DATA_DIR_ENV} at a folder "
+            "holding them, or train offline with @dataset default"
         ) from None

@@ -1,8 +1,24 @@
-"""Errors a user can act on: the command line prints their message and exits 2, no traceback."""
+"""Errors a user can act on: the command line prints their message and exits 2, no traceback.
+
+A message names a setting as @name, its config field (`@kl_warmup`): from Python it reads `kl_warmup`, and
+the command line writes the setting's flag there instead (`--kl-warmup`), so each reader is told what to change
+in the words they used."""
+
+import re
+from typing import Callable
+
+FIELD = re.compile(r"(?<![\w/.@-])@([a-z][a-z0-9_]*)")
 
 
 class PyroVAEError(Exception):
     """Base class: the message says what was wrong and what to do."""
+
+    def __str__(self) -> str:
+        return self.naming(lambda name: name)
+
+    def naming(self, setting: Callable[[str], str]) -> str:
+        """The message with each setting marked @name written as `setting(name)`."""
+        return FIELD.sub(lambda match: setting(match.group(1)), super().__str__())
 
 
 class DataError(PyroVAEError, ValueError):

@@ -28,16 +28,29 @@ SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 def readme_quick_start() -> str:
     """The Python block under the README's "Python quick start" heading."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("### Python quick start", 1)[1]
+    section = text.split("## Python quick start", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
+def test_readme_quick_start_runs_as_written_and_again(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    exec(compile(readme_quick_start(), "README.md", "exec"), {})
-    run = pyro_vae.load_run(tmp_path / "runs" / "quickstart")
-    assert run.finished and len(run.metrics) == run.config.epochs
-    assert not run.vae.training and capsys.readouterr().out.strip()
+    for _ in range(2):  # a second run makes a second folder; nothing is refused or overwritten
+        exec(compile(readme_quick_start(), "README.md", "exec"), {})
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        run = pyro_vae.load_run(folder)
+        assert run.finished and len(run.metrics) == run.config.epochs
+        assert not run.vae.training
+    assert capsys.readouterr().out.strip()
+
+
+def test_an_occupied_out_is_refused_naming_the_config_field(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"^out names .*taken, which already exists and is not empty"):
+        pyro_vae.train(TrainConfig(epochs=1, out=str(tmp_path / "taken")), progress=False)
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
 def test_the_package_exposes_what_a_user_needs():
@@ -285,3 +298,22 @@ def test_the_api_refuses_values_of_the_wrong_kind_or_range_in_one_line(call, kin
 def test_load_run_refuses_a_device_it_cannot_use(trained, device):
     with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
         pyro_vae.load_run(trained, device=device)
+
+
+@pytest.mark.parametrize(
+    "make, python_words, flag_words",
+    [
+        (lambda: TrainConfig(estimator="iwae", beta=0.5), "leave beta at 1 and kl_warmup at 0",
+         "leave --beta at 1 and --kl-warmup at 0"),
+        (lambda: TrainConfig(lr_schedule="paper", lr_final=1e-4), "leave out lr_final", "leave out --lr-final"),
+        (lambda: ModelConfig(learn_sigma=True), "learn_sigma applies only to likelihood gaussian",
+         "--learn-sigma applies only to --likelihood gaussian"),
+    ],
+)  # fmt: skip
+def test_library_errors_name_config_fields_and_the_command_line_names_flags(make, python_words, flag_words):
+    from pyro_vae.cli.arguments import with_flags
+
+    with pytest.raises(ConfigError) as error:
+        make()
+    assert python_words in str(error.value) and "--" not in str(error.value) and "@" not in str(error.value)
+    assert flag_words in with_flags(error.value)

@@ -66,7 +66,7 @@ def tiny_sweep(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 def test_a_point_folder_of_another_run_is_refused(tiny_sweep):
     out, _ = tiny_sweep
-    with pytest.raises(ConfigError, match="--lr"):
+    with pytest.raises(ConfigError, match=r"cannot resume with settings that differ from the run's: lr \(run: "):
         beta_sweep.sweep(beta_sweep.SweepConfig(**{**TINY.__dict__, "lr": 0.01}), out, log=lambda line: None)
 
 

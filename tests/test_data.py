@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pyro_vae import data
+from pyro_vae.cli.arguments import with_flags
 from pyro_vae.errors import DataError
 
 
@@ -125,7 +126,8 @@ def test_missing_files_name_what_was_expected(tmp_path, monkeypatch):
         data.load_dataset("mnist", tmp_path)
     message = str(error.value)
     assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "MNIST" / "raw") in message
-    assert "--dataset default" in message and "\n" not in message
+    assert "train offline with dataset default" in message and "\n" not in message  # the field, from Python
+    assert "train offline with --dataset default" in with_flags(error.value)  # the flag, on the command line
     assert list(tmp_path.iterdir()) == []  # the failed attempt left no empty MNIST/raw behind
 
 
@@ -203,6 +205,6 @@ def test_an_unreadable_file_is_a_permission_error_not_corruption(fake_mnist, mon
 
 def test_an_empty_data_dir_is_refused_not_taken_as_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match="--data-dir is empty"):
+    with pytest.raises(DataError, match="^data_dir is empty"):
         data.load_dataset("mnist", "")
     assert not (tmp_path / "MNIST").exists()

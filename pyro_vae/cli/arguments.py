@@ -65,8 +65,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def with_flags(error: PyroVAEError) -> str:
-    """The error's message, a field named at its start replaced by the field's flag."""
-    message = str(error)
+    """The error's message with the settings it names written as flags: each @name, and a field named at
+    the start of a SettingError."""
+    message = error.naming(flag_name)
     if isinstance(error, SettingError) and message.startswith(error.name):
         return flag_name(error.name) + message[len(error.name) :]
     return message

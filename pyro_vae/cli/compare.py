@@ -18,6 +18,7 @@ from dataclasses import asdict
 import torch
 
 from pyro_vae import data, files
+from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         timing = compare.time_steps(config, dataset)
         summary = compare.curve_summary(curves, config.estimators)
     except PyroVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C) before the report was written; run the command again", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import files
+from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import SINGLE, World, world_prefix
@@ -244,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(args.cuda)
         world = World.from_environment(args.cuda)
     except PyroVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2
     try:
         result = run(args, world)
     except (PyroVAEError, OSError) as error:
-        line = os_error_line(error) if isinstance(error, OSError) else str(error)
+        line = os_error_line(error) if isinstance(error, OSError) else with_flags(error)
         print(f"error: {world_prefix(world)}{line}", file=sys.stderr)
         world.close(finished=False)
         return 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = run(args)
     except PyroVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # a full, read-only or unusable --out
         print(f"error: {os_error_line(error)}", file=sys.stderr)

@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict
 
 from pyro_vae import data, files
+from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import LIKELIHOODS, ModelConfig
 from pyro_vae.errors import PyroVAEError, os_error_line
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"beta sweep on {config.dataset}: {len(config.points())} models of {config.epochs} epochs; writing {out}")
         points = beta_sweep.sweep(config, out, log)
     except PyroVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"error: {os_error_line(error)}; each model's folder keeps its last complete checkpoint", file=sys.stderr)

@@ -138,7 +138,7 @@ def build_elbo(name: str, num_particles: int = 1, copies: int = 1, ciwae_beta: f
     if name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
     if num_particles < 1 or copies < 1:
-        raise ConfigError(f"--num-particles and --iwae-copies must be at least 1, got {num_particles}, {copies}")
+        raise ConfigError(f"@num_particles and @iwae_copies must be at least 1, got {num_particles}, {copies}")
     options = dict(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
     if name.startswith("jit-"):
         options["ignore_jit_warnings"] = True

@@ -88,9 +88,9 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         check_declared(self)
         if self.learn_sigma and self.likelihood != "gaussian":
-            raise ConfigError("--learn-sigma applies only to --likelihood gaussian")
+            raise ConfigError("@learn_sigma applies only to @likelihood gaussian")
         if self.guide == "flow" and self.network == "mlp" and not self.hidden and not self.user_parts:
-            raise ConfigError("the flow guide conditions on the encoder's hidden layer; give --hidden")
+            raise ConfigError("the flow guide conditions on the encoder's hidden layer; give @hidden")
         self._check_image_shape()
 
     def _check_image_shape(self) -> None:
@@ -99,10 +99,10 @@ class ModelConfig:
             raise ConfigError(f"image shape {self.image_shape} does not hold x_dim = {self.x_dim} pixels")
         if self.network == "conv" and self.image_shape:  # () until training sets it from the data
             if len(self.image_shape) not in (2, 3):
-                raise ConfigError(f"--network conv needs images of shape (H, W) or (C, H, W), got {self.shape}")
+                raise ConfigError(f"@network conv needs images of shape (H, W) or (C, H, W), got {self.shape}")
             if not 1 <= len(self.channels) <= 8 or min(self.image_shape[-2:]) < 2 ** len(self.channels):
                 raise ConfigError(
-                    f"--network conv halves the image once per entry of --channels {self.channels}: "
+                    f"@network conv halves the image once per entry of @channels {self.channels}: "
                     f"{len(self.channels)} halvings need sides of at least {2 ** len(self.channels)} pixels, "
                     f"and the images are {self.shape}"
                 )
@@ -140,6 +140,7 @@ class VAE(nn.Module):
 
     @property
     def sigma(self) -> torch.Tensor:
+        """The Gaussian likelihood's pixel noise sigma = exp(log_sigma) (fixed, or learned with learn_sigma)."""
         return self.log_sigma.exp()
 
     @torch.no_grad()
@@ -147,12 +148,13 @@ class VAE(nn.Module):
         """Start the decoder's output bias at b = logit(clip(mean of the training images, 0.001, 0.999)), so
         that from the first step p(x|z) is the mean training image's Bernoulli (as the IWAE authors' code)."""
         if not hasattr(self.decoder, "output_bias"):
-            raise ConfigError("--init-output-bias sets the built-in decoders' bias per pixel; your decoder has none")
+            raise ConfigError("@init_output_bias sets the built-in decoders' bias per pixel; your decoder has none")
         mean = train_images.reshape(-1, self.config.x_dim).float().mean(0).clamp(1e-3, 1 - 1e-3)
         self.decoder.output_bias.copy_(torch.logit(mean))
 
     @property
     def z_dim(self) -> int:
+        """The size of the latent z."""
         return self.config.z_dim
 
     @property
@@ -249,7 +251,7 @@ def build_decoder(config: ModelConfig) -> nn.Module:
     """The built-in decoder: the MLP mirroring the encoder, or the transposed convolutions."""
     if config.network == "conv":
         if not config.image_shape:
-            raise ConfigError("--network conv needs the images' shape: ModelConfig(image_shape=(C, H, W) or (H, W))")
+            raise ConfigError("@network conv needs the images' shape: ModelConfig(image_shape=(C, H, W) or (H, W))")
         return ConvDecoder(config.z_dim, config.image_shape, config.channels, config.activation)
     return Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
 
@@ -264,7 +266,7 @@ def build_q(config: ModelConfig, encoder: nn.Module | None, guide: nn.Module | N
     if encoder is not None:
         if config.guide != "diagonal":
             raise ConfigError(
-                f"your encoder gives (loc, scale): it makes the diagonal guide, not --guide {config.guide}; "
+                f"your encoder gives (loc, scale): it makes the diagonal guide, not @guide {config.guide}; "
                 "for another family write a guide (guides.Guide) and pass guide=..."
             )
         return guides.DiagonalNormal(parts.ImageEncoder(encoder, config.shape, config.z_dim))

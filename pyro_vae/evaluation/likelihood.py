@@ -197,7 +197,7 @@ def _check_request(vae: analytic.LatentVariableModel, num_samples: int, proposal
         raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
     if proposal == "guide" and getattr(vae, "is_point_mass", False):
         raise ConfigError(
-            "this VAE's guide is a point mass (--guide delta), which has no density to "
+            "this VAE's guide is a point mass (@guide delta), which has no density to "
             "importance-sample log p(x) with; use the proposal prior (a naive estimate) or a VAE"
         )
 

@@ -62,7 +62,7 @@ def animation(
     )
 
 
-def loss_curve(metrics: list[dict], path: Path) -> None:
+def loss_curve(metrics: list[dict], path: Path, title: str = "") -> None:
     """Train, validation (where there is one) and test negative ELBO per image against epochs."""
     epochs = [m["epoch"] for m in metrics]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -71,7 +71,9 @@ def loss_curve(metrics: list[dict], path: Path) -> None:
         ax.plot(epochs, [m["validation_loss"] for m in metrics], "^-", label="validation")
     ax.plot(epochs, [m["test_loss"] for m in metrics], "s-", label="test")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("negative ELBO (nats per image)")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
@@ -109,7 +111,7 @@ def image_grid(images: torch.Tensor, path: Path, rows: int, image_shape: tuple[i
     """A mosaic of images in [0, 1] with `rows` rows."""
     fig, ax = plt.subplots(figsize=(images.shape[0] / rows * 0.6, rows * 0.6 + 0.4))
     ax.imshow(_tile(images.float().cpu(), rows, image_shape), cmap="gray", vmin=0, vmax=1)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
     _save(fig, path)
 

@@ -109,16 +109,16 @@ class Run:
         config = self.config
         rate = self.schedule.learning_rate(self.state.epoch)
         rate_text = (
-            f"--lr {config.lr}"
+            f"@lr {config.lr}"
             if rate == config.lr
-            else f"{rate:.3g} in force this epoch: --lr {config.lr} on its schedule"
+            else f"{rate:.3g} in force this epoch: @lr {config.lr} on its schedule"
         )
         return TrainingError(
             f"the loss or its gradient became NaN or infinite at step {step} of {what} "
             f"(epoch {self.state.epoch + 1}, estimator {config.estimator}). Likely causes: a learning "
-            f"rate too high ({rate_text}), or for a Gaussian likelihood a --sigma too small. "
+            f"rate too high ({rate_text}), or for a Gaussian likelihood a @sigma too small. "
             + self.kept()
-            + "; --on-nonfinite skip skips such steps instead"
+            + "; @on_nonfinite skip skips such steps instead"
         )
 
     def kept(self) -> str:
@@ -161,7 +161,7 @@ def build_run(
     config = replace(config, threads=use_threads(usable_cores() if old_default else config.threads))
     if world.size > 1 and config.model.guide == "local":
         raise ConfigError(
-            "--guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
+            "@guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
         )
     dataset = load_training_data(config, device, images)
     local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
@@ -214,7 +214,7 @@ def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:
         check_parts(vae, train_images[:2], None if dataset.train_rows is None else dataset.train_rows[:2])
     if config.estimator in (*SCORE_FUNCTION, "stl", "dreg") and not has_distribution(vae.q):
         raise ConfigError(
-            f"--estimator {config.estimator}: your guide has no forward(x) returning q(z|x) as a distribution, "
+            f"@estimator {config.estimator}: your guide has no forward(x) returning q(z|x) as a distribution, "
             f"and {config.estimator} needs log q at any z, not only at the guide's own samples"
         )
     if config.init_output_bias:
@@ -295,7 +295,7 @@ def resolve_device(cuda: bool) -> torch.device:
     if not cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError("--cuda was given but PyTorch sees no usable CUDA GPU (torch.cuda.is_available() is False)")
+        raise ConfigError("@cuda was given but PyTorch sees no usable CUDA GPU (torch.cuda.is_available() is False)")
     return torch.device("cuda")
 
 
@@ -315,8 +315,8 @@ def load_training_data(config: TrainConfig, device: torch.device, images: data.D
     if config.model.likelihood == "bernoulli" and binarization == "none" and not dataset.is_binary:
         raise DataError(
             f"the Bernoulli likelihood needs pixels that are 0 or 1, but {config.dataset} has grey pixels; "
-            "use --binarize dynamic or static, or a likelihood for grey pixels "
-            "(--likelihood continuous-bernoulli or gaussian)"
+            "use @binarization dynamic or static, or a likelihood for grey pixels "
+            "(@likelihood continuous-bernoulli or gaussian)"
         )
     if config.resolved_validation:
         dataset = data.hold_out(dataset, config.resolved_validation)
@@ -325,7 +325,7 @@ def load_training_data(config: TrainConfig, device: torch.device, images: data.D
         points = config.model.local_points
         if points > dataset.train.shape[0]:
             raise ConfigError(
-                f"--local-points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}"
+                f"@local_points {points} is more than the {dataset.train.shape[0]} training images of {config.dataset}"
             )
         dataset = data.with_rows(data.fixed_subset(dataset, points, min(points, dataset.test.shape[0])))
     return dataset.to(device)

@@ -132,8 +132,8 @@ class TrainConfig:
     )  # fmt: skip
     tensorboard: bool = setting(
         False, "also write TensorBoard event files into RUN_DIR/tensorboard (losses, the ELBO's terms, log p(x), "
-        "learning rate, KL weight, images, config); view with: tensorboard --logdir runs (needs pip install "
-        "'pyro-vae[tensorboard]')", group="machine and outputs", on_resume=True,
+        "learning rate, KL weight, images, config); view with: tensorboard --logdir runs (needs the tensorboard "
+        "extra: pip install -e \".[tensorboard]\" in a checkout, or pip install tensorboard)", group="machine and outputs", on_resume=True,
     )  # fmt: skip
     validate_every_step: bool = setting(
         False, "run Pyro's distribution checks on every step, not only the first (slower; for debugging)",
@@ -147,22 +147,20 @@ class TrainConfig:
             raise ConfigTypeError(f"model must be a ModelConfig (or a dict of its settings), got {self.model!r}")
         check_declared(self)
         if self.lr_schedule == "paper" and self.lr_final is not None:
-            raise ConfigError(
-                "--lr-schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out --lr-final"
-            )
+            raise ConfigError("@lr_schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out @lr_final")
         if self.init_output_bias and self.model.likelihood != "bernoulli":
             raise ConfigError(
-                "--init-output-bias sets Bernoulli logits to the mean training image's; "
-                f"it is for --likelihood bernoulli, not {self.model.likelihood}"
+                "@init_output_bias sets Bernoulli logits to the mean training image's; "
+                f"it is for @likelihood bernoulli, not {self.model.likelihood}"
             )
         if self.estimator in IMPORTANCE_WEIGHTED and (self.beta != 1 or self.kl_warmup > 0):
             raise ConfigError(
-                f"--estimator {self.estimator} trains an importance-weighted bound, which has no separate KL "
-                "term to weight; leave --beta at 1 and --kl-warmup at 0"
+                f"@estimator {self.estimator} trains an importance-weighted bound, which has no separate KL "
+                "term to weight; leave @beta at 1 and @kl_warmup at 0"
             )
         if self.estimator in NEED_DENSITY and self.model.guide == "delta":
             raise ConfigError(
-                f"--estimator {self.estimator} needs q's density at any z, and --guide delta is a point mass; "
+                f"@estimator {self.estimator} needs q's density at any z, and @guide delta is a point mass; "
                 "train it with trace or meanfield"
             )
         self._check_estimator_and_guide()
@@ -171,23 +169,23 @@ class TrainConfig:
         """The combinations of estimator, guide and KL weight that have no meaning, refused."""
         if self.estimator in SCORE_FUNCTION and (self.beta != 1 or self.kl_warmup > 0):
             raise ConfigError(
-                f"--estimator {self.estimator} weights the KL term as Pyro scales the z site, which "
-                "would scale the score function's weight too; leave --beta at 1 and --kl-warmup at 0"
+                f"@estimator {self.estimator} weights the KL term as Pyro scales the z site, which "
+                "would scale the score function's weight too; leave @beta at 1 and @kl_warmup at 0"
             )
         if self.estimator in SCORE_FUNCTION and self.model.guide == "delta":
             raise ConfigError(
-                "--guide delta is a point mass: its log-density does not move with the encoder, so "
+                "@guide delta is a point mass: its log-density does not move with the encoder, so "
                 "it has no score function; train it with a pathwise estimator (trace, meanfield)"
             )
         if self.beta == 0 and self.estimator.startswith("jit-"):
             raise ConfigError(
-                f"--estimator {self.estimator} passes the KL weight as a traced tensor, and Pyro "
-                "refuses a zero scale; use trace or meanfield with --beta 0"
+                f"@estimator {self.estimator} passes the KL weight as a traced tensor, and Pyro "
+                "refuses a zero scale; use trace or meanfield with @beta 0"
             )
         if self.model.guide == "delta" and self.eval_samples > 0:
             raise ConfigError(
-                "--guide delta is a point mass, which has no density to importance-sample log p(x) "
-                "with; leave out --eval-samples"
+                "@guide delta is a point mass, which has no density to importance-sample log p(x) "
+                "with; leave out @eval_samples"
             )
 
     @classmethod
@@ -219,6 +217,7 @@ class TrainConfig:
 
     @property
     def resolved_binarization(self) -> str:
+        """The binarization in force: the one set, else dynamic under a Bernoulli likelihood, else none."""
         if self.binarization is not None:
             return self.binarization
         return "dynamic" if self.model.likelihood == "bernoulli" else "none"

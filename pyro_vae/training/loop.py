@@ -96,7 +96,7 @@ def train(
     ):
         log(
             f"{config.out} is a finished run ({checkpoint.progress.epoch} of {config.epochs} epochs); nothing to do, nothing "
-            "changed. Pass a larger --epochs to train it further"
+            "changed. Give it more epochs to train it further"
         )
         device = "cuda" if config.cuda else "cpu"
         return load_run(config.out, device, config.data_dir, data=images, encoder=encoder, decoder=decoder, guide=guide)
@@ -179,7 +179,7 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     the log p(x) estimate's images); returns whether Ctrl-C asks to stop."""
     config, state, vae = run.config, run.state, run.vae
     if state.images == 0:
-        raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller --lr")
+        raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller @lr")
     vae.eval()
     test = evaluate.elbo_terms(vae, run.dataset.test, rows=run.dataset.test_rows, world=run.world)
     run.check_finite(test.negative_elbo)

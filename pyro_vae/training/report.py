@@ -105,21 +105,23 @@ def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Pat
     """loss_curve.png, reconstructions.png, samples.png and latent.png in `out`."""
     vae.eval()
     shape = dataset.image_shape
-    plots.loss_curve(metrics, out / "loss_curve.png")
+    epochs = metrics[-1]["epoch"] if metrics else 0
+    about = f"{dataset.name} data, {epochs} epoch{'' if epochs == 1 else 's'}"
+    plots.loss_curve(metrics, out / "loss_curve.png", f"loss per epoch ({about})")
     originals, rows = dataset.first_test(n_images)
     plots.image_grid(
         torch.cat([originals, sampling.reconstructions(vae, originals, rows)]),
         out / "reconstructions.png",
         2,
         shape,
-        "test images (top) and the decoder's mean at q's location (bottom)",
+        f"test images (top) and the decoder's mean at q's location (bottom); {about}",
     )
     plots.image_grid(
         sampling.prior_samples(vae, 64, 0, dataset.test.device),
         out / "samples.png",
         8,
         shape,
-        "decoder means of prior samples z ~ N(0, I)",
+        f"decoder means of prior samples z ~ N(0, I)\n{about}",
     )
     means = vae.location(*dataset.first_test(5000))
     labels = None if dataset.test_labels is None else dataset.test_labels[:5000]

@@ -10,7 +10,7 @@ from pyro_vae.core.model import ModelConfig
 from pyro_vae.core.parts import Parts
 from pyro_vae.errors import ConfigError
 from pyro_vae.training import checkpoints
-from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig, flag_name
+from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig
 from pyro_vae.training.state import TrainState
 
 
@@ -50,12 +50,13 @@ def resumed_config(checkpoint: TrainState, given: dict) -> TrainConfig:
         old = stored.get(name)
         same = list(value) == list(old) if isinstance(value, (list, tuple)) else value == old
         if not same and name not in RESUME_SAFE:
-            differing.append(f"{flag_name(name)} (run: {old!r}, given: {value!r})")
+            differing.append(f"@{name} (run: {old!r}, given: {value!r})")
     if differing:
         raise ConfigError(
             "cannot resume with settings that differ from the run's: "
             + "; ".join(differing)
-            + f". Drop those flags, or start a new run; only {', '.join(map(flag_name, RESUME_SAFE))} may change on resume"
+            + f". Drop those settings, or start a new run; only {', '.join('@' + name for name in RESUME_SAFE)} "
+            "may change on resume"
         )
     merged = {**stored, **{k: v for k, v in given.items() if k in RESUME_SAFE}}
     model = ModelConfig(**{k: v for k, v in merged.items() if k in model_names})

@@ -41,7 +41,8 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError(
-                "--tensorboard needs the tensorboard package: pip install 'pyro-vae[tensorboard]'"
+                '@tensorboard needs the tensorboard extra: pip install -e ".[tensorboard]" in a checkout, or '
+                "pip install tensorboard"
             ) from None
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")

@@ -63,6 +63,7 @@ class TrainedRun:
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return self.vae.log_sigma.device
 
     def test_data(self) -> data.Dataset:
