@@ -2,9 +2,9 @@
 
 | name            | Pyro estimator              | KL(q || p) term                    |
 |-----------------|-----------------------------|------------------------------------|
-| `trace`         | `Trace_ELBO`                | Monte Carlo: log q(z|x) - log p(z) |
-| `meanfield`     | `TraceMeanField_ELBO`       | closed form where q and p allow it |
-| `jit-trace`     | `JitTrace_ELBO`             | as `trace`, compiled once          |
+| `trace`         | `Trace_ELBO` (`device_elbo`) | Monte Carlo: log q(z|x) - log p(z) |
+| `meanfield`     | `TraceMeanField_ELBO` (`device_elbo`) | closed form where q and p allow it |
+| `jit-trace`     | `JitTrace_ELBO` (`device_elbo`) | as `trace`, compiled once          |
 | `jit-meanfield` | `JitTraceMeanField_ELBO` (fixed here, see below) | as `meanfield`, compiled once |
 | `iwae`          | `RenyiELBO(alpha=0)` (made differentiable here, see below) | inside log (1/K) sum_k w_k |
 | `score`         | `TraceGraph_ELBO`, z not reparameterized | Monte Carlo, as `trace`               |
@@ -12,7 +12,8 @@
 | `stl`           | `Trace_ELBO`, sticking the landing (`iwae_estimators.STL_ELBO`) | Monte Carlo, as `trace`, without the score term |
 | `dreg`, `miwae`, `piwae`, `ciwae` | the importance-weighted family (`iwae_estimators`) | inside the bound |
 
-`iwae` with K = `num_particles` trains the importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x),
+`device_elbo` holds Pyro's classes with the loss's value kept on the device (no `.item()` per site), so
+that a step never waits for the device. `iwae` with K = `num_particles` trains the importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x),
 which is not an average of K ELBO estimates; with K = 1 it is `trace`.
 
 `score` and `score-baseline` estimate the gradient of the same ELBO as `trace`, without the
@@ -32,6 +33,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from pyro_vae.core import device_elbo
 from pyro_vae.core.iwae_estimators import CIWAE_ELBO, IWAE_ELBO, MIWAE_ELBO, PIWAE_ELBO, STL_ELBO, DReG_ELBO
 from pyro_vae.core.model import VAE
 from pyro_vae.errors import ConfigError
@@ -114,9 +116,9 @@ def _log_weights(model_trace, guide_trace) -> torch.Tensor:
 
 
 ESTIMATORS = {
-    "trace": pyro.infer.Trace_ELBO,
-    "meanfield": pyro.infer.TraceMeanField_ELBO,
-    "jit-trace": pyro.infer.JitTrace_ELBO,
+    "trace": device_elbo.Trace_ELBO,
+    "meanfield": device_elbo.TraceMeanField_ELBO,
+    "jit-trace": device_elbo.JitTrace_ELBO,
     "jit-meanfield": JitTraceMeanField_ELBO,
     "iwae": IWAE_ELBO,
     "score": ScoreFunction_ELBO,

@@ -24,7 +24,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
-from pyro_vae.core import analytic
+from pyro_vae.core import analytic, device_elbo
 
 
 class IWAE_ELBO(pyro.infer.RenyiELBO):
@@ -133,7 +133,7 @@ class DReG_ELBO(IWAE_ELBO):
         return -(self.bound(log_w).detach() + surrogate - surrogate.detach()).mean()
 
 
-class STL_ELBO(pyro.infer.Trace_ELBO):
+class STL_ELBO(device_elbo.Trace_ELBO):
     """Sticking the landing (Roeder, Wu and Duvenaud 2017): the reparameterized ELBO gradient without the
     score term, whose expectation is zero,
 
