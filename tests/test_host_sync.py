@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pyro_vae.core import device_elbo
+from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss
 from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, NonReparameterized, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.training.optimizer import SVIOptimizer
@@ -45,17 +46,18 @@ def counted_host_reads():
             setattr(torch.Tensor, name, original)
 
 
-def model_and_step(estimator: str, **model) -> tuple[ELBOLoss, SVIOptimizer]:
+def model_and_step(estimator: str, compiled: bool, **model) -> tuple[ELBOLoss, SVIOptimizer]:
     vae = VAE(ModelConfig(hidden=(16,), z_dim=3, image_shape=(28, 28), **model))
     loss = ELBOLoss(vae, build_elbo(estimator, num_particles=MULTI_SAMPLE.get(estimator, 1), copies=2))
-    return loss, SVIOptimizer(list(vae.parameters()), lr=1e-3)
+    return CompiledLoss(loss) if compiled else loss, SVIOptimizer(list(vae.parameters()), lr=1e-3)
 
 
-def reads_in_a_step(estimator: str, kl_weight=1.0, **model) -> Counter:
-    """Host reads during the second step (the first runs Pyro's validation, which reads values)."""
+def reads_in_a_step(estimator: str, kl_weight=1.0, compiled: bool = False, **model) -> Counter:
+    """Host reads during the second step (the first runs Pyro's validation, which reads values, and with
+    `compiled` traces the graph)."""
     torch.manual_seed(0)
     x = torch.bernoulli(torch.rand(8, 784))
-    loss, optimizer = model_and_step(estimator, **model)
+    loss, optimizer = model_and_step(estimator, compiled, **model)
     svi_step(loss, optimizer, Batch(x), kl_weight)
     with counted_host_reads() as calls:
         svi_step(loss, optimizer, Batch(x), kl_weight)
@@ -73,6 +75,12 @@ def test_the_counter_sees_a_host_read():
 def test_a_step_of_every_estimator_reads_nothing_back_to_the_host(estimator):
     calls = reads_in_a_step(estimator)
     assert not calls, f"{estimator}: {dict(calls)}"
+
+
+@pytest.mark.parametrize("estimator", [name for name in ESTIMATORS if name not in NOT_TRACEABLE])
+def test_a_compiled_step_reads_nothing_back_to_the_host(estimator):
+    calls = reads_in_a_step(estimator, compiled=True)
+    assert not calls, f"{estimator}, compiled: {dict(calls)}"
 
 
 @pytest.mark.parametrize("estimator", ["trace", "meanfield"])

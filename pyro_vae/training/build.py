@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pyro_vae import data
+from pyro_vae.core.compiled import CompiledLoss
 from pyro_vae.core.estimators import SCORE_FUNCTION, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, has_distribution
 from pyro_vae.core.parts import Parts, check_parts
@@ -180,6 +181,8 @@ def build_run(
     config = replace(config, model=vae.config)
     elbo = build_elbo(config.estimator, config.num_particles, config.iwae_copies, config.ciwae_beta)
     loss: nn.Module = ELBOLoss(vae, elbo, config.validate_every_step)
+    if config.compile:
+        loss = compiled_loss(loss, world, log)
     if world.size > 1:
         loss = DistributedDataParallel(
             loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
@@ -289,6 +292,14 @@ def build_optimizer(vae: VAE, config: TrainConfig) -> SVIOptimizer:
     dense = [p for p in vae.parameters() if p is not table]
     betas = (config.adam_beta1, 0.999)
     return SVIOptimizer(dense, config.lr, betas, config.adam_eps, sparse=table, sparse_lr=config.local_lr)
+
+
+def compiled_loss(loss: ELBOLoss, world: World, log: Callable[[str], None]) -> CompiledLoss:
+    """`--compile`: the loss as a graph traced once per batch shape, in one process (the graph would
+    bypass DDP's gradient averaging)."""
+    if world.size > 1:
+        raise ConfigError("@compile traces the loss of one process; start it without torchrun, or leave out @compile")
+    return CompiledLoss(loss, log)
 
 
 def resolve_device(cuda: bool) -> torch.device:

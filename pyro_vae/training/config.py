@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyro_vae import data
+from pyro_vae.core.compiled import check_traceable
 from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSITY, SCORE_FUNCTION
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError, ConfigTypeError
@@ -139,6 +140,11 @@ class TrainConfig:
         False, "run Pyro's distribution checks on every step, not only the first (slower; for debugging)",
         group="machine and outputs", on_resume=True,
     )  # fmt: skip
+    compile: bool = setting(
+        False, "trace the loss once per batch shape into one graph of PyTorch operations and run the graph at "
+        "every step, so Pyro's Python runs once: the same loss, gradients and noise (not for dreg or jit-*; "
+        "one process)", group="machine and outputs",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # TrainConfig(**json.load(...)): the nested settings too
@@ -164,6 +170,13 @@ class TrainConfig:
                 "train it with trace or meanfield"
             )
         self._check_estimator_and_guide()
+        if self.compile:
+            check_traceable(self.estimator)
+            if self.validate_every_step:
+                raise ConfigError(
+                    "@validate_every_step reads values on the host at every step, which a traced graph does not "
+                    "repeat; leave out @compile or @validate_every_step"
+                )
 
     def _check_estimator_and_guide(self) -> None:
         """The combinations of estimator, guide and KL weight that have no meaning, refused."""

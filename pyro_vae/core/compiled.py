@@ -1,0 +1,91 @@
+"""The loss traced into one graph of PyTorch operations: Pyro's Python runs once per input shape, and every
+step after that runs the graph (`--compile`).
+
+    graph = make_fx(loss)(parameters, x, beta)    Pyro's model, guide and estimator, run once, recorded op by op
+    loss(x, beta) = graph(parameters, x, beta)    the same operations; the noise drawn afresh from the same generator
+
+Pyro stays the source of the loss: the graph is what its model, guide and estimator executed, traced by
+PyTorch's `make_fx` (the tracer under `torch.compile`'s AOTAutograd) with the parameters as inputs, so autograd
+differentiates the graph as it would the eager code. The tracing run's random draws are given back to the
+generator, so the graph's draws are the eager loss's draws: on the same noise the loss and the gradients are
+the eager ones, bit for bit at a KL weight of 1 (`tests/test_compiled.py`), and a run resumes exactly.
+On a new shape (the last, smaller batch of an epoch) the loss is traced again; the KL weight is an input
+of the graph, except 0, which masks the z site out and has a graph of its own. The first call still runs
+Pyro's eager loss with its validation (its result is thrown away and its draws given back), so a wrong shape
+or an out-of-support value stops the run before anything is traced.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from pyro_vae.core.estimators import ELBOLoss
+from pyro_vae.errors import ConfigError
+
+NOT_TRACEABLE = {  # estimators whose gradient a forward graph cannot hold
+    "jit-trace": "is already compiled, by TorchScript",
+    "jit-meanfield": "is already compiled, by TorchScript",
+    "dreg": "reweights z's gradient with a backward hook, which a traced forward graph does not keep",
+}
+
+
+def check_traceable(estimator: str) -> None:
+    """Refuse, in one line, an estimator the graph cannot represent."""
+    if estimator in NOT_TRACEABLE:
+        raise ConfigError(f"@compile cannot trace @estimator {estimator}: it {NOT_TRACEABLE[estimator]}")
+
+
+class CompiledLoss(nn.Module):
+    """`loss(x, kl_scale, rows)` of an `ELBOLoss`, run as a traced graph; `log` hears of each tracing."""
+
+    def __init__(self, loss: ELBOLoss, log: Callable[[str], None] = lambda line: None):
+        super().__init__()
+        self.loss = loss
+        self.log = log
+        self.graphs: dict[tuple, torch.fx.GraphModule] = {}
+        self.trace_seconds = 0.0
+
+    def forward(
+        self, x: torch.Tensor, kl_scale: float | torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        masked = not isinstance(kl_scale, torch.Tensor) and kl_scale == 0
+        key = (tuple(x.shape), x.dtype, x.device, None if rows is None else tuple(rows.shape), masked)
+        graph = self.graphs.get(key) or self._trace(key, x, kl_scale, rows)
+        beta = kl_scale if masked else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
+        return graph(self._state(), x, beta, rows)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
+
+    def _trace(self, key: tuple, x: torch.Tensor, kl_scale, rows: torch.Tensor | None) -> torch.fx.GraphModule:
+        """The graph for inputs like these, traced with the generators' states given back afterwards."""
+        tic = time.perf_counter()
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if not self.loss.validated:
+                self.loss(x, kl_scale, rows)  # Pyro's validation, eagerly, on the first inputs
+            beta = kl_scale if key[-1] else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
+            graph = make_fx(functional(self.loss), pre_dispatch=True)(self._state(), x, beta, rows)
+        graph.graph.eliminate_dead_code()
+        graph.recompile()
+        self.graphs[key] = graph
+        seconds = time.perf_counter() - tic
+        self.trace_seconds += seconds
+        self.log(
+            f"traced the loss for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in {seconds:.1f} s"
+        )
+        return graph
+
+
+def functional(loss: nn.Module) -> Callable:
+    """loss(x, beta, rows) as a function of the module's parameters and buffers too."""
+
+    def loss_of(state: dict, x: torch.Tensor, beta, rows: torch.Tensor | None) -> torch.Tensor:
+        return torch.func.functional_call(loss, state, (x, beta, rows))
+
+    return loss_of

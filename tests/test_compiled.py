@@ -1,0 +1,121 @@
+"""`--compile`: the loss traced once per batch shape into a graph (`core.compiled`), equal to Pyro's eager
+loss on the same noise, with exact resume, Pyro's validation on the first step, and one-line refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae.cli.train import main
+from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss
+from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
+from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.training import checkpoints
+from pyro_vae.training.config import TrainConfig
+
+TRACEABLE = [name for name in ESTIMATORS if name not in NOT_TRACEABLE]
+MULTI_SAMPLE = {"iwae": 3, "miwae": 3, "piwae": 3, "ciwae": 3}
+SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
+
+
+def steps(compiled: bool, estimator: str, device: torch.device, kl: float = 1.0, **model) -> tuple[list, list]:
+    """Three Adam steps (the last on a smaller batch, a second shape): the losses and the final parameters."""
+    torch.manual_seed(0)
+    vae = VAE(ModelConfig(hidden=(16,), z_dim=3, image_shape=(28, 28), **model)).to(device)
+    loss = ELBOLoss(vae, build_elbo(estimator, num_particles=MULTI_SAMPLE.get(estimator, 1), copies=2))
+    loss = CompiledLoss(loss) if compiled else loss
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    losses = []
+    for batch in (8, 8, 5):
+        x = torch.bernoulli(torch.rand(batch, 784, device=device))
+        optimizer.zero_grad()
+        value = loss(x, kl)
+        value.backward()
+        optimizer.step()
+        losses.append(value.detach())
+    return losses, [p.detach().clone() for p in vae.parameters()]
+
+
+def assert_identical(a: tuple[list, list], b: tuple[list, list]) -> None:
+    assert all(map(torch.equal, a[0], b[0])), (a[0], b[0])
+    assert all(map(torch.equal, a[1], b[1]))
+
+
+@pytest.mark.parametrize("estimator", TRACEABLE)
+def test_the_compiled_loss_is_the_eager_loss_bit_for_bit(estimator, device):
+    assert_identical(steps(False, estimator, device), steps(True, estimator, device))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [dict(guide="full-covariance"), dict(guide="flow"), dict(guide="delta"),
+     dict(likelihood="continuous-bernoulli"), dict(likelihood="gaussian", learn_sigma=True)],
+)  # fmt: skip
+@pytest.mark.parametrize("estimator", ["trace", "meanfield"])
+def test_every_guide_and_likelihood_compiles_to_the_same_numbers(estimator, model):
+    assert_identical(
+        steps(False, estimator, torch.device("cpu"), **model), steps(True, estimator, torch.device("cpu"), **model)
+    )
+
+
+def test_a_zero_kl_weight_masks_the_z_site_in_its_own_graph():
+    assert_identical(
+        steps(False, "trace", torch.device("cpu"), kl=0.0), steps(True, "trace", torch.device("cpu"), kl=0.0)
+    )
+
+
+def test_a_kl_weight_below_one_is_an_input_of_the_graph_equal_to_rounding():
+    """Eagerly Pyro multiplies the scales as Python floats, in the graph as a float32 tensor: the last bits
+    may differ, nothing more."""
+    (eager_losses, eager), (graph_losses, graph) = (
+        steps(c, "trace", torch.device("cpu"), kl=0.3) for c in (False, True)
+    )
+    assert torch.allclose(torch.stack(eager_losses), torch.stack(graph_losses), rtol=1e-6, atol=0)
+    assert all(torch.allclose(p, q, rtol=1e-4, atol=1e-6) for p, q in zip(eager, graph))
+
+
+def test_the_first_call_runs_pyros_validation_before_tracing():
+    vae = VAE(ModelConfig(hidden=(8,), z_dim=2, image_shape=(28, 28)))
+    loss = CompiledLoss(ELBOLoss(vae, build_elbo("trace")))
+    with pytest.raises(ValueError, match="support"):
+        loss(torch.full((4, 784), 0.5), 1.0)  # grey pixels under a Bernoulli likelihood
+    assert loss.graphs == {}
+
+
+def test_tracing_gives_the_generators_their_state_back():
+    vae = VAE(ModelConfig(hidden=(8,), z_dim=2, image_shape=(28, 28)))
+    loss = CompiledLoss(ELBOLoss(vae, build_elbo("trace")))
+    x = torch.bernoulli(torch.rand(4, 784))
+    before = torch.get_rng_state()
+    loss._trace(((4, 784), x.dtype, x.device, None, False), x, 1.0, None)
+    assert torch.equal(before, torch.get_rng_state()) and len(loss.graphs) == 1
+
+
+@pytest.mark.parametrize("estimator", sorted(NOT_TRACEABLE))
+def test_an_estimator_a_graph_cannot_hold_is_refused_in_one_line(estimator):
+    with pytest.raises(ConfigError, match=rf"^compile cannot trace estimator {estimator}: it "):
+        TrainConfig(estimator=estimator, compile=True)
+    with pytest.raises(ConfigError, match="leave out compile or validate_every_step"):
+        TrainConfig(compile=True, validate_every_step=True)
+
+
+def model_state(run: Path) -> dict:
+    return checkpoints.load(run / "checkpoint.pt").model_state
+
+
+def test_compile_from_the_command_line_trains_resumes_exactly_and_equals_eager(tmp_path, capsys):
+    """With a KL warm-up (a KL weight that changes every step), so the graph's weight input is exercised."""
+    common = SMALL + ["--kl-warmup", "2"]
+    assert main(common + ["--compile", "--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    assert "traced the loss for batches of 256" in capsys.readouterr().err
+    assert main(SMALL + ["--resume", str(tmp_path / "a"), "--epochs", "4"]) == 0
+    assert main(common + ["--compile", "--epochs", "4", "--out", str(tmp_path / "b")]) == 0
+    a, b = model_state(tmp_path / "a"), model_state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(SMALL + ["--compile", "--epochs", "1", "--out", str(tmp_path / "c")]) == 0
+    assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "d")]) == 0  # KL weight 1: eager, bit for bit
+    c, d = model_state(tmp_path / "c"), model_state(tmp_path / "d")
+    assert all(torch.equal(c[k], d[k]) for k in c)
