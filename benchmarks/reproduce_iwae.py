@@ -139,6 +139,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the interrupted Pyro run in RUN")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cuda", action="store_true")
+    p.add_argument("--compile", action="store_true", help="train the Pyro model with its loss traced (--compile)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="the run's folder (default: a new runs/<timestamp>)")
     args = p.parse_args()
@@ -181,6 +182,7 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         seed=args.seed,
         cuda=args.cuda,
+        compile=args.compile,
         out=args.out,
         threads=args.threads,
         checkpoint_every=max(1, min(10, args.epochs // 10)),

@@ -11,6 +11,11 @@ ratio of medians to the reference measured in the same run.
     python benchmarks/throughput.py                                   # steps, CPU, batch 128/256/1024
     python benchmarks/throughput.py --epoch --eval --data-dir DATA_DIR
     python benchmarks/throughput.py --cuda --epoch --eval --data-dir DATA_DIR
+    python benchmarks/throughput.py --compile --estimators trace meanfield iwae --epoch --data-dir DATA_DIR
+
+With --compile, two more kinds of contender: the Pyro loss traced into a graph (`--compile` of training,
+`pyro_vae.core.compiled`) and the plain loss traced the same way (make_fx, pre-dispatch), each compared with
+the plain eager step; the Pyro compiled step also with the plain compiled one ("ratio to plain compiled").
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_vae import PlainVAE, Recipe  # noqa: E402
 from reference_vae import log_likelihood as plain_log_likelihood
 from reference_vae import train as train_plain
+from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 from pyro_vae import data  # noqa: E402
+from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss  # noqa: E402
 from pyro_vae.core.estimators import ELBOLoss, build_elbo  # noqa: E402
 from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
@@ -80,48 +87,77 @@ def summarize(times: dict[str, list[float]], reference: dict[str, str], images: 
     ]
 
 
-def step_contenders(
-    config: ModelConfig,
-    estimators: list[str],
-    particles: int,
-    x: torch.Tensor,
-    fused: bool | None,
-    validated: bool = False,
-) -> tuple[dict, dict]:
-    """One closure per contender doing one training step on x; and the reference each is compared with."""
-    device = x.device
+class PlainIWAELoss(torch.nn.Module):
+    """The plain VAE's IWAE loss as a module's forward, so that it can be traced with its parameters."""
+
+    def __init__(self, plain: PlainVAE, particles: int):
+        super().__init__()
+        self.plain, self.particles = plain, particles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.plain.iwae_loss(x, self.particles)
+
+
+def traced(loss: torch.nn.Module, x: torch.Tensor) -> Callable:
+    """A plain loss module traced as `--compile` traces Pyro's (make_fx, pre-dispatch, generators given back)."""
+    state = dict(loss.named_parameters())
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        graph = make_fx(lambda state, x: torch.func.functional_call(loss, state, (x,)), pre_dispatch=True)(state, x)
+    return lambda x: graph(state, x)
+
+
+def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, dict, dict]:
+    """One closure per contender doing one training step on x; the reference each is compared with; and
+    for the compiled Pyro steps, the plain compiled step too."""
+    device, particles = x.device, args.iwae_particles
 
     def adam(module: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(module.parameters(), lr=1e-3, fused=fused)
+        return torch.optim.Adam(module.parameters(), lr=1e-3, fused=args.fused)
 
-    contenders, reference = {}, {}
-    for name, objective in (("plain PyTorch", "elbo"), (f"plain PyTorch iwae k={particles}", "iwae")):
-        if objective == "iwae" and "iwae" not in estimators:
+    contenders, reference, compiled_reference = {}, {}, {}
+    plain_kinds = [(False, "elbo"), (False, "iwae")] + ([(True, "elbo"), (True, "iwae")] if args.compile else [])
+    for compiled, objective in plain_kinds:
+        if objective == "iwae" and "iwae" not in args.estimators:
             continue
         torch.manual_seed(0)
         plain = PlainVAE(config.x_dim, config.hidden, config.z_dim, config.activation).to(device)
         optimizer = adam(plain)
+        eager = plain if objective == "elbo" else PlainIWAELoss(plain, particles)
+        loss = traced(eager, x) if compiled else eager
 
-        def plain_step(plain=plain, optimizer=optimizer, objective=objective) -> None:
+        def plain_step(loss=loss, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
-            (plain(x) if objective == "elbo" else plain.iwae_loss(x, particles)).backward()
+            loss(x).backward()
             optimizer.step()
 
+        name = (
+            "plain PyTorch"
+            + (f" iwae k={particles}" if objective == "iwae" else "")
+            + (" compiled" if compiled else "")
+        )
         contenders[name], reference[name] = plain_step, "plain PyTorch"
-    variants = [(estimator, False) for estimator in estimators] + ([("trace", True)] if validated else [])
-    for estimator, every_step in variants:
+    variants = [(estimator, False, False) for estimator in args.estimators]
+    variants += [("trace", True, False)] if args.validated else []
+    variants += [
+        (estimator, False, True) for estimator in args.estimators if args.compile and estimator not in NOT_TRACEABLE
+    ]
+    for estimator, every_step, compiled in variants:
         pyro.set_rng_seed(0)
         vae = VAE(config).to(device)
         k = particles if estimator == "iwae" else 1
         loss, optimizer = ELBOLoss(vae, build_elbo(estimator, k), every_step), adam(vae)
+        loss = CompiledLoss(loss) if compiled else loss
 
         def pyro_step(loss=loss, optimizer=optimizer) -> None:
             svi_step(loss, optimizer, Batch(x))  # the training step, its finite check included
 
         name = f"pyro {estimator}" + (f" k={k}" if k > 1 else "") + (" validated every step" if every_step else "")
-        contenders[name] = pyro_step
-        reference[name] = f"plain PyTorch iwae k={particles}" if estimator == "iwae" else "plain PyTorch"
-    return contenders, reference
+        name += " compiled" if compiled else ""
+        plain_name = f"plain PyTorch iwae k={particles}" if estimator == "iwae" else "plain PyTorch"
+        contenders[name], reference[name] = pyro_step, plain_name
+        if compiled:
+            compiled_reference[name] = plain_name + " compiled"
+    return contenders, reference, compiled_reference
 
 
 def bench_steps(args, device: torch.device) -> list[dict]:
@@ -130,23 +166,32 @@ def bench_steps(args, device: torch.device) -> list[dict]:
     pool = data.prepare(data.load_dataset("default"), "static").train.to(device)
     for batch in args.batch_sizes:
         x = pool[torch.arange(batch) % pool.shape[0]]
-        contenders, reference = step_contenders(
-            config, args.estimators, args.iwae_particles, x, args.fused, args.validated
+        contenders, reference, compiled_reference = step_contenders(config, args, x)
+        tic = time.perf_counter()
+        interleaved(contenders, 3, 1, device)  # warm-up, JIT compilation and tracing included
+        print(
+            f"batch {batch}: warm-up (compilation and tracing included) {time.perf_counter() - tic:.1f} s", flush=True
         )
-        interleaved(contenders, 3, 1, device)  # warm-up, JIT compilation included
         times = interleaved(contenders, args.steps, args.repeats, device)
-        rows += summarize(times, reference, batch, kind="step", batch=batch)
+        batch_rows = summarize(times, reference, batch, kind="step", batch=batch)
+        medians = {row["contender"]: row["ms"] for row in batch_rows}
+        for row in batch_rows:
+            if row["contender"] in compiled_reference:
+                row["ratio_to_plain_compiled"] = row["ms"] / medians[compiled_reference[row["contender"]]]
+        rows += batch_rows
     return rows
 
 
 def bench_epoch(args, device: torch.device) -> list[dict]:
     """One MNIST epoch of `pyro_vae.train.train` (batch 256, trace) against `reference_vae.train`, data
-    path included (indexing the on-device tensor, dynamic binarization); the epoch's loop seconds."""
+    path included (indexing the on-device tensor, dynamic binarization); the epoch's loop seconds. With
+    --compile also `train` with `compile=True`, timed on its second epoch (the first includes the tracing)."""
     config = TrainConfig(
         dataset="mnist", data_dir=args.data_dir, validation=0, epochs=1, cuda=device.type == "cuda", checkpoint_every=1
     )
     dataset = load_training_data(config, device)
     times: dict[str, list[float]] = {"plain PyTorch": [], "pyro trace": []}
+    times.update({"pyro trace compiled": []} if args.compile else {})
     for repeat in range(args.epoch_repeats):
         torch.manual_seed(repeat)
         plain = PlainVAE().to(device)
@@ -159,6 +204,10 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
             log=lambda line: None,
         )
         times["pyro trace"].append(run.metrics[-1]["seconds"])
+        if args.compile:
+            compiled = replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}-compiled"), seed=repeat)
+            run = train(replace(compiled, compile=True, epochs=2), progress=False, log=lambda line: None)
+            times["pyro trace compiled"].append(run.metrics[-1]["seconds"])
     n = dataset.train.shape[0]
     return summarize(times, {name: "plain PyTorch" for name in times}, n, kind="mnist epoch", batch=256)
 
@@ -197,13 +246,14 @@ def bench_eval(args, device: torch.device) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference |",
-        "|---|---|---|---:|---|---:|---:|",
+        "| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference | ratio to plain compiled |",
+        "|---|---|---|---:|---|---:|---:|---:|",
     ]
     for r in rows:
+        compiled = f"{r['ratio_to_plain_compiled']:.3f}" if "ratio_to_plain_compiled" in r else ""
         lines.append(
             f"| {r['kind']} | {r['batch']} | {r['contender']} | {r['ms']:.2f} | [{r['ms_min']:.2f}, {r['ms_max']:.2f}] "
-            f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) |"
+            f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) | {compiled} |"
         )
     return "\n".join(lines)
 
@@ -230,6 +280,7 @@ def main() -> int:
         action="store_true",
         help="add a contender running Pyro's validation on every step (--validate-every-step)",
     )
+    p.add_argument("--compile", action="store_true", help="also the traced (compiled) Pyro and plain steps")
     p.add_argument("--epoch", action="store_true", help="also time MNIST epochs (needs --data-dir)")
     p.add_argument("--epoch-repeats", type=int, default=3)
     p.add_argument("--eval", action="store_true", help="also time the importance-sampled log p(x) (needs --data-dir)")

@@ -32,6 +32,7 @@ def test_throughput_steps(tmp_path):
             "iwae",
             "--iwae-particles",
             "2",
+            "--compile",
             "--json",
             str(out),
         ]
@@ -41,11 +42,19 @@ def test_throughput_steps(tmp_path):
     assert {r["contender"] for r in rows} == {
         "plain PyTorch",
         "plain PyTorch iwae k=2",
+        "plain PyTorch compiled",
+        "plain PyTorch iwae k=2 compiled",
         "pyro trace",
         "pyro jit-meanfield",
         "pyro iwae k=2",
+        "pyro trace compiled",  # jit-meanfield is compiled by TorchScript already, and not traced
+        "pyro iwae k=2 compiled",
     }
     assert all(r["ms"] > 0 and r["ratio"] > 0 for r in rows)
+    assert {r["contender"] for r in rows if "ratio_to_plain_compiled" in r} == {
+        "pyro trace compiled",
+        "pyro iwae k=2 compiled",
+    }
     assert "| step | 16 | pyro trace |" in result.stdout
 
 
