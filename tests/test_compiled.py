@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pyro_vae
 from pyro_vae.cli.train import main
 from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss
 from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
@@ -83,6 +84,35 @@ def test_the_first_call_runs_pyros_validation_before_tracing():
     with pytest.raises(ValueError, match="support"):
         loss(torch.full((4, 784), 0.5), 1.0)  # grey pixels under a Bernoulli likelihood
     assert loss.graphs == {}
+
+
+class BranchingEncoder(torch.nn.Module):
+    """An encoder whose path depends on a value: tracing it would bake one branch in."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(784, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.layer(x.flatten(1))
+        if h.mean() > 100:
+            h = 2 * h
+        return h[:, :2], h[:, 2:].exp()
+
+
+def test_a_part_that_branches_on_a_value_is_refused_not_baked_in(tmp_path):
+    images = torch.bernoulli(torch.rand(32, 28, 28))
+    config = TrainConfig(model=ModelConfig(z_dim=2), epochs=1, compile=True, out=str(tmp_path / "run"))
+    with pytest.raises(
+        ConfigError, match=r"^compile could not trace the loss \(.*\); a part that reads a tensor's value"
+    ):
+        pyro_vae.train(
+            config,
+            data=(images, images[:8]),
+            encoder=BranchingEncoder(),
+            decoder=torch.nn.Linear(2, 784),
+            progress=False,
+        )
 
 
 def test_tracing_gives_the_generators_their_state_back():

@@ -5,7 +5,8 @@ step after that runs the graph (`--compile`).
     loss(x, beta) = graph(parameters, x, beta)    the same operations; the noise drawn afresh from the same generator
 
 Pyro stays the source of the loss: the graph is what its model, guide and estimator executed, traced by
-PyTorch's `make_fx` (the tracer under `torch.compile`'s AOTAutograd) with the parameters as inputs, so autograd
+PyTorch's `make_fx` (the tracer under `torch.compile`'s AOTAutograd) on fake tensors, above autograd
+(pre-dispatch, so `detach` and `no_grad` are kept), with the parameters as inputs, so autograd
 differentiates the graph as it would the eager code. The tracing run's random draws are given back to the
 generator, so the graph's draws are the eager loss's draws: on the same noise the loss and the gradients are
 the eager ones, bit for bit at a KL weight of 1 (`tests/test_compiled.py`), and a run resumes exactly.
@@ -31,6 +32,8 @@ NOT_TRACEABLE = {  # estimators whose gradient a forward graph cannot hold
     "jit-trace": "is already compiled, by TorchScript",
     "jit-meanfield": "is already compiled, by TorchScript",
     "dreg": "reweights z's gradient with a backward hook, which a traced forward graph does not keep",
+    "score": "tracks provenance with a tensor subclass (TraceGraph_ELBO's) that the tracer cannot wrap",
+    "score-baseline": "tracks provenance with a tensor subclass (TraceGraph_ELBO's) that the tracer cannot wrap",
 }
 
 
@@ -70,7 +73,7 @@ class CompiledLoss(nn.Module):
             if not self.loss.validated:
                 self.loss(x, kl_scale, rows)  # Pyro's validation, eagerly, on the first inputs
             beta = kl_scale if key[-1] else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
-            graph = make_fx(functional(self.loss), pre_dispatch=True)(self._state(), x, beta, rows)
+            graph = traced(self.loss, self._state(), x, beta, rows)
         graph.graph.eliminate_dead_code()
         graph.recompile()
         self.graphs[key] = graph
@@ -80,6 +83,19 @@ class CompiledLoss(nn.Module):
             f"traced the loss for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in {seconds:.1f} s"
         )
         return graph
+
+
+def traced(loss: nn.Module, state: dict, x: torch.Tensor, beta, rows: torch.Tensor | None) -> torch.fx.GraphModule:
+    """The loss traced on fake tensors (shapes only, no values): code whose path depends on a value, such
+    as `if h.mean() > 0` in an encoder, cannot be traced and is refused in one line, never baked in."""
+    try:
+        return make_fx(functional(loss), tracing_mode="fake", pre_dispatch=True)(state, x, beta, rows)
+    except RuntimeError as error:  # a value read in Python (bool, item), or an operation fake tensors lack
+        first_line = (str(error).strip().splitlines() or ["a value was read"])[0][:200]
+        raise ConfigError(
+            f"@compile could not trace the loss ({type(error).__name__}: {first_line}); a part that reads a "
+            "tensor's value in Python (an if on a tensor, .item()) cannot be traced: run without @compile"
+        ) from None
 
 
 def functional(loss: nn.Module) -> Callable:
