@@ -57,10 +57,10 @@ def test_geometric_schedule_is_unchanged():
     "settings, message",
     [
         (dict(lr_schedule="cosine"), "lr_schedule must be one of geometric, paper"),
-        (dict(lr_schedule="paper", lr_final=1e-4), "leave out --lr-final"),
+        (dict(lr_schedule="paper", lr_final=1e-4), "leave out lr_final"),
         (dict(adam_eps=0.0), "adam_eps must be a number in (0, 1)"),
         (dict(adam_beta1=1.0), "adam_beta1 must be a number in [0, 1)"),
-        (dict(init_output_bias=True, model=ModelConfig(likelihood="gaussian")), "for --likelihood bernoulli"),
+        (dict(init_output_bias=True, model=ModelConfig(likelihood="gaussian")), "for likelihood bernoulli"),
         (dict(eval_images=0), "eval_images must be a whole number from 1 to"),
     ],
 )

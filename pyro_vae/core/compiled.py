@@ -58,7 +58,8 @@ class CompiledLoss(nn.Module):
     ) -> torch.Tensor:
         masked = not isinstance(kl_scale, torch.Tensor) and kl_scale == 0
         key = (tuple(x.shape), x.dtype, x.device, None if rows is None else tuple(rows.shape), masked)
-        graph = self.graphs.get(key) or self._trace(key, x, kl_scale, rows)
+        graph = self.graphs.get(key)
+        graph = self._trace(key, x, kl_scale, rows) if graph is None else graph
         beta = kl_scale if masked else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
         return graph(self._state(), x, beta, rows)
 
