@@ -62,10 +62,11 @@ def test_the_jackknife_equals_its_definition():
 @pytest.fixture(scope="module")
 def trained_2d():
     """A 2-D VAE after 1,000 Adam steps on the default data (float64), 100 binarized test images, and
-    their mean log p(x) by quadrature (201 x 201 grid)."""
+    their mean log p(x) by quadrature (101 x 101 grid: within 1e-4 nats of the 201 x 201 grid's value on this
+    model, -167.76682 against -167.76688, where the estimates below lie 0.3 nats under it)."""
     vae, x = trained_2d_vae(steps=1000, images=100)
     with torch.no_grad():
-        return vae, x, posterior.grid_posterior(vae, x, points=201).log_marginal.mean().item()
+        return vae, x, posterior.grid_posterior(vae, x, points=101).log_marginal.mean().item()
 
 
 @pytest.mark.parametrize("samples", [100, 1000])
