@@ -14,7 +14,7 @@ ratio of medians to the reference measured in the same run.
     python benchmarks/throughput.py --compile --estimators trace meanfield iwae --epoch --data-dir DATA_DIR
 
 With --compile, two more kinds of contender: the Pyro loss traced into a graph (`--compile` of training,
-`pyro_vae.core.compiled`) and the plain loss traced the same way (make_fx, pre-dispatch), each compared with
+`pyro_vae.core.compiled`) and the plain loss traced by the same function (`core.compiled.traced`), each compared with
 the plain eager step; the Pyro compiled step also with the plain compiled one ("ratio to plain compiled").
 """
 
@@ -37,10 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_vae import PlainVAE, Recipe  # noqa: E402
 from reference_vae import log_likelihood as plain_log_likelihood
 from reference_vae import train as train_plain
-from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 from pyro_vae import data  # noqa: E402
-from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss  # noqa: E402
+from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss, traced  # noqa: E402
 from pyro_vae.core.estimators import ELBOLoss, build_elbo  # noqa: E402
 from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
@@ -98,11 +97,10 @@ class PlainIWAELoss(torch.nn.Module):
         return self.plain.iwae_loss(x, self.particles)
 
 
-def traced(loss: torch.nn.Module, x: torch.Tensor) -> Callable:
-    """A plain loss module traced as `--compile` traces Pyro's (make_fx, pre-dispatch, generators given back)."""
+def traced_plain(loss: torch.nn.Module, x: torch.Tensor) -> Callable:
+    """A plain loss module traced exactly as `--compile` traces Pyro's (`core.compiled.traced`)."""
     state = dict(loss.named_parameters())
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        graph = make_fx(lambda state, x: torch.func.functional_call(loss, state, (x,)), pre_dispatch=True)(state, x)
+    graph = traced(loss, state, x)
     return lambda x: graph(state, x)
 
 
@@ -123,7 +121,7 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
         plain = PlainVAE(config.x_dim, config.hidden, config.z_dim, config.activation).to(device)
         optimizer = adam(plain)
         eager = plain if objective == "elbo" else PlainIWAELoss(plain, particles)
-        loss = traced(eager, x) if compiled else eager
+        loss = traced_plain(eager, x) if compiled else eager
 
         def plain_step(loss=loss, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)

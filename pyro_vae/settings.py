@@ -50,15 +50,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class SettingError(ConfigError):
-    """A setting outside its declared range or choices; `name` is the config field it names (the command
-    line puts the field's flag in its place)."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
-
-
 def setting(
     default: Any,
     help: str,
@@ -100,16 +91,14 @@ def flag_of(f: Field) -> str | None:
 
 def check_declared(config: Any) -> None:
     """Every declared field of `config` inside its choices and range; a value of None (where the field
-    allows it) means "not given" and is not checked. Raises a SettingError naming the first field outside."""
+    allows it) means "not given" and is not checked. Raises a ConfigError naming the first field outside (as @name)."""
     for f in declared(type(config)):
         value, meta = getattr(config, f.name), f.metadata
         for item in value if isinstance(value, tuple) else () if value is None else (value,):
             if meta["choices"] is not None and item not in meta["choices"]:
-                raise SettingError(
-                    f.name, f"{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {item!r}"
-                )
+                raise ConfigError(f"@{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {item!r}")
             if not _in_range(item, meta):
-                raise SettingError(f.name, f"{f.name} must be {_range_text(meta, isinstance(item, int))}, got {item!r}")
+                raise ConfigError(f"@{f.name} must be {_range_text(meta, isinstance(item, int))}, got {item!r}")
 
 
 def _in_range(value: Any, meta: dict) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import Field
 
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.settings import SettingError, declared, flag_of
+from pyro_vae.settings import declared, flag_of
 from pyro_vae.training.config import TrainConfig, flag_name
 
 GROUPS = ("data", "model", "training", "evaluation", "machine and outputs")
@@ -65,9 +65,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def with_flags(error: PyroVAEError) -> str:
-    """The error's message with the settings it names written as flags: each @name, and a field named at
-    the start of a SettingError."""
-    message = error.naming(flag_name)
-    if isinstance(error, SettingError) and message.startswith(error.name):
-        return flag_name(error.name) + message[len(error.name) :]
-    return message
+    """The error's message with each setting it names (@name) written as its flag."""
+    return error.naming(flag_name)

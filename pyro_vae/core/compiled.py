@@ -7,8 +7,8 @@ step after that runs the graph (`--compile`).
 Pyro stays the source of the loss: the graph is what its model, guide and estimator executed, traced by
 PyTorch's `make_fx` (the tracer under `torch.compile`'s AOTAutograd) on fake tensors, above autograd
 (pre-dispatch, so `detach` and `no_grad` are kept), with the parameters as inputs, so autograd
-differentiates the graph as it would the eager code. The tracing run's random draws are given back to the
-generator, so the graph's draws are the eager loss's draws: on the same noise the loss and the gradients are
+differentiates the graph as it would the eager code. Tracing on fake tensors draws no random numbers, so the
+graph's draws are the eager loss's draws: on the same noise the loss and the gradients are
 the eager ones, bit for bit at a KL weight of 1 (`tests/test_compiled.py`), and a run resumes exactly.
 On a new shape (the last, smaller batch of an epoch) the loss is traced again; the KL weight is an input
 of the graph, except 0, which masks the z site out and has a graph of its own. The first call still runs
@@ -51,58 +51,53 @@ class CompiledLoss(nn.Module):
         self.loss = loss
         self.log = log
         self.graphs: dict[tuple, torch.fx.GraphModule] = {}
-        self.trace_seconds = 0.0
 
     def forward(
         self, x: torch.Tensor, kl_scale: float | torch.Tensor, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         masked = not isinstance(kl_scale, torch.Tensor) and kl_scale == 0
+        beta = kl_scale if masked else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
         key = (tuple(x.shape), x.dtype, x.device, None if rows is None else tuple(rows.shape), masked)
         graph = self.graphs.get(key)
-        graph = self._trace(key, x, kl_scale, rows) if graph is None else graph
-        beta = kl_scale if masked else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
+        graph = self._trace(key, x, beta, rows) if graph is None else graph
         return graph(self._state(), x, beta, rows)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
 
-    def _trace(self, key: tuple, x: torch.Tensor, kl_scale, rows: torch.Tensor | None) -> torch.fx.GraphModule:
-        """The graph for inputs like these, traced with the generators' states given back afterwards."""
+    def _trace(self, key: tuple, x: torch.Tensor, beta, rows: torch.Tensor | None) -> torch.fx.GraphModule:
+        """The graph for inputs like these. The first call runs Pyro's eager loss with its validation, with
+        the generators' states given back afterwards (tracing on fake tensors draws nothing)."""
         tic = time.perf_counter()
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            if not self.loss.validated:
-                self.loss(x, kl_scale, rows)  # Pyro's validation, eagerly, on the first inputs
-            beta = kl_scale if key[-1] else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
-            graph = traced(self.loss, self._state(), x, beta, rows)
-        graph.graph.eliminate_dead_code()
-        graph.recompile()
+        if not self.loss.validated:
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                self.loss(x, beta, rows)  # Pyro's validation, eagerly, on the first inputs
+        graph = traced(self.loss, self._state(), x, beta, rows)
         self.graphs[key] = graph
         seconds = time.perf_counter() - tic
-        self.trace_seconds += seconds
         self.log(
             f"traced the loss for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in {seconds:.1f} s"
         )
         return graph
 
 
-def traced(loss: nn.Module, state: dict, x: torch.Tensor, beta, rows: torch.Tensor | None) -> torch.fx.GraphModule:
-    """The loss traced on fake tensors (shapes only, no values): code whose path depends on a value, such
-    as `if h.mean() > 0` in an encoder, cannot be traced and is refused in one line, never baked in."""
+def traced(loss: nn.Module, state: dict, *inputs) -> torch.fx.GraphModule:
+    """graph(state, *inputs) = loss(*inputs) with the module's parameters and buffers taken from `state`:
+    traced on fake tensors (shapes only, no values, no random draws), above autograd, dead operations
+    dropped. Code whose path depends on a value, such as `if h.mean() > 0` in an encoder, cannot be traced
+    and is refused in one line, never baked in."""
+
+    def loss_of(state: dict, *inputs) -> torch.Tensor:
+        return torch.func.functional_call(loss, state, inputs)
+
     try:
-        return make_fx(functional(loss), tracing_mode="fake", pre_dispatch=True)(state, x, beta, rows)
+        graph = make_fx(loss_of, tracing_mode="fake", pre_dispatch=True)(state, *inputs)
     except RuntimeError as error:  # a value read in Python (bool, item), or an operation fake tensors lack
         first_line = (str(error).strip().splitlines() or ["a value was read"])[0][:200]
         raise ConfigError(
             f"@compile could not trace the loss ({type(error).__name__}: {first_line}); a part that reads a "
             "tensor's value in Python (an if on a tensor, .item()) cannot be traced: run without @compile"
         ) from None
-
-
-def functional(loss: nn.Module) -> Callable:
-    """loss(x, beta, rows) as a function of the module's parameters and buffers too."""
-
-    def loss_of(state: dict, x: torch.Tensor, beta, rows: torch.Tensor | None) -> torch.Tensor:
-        return torch.func.functional_call(loss, state, (x, beta, rows))
-
-    return loss_of
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph

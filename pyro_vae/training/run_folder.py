@@ -18,7 +18,6 @@ from pyro_vae import data, files
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, PyroVAEError
-from pyro_vae.settings import SettingError
 from pyro_vae.training import checkpoints, report
 from pyro_vae.training.state import TrainState
 from pyro_vae.training.tensorboard import TensorBoardLog
@@ -148,8 +147,8 @@ def new_run_dir(out: str | None, reuse: bool = False) -> Path:
     try:
         return _make_run_dir(out, reuse)
     except OSError as error:  # a name too long, a read-only or special file system, no permission
-        raise SettingError(
-            "out", f"out: cannot make the run folder {out or 'runs/'}: {error.strerror}; choose another folder"
+        raise ConfigError(
+            f"@out: cannot make the run folder {out or 'runs/'}: {error.strerror}; choose another folder"
         ) from None
 
 
@@ -162,9 +161,9 @@ def _make_run_dir(out: str | None, reuse: bool) -> Path:
     else:
         path = Path(out)
         if path.exists() and not path.is_dir():
-            raise SettingError("out", f"out names {path}, which exists and is not a folder; {NEW_FOLDER}")
+            raise ConfigError(f"@out names {path}, which exists and is not a folder; {NEW_FOLDER}")
         if path.is_dir() and any(path.iterdir()) and not reuse:
-            raise SettingError("out", f"out names {path}, which already exists and is not empty; {NEW_FOLDER}")
+            raise ConfigError(f"@out names {path}, which already exists and is not empty; {NEW_FOLDER}")
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".write-test"
     probe.touch()
