@@ -42,6 +42,12 @@ class LinearGaussianVAE:
     def kl_to_prior(self, x):
         return None
 
+    def log_prior(self, z):
+        return analytic.standard_normal_log_prob(z)
+
+    def prior_from_noise(self, eps):
+        return eps
+
     def log_likelihood(self, x, z):
         return analytic.gaussian_log_likelihood(x, z @ self.W.T + self.b, self.sigma)
 

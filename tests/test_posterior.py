@@ -26,6 +26,9 @@ class LinearGaussian2D:
     def log_likelihood(self, x, z):
         return analytic.gaussian_log_likelihood(x, z @ self.W.T + self.b, self.sigma)
 
+    def log_prior(self, z):
+        return analytic.standard_normal_log_prob(z)
+
 
 def test_grid_is_exact_on_the_linear_gaussian_model():
     g = torch.Generator().manual_seed(0)

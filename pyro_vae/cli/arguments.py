@@ -52,7 +52,7 @@ def _argument(f: Field, hint: object) -> dict:
     options = dict(type=parse, default=f.default, help=f"{meta['help']} (default: {default})".replace("%", "%%"))
     choices = meta["cli_choices"] or meta["choices"]
     if choices is not None:
-        options.update(choices=choices, type=str)
+        options.update(choices=choices, type=int if kind is int else str)
     if meta["metavar"] is not None:
         options["metavar"] = meta["metavar"]
     return options

@@ -93,6 +93,8 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     vae = trained.vae
     x, rows = trained.test_data().first_test(args.images)
     evaluate.check_finite_model(vae, x, rows)
+    if args.amortization_gap and vae.top is not None:
+        raise ConfigError("--amortization-gap fits a diagonal Gaussian over one stochastic layer; this run has two")
     if args.amortization_gap and rows is not None:
         raise ConfigError(
             "--amortization-gap compares an encoder with per-image fits; this run's guide is already local"

@@ -120,13 +120,19 @@ def continuous_bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -
 
 class LatentVariableModel(Protocol):
     """What the ELBO forms need: a guide that turns standard-normal noise into z ~ q(z|x) with its
-    log-density, its closed-form KL to the prior where one exists, and log p(x|z). The prior is N(0, I)."""
+    log-density, its closed-form KL to the prior where one exists, the prior's log-density log p(z)
+    (`standard_normal_log_prob` for p(z) = N(0, I)) and its draws from standard-normal noise (eps itself
+    for N(0, I)), and log p(x|z)."""
 
     z_dim: int
 
     def sample_q(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None: ...
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def prior_from_noise(self, eps: torch.Tensor) -> torch.Tensor: ...
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
 
@@ -150,7 +156,7 @@ def elbo_terms(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> 
     z, log_q = vae.sample_q(x, eps)
     kl = vae.kl_to_prior(x)
     if kl is None:
-        kl = (log_q - standard_normal_log_prob(z)).mean(0)
+        kl = (log_q - vae.log_prior(z)).mean(0)
     return vae.log_likelihood(x, z).mean(0), kl
 
 
@@ -158,7 +164,7 @@ def log_importance_weights(vae: LatentVariableModel, x: torch.Tensor, eps: torch
     """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for the S reparameterized samples z_s of
     q(z|x) made from eps (shape (S, batch, z_dim)). Returns shape (S, batch)."""
     z, log_q = vae.sample_q(x, eps)
-    return vae.log_likelihood(x, z) + standard_normal_log_prob(z) - log_q
+    return vae.log_likelihood(x, z) + vae.log_prior(z) - log_q
 
 
 def elbo_monte_carlo(vae: LatentVariableModel, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

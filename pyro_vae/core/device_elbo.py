@@ -21,6 +21,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import check_fully_reparametrized, is_validation_enabled
+from pyro.poutine.util import site_is_subsample
 
 
 class DeviceLoss:
@@ -60,16 +61,22 @@ class Trace_ELBO(DeviceLoss, pyro.infer.Trace_ELBO):
 
 class TraceMeanField_ELBO(DeviceLoss, pyro.infer.TraceMeanField_ELBO):
     """Pyro's `TraceMeanField_ELBO`: -ELBO = -(sum_observed log p - sum_latent KL(q || p)), the KL in
-    closed form where `kl_divergence` knows the pair, else its Monte Carlo estimate log q - log p."""
+    closed form where `kl_divergence` knows the pair and the sites' order makes it exact (`closed_form_sites`),
+    else its Monte Carlo estimate log q - log p."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """Pyro's traces, without its warning when model and guide order their sites differently (as a
+        two-layer VAE's do): here that order decides which sites take the closed form."""
+        return pyro.infer.Trace_ELBO._get_trace(self, model, guide, args, kwargs)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
-        elbo = 0.0
+        elbo, closed_form = 0.0, closed_form_sites(model_trace, guide_trace)
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] == "sample":
                 if model_site["is_observed"]:
                     elbo = elbo + model_site["log_prob_sum"]
                 else:
-                    elbo = elbo - _kl_term(model_site, guide_trace.nodes[name])
+                    elbo = elbo - _kl_term(model_site, guide_trace.nodes[name], name in closed_form)
         for name, guide_site in guide_trace.nodes.items():  # the guide's auxiliary sites
             if guide_site["type"] == "sample" and name not in model_trace.nodes:
                 assert guide_site["infer"].get("is_auxiliary")
@@ -79,19 +86,47 @@ class TraceMeanField_ELBO(DeviceLoss, pyro.infer.TraceMeanField_ELBO):
         return -elbo.detach(), -elbo
 
 
-def _kl_term(model_site: dict, guide_site: dict) -> torch.Tensor:
-    """KL(q || p) of one latent site, summed, with the guide site's scale and mask: closed form, or
-    log q - log p at the sampled z where no closed form is registered."""
+def closed_form_sites(model_trace, guide_trace) -> set[str]:
+    """The latent sites s whose term E_q[log q(z_s|.) - log p(z_s|.)] equals E_q[KL(q(z_s|.) || p(z_s|.))]:
+    those whose every latent predecessor in the model also precedes s in the guide. What p(z_s|.) reads is
+    then drawn before z_s, and given it z_s ~ q(z_s|.), so the inner expectation is the KL (Pyro's precise
+    mean-field condition: no parent in the model is a descendant in the guide). For a two-layer VAE, model
+    z2, z1 and guide z1, z2: KL(q(z2|z1) || N(0, I)) is closed, z1's term is Monte Carlo."""
+    model_order, guide_order = (
+        [
+            n
+            for n, s in trace.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+        ]
+        for trace in (model_trace, guide_trace)
+    )
+    return {
+        name
+        for i, name in enumerate(model_order)
+        if name in guide_order and set(model_order[:i]) <= set(guide_order[: guide_order.index(name)])
+    }
+
+
+def _kl_term(model_site: dict, guide_site: dict, closed_form: bool) -> torch.Tensor:
+    """KL(q || p) of one latent site, summed, with the guide site's scale and mask: closed form where
+    allowed, or log q - log p at the sampled z where not, or where no closed form is registered."""
     if is_validation_enabled():
         check_fully_reparametrized(guide_site)
-    try:
-        kl = kl_divergence(guide_site["fn"], model_site["fn"])
-    except NotImplementedError:
+    kl = _registered_kl(guide_site["fn"], model_site["fn"]) if closed_form else None
+    if kl is None:
         return guide_site["score_parts"].entropy_term.sum() - model_site["log_prob_sum"]
     kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
     if torch.is_tensor(kl):
         return kl.sum()
     return kl * torch.Size(guide_site["fn"].batch_shape).numel()
+
+
+def _registered_kl(q, p):
+    """KL(q || p) by `kl_divergence`, or None where no closed form is registered for the pair."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
 
 
 class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):

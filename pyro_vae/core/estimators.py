@@ -46,8 +46,12 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
 
     Upstream, `differentiable_loss` tests for a cached `_loss_and_surrogate_loss` attribute but stores
     the compiled function as `_differentiable_loss`, so every step builds and traces a new function.
-    This subclass reuses the stored one; the first call still goes through Pyro's code.
+    This subclass reuses the stored one; the first call still goes through Pyro's code. Its KL terms are
+    `device_elbo.TraceMeanField_ELBO`'s: closed form only where the sites' order makes it exact.
     """
+
+    _get_trace = device_elbo.TraceMeanField_ELBO._get_trace
+    _differentiable_loss_particle = device_elbo.TraceMeanField_ELBO._differentiable_loss_particle
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         compiled = getattr(self, "_differentiable_loss", None)

@@ -97,14 +97,7 @@ class PIWAE_ELBO(MIWAE_ELBO):
 
     def log_joint_at_fixed_z(self, model, guide_trace, args, kwargs) -> torch.Tensor:
         """log p(x, z) (particles, batch) with the guide's z detached: a gradient for the model only."""
-        fixed = guide_trace.copy()
-        for name, site in guide_trace.nodes.items():
-            if site["type"] == "sample":
-                fixed.nodes[name] = {**site, "value": site["value"].detach()}
-        vectorized = self._vectorized_num_particles(model) if self.vectorize_particles else model
-        trace = poutine.trace(poutine.replay(vectorized, trace=fixed)).get_trace(*args, **kwargs)
-        trace.compute_log_prob()
-        log_p = sum(_unscaled(trace))
+        log_p = sum(_unscaled(replay_at_fixed_z(self, model, guide_trace, args, kwargs)))
         return log_p if self.vectorize_particles else log_p.unsqueeze(0)
 
 
@@ -117,11 +110,22 @@ class DReG_ELBO(IWAE_ELBO):
     which drops the score terms whose expectation is zero. The surrogate sum_k w~_k [log p(x, z_k) -
     log q(z'_k; phi) + log q(z_k.detach(); phi)] (z' = z, evaluated afresh, not from the sample's cache)
     has the decoder gradient sum_k w~_k grad_theta log p and, through z only, sum_k w~_k dlog w_k/dz_k; a
-    hook on z_k multiplies what reaches it by w~_k once more."""
+    hook on z_k multiplies what reaches it by w~_k once more.
+
+    A guide of several latent sites (a two-layer VAE's q(z1|x) q(z2|z1)) sends z1's gradient through z2 as
+    well, so hooks on both would weight it twice. There the surrogate is
+
+        sum_k w~_k^2 [log w_k + log q(z_k.detach(); phi)] + sum_k (w~_k - w~_k^2) log p(x, z_k.detach())
+
+    with the guide and the model replayed at the detached z: the first term's gradient in phi is w~^2 times
+    the path through z, the two together give the decoder w~_k grad_theta log p."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         log_w, model_trace, guide_trace = self.log_weights(model, guide, args, kwargs)
         weights = log_w.detach().softmax(0)
+        if len(_latent_sites(guide_trace)) > 1:
+            surrogate = self.several_sites_surrogate(model, guide, args, kwargs, log_w, guide_trace)
+            return -(self.bound(log_w).detach() + surrogate - surrogate.detach()).mean()
         surrogate = sum(_unscaled(model_trace)).reshape(log_w.shape)
         for site in _latent_sites(guide_trace):
             z, fn = site["value"], site["fn"]
@@ -132,6 +136,15 @@ class DReG_ELBO(IWAE_ELBO):
         surrogate = (weights * surrogate).sum(0)
         return -(self.bound(log_w).detach() + surrogate - surrogate.detach()).mean()
 
+    def several_sites_surrogate(self, model, guide, args, kwargs, log_w, guide_trace) -> torch.Tensor:
+        """The surrogate above, per image, for a guide of several latent sites."""
+        weights = log_w.detach().softmax(0)
+        log_q_fixed = sum(_unscaled(replay_at_fixed_z(self, guide, guide_trace, args, kwargs)))
+        log_p_fixed = sum(_unscaled(replay_at_fixed_z(self, model, guide_trace, args, kwargs)))
+        encoder = weights.pow(2) * (log_w + log_q_fixed.reshape(log_w.shape))
+        decoder = (weights - weights.pow(2)) * log_p_fixed.reshape(log_w.shape)
+        return (encoder + decoder).sum(0)
+
 
 class STL_ELBO(device_elbo.Trace_ELBO):
     """Sticking the landing (Roeder, Wu and Duvenaud 2017): the reparameterized ELBO gradient without the
@@ -139,17 +152,42 @@ class STL_ELBO(device_elbo.Trace_ELBO):
 
         grad_phi ELBO ~ d/dphi [log p(x, z) - log q(z; phi')]  at phi' = phi held fixed,  z = g(eps; phi),
 
-    so that at q = p(z|x) every draw's gradient is exactly zero. Trace_ELBO's surrogate with, per latent
-    site, log q(z.detach(); phi) - its value added back: it cancels the parameters' direct path into
-    log q and leaves the path through z. The loss's value is Trace_ELBO's."""
+    so that at q = p(z|x) every draw's gradient is exactly zero. Trace_ELBO's surrogate with
+    log q(z.detach(); phi) - its value added back: it cancels the parameters' direct path into log q and
+    leaves the path through z. For one latent site that is the site's own q at the detached value; for
+    several (q(z1|x) q(z2|z1)), q(z2|z1)'s parameters also depend on z1's path, so the guide is replayed at
+    the detached values. The loss's value is Trace_ELBO's."""
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        loss, surrogate_loss = super()._differentiable_loss_particle(model_trace, guide_trace)
-        for site in _latent_sites(guide_trace):
-            at_fixed_z = site["fn"].log_prob(site["value"].detach())
-            at_fixed_z = scale_and_mask(at_fixed_z, site["scale"], site["mask"]).sum()
-            surrogate_loss = surrogate_loss - (at_fixed_z - at_fixed_z.detach())
-        return loss, surrogate_loss
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        loss, surrogate = 0.0, 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            at_fixed_z = self.log_q_at_fixed_z(guide, guide_trace, args, kwargs)
+            loss = loss + particle / self.num_particles
+            surrogate = surrogate + (surrogate_particle - (at_fixed_z - at_fixed_z.detach())) / self.num_particles
+        return loss + (surrogate - surrogate.detach())
+
+    def log_q_at_fixed_z(self, guide, guide_trace, args, kwargs) -> torch.Tensor:
+        """sum of the scaled log q over latent sites at the detached z, differentiable in q's parameters only."""
+        sites = _latent_sites(guide_trace)
+        if len(sites) > 1:
+            sites = _latent_sites(replay_at_fixed_z(self, guide, guide_trace, args, kwargs))
+            return sum(site["log_prob"].sum() for site in sites)
+        return sum(scale_and_mask(s["fn"].log_prob(s["value"].detach()), s["scale"], s["mask"]).sum() for s in sites)
+
+
+def replay_at_fixed_z(elbo: pyro.infer.ELBO, program, guide_trace, args, kwargs):
+    """The trace of `program` (a model or a guide; in the particles' plate when `elbo` vectorizes them)
+    replayed at `guide_trace`'s sample values detached, with its log-densities computed: their gradients
+    reach the parameters directly, never through z."""
+    fixed = guide_trace.copy()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample":
+            fixed.nodes[name] = {**site, "value": site["value"].detach()}
+    vectorized = elbo._vectorized_num_particles(program) if elbo.vectorize_particles else program
+    trace = poutine.trace(poutine.replay(vectorized, trace=fixed)).get_trace(*args, **kwargs)
+    trace.compute_log_prob()
+    return trace
 
 
 def _latent_sites(trace) -> list[dict]:

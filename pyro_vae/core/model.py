@@ -3,6 +3,9 @@
     z ~ N(0, I)              (site "z", event dim 1)
     x ~ p(x | decoder(z))    (site "x", event dim 1; Bernoulli, continuous Bernoulli or Gaussian)
 
+or, with two stochastic layers (`two_layer`), z2 ~ N(0, I), z1 ~ p(z1|z2), x ~ p(x | decoder(z1)) (sites
+"z2", "z1", "x"), and the guide q(z1|x) q(z2|z1) (sites "z1", "z2").
+
 Both run inside `pyro.plate("data")` over the batch, scaled by 1/batch so that every loss is per
 image, and the z site is scaled by the KL weight beta in model and guide alike, which multiplies
 the KL term of the ELBO by beta; beta = 0 masks the z site out (Pyro refuses a zero scale), leaving
@@ -27,6 +30,7 @@ from pyro_vae.core import analytic, guides, parts
 from pyro_vae.core.distributions import ContinuousBernoulli
 from pyro_vae.core.guides import GUIDES, build_guide
 from pyro_vae.core.networks import ACTIVATIONS, NETWORKS, ConvBody, ConvDecoder, Decoder, mlp
+from pyro_vae.core.two_layer import TopLayer
 from pyro_vae.errors import ConfigError
 from pyro_vae.settings import check_declared, setting
 
@@ -78,19 +82,32 @@ class ModelConfig:
         0, "local guide: test images with their own q (set from the data by training)", group="model", flag=None,
         low=0, high=10_000_000,
     )  # fmt: skip
+    stochastic_layers: int = setting(
+        1, "1: z ~ N(0, I); 2: z2 ~ N(0, I) above z1 (--z-dim), with p(z1|z2) and q(z2|z1) Gaussian MLPs through "
+        "--hidden2 (the IWAE paper's two-layer model)", group="model", choices=(1, 2),
+    )  # fmt: skip
+    z2_dim: int = setting(50, "--stochastic-layers 2: size of the top latent z2", group="model", low=1, high=MAX_UNITS)
+    hidden2: tuple[int, ...] = setting(
+        (100, 100), "--stochastic-layers 2: hidden sizes of q(z2|z1); p(z1|z2) mirrors them", group="model", low=1,
+        high=MAX_UNITS, default_text="100,100",
+    )  # fmt: skip
     image_shape: tuple[int, ...] = setting(
         (), "(H, W) or (C, H, W), set from the data by training; () is (x_dim,)", group="model", flag=None, low=1
     )
     user_parts: str = setting("", "the user's own modules, by class (see VAE), or none", group="model", flag=None)
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "channels", "image_shape"):
+        for name in ("hidden", "channels", "hidden2", "image_shape"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         check_declared(self)
         if self.learn_sigma and self.likelihood != "gaussian":
             raise ConfigError("@learn_sigma applies only to @likelihood gaussian")
         if self.guide == "flow" and self.network == "mlp" and not self.hidden and not self.user_parts:
             raise ConfigError("the flow guide conditions on the encoder's hidden layer; give @hidden")
+        if self.stochastic_layers == 2 and self.guide in ("local", "delta"):
+            raise ConfigError(
+                f"@stochastic_layers 2 needs a density q(z1|x) from an encoder; @guide {self.guide} has none"
+            )
         self._check_image_shape()
 
     def _check_image_shape(self) -> None:
@@ -132,11 +149,22 @@ class VAE(nn.Module):
         self.config = replace(config, user_parts=parts.Parts(encoder, decoder, guide).description())
         self.decoder = build_decoder(self.config) if decoder is None else parts.ImageDecoder(decoder, config.shape)
         self.q = build_q(self.config, encoder, guide)
+        self.top = None
+        if config.stochastic_layers == 2:
+            self.top = TopLayer(config.z_dim, config.z2_dim, config.hidden2, config.activation)
         log_sigma = torch.tensor(math.log(config.sigma))
         if config.learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
         else:
             self.register_buffer("log_sigma", log_sigma)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """q's parameters (phi): the guide's, and with two layers q(z2|z1)'s."""
+        return list(self.q.parameters()) + (list(self.top.q.parameters()) if self.top is not None else [])
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The generative model's network parameters (theta): the decoder's, and with two layers p(z1|z2)'s."""
+        return list(self.decoder.parameters()) + (list(self.top.prior.parameters()) if self.top is not None else [])
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -154,8 +182,8 @@ class VAE(nn.Module):
 
     @property
     def z_dim(self) -> int:
-        """The size of the latent z."""
-        return self.config.z_dim
+        """The size of the latent z (with two layers, of z = (z1, z2): z_dim + z2_dim)."""
+        return self.config.z_dim + (self.config.z2_dim if self.top is not None else 0)
 
     @property
     def is_local(self) -> bool:
@@ -188,16 +216,30 @@ class VAE(nn.Module):
         self, x: torch.Tensor, eps: torch.Tensor, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z|x) from standard-normal noise eps (S, batch, z_dim), and log q(z|x): the guide's own
-        reparameterization."""
-        return self.q.sample(self._conditioning(x, rows), eps)
+        reparameterization (with two layers, z = (z1, z2) and q(z1, z2|x) = q(z1|x) q(z2|z1))."""
+        if self.top is None:
+            return self.q.sample(self._conditioning(x, rows), eps)
+        eps1, eps2 = self.top.split(eps)
+        return self.top.extend(*self.q.sample(x, eps1), eps2)
 
     def kl_to_prior(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
-        """KL(q(z|x) || p(z)) per image in closed form, or None for a guide without one."""
-        return self.q.kl_to_prior(self._conditioning(x, rows))
+        """KL(q(z|x) || p(z)) per image in closed form, or None for a guide (or two layers) without one."""
+        return self.q.kl_to_prior(self._conditioning(x, rows)) if self.top is None else None
 
     def location(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """One representative z per image (q's mean, or for the flow the image of its base mean)."""
-        return self.q.location(self._conditioning(x, rows))
+        """One representative z per image (q's mean, or for the flow the image of its base mean; with two
+        layers, z1's and then the mean of q(z2|z1) there)."""
+        z1 = self.q.location(self._conditioning(x, rows))
+        return z1 if self.top is None else torch.cat([z1, self.top.q.location(z1)], -1)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z): log N(z; 0, I), or with two layers log N(z2; 0, I) + log p(z1|z2)."""
+        return analytic.standard_normal_log_prob(z) if self.top is None else self.top.log_prior(z)
+
+    def prior_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
+        """z ~ p(z) from standard-normal noise eps (..., z_dim): eps itself, or with two layers (z1, z2) with
+        z2 = eps2 and z1 = m(z2) + s(z2) * eps1."""
+        return eps if self.top is None else self.top.from_noise(eps)
 
     def at(self, rows: torch.Tensor) -> "DataPoints":
         """This VAE with q fixed to the data points `rows` (rows of x to come), as an
@@ -205,8 +247,8 @@ class VAE(nn.Module):
         return DataPoints(self, rows)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
-        """p(x|z) as a Pyro distribution with event dim 1."""
-        logits = self.decoder(z)
+        """p(x|z) as a Pyro distribution with event dim 1 (with two layers p(x|z1), z1 = z's first z_dim)."""
+        logits = self.decoder(z[..., : self.config.z_dim])
         if self.config.likelihood == "bernoulli":
             return dist.Bernoulli(logits=logits).to_event(1)
         if self.config.likelihood == "continuous-bernoulli":
@@ -214,8 +256,8 @@ class VAE(nn.Module):
         return dist.Normal(torch.sigmoid(logits), self.sigma.expand(logits.shape)).to_event(1)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) per image, by the hand-derived formulas of `analytic`."""
-        logits = self.decoder(z)
+        """log p(x|z) per image, by the hand-derived formulas of `analytic` (two layers: p(x|z1))."""
+        logits = self.decoder(z[..., : self.config.z_dim])
         if self.config.likelihood == "bernoulli":
             return analytic.bernoulli_log_likelihood(x, logits)
         if self.config.likelihood == "continuous-bernoulli":
@@ -233,18 +275,24 @@ class VAE(nn.Module):
             yield
 
     def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
-        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed. (`rows` is the guide's.)"""
+        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed; with two layers z2 ~ N(0, I),
+        z1 ~ p(z1|z2), x ~ p(x | decoder(z1)). (`rows` is the guide's.)"""
+        top_dim = self.config.z_dim if self.top is None else self.config.z2_dim
         with self._images(x):
             with _kl_weight(kl_scale):
-                prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], self.config.z_dim])
-                z = pyro.sample("z", prior.to_event(1))
+                prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], top_dim])
+                z = pyro.sample("z" if self.top is None else "z2", prior.to_event(1))
+                if self.top is not None:
+                    z = pyro.sample("z1", self.top.prior(z))
             pyro.sample("x", self.likelihood(z), obs=x)
 
     def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
         """q(z|x), the variational family: amortized by an encoder of x, or for the local guide the free
-        parameters of the data points in rows `rows`."""
+        parameters of the data points in rows `rows`; with two layers q(z1|x) q(z2|z1)."""
         with self._images(x), _kl_weight(kl_scale):
-            pyro.sample("z", self.approximate_posterior(x, rows))
+            z = pyro.sample("z" if self.top is None else "z1", self.approximate_posterior(x, rows))
+            if self.top is not None:
+                pyro.sample("z2", self.top.q(z))
 
 
 def build_decoder(config: ModelConfig) -> nn.Module:
@@ -315,6 +363,12 @@ class DataPoints:
 
     def kl_to_prior(self, x: torch.Tensor) -> torch.Tensor | None:
         return self.vae.kl_to_prior(x, self.rows)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.log_prior(z)
+
+    def prior_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
+        return self.vae.prior_from_noise(eps)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.vae.log_likelihood(x, z)

@@ -97,7 +97,7 @@ def check_parts(vae: nn.Module, x: torch.Tensor, rows: torch.Tensor | None = Non
         raise ConfigError(
             "the guide gave NaN or infinite z or log q(z|x) before any training (an encoder's scale must be > 0)"
         )
-    logits = vae.decoder(z)
+    logits = vae.decoder(z[..., : vae.config.z_dim])  # with two layers, p(x|z1)
     if tuple(logits.shape) != (1, batch, x.shape[1]):
         raise ConfigError(
             f"the decoder gave logits of shape {tuple(logits.shape)} for z of shape {tuple(z.shape)}; "

@@ -106,7 +106,8 @@ def ais(
 
     def start(chunk: torch.Tensor, _: int) -> torch.Tensor:
         shape = (annealing.chains, chunk.shape[0], vae.z_dim)
-        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        return vae.prior_from_noise(noise).detach()
 
     betas = sigmoid_schedule(annealing.steps)
     return _annealed(vae, x, start, betas, "lower", annealing, generator, progress)
@@ -141,7 +142,7 @@ def simulate(vae, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     cuda = [weight.device] if weight.device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        z = torch.randn((n, vae.z_dim), device=weight.device, dtype=weight.dtype)
+        z = vae.prior_from_noise(torch.randn((n, vae.z_dim), device=weight.device, dtype=weight.dtype))
         return vae.likelihood(z).sample(), z
 
 
@@ -232,7 +233,7 @@ class _Potential:
     def __call__(self, sites: dict[str, torch.Tensor]) -> torch.Tensor:
         z = sites["z"]
         log_lik = self.vae.log_likelihood(self.x, z)
-        energy = -(analytic.standard_normal_log_prob(z) + self.beta * log_lik)
+        energy = -(self.vae.log_prior(z) + self.beta * log_lik)
         self.log_lik, self.energy = log_lik.detach(), energy.detach()
         return energy.sum()
 

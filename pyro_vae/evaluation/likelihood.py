@@ -223,7 +223,7 @@ def _log_weights(
         if proposal == "guide":
             log_w.append(analytic.log_importance_weights(_at(vae, rows), x, eps).double())
         else:
-            log_w.append(vae.log_likelihood(x, eps).double())
+            log_w.append(vae.log_likelihood(x, vae.prior_from_noise(eps)).double())
     return torch.cat(log_w) if log_w else None
 
 

@@ -49,8 +49,7 @@ def grid_posterior(
     z = torch.cartesian_prod(axis, axis)  # (points^2, 2), row i * points + j is (axis[i], axis[j])
     log_joint = torch.cat(
         [
-            vae.log_likelihood(x, part.unsqueeze(1).expand(-1, x.shape[0], -1))
-            + analytic.standard_normal_log_prob(part).unsqueeze(1)
+            vae.log_likelihood(x, part.unsqueeze(1).expand(-1, x.shape[0], -1)) + vae.log_prior(part).unsqueeze(1)
             for part in z.split(max(1, max_rows // x.shape[0]))
         ]
     ).double()  # (points^2, batch)

@@ -13,9 +13,10 @@ from pyro_vae.core.model import VAE
 
 @torch.no_grad()
 def prior_samples(vae: VAE, n: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """E[x|z] for n draws z ~ p(z) = N(0, I), from a generator of its own seeded with `seed`."""
+    """E[x|z] for n draws z ~ p(z) (N(0, I), or with two layers through p(z1|z2)), from a generator of its own
+    seeded with `seed`."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    z = torch.randn((n, vae.z_dim), generator=generator, device=device)
+    z = vae.prior_from_noise(torch.randn((n, vae.z_dim), generator=generator, device=device))
     return vae.decode_mean(z)
 
 

@@ -125,7 +125,7 @@ def gradient_draws(
     for miwae and piwae) at fixed parameters and batch:
     {"loss": (R,), "encoder": (R, P_enc), "decoder": (R, P_dec)} in float64."""
     loss = ELBOLoss(vae, build_elbo(estimator, num_particles, copies))
-    groups = {"encoder": list(vae.q.parameters()), "decoder": list(vae.decoder.parameters())}
+    groups = {"encoder": vae.encoder_parameters(), "decoder": vae.decoder_parameters()}
     out = {"loss": [], "encoder": [], "decoder": []}
     pyro.set_rng_seed(seed)
     for _ in range(draws):
