@@ -53,7 +53,8 @@ def test_the_compiled_loss_is_the_eager_loss_bit_for_bit(estimator, device):
 @pytest.mark.parametrize(
     "model",
     [dict(guide="full-covariance"), dict(guide="flow"), dict(guide="delta"),
-     dict(likelihood="continuous-bernoulli"), dict(likelihood="gaussian", learn_sigma=True)],
+     dict(likelihood="continuous-bernoulli"), dict(likelihood="gaussian", learn_sigma=True),
+     dict(stochastic_layers=2, z2_dim=2, hidden2=(8,))],
 )  # fmt: skip
 @pytest.mark.parametrize("estimator", ["trace", "meanfield"])
 def test_every_guide_and_likelihood_compiles_to_the_same_numbers(estimator, model):
