@@ -46,7 +46,7 @@ from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.evaluation import plots
 from pyro_vae.training.build import load_training_data, resolve_device  # noqa: E402
-from pyro_vae.training.loop import TrainConfig, train  # noqa: E402
+from pyro_vae.training.loop import Interrupted, TrainConfig, train  # noqa: E402
 from pyro_vae.training.resume import load_run_checkpoint  # noqa: E402
 from pyro_vae.training.schedule import LR_SCHEDULES, Schedule  # noqa: E402
 from pyro_vae.training.trained_run import TrainedRun  # noqa: E402
@@ -72,12 +72,14 @@ def main() -> int:
     config = training_config(args)
     rows, curves = [], {}
     if not args.reference_only:
-        run = train(
-            config,
-            progress=False,
-            log=log,
-            checkpoint=None if args.resume is None else load_run_checkpoint(Path(args.resume)),
-        )
+        try:
+            checkpoint = None if args.resume is None else load_run_checkpoint(Path(args.resume))
+            run = train(config, progress=False, log=log, checkpoint=checkpoint)
+        except Interrupted as stop:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was written
+            log(
+                f"interrupted; checkpoint written. Resume with: python benchmarks/reproduce_iwae.py --resume {stop.folder}"
+            )
+            return stop.status
         config, out = run.config, run.path
         rows.append(pyro_row(run, args))
         curves["pyro-vae"] = run.metrics

@@ -4,6 +4,7 @@ documented in docs/; here only that the tools work)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,21 @@ def test_threads_benchmark_times_the_default_beside_fixed_counts():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")]
     assert [row.split(" | ")[1] for row in rows] == ["default", "1"] and rows[1].endswith("| 1.00x |")
+
+
+def test_reproduce_iwae_two_layers_stops_on_sigterm_with_its_own_resume_command(data_dir, tmp_path):
+    """A scheduler's SIGTERM during the paper's two-layer model: a checkpoint, one line naming this script's
+    --resume (not the training command's), the exit status 143."""
+    args = ["benchmarks/reproduce_iwae.py", "--data-dir", str(data_dir), "--stochastic-layers", "2"]
+    args += ["--epochs", "3", "--eval-samples", "0", "--threads", "1", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch   1/3"):
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=300) == 143
+    assert f"Resume with: python benchmarks/reproduce_iwae.py --resume {tmp_path / 'run'}" in rest
+    assert "Traceback" not in rest and (tmp_path / "run" / "checkpoint.pt").exists()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["model"]["stochastic_layers"], config["model"]["z_dim"], config["model"]["z2_dim"]) == (2, 100, 50)

@@ -235,7 +235,12 @@ def test_two_layers_train_resume_exactly_evaluate_and_sample_from_the_command_li
     assert any(key.startswith("top.") for key in straight)
     assert all(torch.equal(resumed[key], value) for key, value in straight.items())
     capsys.readouterr()
-    assert evaluate.main([str(tmp_path / "run"), "--samples", "50", "--images", "20", "--prior", "--ais", "5", "--chains", "2"]) == 0
+    assert (
+        evaluate.main(
+            [str(tmp_path / "run"), "--samples", "50", "--images", "20", "--prior", "--ais", "5", "--chains", "2"]
+        )
+        == 0
+    )
     assert "log p(x)" in capsys.readouterr().out
     assert sample.main([str(tmp_path / "run"), "--out", str(tmp_path / "pictures")]) == 0
     assert any((tmp_path / "pictures").iterdir())

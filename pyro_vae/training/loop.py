@@ -44,11 +44,12 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 class Interrupted(Exception):
     """Ctrl-C, SIGTERM or SIGHUP stopped the run; a checkpoint was written first. `status` is the exit
-    status a shell expects of that signal, 128 + its number (130, 143, 129)."""
+    status a shell expects of that signal, 128 + its number (130, 143, 129); `folder` the run's folder, which
+    holds that checkpoint."""
 
-    def __init__(self, message: str, status: int = 128 + signal.SIGINT) -> None:
+    def __init__(self, message: str, status: int = 128 + signal.SIGINT, folder: Path | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.folder = status, folder
 
 
 class Abandoned(KeyboardInterrupt):
@@ -270,6 +271,7 @@ def stop_message(run: Run, where: str, signum: int) -> Interrupted:
         f"interrupted ({name}) {where}; checkpoint written. "
         f"Resume with: {command} scripts/svi_train.py --resume {run.folder.path}",
         128 + signum,
+        run.folder.path,
     )
 
 
