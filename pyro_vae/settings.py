@@ -93,12 +93,25 @@ def check_declared(config: Any) -> None:
     """Every declared field of `config` inside its choices and range; a value of None (where the field
     allows it) means "not given" and is not checked. Raises a ConfigError naming the first field outside (as @name)."""
     for f in declared(type(config)):
-        value, meta = getattr(config, f.name), f.metadata
-        for item in value if isinstance(value, tuple) else () if value is None else (value,):
-            if meta["choices"] is not None and item not in meta["choices"]:
-                raise ConfigError(f"@{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {item!r}")
-            if not _in_range(item, meta):
-                raise ConfigError(f"@{f.name} must be {_range_text(meta, isinstance(item, int))}, got {item!r}")
+        _check_field(f, getattr(config, f.name))
+
+
+def check_values(cls: type, **values: Any) -> None:
+    """Each value inside the choices and range declared for the field of that name in `cls`: how a command
+    that has no such config (evaluate, sample, ...) holds its --seed or --threads to the training command's
+    bounds. Raises a ConfigError naming the first value outside (as @name)."""
+    fields_by_name = {f.name: f for f in declared(cls)}
+    for name, value in values.items():
+        _check_field(fields_by_name[name], value)
+
+
+def _check_field(f: Field, value: Any) -> None:
+    meta = f.metadata
+    for item in value if isinstance(value, tuple) else () if value is None else (value,):
+        if meta["choices"] is not None and item not in meta["choices"]:
+            raise ConfigError(f"@{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {item!r}")
+        if not _in_range(item, meta):
+            raise ConfigError(f"@{f.name} must be {_range_text(meta, isinstance(item, int))}, got {item!r}")
 
 
 def _in_range(value: Any, meta: dict) -> bool:

@@ -405,3 +405,28 @@ def test_ctrl_c_in_the_other_commands_is_one_line_and_exit_130(command, tmp_path
     assert module.main(argv) == 130
     err = capsys.readouterr().err
     assert err.startswith("interrupted (Ctrl-C)") and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("evaluate", ["--seed", str(2**64)], "--seed must be a whole number from 0 to 4,294,967,295"),
+        ("evaluate", ["--threads", "0"], "--threads must be a whole number from 1 to 4,096"),
+        ("evaluate", ["--threads", "-1"], "--threads must be a whole number from 1 to 4,096"),
+        ("evaluate", ["--threads", "10000000000"], "--threads must be a whole number from 1 to 4,096"),
+        ("sample", ["--seed", str(2**64)], "--seed must be a whole number from 0 to 4,294,967,295"),
+        ("sample", ["--seed", "-1"], "--seed must be a whole number from 0 to 4,294,967,295"),
+        ("compare", ["--threads", "0"], "--threads must be a whole number from 1 to 4,096"),
+        ("compare", ["--threads", "-1"], "--threads must be a whole number from 1 to 4,096"),
+    ],
+)
+def test_every_command_holds_seed_and_threads_to_the_training_commands_bounds(command, args, message, tmp_path, capsys):
+    """The bounds are TrainConfig's declarations (settings.check_values), checked before any run is loaded."""
+    import importlib
+
+    argv = (
+        [str(tmp_path / "run"), *args] if command in ("evaluate", "sample") else [*args, "--out", str(tmp_path / "c")]
+    )
+    assert importlib.import_module(f"pyro_vae.cli.{command}").main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

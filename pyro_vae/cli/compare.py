@@ -24,7 +24,9 @@ from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import plots
 from pyro_vae.experiments import compare
+from pyro_vae.settings import check_values
 from pyro_vae.threads import use_threads
+from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.run_folder import new_run_dir
 
 
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
+        check_values(TrainConfig, threads=args.threads)
         use_threads(args.threads)
         out = new_run_dir(args.out)
         dataset = compare.load_data(config)
