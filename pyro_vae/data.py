@@ -139,6 +139,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
             f"data directory {root} does not exist; pass an existing folder to @data_dir "
             f"(it should hold {_layout_hint(name)}), or use @dataset default, which needs no files"
         )
+    if root.exists() and not root.is_dir():  # $PYRO_VAE_DATA naming a file
+        raise DataError(
+            f"${DATA_DIR_ENV} names {root}, which is a file, not a folder; point it at the folder that holds {_layout_hint(name)}"
+        )
     if name == "binarized-mnist":
         return load_binarized_mnist(root)
     return load_idx_dataset(name, root)

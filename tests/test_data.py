@@ -208,3 +208,10 @@ def test_an_empty_data_dir_is_refused_not_taken_as_the_current_folder(tmp_path, 
     with pytest.raises(DataError, match="^data_dir is empty"):
         data.load_dataset("mnist", "")
     assert not (tmp_path / "MNIST").exists()
+
+
+def test_a_data_dir_variable_naming_a_file_says_so_instead_of_blaming_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataError, match=f"^\\${data.DATA_DIR_ENV} names .*a-file, which is a file, not a folder"):
+        data.load_dataset("mnist")
