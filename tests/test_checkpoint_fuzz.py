@@ -125,6 +125,23 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
     )
     changed("Adam's group missing a parameter", lambda c: c["optimizer_state"]["param_groups"][0]["params"].pop())
     changed("Adam's lr a string", lambda c: c["optimizer_state"]["param_groups"][0].update(lr="fast"))
+    for key, value in [
+        ("betas", ("a", "b")), ("betas", (0.9,)), ("betas", (5.0, -3.0)), ("eps", -1.0), ("eps", float("nan")),
+        ("weight_decay", "x"), ("weight_decay", 1e6), ("amsgrad", True), ("maximize", True),
+        ("differentiable", True), ("fused", False), ("lr", float("inf")), ("capturable", True),
+    ]:  # fmt: skip
+        group = lambda c: c["optimizer_state"]["param_groups"][0]  # noqa: E731
+        changed(f"Adam's {key} {value!r}", lambda c, k=key, v=value, g=group: g(c).update({k: v}))
+    rng = lambda c: c["rng"]  # noqa: E731
+    changed(
+        "torch generator state of random bytes",
+        lambda c: rng(c).update(torch=torch.randint(0, 256, (5056,), dtype=torch.uint8)),
+    )
+    changed("numpy has_gauss a string", lambda c: rng(c)["numpy"].__setitem__(3, "x"))
+    changed("numpy has_gauss 10**30", lambda c: rng(c)["numpy"].__setitem__(3, 10**30))
+    changed("python state version 99", lambda c: rng(c)["python"].__setitem__(0, 99))
+    changed("python state version a string", lambda c: rng(c)["python"].__setitem__(0, "x"))
+    changed("Adam without weight_decay", lambda c: c["optimizer_state"]["param_groups"][0].pop("weight_decay"))
     changed("Adam's state a list", lambda c: c.update(optimizer_state=[]))
     for name, value in [
         ("epoch", 99),

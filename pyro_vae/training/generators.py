@@ -25,10 +25,33 @@ def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(_numpy_state(states["numpy"]))
+    random.setstate(_python_state(states["python"]))
+
+
+def restorable(states: dict) -> str | None:
+    """None if every CPU generator state restores (tried on scratch generators, the process's untouched),
+    else the name of the first that does not."""
+    for name, restore in (
+        ("torch", lambda: torch.Generator().set_state(states["torch"])),
+        ("numpy", lambda: np.random.RandomState().set_state(_numpy_state(states["numpy"]))),
+        ("python", lambda: random.Random().setstate(_python_state(states["python"]))),
+    ):
+        try:
+            restore()
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            return name
+    return None
+
+
+def _numpy_state(saved: list) -> tuple:
+    kind, keys, pos, has_gauss, cached = saved
+    return kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached
+
+
+def _python_state(saved: list) -> tuple:
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -13,11 +13,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
 from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.generators import restorable
+from pyro_vae.training.optimizer import SVIOptimizer
 
 
 class CheckpointError(ConfigError):
@@ -136,13 +139,15 @@ def check(checkpoint: object, path: Path, parts: Parts = Parts()) -> None:
         checkpoint["model_state"], {k: (v.shape, v.dtype) for k, v in vae.state_dict().items()}, f"{path}: model_state"
     )
     table = vae.q.table.weight if vae.is_local else None
-    _check_adam(
-        checkpoint["optimizer_state"], [p for p in vae.parameters() if p is not table], f"{path}: optimizer_state"
-    )
+    built = SVIOptimizer([nn.Parameter(torch.zeros(1))], config.lr, (config.adam_beta1, 0.999), config.adam_eps,
+                         sparse=None if table is None else nn.Parameter(torch.zeros(1, 1)))  # fmt: skip
+    dense = [p for p in vae.parameters() if p is not table]
+    _check_adam(checkpoint["optimizer_state"], dense, built.dense.param_groups[0], f"{path}: optimizer_state")
     if vae.is_local:
         if "local_optimizer_state" not in checkpoint:
             raise CheckpointError(f"{path}: a local-guide run's checkpoint lacks local_optimizer_state")
-        _check_adam(checkpoint["local_optimizer_state"], [table], f"{path}: local_optimizer_state")
+        where = f"{path}: local_optimizer_state"
+        _check_adam(checkpoint["local_optimizer_state"], [table], built.sparse.param_groups[0], where)
     elif "local_optimizer_state" in checkpoint:
         raise CheckpointError(
             f"{path} holds a local_optimizer_state, but its config's guide ({config.model.guide}) has none"
@@ -220,9 +225,11 @@ def _check_tensor(value: object, shape: tuple, dtype: torch.dtype, where: str) -
         raise CheckpointError(f"{where} holds NaN or infinite values")
 
 
-def _check_adam(state: object, parameters: list[torch.Tensor], where: str) -> None:
-    """A torch Adam (or SparseAdam) state_dict for exactly `parameters`: one group listing them in order, and
-    per parameter a step >= 0 and moments of its shape (the second non-negative), all finite."""
+def _check_adam(state: object, parameters: list[torch.Tensor], built: dict, where: str) -> None:
+    """A torch Adam (or SparseAdam) state_dict for exactly `parameters`: one group listing them in order, with
+    the settings of the group `built` for the run's config (betas, eps, no weight decay, amsgrad, ...: an
+    altered one would silently change training) and a finite learning rate >= 0; per parameter a step >= 0 and
+    moments of its shape (the second non-negative), all finite."""
     if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
         raise CheckpointError(f"{where} is not an optimizer's state (a dict of state and param_groups)")
     groups = state["param_groups"]
@@ -233,11 +240,7 @@ def _check_adam(state: object, parameters: list[torch.Tensor], where: str) -> No
         or groups[0].get("params") != list(range(len(parameters)))
     ):
         raise CheckpointError(f"{where}: its parameter groups do not match the config's model")
-    for key, kind in (("lr", float), ("eps", float), ("betas", (tuple, list))):
-        if not isinstance(groups[0].get(key), kind):
-            raise CheckpointError(
-                f"{where}: its parameter group's {key} is missing or not a {getattr(kind, '__name__', 'pair')}"
-            )
+    _check_group_settings(groups[0], built, where)
     moments = state["state"]
     if not isinstance(moments, dict) or not set(moments) <= set(range(len(parameters))):
         raise CheckpointError(f"{where}: its per-parameter states do not match the config's model")
@@ -255,6 +258,21 @@ def _check_adam(state: object, parameters: list[torch.Tensor], where: str) -> No
             )
         if (entry["exp_avg_sq"] < 0).any():
             raise CheckpointError(f"{where}: parameter {index}'s exp_avg_sq has negative values")
+
+
+def _check_group_settings(group: dict, built: dict, where: str) -> None:
+    """The group's settings are those the run's config builds; its lr a finite number >= 0 (the schedule's)."""
+    lr = group.get("lr")
+    if not isinstance(lr, float) or not 0 <= lr < float("inf"):
+        raise CheckpointError(f"{where}: its parameter group's lr is missing or not a finite number >= 0: {lr!r}")
+    for key in sorted((set(group) | set(built)) - {"params", "lr"}):
+        value, expected = group.get(key, "missing"), built.get(key, "absent")
+        if isinstance(value, list):
+            value = tuple(value)
+        if type(value) is not type(expected) or value != expected:
+            raise CheckpointError(
+                f"{where}: its parameter group's {key} is {value!r}, but the run's config builds {expected!r}"
+            )
 
 
 def _is_count(value: object) -> bool:
@@ -349,3 +367,5 @@ def _check_generators(checkpoint: dict, path: Path) -> None:
             or not all(_is_count(w) and w < 2**32 or w == 624 for w in python_state[1])
         ):
             raise CheckpointError(f"{where}: python is not a Mersenne Twister state")
+        if (broken := restorable(states)) is not None:
+            raise CheckpointError(f"{where}: {broken}'s state does not restore (its contents are not a generator's)")
