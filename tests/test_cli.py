@@ -359,7 +359,8 @@ def test_a_mistyped_flag_is_one_line_with_the_flag_it_resembles(command, capsys)
 
 
 def test_evaluate_refuses_a_model_with_absurd_weights_before_printing_a_number(tmp_path, capsys):
-    """Decoder weights of 1e38 (finite, checksum true): one line and exit 2, never `log p(x) nan`."""
+    """Decoder weights of 1e38 (finite, checksum true): one line and exit 2, never `log p(x) nan`; a resume is
+    refused alike, before Pyro could warn of a NaN."""
     from pyro_vae.cli.evaluate import main as evaluate_main
 
     out = tmp_path / "run"
@@ -372,6 +373,9 @@ def test_evaluate_refuses_a_model_with_absurd_weights_before_printing_a_number(t
     assert evaluate_main([str(out), "--samples", "10"]) == 2
     captured = capsys.readouterr()
     assert "weights are damaged or out of any sensible range" in captured.err and "nan" not in captured.out
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 2  # nor trains from them
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "so training cannot go on from them" in err and "Encountered NaN" not in err
 
 
 @pytest.mark.parametrize("out", ["/dev/null", "/proc/x", "long"])

@@ -179,14 +179,21 @@ def log_likelihood(
     )
 
 
-def check_finite_model(vae: VAE, x: torch.Tensor, rows: torch.Tensor | None = None, images: int = 8) -> None:
-    """Refuse, in one line, a model whose negative ELBO on the first `images` of x is not finite: damaged or
-    absurd weights, which would otherwise print NaN as an estimate."""
+def check_finite_model(
+    vae: VAE,
+    x: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    images: int = 8,
+    consequence: str = "no estimate can be made from them",
+) -> None:
+    """Refuse, in one line, a model whose negative ELBO on the first `images` of x (test images) is not finite:
+    damaged or absurd weights, which would otherwise print NaN as an estimate, or train from NaN. Its noise
+    has a generator of its own: the global random state is untouched."""
     value = negative_elbo(vae, x[:images], rows=None if rows is None else rows[:images])
     if not math.isfinite(value):
         raise DataError(
             f"this model's negative ELBO on the first {min(images, x.shape[0])} test images is {value}: its "
-            "weights are damaged or out of any sensible range, so no estimate can be made from them"
+            f"weights are damaged or out of any sensible range, so {consequence}"
         )
 
 

@@ -26,6 +26,7 @@ from pyro_vae.core.model import VAE, has_distribution
 from pyro_vae.core.parts import Parts, check_parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
+from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.threads import usable_cores, use_threads
 from pyro_vae.training import checkpoints
 from pyro_vae.training.config import TrainConfig
@@ -241,6 +242,7 @@ def resumed_folder(
     try:
         check_unchanged(folder.checkpoint_path, checkpoint)
         state = restore(checkpoint, vae, optimizer, world, config.seed, log)
+        evaluate.check_finite_model(vae, dataset.test, dataset.test_rows, consequence="training cannot go on from them")
         if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
             raise ConfigError(
                 f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "
