@@ -45,6 +45,13 @@ VARIANTS = {
         "--lr-final",
         "1e-3",
     ],
+    "+ output bias, Adam eps 1e-4, KL warm-up 10 epochs": [
+        "--init-output-bias",
+        "--adam-eps",
+        "1e-4",
+        "--kl-warmup",
+        "10",
+    ],
 }
 
 

@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -188,3 +189,28 @@ def test_evaluate_under_torchrun_gives_the_single_process_numbers(straight):
     assert shared["processes"] == 2
     timing = {"seconds", "processes"}
     assert {k: v for k, v in shared.items() if k not in timing} == {k: v for k, v in single.items() if k not in timing}
+
+
+def test_ranks_orphaned_by_a_sigkill_of_torchrun_stop_within_seconds_and_release_the_run(tmp_path):
+    """SIGKILL of torchrun itself: its ranks get SIGTERM from the kernel (a parent-death signal), stop at an
+    agreed step with a checkpoint, and exit; the run resumes at once, not after the 30-minute timeout."""
+    out = tmp_path / "run"
+    process = torchrun(SMALL + ["--epochs", "200", "--out", str(out)])
+    wait_for(out / "checkpoint.pt", process)
+    ranks = [rank_pid(out, rank) for rank in (0, 1)]
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in state_of(pid) for pid in ranks):
+        assert time.monotonic() < deadline, "orphaned ranks still running after 30 s"
+        time.sleep(0.2)
+    epoch = load_run_checkpoint(out).progress.epoch
+    assert main(["--resume", str(out), "--epochs", str(epoch + 1), "--no-progress", "--threads", "1"]) == 0
+
+
+def state_of(pid: int) -> str:
+    """The process's state letter from /proc (Z: a zombie, gone but not yet reaped), or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
