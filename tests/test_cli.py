@@ -434,3 +434,29 @@ def test_every_command_holds_seed_and_threads_to_the_training_commands_bounds(co
     assert importlib.import_module(f"pyro_vae.cli.{command}").main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--num-particles", "100000"], "25,600,000 rows (--batch-size 256 x --num-particles 100,000)"),
+        (["--hidden", "100000,100000"], "through a model of 20,172,200,884 parameters"),
+        (["--estimator", "miwae", "--num-particles", "10000", "--iwae-copies", "100"], "x --iwae-copies 100"),
+    ],
+)
+def test_a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_allocated(args, names, tmp_path, capsys):
+    assert main([*args, "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert names in err and "GiB of memory at once" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_evaluation_chunk_that_cannot_fit_is_refused_in_one_line(tmp_path, capsys):
+    from pyro_vae.cli.evaluate import main as evaluate_main
+
+    out = tmp_path / "run"
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert evaluate_main([str(out), "--max-rows", "100000000", "--samples", "1000000"]) == 2
+    err = capsys.readouterr().err
+    assert "(--max-rows 100,000,000) needs about" in err and err.count("\n") == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae import files
+from pyro_vae import files, memory
 from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import VAE
@@ -94,6 +94,13 @@ def run(args: argparse.Namespace, world: World = SINGLE) -> dict:
     trained = load_run(args.run, device, args.data_dir)
     vae = trained.vae
     x, rows = trained.test_data().first_test(args.images)
+    rows_at_once = min(args.max_rows, x.shape[0] * args.samples)
+    memory.check_fits(
+        rows_at_once * memory.bytes_per_row(vae.config, x.element_size(), backward=False),
+        f"an evaluation chunk of {rows_at_once:,} (image, sample) rows (--max-rows {args.max_rows:,})",
+        "lower --max-rows",
+        device,
+    )
     evaluate.check_finite_model(vae, x, rows)
     if args.amortization_gap and vae.top is not None:
         raise ConfigError("--amortization-gap fits a diagonal Gaussian over one stochastic layer; this run has two")

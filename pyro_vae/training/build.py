@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pyro_vae import data
+from pyro_vae import data, memory
 from pyro_vae.core.compiled import CompiledLoss
 from pyro_vae.core.estimators import SCORE_FUNCTION, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, has_distribution
@@ -177,6 +177,7 @@ def build_run(
         data_dir=data.resolve_data_dir(config.dataset, config.data_dir),
         validation=config.resolved_validation,
     )
+    check_memory(config, world, device)
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = build_vae(config, parts, dataset)
     config = replace(config, model=vae.config)
@@ -206,6 +207,25 @@ def build_run(
             folder.close()
         raise
     return Run(config, world, dataset, vae, loss, optimizer, state, folder)
+
+
+def check_memory(config: TrainConfig, world: World, device: torch.device) -> None:
+    """Before the model is built: its parameters (with their gradients and Adam's two moments) and one step's
+    rows (this rank's images x particles x copies) estimated (`memory`), and refused in one line if they
+    cannot fit. The built-in networks are counted on the meta device, where nothing is allocated."""
+    model = config.model
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in VAE(model).parameters())
+    per_row = memory.bytes_per_row(model)
+    copies = config.iwae_copies if config.estimator in ("miwae", "piwae") else 1
+    rows = math.ceil(config.batch_size / world.size) * config.num_particles * copies
+    memory.check_fits(
+        16 * parameters + rows * per_row,
+        f"a step of {rows:,} rows (@batch_size {config.batch_size:,} x @num_particles {config.num_particles:,}"
+        f"{f' x @iwae_copies {copies}' if copies > 1 else ''}) through a model of {parameters:,} parameters",
+        "lower @batch_size or @num_particles, or choose a smaller model (@hidden, @z_dim)",
+        device,
+    )
 
 
 def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:
