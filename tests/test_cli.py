@@ -414,18 +414,19 @@ def test_ctrl_c_in_the_other_commands_is_one_line_and_exit_130(command, tmp_path
 @pytest.mark.parametrize(
     "command, args, message",
     [
-        ("evaluate", ["--seed", str(2**64)], "--seed must be a whole number from 0 to 4,294,967,295"),
+        ("evaluate", ["--seed", str(2**64)], "--seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
         ("evaluate", ["--threads", "0"], "--threads must be a whole number from 1 to 4,096"),
         ("evaluate", ["--threads", "-1"], "--threads must be a whole number from 1 to 4,096"),
         ("evaluate", ["--threads", "10000000000"], "--threads must be a whole number from 1 to 4,096"),
-        ("sample", ["--seed", str(2**64)], "--seed must be a whole number from 0 to 4,294,967,295"),
-        ("sample", ["--seed", "-1"], "--seed must be a whole number from 0 to 4,294,967,295"),
+        ("sample", ["--seed", str(2**64)], "--seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
+        ("sample", ["--seed", "-1"], "--seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
         ("compare", ["--threads", "0"], "--threads must be a whole number from 1 to 4,096"),
         ("compare", ["--threads", "-1"], "--threads must be a whole number from 1 to 4,096"),
     ],
 )
-def test_every_command_holds_seed_and_threads_to_the_training_commands_bounds(command, args, message, tmp_path, capsys):
-    """The bounds are TrainConfig's declarations (settings.check_values), checked before any run is loaded."""
+def test_every_command_holds_seed_and_threads_to_the_apis_bounds(command, args, message, tmp_path, capsys):
+    """--threads is bound as the training command's (TrainConfig's declaration), --seed as the Python API's
+    (any seed of torch's generators), checked before any run is loaded."""
     import importlib
 
     argv = (

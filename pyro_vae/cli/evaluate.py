@@ -25,7 +25,7 @@ from pyro_vae.settings import check_values
 from pyro_vae.threads import use_threads
 from pyro_vae.training.build import resolve_device
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, load_run
+from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, SEEDS, load_run, whole_number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +199,8 @@ def sandwich(vae: VAE, args: argparse.Namespace) -> dict:
 
 def check_arguments(args: argparse.Namespace, world: World) -> None:
     """Sizes in range, and the combinations that cannot run, refused in one line."""
-    check_values(TrainConfig, seed=args.seed, threads=args.threads)
+    check_values(TrainConfig, threads=args.threads)
+    whole_number("--seed", args.seed, *SEEDS)  # what the API takes: any seed of torch's generators
     if args.samples < 1 or (args.images is not None and args.images < 1) or args.max_rows < 1:
         raise ConfigError("--samples, --images and --max-rows must be at least 1")
     if args.samples > MAX_IMPORTANCE_SAMPLES or args.max_rows > 100_000_000:

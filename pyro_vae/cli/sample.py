@@ -14,9 +14,7 @@ from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
-from pyro_vae.settings import check_values
-from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, load_run
+from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, SEEDS, load_run, whole_number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Draw what `args` asks for; returns the files written."""
-    check_values(TrainConfig, seed=args.seed)
+    whole_number("--seed", args.seed, *SEEDS)  # as TrainedRun.sample: any seed of torch's generators
     if not 0 <= args.prior <= MAX_PICTURES or not 2 <= args.steps <= MAX_PATH_STEPS:
         raise ConfigError(
             f"--prior must be from 0 to {MAX_PICTURES} and --steps from 2 to {MAX_PATH_STEPS}, "
