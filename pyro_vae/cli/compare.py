@@ -18,7 +18,6 @@ from dataclasses import asdict
 import torch
 
 from pyro_vae import data, files
-from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
@@ -66,27 +65,28 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
     )
     p.add_argument("--out", default=None, help="output folder (default: a new runs/<timestamp>)")
     args = p.parse_args(argv)
-    for name in ("steps", "early_step", "eval_every", "seeds", "iwae_particles", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.draws < 3:
-        p.error("--draws must be at least 3 for a variance and its interval")
-    if args.early_step >= args.steps:
-        p.error(f"--early-step ({args.early_step}) must come before the end of training (--steps {args.steps})")
-    config = compare.CompareConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        estimators=tuple(dict.fromkeys(args.estimators)),
-        timed=tuple(dict.fromkeys(args.timed)),
-        iwae_particles=args.iwae_particles,
-        steps=args.steps,
-        early_step=args.early_step,
-        eval_every=args.eval_every,
-        seeds=tuple(range(args.seeds)),
-        draws=args.draws,
-        batch_size=args.batch_size,
-    )
+    try:
+        config = compare.CompareConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            estimators=tuple(dict.fromkeys(args.estimators)),
+            timed=tuple(dict.fromkeys(args.timed)),
+            iwae_particles=args.iwae_particles,
+            steps=args.steps,
+            early_step=args.early_step,
+            eval_every=args.eval_every,
+            seeds=tuple(range(args.seeds)),
+            draws=args.draws,
+            batch_size=args.batch_size,
+        )
+    except PyroVAEError as error:
+        p.error(as_flags(error))
     return config, args
+
+
+def as_flags(error: PyroVAEError) -> str:
+    """The message with each CompareConfig field it names (@name) written as this command's flag, --name."""
+    return error.naming(lambda name: "--" + name.replace("_", "-"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         use_threads(args.threads)
         out = new_run_dir(args.out)
         dataset = compare.load_data(config)
+        config.check_memory(dataset.x_dim)
         log(f"{dataset.name}: {dataset.train.shape[0]} train / {dataset.test.shape[0]} test images; writing {out}")
         curves, snapshots = [], {}
         for estimator in config.estimators:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         timing = compare.time_steps(config, dataset)
         summary = compare.curve_summary(curves, config.estimators)
     except PyroVAEError as error:
-        print(f"error: {with_flags(error)}", file=sys.stderr)
+        print(f"error: {as_flags(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C) before the report was written; run the command again", file=sys.stderr)

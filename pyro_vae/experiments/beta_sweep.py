@@ -32,6 +32,10 @@ from pyro_vae.training.trained_run import TrainedRun
 AUTOENCODER = "autoencoder"
 
 
+MAX_SAMPLES = 100_000  # S of the distortion: far past where its Monte Carlo error matters
+CHUNK_ROWS = 65_536  # (image, sample) rows evaluated at once, whatever S: the memory stays bounded
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """What `scripts/beta_sweep.py` trains and measures; every field is a flag of the script."""
@@ -51,8 +55,8 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not self.betas or any(not (0 <= beta < math.inf) for beta in self.betas):
             raise ConfigError(f"--betas must be numbers, zero or more, got {self.betas}")
-        if self.samples < 1:
-            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= MAX_SAMPLES:
+            raise ConfigError(f"--samples must be a whole number from 1 to {MAX_SAMPLES:,}, got {self.samples!r}")
 
     def points(self) -> list[tuple[str, float, str]]:
         """(name, beta, guide) of every model of the sweep, the autoencoder last."""
@@ -91,7 +95,7 @@ def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
 def measure(run: TrainedRun, beta: float, samples: int, images: int = 8) -> dict:
     """Rate, distortion and -ELBO on the test split, and the pictures: prior samples and reconstructions."""
     x = run.test_images()
-    terms = evaluate.elbo_terms(run.vae, x, num_samples=samples)
+    terms = evaluate.elbo_terms(run.vae, x, num_samples=samples, chunk_size=max(1, CHUNK_ROWS // samples))
     rate = math.inf if run.vae.is_point_mass else terms.kl
     priced_rate = beta * rate if beta > 0 else 0.0  # beta = 0 prices no rate, an infinite one included
     return dict(

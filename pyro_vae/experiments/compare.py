@@ -22,9 +22,10 @@ from typing import Callable
 import pyro
 import torch
 
-from pyro_vae import data
+from pyro_vae import data, memory
 from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import build_optimizer, load_training_data
 from pyro_vae.training.config import TrainConfig
@@ -52,6 +53,35 @@ class CompareConfig:
     bootstrap: int = 1000
     timing_steps: int = 20
     timing_repeats: int = 5
+
+    LIMITS = {
+        "iwae_particles": (1, 100_000), "batch_size": (1, 100_000), "steps": (1, 1_000_000),
+        "early_step": (1, 1_000_000), "eval_every": (1, 1_000_000), "seeds": (1, 100), "draws": (3, 100_000),
+    }  # fmt: skip
+
+    def __post_init__(self) -> None:
+        """Each count inside LIMITS (seeds: how many), refused in one line naming the field as @name."""
+        for name, (low, high) in self.LIMITS.items():
+            value = len(self.seeds) if name == "seeds" else getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"@{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+        if self.early_step >= self.steps:
+            raise ConfigError(
+                f"@early_step ({self.early_step}) must come before the end of training (@steps {self.steps})"
+            )
+
+    def check_memory(self, x_dim: int) -> None:
+        """A training step (batch x K rows) and the gradient draws (R x the parameters, float64) within memory."""
+        model = replace(self.model, x_dim=x_dim)
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in VAE(model).parameters())
+        rows = self.batch_size * self.iwae_particles
+        memory.check_fits(
+            rows * memory.bytes_per_row(model) + self.draws * parameters * 8,
+            f"a step of {rows:,} rows (@batch_size {self.batch_size:,} x @iwae_particles {self.iwae_particles:,}) "
+            f"and @draws {self.draws:,} gradients of {parameters:,} parameters",
+            "lower @batch_size, @iwae_particles or @draws",
+        )
 
     def num_particles(self, estimator: str) -> int:
         return self.iwae_particles if estimator in IMPORTANCE_WEIGHTED else 1
