@@ -443,7 +443,7 @@ def test_every_command_holds_seed_and_threads_to_the_apis_bounds(command, args, 
         status = importlib.import_module(f"pyro_vae.cli.{command}").main(argv)
     except SystemExit as exit_:  # argparse's own error line
         status = exit_.code
-    assert status == 2
+    assert status == 2 and not (tmp_path / "c").exists()  # refused before any folder is made
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
