@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_values(TrainConfig, threads=args.threads)
         use_threads(args.threads)
-        out = new_run_dir(args.out)
         dataset = compare.load_data(config)
         config.check_memory(dataset.x_dim)
+        out = new_run_dir(args.out)
         log(f"{dataset.name}: {dataset.train.shape[0]} train / {dataset.test.shape[0]} test images; writing {out}")
         curves, snapshots = [], {}
         for estimator in config.estimators:
