@@ -2,7 +2,12 @@
 
 import sys
 
-from pyro_vae.cli.sample import main
+from startup import guard_imports, imports_done
+
+guard_imports()
+from pyro_vae.cli.sample import main  # noqa: E402
+
+imports_done()
 
 if __name__ == "__main__":
     sys.exit(main())
