@@ -2,12 +2,7 @@
 
 import sys
 
-from startup import guard_imports, imports_done
-
-guard_imports()
-from pyro_vae.cli.train import main  # noqa: E402
-
-imports_done()
+from startup import guarded_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded_main("pyro_vae.cli.train")())

@@ -89,6 +89,22 @@ def as_flags(error: PyroVAEError) -> str:
     return error.naming(lambda name: "--" + name.replace("_", "-"))
 
 
+def train_runs(config: compare.CompareConfig, dataset, log) -> tuple[list[dict], dict]:
+    """Every estimator's runs, one per seed: their curves, and the first run's snapshots (init, early, end)."""
+    curves, snapshots = [], {}
+    for estimator in config.estimators:
+        for seed in config.seeds:
+            keep = (0, config.early_step, config.steps) if (estimator, seed) == (config.estimators[0], 0) else ()
+            curve, states = compare.train_run(config, dataset, estimator, seed, keep)
+            curves += curve
+            snapshots.update(states)
+            log(
+                f"trained {estimator} seed {seed}: {config.steps} steps in {curve[-1]['seconds']:.1f} s, "
+                f"test loss {curve[-1]['test_loss']:.2f}"
+            )
+    return curves, snapshots
+
+
 def main(argv: list[str] | None = None) -> int:
     config, args = parse(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -99,17 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         config.check_memory(dataset.x_dim)
         out = new_run_dir(args.out)
         log(f"{dataset.name}: {dataset.train.shape[0]} train / {dataset.test.shape[0]} test images; writing {out}")
-        curves, snapshots = [], {}
-        for estimator in config.estimators:
-            for seed in config.seeds:
-                keep = (0, config.early_step, config.steps) if (estimator, seed) == (config.estimators[0], 0) else ()
-                curve, states = compare.train_run(config, dataset, estimator, seed, keep)
-                curves += curve
-                snapshots.update(states)
-                log(
-                    f"trained {estimator} seed {seed}: {config.steps} steps in {curve[-1]['seconds']:.1f} s, "
-                    f"test loss {curve[-1]['test_loss']:.2f}"
-                )
+        curves, snapshots = train_runs(config, dataset, log)
         named = {
             "init": snapshots[0],
             f"step {config.early_step}": snapshots[config.early_step],
