@@ -22,6 +22,7 @@ from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import plots
+from pyro_vae.evaluation.likelihood import progress_bar
 from pyro_vae.experiments import compare
 from pyro_vae.settings import check_values
 from pyro_vae.threads import use_threads
@@ -95,7 +96,8 @@ def train_runs(config: compare.CompareConfig, dataset, log) -> tuple[list[dict],
     for estimator in config.estimators:
         for seed in config.seeds:
             keep = (0, config.early_step, config.steps) if (estimator, seed) == (config.estimators[0], 0) else ()
-            curve, states = compare.train_run(config, dataset, estimator, seed, keep)
+            with progress_bar(config.steps, f"{estimator} seed {seed}", unit="step") as bar:
+                curve, states = compare.train_run(config, dataset, estimator, seed, keep, bar.update)
             curves += curve
             snapshots.update(states)
             log(

@@ -110,11 +110,16 @@ def new_vae(config: CompareConfig, x_dim: int, seed: int) -> VAE:
 
 
 def train_run(
-    config: CompareConfig, dataset: data.Dataset, estimator: str, seed: int, snapshot_steps: tuple[int, ...] = ()
+    config: CompareConfig,
+    dataset: data.Dataset,
+    estimator: str,
+    seed: int,
+    snapshot_steps: tuple[int, ...] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[dict], dict[int, dict]]:
     """Train for `config.steps` steps of Adam on `estimator`'s loss; returns the curve (test negative ELBO
     with exact KL, 1 sample, every `eval_every` steps, beside the training seconds so far, evaluation
-    excluded) and the model's state at each of `snapshot_steps`."""
+    excluded) and the model's state at each of `snapshot_steps`. `progress(1)` is called after each step."""
     vae = new_vae(config, dataset.x_dim, seed)
     loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
     optimizer = build_optimizer(vae, config.training)
@@ -143,6 +148,8 @@ def train_run(
             seconds += time.perf_counter() - tic
             step += 1
             record()
+            if progress is not None:
+                progress(1)
             if step == config.steps:
                 break
     return curve, snapshots
