@@ -125,22 +125,22 @@ def worst_z_score(differences: list[torch.Tensor]) -> float:
 @pytest.mark.parametrize("name, reference", [("meanfield", "trace"), ("stl", "trace"), ("dreg", "iwae")])
 def test_gradients_are_unbiased_on_two_layers(name, reference):
     """On the same noise each estimator differs from its reference by terms of expectation zero (a KL in closed
-    form for its draw, a score term): the mean difference of 300 draws' gradients within 5 standard errors."""
+    form for its draw, a score term): the mean difference of 150 draws' gradients within 5 standard errors."""
     vae, x = two_layer()
     k = 3 if reference == "iwae" else 1
     one, other = build_elbo(name, k), build_elbo(reference, k)
-    differences = [gradient_difference(vae, x, one, other, seed) for seed in range(300)]
+    differences = [gradient_difference(vae, x, one, other, seed) for seed in range(150)]
     assert worst_z_score(differences) < 5
 
 
 def test_the_closed_form_kl_of_z1_given_its_own_draw_of_z2_would_be_biased():
     """The test above can fail: Pyro's TraceMeanField_ELBO takes z1's KL in closed form too (and warns that the
-    sites' order differs); its mean gradient then differs from Trace_ELBO's by far more than 5 standard errors."""
+    sites' order differs); its mean gradient then differs from Trace_ELBO's by more than 7 standard errors."""
     vae, x = two_layer()
     naive = pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1)
     with pytest.warns(UserWarning, match="mean field"):
-        differences = [gradient_difference(vae, x, naive, build_elbo("trace"), seed) for seed in range(300)]
-    assert worst_z_score(differences) > 10
+        differences = [gradient_difference(vae, x, naive, build_elbo("trace"), seed) for seed in range(150)]
+    assert worst_z_score(differences) > 7
 
 
 def linear_chain(exact: bool, dtype=torch.float64) -> tuple[VAE, torch.Tensor, torch.Tensor]:
