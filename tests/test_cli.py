@@ -237,7 +237,10 @@ def test_evaluate_without_a_checkpoint_says_why(tmp_path, capsys):
     assert evaluate_main([str(tmp_path)]) == 2
     assert "run folders inside it: a" in capsys.readouterr().err
     assert evaluate_main([str(tmp_path / "a")]) == 2
-    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert (
+        "stopped before its first checkpoint (no checkpoint.pt); train it again (the same --out reuses"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("guide", ["full-covariance", "flow", "local"])
@@ -472,3 +475,32 @@ def test_an_evaluation_chunk_that_cannot_fit_is_refused_in_one_line(tmp_path, ca
     assert evaluate_main([str(out), "--max-rows", "100000000", "--samples", "1000000"]) == 2
     err = capsys.readouterr().err
     assert "(--max-rows 100,000,000) needs about" in err and err.count("\n") == 1
+
+
+def test_a_folder_whose_run_stopped_before_its_first_checkpoint_is_reused_by_the_same_out(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "stale": true}\n')
+    (out / ".metrics.jsonl.x.tmp").write_text("")
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    assert "stale" not in (out / "metrics.jsonl").read_text() and not list(out.glob(".*.tmp"))
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err  # with a checkpoint: never overwritten
+
+
+def test_evaluate_to_a_full_disk_says_where_the_results_are_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    root = Path(__file__).resolve().parents[1]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "scripts/evaluate.py", str(out), "--samples", "3", "--images", "3", "--threads", "1"],
+            cwd=root, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert (
+        f"cannot print the results (No space left on device); they are saved in {out}/evaluation-epoch1-K3.json"
+        in result.stderr
+    )
+    assert (out / "evaluation-epoch1-K3.json").exists()

@@ -7,6 +7,7 @@ numbers are the single process's, computed in a fraction of the time; rank 0 pri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -274,6 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     world.close(finished=True)
     if not world.is_main:
         return 0
+    try:
+        print_result(result, args)
+        sys.stdout.flush()
+    except OSError as error:  # stdout on a full disk (> /dev/full), a closed pipe: the evaluation is in RUN
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for Python's exit to flush
+        saved = Path(args.run) / f"evaluation-epoch{result['epoch']}-K{args.samples}.json"
+        print(
+            f"error: cannot print the results ({error.strerror or error}); they are saved in {saved}", file=sys.stderr
+        )
+        return 2
+    return 0
+
+
+def print_result(result: dict, args: argparse.Namespace) -> None:
+    """What a person reads: the estimates, the weights' diagnostics (a warning on stderr when unreliable), and
+    each extra estimate asked for."""
     print(
         f"{result['run']} (epoch {result['epoch']}, {result['images']} test images): negative ELBO "
         f"{result['test_negative_elbo']:.3f}; log p(x) {result['test_log_likelihood']:.3f} "
@@ -302,7 +319,6 @@ def main(argv: list[str] | None = None) -> int:
             f"ELBO with the encoder's q {result['amortized_elbo']:.3f}; with q fitted per image "
             f"({args.amortization_gap} steps) {result['local_elbo']:.3f}; amortization gap {result['amortization_gap']:.3f}"
         )
-    return 0
 
 
 def annealed_line(result: dict) -> str:

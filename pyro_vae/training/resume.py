@@ -26,7 +26,7 @@ def load_run_checkpoint(run_dir: Path, use: str = "resume", parts: Parts = Parts
     if (folder / "config.json").is_file():
         raise ConfigError(
             f"cannot {use} {folder}: its run stopped before its first checkpoint (no checkpoint.pt); "
-            "train it again in a new folder"
+            "train it again (the same --out reuses the folder)"
         )
     runs = sorted(child.name for child in folder.iterdir() if (child / "config.json").is_file())
     inside = f"; run folders inside it: {', '.join(runs[:10])}{' ...' if len(runs) > 10 else ''}" if runs else ""

@@ -70,7 +70,8 @@ class RunFolder:
 
     @classmethod
     def create(cls, out: str | None, world: World) -> "RunFolder":
-        """A new run folder: `out` if given (it must not hold files yet), else a new runs/<timestamp>.
+        """A new run folder: `out` if given (it must not hold files yet, or only those of a run that stopped
+        before its first checkpoint: they are cleared once the lock is taken), else a new runs/<timestamp>.
         Rank 0 makes it; every rank gets its path, or the same error."""
         made = None
         if world.is_main:
@@ -83,6 +84,9 @@ class RunFolder:
             raise made
         folder = cls(Path(made), world.is_main)
         folder.claim(world)
+        if folder.writes:  # what an unstarted run left (nothing, in a new folder)
+            (folder.path / "metrics.jsonl").unlink(missing_ok=True)
+        folder.remove_stale_temporaries()
         return folder
 
     def write_config(self, config: dict) -> None:
@@ -152,6 +156,16 @@ def new_run_dir(out: str | None, reuse: bool = False) -> Path:
         ) from None
 
 
+def unstarted_run(path: Path) -> bool:
+    """Whether `path` holds only what a run writes before its first checkpoint (its config, epoch records, lock,
+    temporaries) and no checkpoint: nothing that could be resumed, so a new run may take the folder (its lock
+    is still taken before anything is written, so a run starting there now is not overwritten)."""
+    names = [entry.name for entry in path.iterdir()]
+    return "checkpoint.pt" not in names and all(
+        name in ("config.json", "metrics.jsonl", ".lock") or name.endswith(".tmp") for name in names
+    )
+
+
 def _make_run_dir(out: str | None, reuse: bool) -> Path:
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -162,7 +176,7 @@ def _make_run_dir(out: str | None, reuse: bool) -> Path:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"@out names {path}, which exists and is not a folder; {NEW_FOLDER}")
-        if path.is_dir() and any(path.iterdir()) and not reuse:
+        if path.is_dir() and any(path.iterdir()) and not reuse and not unstarted_run(path):
             raise ConfigError(f"@out names {path}, which already exists and is not empty; {NEW_FOLDER}")
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".write-test"
