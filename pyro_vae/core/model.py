@@ -295,6 +295,15 @@ class VAE(nn.Module):
                 pyro.sample("z2", self.top.q(z))
 
 
+def parameter_count(config: ModelConfig) -> int:
+    """The number of parameters of the built-in VAE of `config`, counted on the meta device, where nothing is
+    allocated; for the flow guide, whose Pyro layers cannot be built there, the diagonal guide's (fewer)."""
+    if config.guide == "flow":
+        config = replace(config, guide="diagonal")
+    with torch.device("meta"):
+        return sum(p.numel() for p in VAE(config).parameters())
+
+
 def build_decoder(config: ModelConfig) -> nn.Module:
     """The built-in decoder: the MLP mirroring the encoder, or the transposed convolutions."""
     if config.network == "conv":

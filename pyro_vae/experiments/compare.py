@@ -24,7 +24,7 @@ import torch
 
 from pyro_vae import data, memory
 from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE, ModelConfig, parameter_count
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import build_optimizer, load_training_data
@@ -73,8 +73,7 @@ class CompareConfig:
     def check_memory(self, x_dim: int) -> None:
         """A training step (batch x K rows) and the gradient draws (R x the parameters, float64) within memory."""
         model = replace(self.model, x_dim=x_dim)
-        with torch.device("meta"):
-            parameters = sum(p.numel() for p in VAE(model).parameters())
+        parameters = parameter_count(model)
         rows = self.batch_size * self.iwae_particles
         memory.check_fits(
             rows * memory.bytes_per_row(model) + self.draws * parameters * 8,

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pyro_vae import data, memory
 from pyro_vae.core.compiled import CompiledLoss
 from pyro_vae.core.estimators import SCORE_FUNCTION, ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, has_distribution
+from pyro_vae.core.model import VAE, has_distribution, parameter_count
 from pyro_vae.core.parts import Parts, check_parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
@@ -212,10 +212,9 @@ def build_run(
 def check_memory(config: TrainConfig, world: World, device: torch.device) -> None:
     """Before the model is built: its parameters (with their gradients and Adam's two moments) and one step's
     rows (this rank's images x particles x copies) estimated (`memory`), and refused in one line if they
-    cannot fit. The built-in networks are counted on the meta device, where nothing is allocated."""
+    cannot fit. The built-in networks are counted on the meta device (`parameter_count`), where nothing is allocated."""
     model = config.model
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in VAE(model).parameters())
+    parameters = parameter_count(model)
     per_row = memory.bytes_per_row(model)
     copies = config.iwae_copies if config.estimator in ("miwae", "piwae") else 1
     rows = math.ceil(config.batch_size / world.size) * config.num_particles * copies
