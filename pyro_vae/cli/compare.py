@@ -20,7 +20,7 @@ import torch
 from pyro_vae import data, files
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.evaluation import plots
 from pyro_vae.evaluation.likelihood import progress_bar
 from pyro_vae.experiments import compare
@@ -80,6 +80,10 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
             draws=args.draws,
             batch_size=args.batch_size,
         )
+        if config.early_step >= config.steps:  # the report's early snapshot
+            raise ConfigError(
+                f"@early_step ({config.early_step}) must come before the end of training (@steps {config.steps})"
+            )
     except PyroVAEError as error:
         p.error(as_flags(error))
     return config, args

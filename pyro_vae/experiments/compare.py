@@ -65,10 +65,6 @@ class CompareConfig:
             value = len(self.seeds) if name == "seeds" else getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"@{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
-        if self.early_step >= self.steps:
-            raise ConfigError(
-                f"@early_step ({self.early_step}) must come before the end of training (@steps {self.steps})"
-            )
 
     def check_memory(self, x_dim: int) -> None:
         """A training step (batch x K rows) and the gradient draws (R x the parameters, float64) within memory."""
