@@ -106,3 +106,21 @@ def test_script_refuses_an_early_step_after_the_end(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "--early-step" in result.stderr
+
+
+def test_a_full_disk_at_the_end_loses_no_measurement(tmp_path, capsys, monkeypatch):
+    """The results cannot be written (ENOSPC): one line on stderr, exit 2, and the report still on stdout."""
+    import errno
+
+    from pyro_vae.cli import compare as compare_cli
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(compare_cli.files, "write_json", full)
+    args = ["--steps", "4", "--early-step", "2", "--eval-every", "2", "--draws", "3", "--seeds", "1"]
+    args += ["--timed", "trace", "--estimators", "trace", "--threads", "1", "--out", str(tmp_path / "cmp")]
+    assert compare_cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert "No space left on device; the report follows on stdout" in captured.err and "Traceback" not in captured.err
+    assert "Command: `python scripts/compare_estimators.py" in captured.out

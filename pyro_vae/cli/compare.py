@@ -20,7 +20,7 @@ import torch
 from pyro_vae import data, files
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
-from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.evaluation.likelihood import progress_bar
 from pyro_vae.experiments import compare
@@ -143,22 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command.strip()}`  \nData: {dataset.name}, batch {config.batch_size}, variance over "
         f"{config.draws} draws on {config.variance_batch} test images; torch threads {torch.get_num_threads()}.\n\n"
     )
-    (out / "report.md").write_text(header + report)
-    files.write_json(
-        out / "results.json",
-        dict(
-            config=asdict(config),
-            command=command,
-            variance=variance,
-            ratios=ratios,
-            timing=timing,
-            curves=curves,
-            summary=summary,
-        ),
-    )
-    for name, rows in (("variance", variance), ("curves", curves), ("timing", timing)):
-        files.write_csv(out / f"{name}.csv", rows)
-    plots.estimator_variance(variance, out / "variance.png")
-    plots.estimator_curves(curves, out / "curves.png")
+    results = dict(variance=variance, ratios=ratios, timing=timing, curves=curves, summary=summary)
+    try:
+        write_outputs(out, header + report, dict(config=asdict(config), command=command, **results))
+    except OSError as error:  # a full or read-only disk: the measurements are printed all the same
+        print(f"error: {os_error_line(error)}; the report follows on stdout", file=sys.stderr)
+        print(header + report)
+        return 2
     print(header + report)
     return 0
+
+
+def write_outputs(out, report: str, results: dict) -> None:
+    """report.md, results.json, the CSV tables and the two figures in `out`."""
+    (out / "report.md").write_text(report)
+    files.write_json(out / "results.json", results)
+    for name in ("variance", "curves", "timing"):
+        files.write_csv(out / f"{name}.csv", results[name])
+    plots.estimator_variance(results["variance"], out / "variance.png")
+    plots.estimator_curves(results["curves"], out / "curves.png")
