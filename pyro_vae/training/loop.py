@@ -144,9 +144,9 @@ def user_images(given: data_module.Dataset | tuple | None) -> data_module.Datase
 
 def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) -> TrainedRun:
     state, config = run.state, run.config
-    log(start_line(run, resumed))
     started = time.perf_counter()
     with interrupt_flag(under_torchrun=run.world.size > 1) as flag:
+        log(start_line(run, resumed))  # once a stop signal is caught: a job may be stopped from this line on
         interrupted = agreed_flag(flag, run)
         while state.epoch < config.epochs:
             run.start_epoch()
