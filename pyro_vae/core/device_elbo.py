@@ -31,10 +31,14 @@ class DeviceLoss:
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss, surrogate = 0.0, 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            particle, surrogate_particle = self.particle_loss(model_trace, guide_trace, guide, args, kwargs)
             loss = loss + particle / self.num_particles
             surrogate = surrogate + surrogate_particle / self.num_particles
         return loss + (surrogate - surrogate.detach())
+
+    def particle_loss(self, model_trace, guide_trace, guide, args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One particle's (loss, surrogate): Pyro's. A subclass may change the surrogate, replaying `guide`."""
+        return self._differentiable_loss_particle(model_trace, guide_trace)
 
 
 class Trace_ELBO(DeviceLoss, pyro.infer.Trace_ELBO):

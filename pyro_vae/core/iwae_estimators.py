@@ -158,14 +158,10 @@ class STL_ELBO(device_elbo.Trace_ELBO):
     several (q(z1|x) q(z2|z1)), q(z2|z1)'s parameters also depend on z1's path, so the guide is replayed at
     the detached values. The loss's value is Trace_ELBO's."""
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss, surrogate = 0.0, 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
-            at_fixed_z = self.log_q_at_fixed_z(guide, guide_trace, args, kwargs)
-            loss = loss + particle / self.num_particles
-            surrogate = surrogate + (surrogate_particle - (at_fixed_z - at_fixed_z.detach())) / self.num_particles
-        return loss + (surrogate - surrogate.detach())
+    def particle_loss(self, model_trace, guide_trace, guide, args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        particle, surrogate = super().particle_loss(model_trace, guide_trace, guide, args, kwargs)
+        at_fixed_z = self.log_q_at_fixed_z(guide, guide_trace, args, kwargs)
+        return particle, surrogate - (at_fixed_z - at_fixed_z.detach())
 
     def log_q_at_fixed_z(self, guide, guide_trace, args, kwargs) -> torch.Tensor:
         """sum of the scaled log q over latent sites at the detached z, differentiable in q's parameters only."""
