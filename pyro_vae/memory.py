@@ -31,6 +31,12 @@ def bytes_per_row(model, element_size: int = 4, backward: bool = True) -> int:
     return element_size * (3 * model.x_dim + 4 * hidden + 6 * z_dim)
 
 
+def step_bytes(model, rows: int, parameters: int) -> int:
+    """About the bytes a training step holds at once: each of the `parameters` with its gradient and Adam's
+    two moments (16 bytes in float32), and `rows` (image, sample) rows through the networks of `model`."""
+    return 16 * parameters + rows * bytes_per_row(model)
+
+
 def available_bytes(device: torch.device | str = "cpu") -> int:
     """The memory free for this process: on a GPU the device's free memory, else the system's available
     memory (MemAvailable of /proc/meminfo; without it, all physical memory)."""

@@ -72,7 +72,7 @@ class CompareConfig:
         parameters = parameter_count(model)
         rows = self.batch_size * self.iwae_particles
         memory.check_fits(
-            rows * memory.bytes_per_row(model) + self.draws * parameters * 8,
+            memory.step_bytes(model, rows, parameters) + self.draws * parameters * 8,
             f"a step of {rows:,} rows (@batch_size {self.batch_size:,} x @iwae_particles {self.iwae_particles:,}) "
             f"and @draws {self.draws:,} gradients of {parameters:,} parameters",
             "lower @batch_size, @iwae_particles or @draws",

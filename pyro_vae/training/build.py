@@ -215,11 +215,10 @@ def check_memory(config: TrainConfig, world: World, device: torch.device) -> Non
     cannot fit. The built-in networks are counted on the meta device (`parameter_count`), where nothing is allocated."""
     model = config.model
     parameters = parameter_count(model)
-    per_row = memory.bytes_per_row(model)
     copies = config.iwae_copies if config.estimator in ("miwae", "piwae") else 1
     rows = math.ceil(config.batch_size / world.size) * config.num_particles * copies
     memory.check_fits(
-        16 * parameters + rows * per_row,
+        memory.step_bytes(model, rows, parameters),
         f"a step of {rows:,} rows (@batch_size {config.batch_size:,} x @num_particles {config.num_particles:,}"
         f"{f' x @iwae_copies {copies}' if copies > 1 else ''}) through a model of {parameters:,} parameters",
         "lower @batch_size or @num_particles, or choose a smaller model (@hidden, @z_dim)",
