@@ -96,6 +96,14 @@ def check_declared(config: Any) -> None:
         _check_field(f, getattr(config, f.name))
 
 
+def whole_number(name: str, value: object, low: int, high: int) -> int:
+    """`value` if it is a whole number in [low, high], else a one-line ConfigError naming it: how a function's
+    argument (or a count that no declared field holds) is bounded, in the words `setting`'s ranges use."""
+    if not _is_int(value) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+    return value
+
+
 def check_values(cls: type, **values: Any) -> None:
     """Each value inside the choices and range declared for the field of that name in `cls`: how a command
     that has no such config (evaluate, sample, ...) holds its --seed or --threads to the training command's

@@ -22,11 +22,11 @@ from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import annealing, posterior
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.settings import check_values
+from pyro_vae.settings import check_values, whole_number
 from pyro_vae.threads import use_threads
 from pyro_vae.training.build import resolve_device
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, SEEDS, load_run, whole_number
+from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, SEEDS, load_run
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,8 @@ from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
-from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, SEEDS, load_run, whole_number
+from pyro_vae.settings import whole_number
+from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, SEEDS, load_run
 
 
 def build_parser() -> argparse.ArgumentParser:

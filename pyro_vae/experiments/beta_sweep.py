@@ -24,6 +24,7 @@ from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import sampling
+from pyro_vae.settings import whole_number
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import train
 from pyro_vae.training.resume import flatten, load_run_checkpoint, resumed_config
@@ -55,8 +56,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not self.betas or any(not (0 <= beta < math.inf) for beta in self.betas):
             raise ConfigError(f"--betas must be numbers, zero or more, got {self.betas}")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= MAX_SAMPLES:
-            raise ConfigError(f"--samples must be a whole number from 1 to {MAX_SAMPLES:,}, got {self.samples!r}")
+        whole_number("--samples", self.samples, 1, MAX_SAMPLES)
 
     def points(self) -> list[tuple[str, float, str]]:
         """(name, beta, guide) of every model of the sweep, the autoencoder last."""

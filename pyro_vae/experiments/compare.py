@@ -25,8 +25,8 @@ import torch
 from pyro_vae import data, memory
 from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig, parameter_count
-from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.settings import whole_number
 from pyro_vae.training.build import build_optimizer, load_training_data
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.step import Batch, svi_step
@@ -62,9 +62,7 @@ class CompareConfig:
     def __post_init__(self) -> None:
         """Each count inside LIMITS (seeds: how many), refused in one line naming the field as @name."""
         for name, (low, high) in self.LIMITS.items():
-            value = len(self.seeds) if name == "seeds" else getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"@{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+            whole_number(f"@{name}", len(self.seeds) if name == "seeds" else getattr(self, name), low, high)
 
     def check_memory(self, x_dim: int) -> None:
         """A training step (batch x K rows) and the gradient draws (R x the parameters, float64) within memory."""

@@ -25,6 +25,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import annealing, sampling
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.annealing import AnnealedEstimate
+from pyro_vae.settings import whole_number
 from pyro_vae.training.build import load_training_data
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.resume import load_run_checkpoint, resumed_config
@@ -32,13 +33,6 @@ from pyro_vae.training.resume import load_run_checkpoint, resumed_config
 MAX_PICTURES, MAX_PATH_STEPS = 10_000, 1_000  # prior samples and interpolation images per call
 MAX_IMPORTANCE_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"]
 SEEDS = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
-
-
-def whole_number(name: str, value: object, low: int, high: int) -> int:
-    """`value` if it is a whole number in [low, high], else a one-line ConfigError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
-    return value
 
 
 @dataclass
