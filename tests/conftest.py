@@ -1,4 +1,5 @@
-"""Shared fixtures: the devices to test on, float tolerances per dtype, and the real-data folder."""
+"""Shared fixtures: the devices to test on, float tolerances per dtype, and the real-data folder; under
+pytest-xdist (`-n auto`, set in pyproject.toml) each worker gets its share of the cores as torch threads."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import torch
 from pyro_vae.data import DATA_DIR_ENV
 
 CUDA = torch.cuda.is_available()
-_device_uses: Counter = Counter()
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers x threads = cores, not workers x cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA GPU"))])
 def device(request) -> torch.device:
-    """Every device-parametrized test runs on the CPU, and on CUDA where a GPU exists."""
-    _device_uses[request.param] += 1
+    """Every device-parametrized test runs on the CPU, and on CUDA where a GPU exists (recorded in the
+    test's report, which xdist's workers send to the summary below)."""
+    request.node.user_properties.append(("device", request.param))
     return torch.device(request.param)
 
 
@@ -67,5 +70,12 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    uses = ", ".join(f"{d}: {n} tests" for d, n in sorted(_device_uses.items())) or "none"
+    counts = Counter(
+        value
+        for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "device"
+    )
+    uses = ", ".join(f"{d}: {n} tests" for d, n in sorted(counts.items())) or "none"
     terminalreporter.write_line(f"device-parametrized tests ran on: {uses}" + ("" if CUDA else " (no CUDA GPU here)"))
