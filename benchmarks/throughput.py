@@ -13,9 +13,10 @@ ratio of medians to the reference measured in the same run.
     python benchmarks/throughput.py --cuda --epoch --eval --data-dir DATA_DIR
     python benchmarks/throughput.py --compile --estimators trace meanfield iwae --epoch --data-dir DATA_DIR
 
-With --compile, two more kinds of contender: the Pyro loss traced into a graph (`--compile` of training,
-`pyro_vae.core.compiled`) and the plain loss traced by the same function (`core.compiled.traced`), each compared with
-the plain eager step; the Pyro compiled step also with the plain compiled one ("ratio to plain compiled").
+With --compile, two more kinds of contender: the Pyro loss traced into a graph and compiled (`--compile` of
+training, `pyro_vae.core.compiled`, by --compile-backend: inductor's kernels by default) and the plain loss
+traced and compiled by the same functions, each compared with the plain eager step; the Pyro compiled step
+also with the plain compiled one ("ratio to plain compiled").
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from reference_vae import log_likelihood as plain_log_likelihood
 from reference_vae import train as train_plain
 
 from pyro_vae import data  # noqa: E402
-from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss, traced  # noqa: E402
+from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, CompiledLoss, compiled_kernels, traced  # noqa: E402
 from pyro_vae.core.estimators import ELBOLoss, build_elbo  # noqa: E402
 from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
@@ -97,10 +98,13 @@ class PlainIWAELoss(torch.nn.Module):
         return self.plain.iwae_loss(x, self.particles)
 
 
-def traced_plain(loss: torch.nn.Module, x: torch.Tensor) -> Callable:
-    """A plain loss module traced exactly as `--compile` traces Pyro's (`core.compiled.traced`)."""
+def compiled_plain(loss: torch.nn.Module, x: torch.Tensor, backend: str) -> Callable:
+    """A plain loss module traced and compiled exactly as `--compile` does Pyro's (`core.compiled`)."""
     state = dict(loss.named_parameters())
     graph = traced(loss, state, x)
+    if backend == "inductor":
+        with torch.random.fork_rng():
+            graph = compiled_kernels(graph, state, x)
     return lambda x: graph(state, x)
 
 
@@ -121,7 +125,7 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
         plain = PlainVAE(config.x_dim, config.hidden, config.z_dim, config.activation).to(device)
         optimizer = adam(plain)
         eager = plain if objective == "elbo" else PlainIWAELoss(plain, particles)
-        loss = traced_plain(eager, x) if compiled else eager
+        loss = compiled_plain(eager, x, args.compile_backend) if compiled else eager
 
         def plain_step(loss=loss, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -144,7 +148,7 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
         vae = VAE(config).to(device)
         k = particles if estimator == "iwae" else 1
         loss, optimizer = ELBOLoss(vae, build_elbo(estimator, k), every_step), adam(vae)
-        loss = CompiledLoss(loss) if compiled else loss
+        loss = CompiledLoss(loss, backend=args.compile_backend) if compiled else loss
 
         def pyro_step(loss=loss, optimizer=optimizer) -> None:
             svi_step(loss, optimizer, Batch(x))  # the training step, its finite check included
@@ -204,7 +208,8 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
         times["pyro trace"].append(run.metrics[-1]["seconds"])
         if args.compile:
             compiled = replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}-compiled"), seed=repeat)
-            run = train(replace(compiled, compile=True, epochs=2), progress=False, log=lambda line: None)
+            compiled = replace(compiled, compile=True, compile_backend=args.compile_backend, epochs=2)
+            run = train(compiled, progress=False, log=lambda line: None)
             times["pyro trace compiled"].append(run.metrics[-1]["seconds"])
     n = dataset.train.shape[0]
     return summarize(times, {name: "plain PyTorch" for name in times}, n, kind="mnist epoch", batch=256)
@@ -278,7 +283,8 @@ def main() -> int:
         action="store_true",
         help="add a contender running Pyro's validation on every step (--validate-every-step)",
     )
-    p.add_argument("--compile", action="store_true", help="also the traced (compiled) Pyro and plain steps")
+    p.add_argument("--compile", action="store_true", help="also the traced and compiled Pyro and plain steps")
+    p.add_argument("--compile-backend", choices=BACKENDS, default="inductor", help="(default: %(default)s)")
     p.add_argument("--epoch", action="store_true", help="also time MNIST epochs (needs --data-dir)")
     p.add_argument("--epoch-repeats", type=int, default=3)
     p.add_argument("--eval", action="store_true", help="also time the importance-sampled log p(x) (needs --data-dir)")

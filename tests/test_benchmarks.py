@@ -100,6 +100,8 @@ def test_reproduce_iwae_prints_a_row_beside_the_paper(data_dir, tmp_path):
             str(data_dir),
             "--epochs",
             "1",
+            "--batch-size",
+            "1000",
             "--eval-samples",
             "5",
             "--eval-images",
@@ -111,7 +113,8 @@ def test_reproduce_iwae_prints_a_row_beside_the_paper(data_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (
-        "| pyro-vae | VAE k=1 | 1, 100, geometric |" in result.stdout and "| plain PyTorch | VAE k=1 |" in result.stdout
+        "| pyro-vae | VAE k=1 | 1, 1000, geometric |" in result.stdout
+        and "| plain PyTorch | VAE k=1 |" in result.stdout
     )
     assert "-86.76" in result.stdout
     rows = json.loads((tmp_path / "run" / "reproduce_iwae.json").read_text())["rows"]
@@ -129,6 +132,8 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
         "--epochs",
         "2",
         "--paper-recipe",
+        "--batch-size",
+        "1000",
         "--curve-every",
         "1",
         "--curve-images",
@@ -158,7 +163,7 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
 
     resumed = run([*common[:-6], "--eval-samples", "0", "--resume", str(tmp_path / "run")])
     assert resumed.returncode == 0, resumed.stderr
-    assert "finished run" in resumed.stderr and "| pyro-vae | VAE k=1 | 2, 100, paper |" in resumed.stdout
+    assert "finished run" in resumed.stderr and "| pyro-vae | VAE k=1 | 2, 1000, paper |" in resumed.stdout
 
     compared = run(
         [

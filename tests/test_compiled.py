@@ -1,16 +1,20 @@
-"""`--compile`: the loss traced once per batch shape into a graph (`core.compiled`), equal to Pyro's eager
-loss on the same noise, with exact resume, Pyro's validation on the first step, and one-line refusals."""
+"""`--compile`: the loss traced once per batch shape into a graph (`core.compiled`) and compiled into kernels:
+the graph equal to Pyro's eager loss bit for bit on the same noise, the kernels to rounding, with exact
+resume, Pyro's validation on the first step, and one-line refusals."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import rtol_for
+from torch._inductor import config as inductor_config
 
 import pyro_vae
 from pyro_vae.cli.train import main
-from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss
+from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss, check_compiler, kernel_options
 from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
@@ -22,12 +26,18 @@ MULTI_SAMPLE = {"iwae": 3, "miwae": 3, "piwae": 3, "ciwae": 3}
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 
 
-def steps(compiled: bool, estimator: str, device: torch.device, kl: float = 1.0, **model) -> tuple[list, list]:
-    """Three Adam steps (the last on a smaller batch, a second shape): the losses and the final parameters."""
+def small_loss(estimator: str, device: torch.device, **model) -> ELBOLoss:
     torch.manual_seed(0)
     vae = VAE(ModelConfig(hidden=(16,), z_dim=3, image_shape=(28, 28), **model)).to(device)
-    loss = ELBOLoss(vae, build_elbo(estimator, num_particles=MULTI_SAMPLE.get(estimator, 1), copies=2))
-    loss = CompiledLoss(loss) if compiled else loss
+    return ELBOLoss(vae, build_elbo(estimator, num_particles=MULTI_SAMPLE.get(estimator, 1), copies=2))
+
+
+def steps(compiled: bool, estimator: str, device: torch.device, kl: float = 1.0, **model) -> tuple[list, list]:
+    """Three Adam steps (the last on a smaller batch, a second shape), eager or on the traced graph run by
+    PyTorch's own kernels (backend "graph"): the losses and the final parameters."""
+    loss = small_loss(estimator, device, **model)
+    vae = loss.vae
+    loss = CompiledLoss(loss, backend="graph") if compiled else loss
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
     losses = []
     for batch in (8, 8, 5):
@@ -116,9 +126,44 @@ def test_a_part_that_branches_on_a_value_is_refused_not_baked_in(tmp_path):
         )
 
 
+def loss_and_gradients(loss, x: torch.Tensor) -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    value = loss(x, 1.0)
+    return [value.detach()] + list(torch.autograd.grad(value, list(loss.parameters())))
+
+
+@pytest.mark.parametrize(
+    "estimator, model", [("trace", {}), ("meanfield", {}), ("iwae", {}), ("trace", dict(stochastic_layers=2))]
+)
+def test_the_compiled_kernels_equal_the_eager_loss_and_gradients_to_rounding(estimator, model, device, dtype):
+    """The same draws (the loss would differ by nats otherwise); fused kernels only sum in their own order:
+    relative differences of a few hundred ulps (`rtol_for`), on the CPU in float64."""
+    eager = small_loss(estimator, device, **model).to(dtype)
+    x = torch.bernoulli(torch.rand(8, 784, device=device, dtype=dtype))
+    kernels = CompiledLoss(small_loss(estimator, device, **model).to(dtype), backend="inductor")
+    expected, got = loss_and_gradients(eager, x), loss_and_gradients(kernels, x)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=rtol_for(dtype), atol=rtol_for(dtype) * a.abs().max().item())
+    assert len(kernels.graphs) == 1 and callable(next(iter(kernels.graphs.values())))
+
+
+def test_the_kernels_keep_pytorchs_draws_and_on_cuda_run_in_cuda_graphs():
+    """What a CPU can check of the CUDA route: the options inductor is given (measured on a GPU in docs)."""
+    assert kernel_options(torch.device("cpu")) == {"fallback_random": True, "triton.cudagraphs": False}
+    assert kernel_options(torch.device("cuda", 0)) == {"fallback_random": True, "triton.cudagraphs": True}
+
+
+def test_without_a_cpp_compiler_inductor_is_refused_in_one_line_and_graph_needs_none():
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/c++")}):
+        with pytest.raises(ConfigError, match=r"^compile with compile_backend inductor writes C\+\+ kernels, and no"):
+            check_compiler("inductor", torch.device("cpu"))
+        check_compiler("graph", torch.device("cpu"))
+    check_compiler("inductor", torch.device("cpu"))  # this machine has one
+
+
 def test_tracing_gives_the_generators_their_state_back():
     vae = VAE(ModelConfig(hidden=(8,), z_dim=2, image_shape=(28, 28)))
-    loss = CompiledLoss(ELBOLoss(vae, build_elbo("trace")))
+    loss = CompiledLoss(ELBOLoss(vae, build_elbo("trace")))  # inductor: its compiling runs the kernels once
     x = torch.bernoulli(torch.rand(4, 784))
     before = torch.get_rng_state()
     loss._trace(((4, 784), x.dtype, x.device, None, False), x, 1.0, None)
@@ -141,12 +186,13 @@ def test_compile_from_the_command_line_trains_resumes_exactly_and_equals_eager(t
     """With a KL warm-up (a KL weight that changes every step), so the graph's weight input is exercised."""
     common = SMALL + ["--kl-warmup", "2"]
     assert main(common + ["--compile", "--epochs", "2", "--out", str(tmp_path / "a")]) == 0
-    assert "traced the loss for batches of 256" in capsys.readouterr().err
+    assert re.search(r"traced the loss for batches of 256 .*, compiled into kernels in", capsys.readouterr().err)
     assert main(SMALL + ["--resume", str(tmp_path / "a"), "--epochs", "4"]) == 0
     assert main(common + ["--compile", "--epochs", "4", "--out", str(tmp_path / "b")]) == 0
     a, b = model_state(tmp_path / "a"), model_state(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert main(SMALL + ["--compile", "--epochs", "1", "--out", str(tmp_path / "c")]) == 0
+    graph = ["--compile", "--compile-backend", "graph", "--epochs", "1"]
+    assert main(SMALL + graph + ["--out", str(tmp_path / "c")]) == 0
     assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "d")]) == 0  # KL weight 1: eager, bit for bit
     c, d = model_state(tmp_path / "c"), model_state(tmp_path / "d")
     assert all(torch.equal(c[k], d[k]) for k in c)

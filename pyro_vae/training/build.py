@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pyro_vae import data, memory
-from pyro_vae.core.compiled import CompiledLoss
+from pyro_vae.core.compiled import CompiledLoss, check_compiler
 from pyro_vae.core.estimators import SCORE_FUNCTION, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, has_distribution, parameter_count
 from pyro_vae.core.parts import Parts, check_parts
@@ -184,7 +184,7 @@ def build_run(
     elbo = build_elbo(config.estimator, config.num_particles, config.iwae_copies, config.ciwae_beta)
     loss: nn.Module = ELBOLoss(vae, elbo, config.validate_every_step)
     if config.compile:
-        loss = compiled_loss(loss, world, log)
+        loss = compiled_loss(loss, config.compile_backend, world, device, log)
     if world.size > 1:
         loss = DistributedDataParallel(
             loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
@@ -314,12 +314,15 @@ def build_optimizer(vae: VAE, config: TrainConfig) -> SVIOptimizer:
     return SVIOptimizer(dense, config.lr, betas, config.adam_eps, sparse=table, sparse_lr=config.local_lr)
 
 
-def compiled_loss(loss: ELBOLoss, world: World, log: Callable[[str], None]) -> CompiledLoss:
-    """`--compile`: the loss as a graph traced once per batch shape, in one process (the graph would
-    bypass DDP's gradient averaging)."""
+def compiled_loss(
+    loss: ELBOLoss, backend: str, world: World, device: torch.device, log: Callable[[str], None]
+) -> CompiledLoss:
+    """`--compile`: the loss as a graph traced once per batch shape and compiled by `backend`, in one process
+    (the graph would bypass DDP's gradient averaging)."""
     if world.size > 1:
         raise ConfigError("@compile traces the loss of one process; start it without torchrun, or leave out @compile")
-    return CompiledLoss(loss, log)
+    check_compiler(backend, device)
+    return CompiledLoss(loss, log, backend)
 
 
 def resolve_device(cuda: bool) -> torch.device:

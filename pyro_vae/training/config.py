@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyro_vae import data
-from pyro_vae.core.compiled import check_traceable
+from pyro_vae.core.compiled import BACKENDS, check_traceable
 from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSITY, SCORE_FUNCTION
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError, ConfigTypeError
@@ -141,9 +141,15 @@ class TrainConfig:
         group="machine and outputs", on_resume=True,
     )  # fmt: skip
     compile: bool = setting(
-        False, "trace the loss once per batch shape into one graph of PyTorch operations and run the graph at "
-        "every step, so Pyro's Python runs once: the same loss, gradients and noise (not for dreg or jit-*; "
-        "one process)", group="machine and outputs",
+        False, "trace the loss once per batch shape into one graph of PyTorch operations and run the graph, "
+        "compiled, at every step, so Pyro's Python runs once: the same loss, gradients and noise (not for dreg "
+        "or jit-*; one process)", group="machine and outputs",
+    )  # fmt: skip
+    compile_backend: str = setting(
+        "inductor", "what runs the graph of --compile: inductor fuses it into C++ (CPU; needs a C++ compiler) "
+        "or Triton (CUDA, in CUDA graphs) kernels, seconds per batch shape, equal to the eager loss to rounding; "
+        "graph runs it on PyTorch's own kernels, bit for bit the eager loss", choices=BACKENDS,
+        group="machine and outputs",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
