@@ -1,7 +1,7 @@
 """What each ingredient of the IWAE paper's recipe buys, measured in short runs of benchmarks/reproduce_iwae.py.
 
 Trains the paper's VAE (k = 1, Trace_ELBO) once per variant, each adding one ingredient or changing the batch,
-with the same seed, and reads each run's quality curve (log p(x) on the first --curve-images test images,
+with the same seed (--seed; another seed gives the spread), and reads each run's quality curve (log p(x) on the first --curve-images test images,
 K = --curve-samples, every --curve-every epochs): the final point, the test ELBO and the training seconds,
 in a markdown table and one figure of the curves against epochs and hours (recipe_study.png).
 
@@ -69,6 +69,7 @@ def main() -> int:
     p.add_argument("--curve-samples", type=int, default=1000)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="every variant's seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="a folder for the runs (one subfolder each) and the figure")
     args = p.parse_args()
     out = Path(args.out)
@@ -93,6 +94,8 @@ def main() -> int:
                 str(args.curve_images),
                 "--curve-samples",
                 str(args.curve_samples),
+                "--seed",
+                str(args.seed),
                 "--out",
                 str(folder),
                 *VARIANTS[name],
