@@ -34,6 +34,8 @@ def test_throughput_steps(tmp_path):
             "--iwae-particles",
             "2",
             "--compile",
+            "--compile-backend",
+            "graph",  # the harness's contenders; inductor's kernels are tested in test_compiled.py
             "--json",
             str(out),
         ]
