@@ -64,6 +64,14 @@ def checkout_runs_untouched():
     assert after <= before, f"the tests wrote into {runs}: {sorted(map(str, after - before))}"
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: a worker a core, at most 8 and one per 2 GiB of available memory (each worker holds PyTorch,
+    Pyro and a few models; some tests start subprocesses of their own)."""
+    from pyro_vae.memory import available_bytes
+
+    return max(1, min(os.cpu_count() or 1, 8, available_bytes() // 2**31))
+
+
 def pytest_report_header(config) -> str:
     name = torch.cuda.get_device_name(0) if CUDA else "none"
     return f"pyro-vae devices: cpu, cuda={'yes' if CUDA else 'no'} (GPU: {name}); torch {torch.__version__}"
