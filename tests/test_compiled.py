@@ -5,7 +5,9 @@ resume, Pyro's validation on the first step, and one-line refusals."""
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training import checkpoints
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.resume import resumed_config
 
 TRACEABLE = [name for name in ESTIMATORS if name not in NOT_TRACEABLE]
 MULTI_SAMPLE = {"iwae": 3, "miwae": 3, "piwae": 3, "ciwae": 3}
@@ -196,3 +199,13 @@ def test_compile_from_the_command_line_trains_resumes_exactly_and_equals_eager(t
     assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "d")]) == 0  # KL weight 1: eager, bit for bit
     c, d = model_state(tmp_path / "c"), model_state(tmp_path / "d")
     assert all(torch.equal(c[k], d[k]) for k in c)
+
+
+def test_a_run_from_before_the_backend_setting_resumes_on_the_graph_it_ran():
+    """config.json of a --compile run written before `compile_backend` existed: it ran the graph, so it resumes
+    on the graph (exactly), not on inductor's kernels; a run that names its backend keeps it."""
+    old = asdict(TrainConfig(compile=True))
+    del old["compile_backend"]
+    assert resumed_config(SimpleNamespace(config=old), {}).compile_backend == "graph"
+    new = asdict(TrainConfig(compile=True))
+    assert resumed_config(SimpleNamespace(config=new), {}).compile_backend == "inductor"
