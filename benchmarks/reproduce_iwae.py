@@ -155,7 +155,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the interrupted Pyro run in RUN")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cuda", action="store_true")
-    p.add_argument("--compile", action="store_true", help="train the Pyro model with its loss traced (--compile)")
+    p.add_argument(
+        "--compile", action="store_true", help="train the Pyro model with its loss traced and compiled (--compile)"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="the run's folder (default: a new runs/<timestamp>)")
     args = p.parse_args()
