@@ -136,7 +136,14 @@ def loss_and_gradients(loss, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "estimator, model", [("trace", {}), ("meanfield", {}), ("iwae", {}), ("trace", dict(stochastic_layers=2))]
+    "estimator, model",
+    [
+        ("trace", {}),
+        ("meanfield", {}),
+        ("iwae", {}),
+        ("trace", dict(stochastic_layers=2)),
+        ("trace", dict(guide="flow")),
+    ],
 )
 def test_the_compiled_kernels_equal_the_eager_loss_and_gradients_to_rounding(estimator, model, device, dtype):
     """The same draws (the loss would differ by nats otherwise); fused kernels only sum in their own order:
