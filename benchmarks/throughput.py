@@ -103,8 +103,7 @@ def compiled_plain(loss: torch.nn.Module, x: torch.Tensor, backend: str) -> Call
     state = dict(loss.named_parameters())
     graph = traced(loss, state, x)
     if backend == "inductor":
-        with torch.random.fork_rng():
-            graph = compiled_kernels(graph, state, x)
+        graph = compiled_kernels(graph, state, x)
     return lambda x: graph(state, x)
 
 

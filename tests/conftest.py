@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pyro_vae.data import DATA_DIR_ENV
+from pyro_vae.memory import available_bytes
 
 CUDA = torch.cuda.is_available()
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers x threads = cores, not workers x cores
@@ -67,8 +68,6 @@ def checkout_runs_untouched():
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: a worker a core, at most 8 and one per 2 GiB of available memory (each worker holds PyTorch,
     Pyro and a few models; some tests start subprocesses of their own)."""
-    from pyro_vae.memory import available_bytes
-
     return max(1, min(os.cpu_count() or 1, 8, available_bytes() // 2**31))
 
 

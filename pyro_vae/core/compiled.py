@@ -96,17 +96,15 @@ class CompiledLoss(nn.Module):
         validation, and compiling runs the kernels once forward and backward; the generators' states are
         given back after both (tracing on fake tensors draws nothing)."""
         tic = time.perf_counter()
-        devices = [x.device] if x.device.type == "cuda" else []
         if not self.loss.validated:
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=cuda_devices(x)):
                 self.loss(x, beta, rows)  # Pyro's validation, eagerly, on the first inputs
         graph = traced(self.loss, self._state(), x, beta, rows)
         line = f"traced the loss for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in "
         line += f"{time.perf_counter() - tic:.1f} s"
         if self.backend == "inductor":
             tic = time.perf_counter()
-            with torch.random.fork_rng(devices=devices):
-                graph = compiled_kernels(graph, self._state(), x, beta, rows)
+            graph = compiled_kernels(graph, self._state(), x, beta, rows)
             line += f", compiled into kernels in {time.perf_counter() - tic:.1f} s"
         self.graphs[key] = graph
         self.log(line)
@@ -115,13 +113,15 @@ class CompiledLoss(nn.Module):
 
 def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Callable:
     """`graph` compiled by inductor (its forward and backward, at these inputs' shapes), run once forward
-    and backward so that compiling happens now. Its random operations stay PyTorch's (`fallback_random`),
-    so it draws the graph's noise from the same generator; on CUDA its kernels are captured in CUDA graphs."""
+    and backward so that compiling happens now, the generators' states given back afterwards. Its random
+    operations stay PyTorch's (`fallback_random`), so it draws the graph's noise from the same generator; on
+    CUDA its kernels are captured in CUDA graphs."""
     options = kernel_options(inputs[0].device)
     kernels = torch.compile(graph, backend="inductor", fullgraph=True, dynamic=False, options=options)
     trainable = [value for value in state.values() if value.requires_grad]
     try:
-        torch.autograd.grad(kernels(state, *inputs), trainable, allow_unused=True)
+        with torch.random.fork_rng(devices=cuda_devices(inputs[0])):
+            torch.autograd.grad(kernels(state, *inputs), trainable, allow_unused=True)
     except Exception as error:  # the compiler's own failure, in one line
         first_line = (str(error).strip().splitlines() or ["failed"])[0][:200]
         raise ConfigError(
@@ -129,6 +129,11 @@ def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Calla
             "use @compile_backend graph, which runs the same graph on PyTorch's own kernels"
         ) from None
     return kernels
+
+
+def cuda_devices(x: torch.Tensor) -> list[torch.device]:
+    """The CUDA device whose generator `fork_rng` must give back besides the CPU's, if `x` is on one."""
+    return [x.device] if x.device.type == "cuda" else []
 
 
 def kernel_options(device: torch.device) -> dict:
