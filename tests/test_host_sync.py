@@ -81,7 +81,7 @@ def test_a_step_of_every_estimator_reads_nothing_back_to_the_host(estimator):
 @pytest.mark.parametrize(
     "estimator, backend",
     [(name, "graph") for name in ESTIMATORS if name not in NOT_TRACEABLE]
-    + [(name, "inductor") for name in ("trace", "meanfield", "iwae")],  # seconds of compiling each
+    + [(name, "inductor") for name in ("trace", "meanfield", "iwae", "dreg")],  # seconds of compiling each
 )
 def test_a_compiled_step_reads_nothing_back_to_the_host(estimator, backend):
     calls = reads_in_a_step(estimator, backend=backend)

@@ -1,29 +1,34 @@
 """The loss traced into one graph of PyTorch operations, and the graph compiled into fused kernels: Pyro's
 Python runs once per input shape, and every step after that runs the kernels (`--compile`).
 
-    graph = make_fx(loss)(parameters, x, beta)    Pyro's model, guide and estimator, run once, recorded op by op
-    kernels = torch.compile(graph)                 inductor: the graph's forward and backward fused into C++
-                                                   (CPU) or Triton (CUDA, captured in CUDA graphs) kernels
-    loss(x, beta) = kernels(parameters, x, beta)  the same operations; the noise drawn afresh from the same generator
+    graph = make_fx(step)(parameters, x, beta)     Pyro's model, guide and estimator, and autograd's backward
+                                                   of their loss, run once, recorded op by op
+    kernels = torch.compile(graph)                 inductor: the whole step's arithmetic fused into C++ (CPU)
+                                                   or Triton (CUDA, captured in CUDA graphs) kernels
+    L, dL/dparameters, finite = kernels(parameters, x, beta)   the same operations, the noise drawn afresh
 
 Pyro stays the source of the loss: the graph is what its model, guide and estimator executed, traced by
-PyTorch's `make_fx` (the tracer under `torch.compile`'s AOTAutograd) on fake tensors, above autograd
-(pre-dispatch, so `detach` and `no_grad` are kept), with the parameters as inputs. Tracing on fake tensors
-draws no random numbers, and the kernels draw theirs with PyTorch's own random operations (inductor's
-`fallback_random`), so the compiled loss draws the eager loss's noise: on the same noise its loss and
-gradients equal the eager ones to rounding (fused kernels round in their own order), and a run resumes
-exactly. With backend "graph" the graph runs on PyTorch's own kernels, autograd differentiating it as it
-would the eager code: bit for bit the eager loss at a KL weight of 1, and no compiler needed
-(`tests/test_compiled.py`). On a new shape (the last, smaller batch of an epoch) the loss is traced and
-compiled again; the KL weight is an input of the graph, except 0, which masks the z site out and has a
-graph of its own. The first call still runs Pyro's eager loss with its validation (its result is thrown
-away and its draws given back), so a wrong shape or an out-of-support value stops the run before anything
-is traced.
+PyTorch's `make_fx` (the tracer under `torch.compile`'s AOTAutograd) on fake tensors, with the parameters
+as inputs. A training step (`loss_and_gradients`, what `svi_step` calls) is traced below autograd: the
+loss, its backward (backward hooks included, so dreg's reweighting too) and the test that both are finite
+in one graph, which inductor fuses whole. The loss alone (`forward`, differentiated by autograd as usual)
+is traced above autograd (pre-dispatch, so `detach` and `no_grad` are kept).
+
+Tracing on fake tensors draws no random numbers, and the kernels draw theirs with PyTorch's own random
+operations (inductor's `fallback_random`), so the compiled loss draws the eager loss's noise: on the same
+noise its loss and gradients equal the eager ones to rounding (fused kernels round in their own order), and
+a run resumes exactly. With backend "graph" the graph runs on PyTorch's own kernels: bit for bit the eager
+step at a KL weight of 1, and no compiler needed (`tests/test_compiled.py`). On a new shape (the last,
+smaller batch of an epoch) the graph is traced and compiled again; the KL weight is an input of the graph,
+except 0, which masks the z site out and has a graph of its own. The first call still runs Pyro's eager
+loss with its validation (its result is thrown away and its draws given back), so a wrong shape or an
+out-of-support value stops the run before anything is traced.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Callable
 
 import torch
@@ -31,13 +36,14 @@ from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from pyro_vae.core.estimators import ELBOLoss
+from pyro_vae.core.gradients import all_finite
+from pyro_vae.core.iwae_estimators import DReG_ELBO
 from pyro_vae.errors import ConfigError
 
 BACKENDS = ("inductor", "graph")  # what runs the traced graph: fused compiled kernels, or PyTorch's own
-NOT_TRACEABLE = {  # estimators whose gradient a forward graph cannot hold
+NOT_TRACEABLE = {  # estimators whose gradient a graph cannot hold
     "jit-trace": "is already compiled, by TorchScript",
     "jit-meanfield": "is already compiled, by TorchScript",
-    "dreg": "reweights z's gradient with a backward hook, which a traced forward graph does not keep",
     "score": "tracks provenance with a tensor subclass (TraceGraph_ELBO's) that the tracer cannot wrap",
     "score-baseline": "tracks provenance with a tensor subclass (TraceGraph_ELBO's) that the tracer cannot wrap",
 }
@@ -67,7 +73,8 @@ def check_compiler(backend: str, device: torch.device) -> None:
 
 class CompiledLoss(nn.Module):
     """`loss(x, kl_scale, rows)` of an `ELBOLoss`, run as a traced graph compiled by `backend` (one of
-    BACKENDS); `log` hears of each tracing."""
+    BACKENDS), and `loss_and_gradients` for a training step: the loss and its gradients from one graph;
+    `log` hears of each tracing."""
 
     def __init__(self, loss: ELBOLoss, log: Callable[[str], None] = lambda line: None, backend: str = "inductor"):
         super().__init__()
@@ -76,39 +83,75 @@ class CompiledLoss(nn.Module):
         self.loss = loss
         self.log = log
         self.backend = backend
-        self.graphs: dict[tuple, Callable] = {}
+        self.graphs: dict[tuple, Callable] = {}  # by the inputs' shapes, and the parameters differentiated
+        self.names = {parameter: name for name, parameter in loss.named_parameters()}
 
     def forward(
         self, x: torch.Tensor, kl_scale: float | torch.Tensor, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        masked = not isinstance(kl_scale, torch.Tensor) and kl_scale == 0
-        beta = kl_scale if masked else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
-        key = (tuple(x.shape), x.dtype, x.device, None if rows is None else tuple(rows.shape), masked)
-        graph = self.graphs.get(key)
-        graph = self._trace(key, x, beta, rows) if graph is None else graph
-        return graph(self._state(), x, beta, rows)
+        if isinstance(self.loss.elbo, DReG_ELBO):
+            raise ConfigError(
+                "the loss of @estimator dreg reweights z's gradient with a backward hook, which a graph of the "
+                "loss alone does not keep: take its gradients with loss_and_gradients (what svi_step calls)"
+            )
+        beta = graph_input(kl_scale, x)
+        key = (*input_key(x, beta, rows), None)
+        if key not in self.graphs:
+            self.graphs[key] = self._compiled(key, traced, self._state(), x, beta, rows)
+        return self.graphs[key](self._state(), x, beta, rows)
 
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
+    def loss_and_gradients(
+        self,
+        x: torch.Tensor,
+        kl_scale: float | torch.Tensor,
+        rows: torch.Tensor | None,
+        parameters: list[torch.Tensor],
+        weight: float = 1.0,
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]:
+        """(L, d(weight L)/d parameters, whether L and every gradient are finite) for L = loss(x, kl_scale,
+        rows), from one graph of the loss and its backward (None for a parameter L does not depend on)."""
+        beta, weight = graph_input(kl_scale, x), torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+        key = (*input_key(x, beta, rows), tuple(self.names[parameter] for parameter in parameters))
+        state = self._state(detached=True)
+        if key not in self.graphs:
+            self.graphs[key] = self._compiled(key, partial(traced_step, names=key[-1]), state, x, beta, rows, weight)
+        return self.graphs[key](state, x, beta, rows, weight)
 
-    def _trace(self, key: tuple, x: torch.Tensor, beta, rows: torch.Tensor | None) -> Callable:
-        """The graph for inputs like these, compiled. The first call runs Pyro's eager loss with its
-        validation, and compiling runs the kernels once forward and backward; the generators' states are
-        given back after both (tracing on fake tensors draws nothing)."""
+    def _state(self, detached: bool = False) -> dict[str, torch.Tensor]:
+        state = {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
+        return {name: value.detach() for name, value in state.items()} if detached else state
+
+    def _compiled(self, key: tuple, trace: Callable, state: dict, x: torch.Tensor, beta, rows, *more) -> Callable:
+        """The graph `trace` makes for inputs like these, compiled. The first call runs Pyro's eager loss with
+        its validation, and compiling runs the kernels once; the generators' states are given back after
+        both (tracing on fake tensors draws nothing)."""
         tic = time.perf_counter()
         if not self.loss.validated:
             with torch.random.fork_rng(devices=cuda_devices(x)):
                 self.loss(x, beta, rows)  # Pyro's validation, eagerly, on the first inputs
-        graph = traced(self.loss, self._state(), x, beta, rows)
-        line = f"traced the loss for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in "
+        graph = trace(self.loss, state, x, beta, rows, *more)
+        what = "the loss" if key[-1] is None else "the loss and its gradients"
+        line = f"traced {what} for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in "
         line += f"{time.perf_counter() - tic:.1f} s"
         if self.backend == "inductor":
             tic = time.perf_counter()
-            graph = compiled_kernels(graph, self._state(), x, beta, rows)
+            graph = compiled_kernels(graph, state, x, beta, rows, *more)
             line += f", compiled into kernels in {time.perf_counter() - tic:.1f} s"
-        self.graphs[key] = graph
         self.log(line)
         return graph
+
+
+def graph_input(kl_scale: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
+    """The KL weight as the graph takes it: a tensor input, except 0 (it masks the z site out: its own graph)."""
+    masked = not isinstance(kl_scale, torch.Tensor) and kl_scale == 0
+    return kl_scale if masked else torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
+
+
+def input_key(x: torch.Tensor, beta: float | torch.Tensor, rows: torch.Tensor | None) -> tuple:
+    """What a graph is specialized to: the batch's shape, type and device, the rows' shape, a masked z site
+    (a KL weight `graph_input` left a number)."""
+    masked = not isinstance(beta, torch.Tensor)
+    return (tuple(x.shape), x.dtype, x.device, None if rows is None else tuple(rows.shape), masked)
 
 
 def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Callable:
@@ -121,7 +164,9 @@ def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Calla
     trainable = [value for value in state.values() if value.requires_grad]
     try:
         with torch.random.fork_rng(devices=cuda_devices(inputs[0])):
-            torch.autograd.grad(kernels(state, *inputs), trainable, allow_unused=True)
+            result = kernels(state, *inputs)
+            if trainable:  # a loss graph (a step's graph takes its state detached): its backward compiles now
+                torch.autograd.grad(result, trainable, allow_unused=True)
     except Exception as error:  # the compiler's own failure, in one line
         first_line = (str(error).strip().splitlines() or ["failed"])[0][:200]
         raise ConfigError(
@@ -152,8 +197,14 @@ def traced(loss: nn.Module, state: dict, *inputs) -> torch.fx.GraphModule:
     def loss_of(state: dict, *inputs) -> torch.Tensor:
         return torch.func.functional_call(loss, state, inputs)
 
+    return traced_function(loss_of, state, *inputs, pre_dispatch=True)
+
+
+def traced_function(function: Callable, state: dict, *inputs, pre_dispatch: bool) -> torch.fx.GraphModule:
+    """make_fx's graph of function(state, *inputs) on fake tensors, dead operations dropped; a value read in
+    Python refused in one line."""
     try:
-        graph = make_fx(loss_of, tracing_mode="fake", pre_dispatch=True)(state, *inputs)
+        graph = make_fx(function, tracing_mode="fake", pre_dispatch=pre_dispatch)(state, *inputs)
     except RuntimeError as error:  # a value read in Python (bool, item), or an operation fake tensors lack
         first_line = (str(error).strip().splitlines() or ["a value was read"])[0][:200]
         raise ConfigError(
@@ -163,3 +214,19 @@ def traced(loss: nn.Module, state: dict, *inputs) -> torch.fx.GraphModule:
     graph.graph.eliminate_dead_code()
     graph.recompile()
     return graph
+
+
+def traced_step(loss: nn.Module, state: dict, *inputs, names: tuple[str, ...]) -> torch.fx.GraphModule:
+    """graph(state, x, beta, rows, weight) = (L, d(weight L)/d state[names], whether L and every gradient are
+    finite), L = loss(x, beta, rows): the loss and its backward traced together, below autograd (autograd's
+    backward formulas recorded as operations), so that one compiled graph holds the whole step's arithmetic,
+    the finite test included. `state` is given detached; the gradients are taken with respect to these."""
+
+    def step_of(state: dict, *inputs) -> tuple:
+        *loss_inputs, weight = inputs
+        value = torch.func.functional_call(loss, state, tuple(loss_inputs))
+        gradients = torch.autograd.grad(value * weight, [state[name] for name in names], allow_unused=True)
+        return value.detach(), gradients, all_finite(value, gradients)
+
+    leaves = {name: value.detach().requires_grad_(name in names) for name, value in state.items()}
+    return traced_function(step_of, leaves, *inputs, pre_dispatch=False)

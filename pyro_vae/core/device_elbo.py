@@ -9,7 +9,7 @@ captured in a CUDA graph. Here the value is accumulated from detached tensors in
     loss = -sum_sites log_prob_sum.detach() ,   returned as loss + (surrogate - surrogate.detach()),
 
 whose value is the ELBO estimate and whose gradient is the surrogate's, as Pyro's. Non-finite values are
-not lost: the training step tests the loss and the gradients on the device (`training.step.all_finite`).
+not lost: the training step tests the loss and the gradients on the device (`core.gradients.all_finite`).
 The traces, the surrogate and the KL terms are Pyro's own code; only the bookkeeping of the value changes.
 """
 

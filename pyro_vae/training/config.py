@@ -141,9 +141,9 @@ class TrainConfig:
         group="machine and outputs", on_resume=True,
     )  # fmt: skip
     compile: bool = setting(
-        False, "trace the loss once per batch shape into one graph of PyTorch operations and run the graph, "
-        "compiled, at every step, so Pyro's Python runs once: the same loss, gradients and noise (not for dreg "
-        "or jit-*; one process)", group="machine and outputs",
+        False, "trace the loss and its backward once per batch shape into one graph of PyTorch operations and "
+        "run the graph, compiled, at every step, so Pyro's Python runs once: the same loss, gradients and noise "
+        "(not for score* or jit-*; one process)", group="machine and outputs",
     )  # fmt: skip
     compile_backend: str = setting(
         "inductor", "what runs the graph of --compile: inductor fuses it into C++ (CPU; needs a C++ compiler) "
@@ -178,6 +178,11 @@ class TrainConfig:
         self._check_estimator_and_guide()
         if self.compile:
             check_traceable(self.estimator)
+            if self.compile_backend == "inductor" and self.model.guide == "local":
+                raise ConfigError(
+                    "@guide local's table gets sparse gradients, which inductor cannot compile into kernels; "
+                    "use @compile_backend graph"
+                )
             if self.validate_every_step:
                 raise ConfigError(
                     "@validate_every_step reads values on the host at every step, which a traced graph does not "

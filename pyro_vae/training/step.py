@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple, Protocol
 
 import torch
 
+from pyro_vae.core.gradients import all_finite
 from pyro_vae.distributed import SINGLE, World
 
 LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, rows) -> the negative ELBO per image
@@ -52,11 +53,18 @@ def svi_step(
     of the ranks' gradients is the gradient of the whole batch's mean loss. `only_optimized` sends the
     gradient to the optimizer's parameters alone (the rest, a decoder held fixed, gets no .grad)."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    for parameter in parameters:
-        parameter.grad = None
-    value = loss(batch.x, kl_weight, batch.rows)
-    (value if weight == 1 else value * weight).backward(inputs=parameters if only_optimized else None)
-    bad = world.any(~all_finite(value, parameters))
+    compiled_step = getattr(loss, "loss_and_gradients", None)  # a compiled loss: loss and backward in one graph
+    if compiled_step is not None:
+        value, gradients, finite = compiled_step(batch.x, kl_weight, batch.rows, parameters, weight)
+        for parameter, gradient in zip(parameters, gradients):
+            parameter.grad = gradient
+    else:
+        for parameter in parameters:
+            parameter.grad = None
+        value = loss(batch.x, kl_weight, batch.rows)
+        (value if weight == 1 else value * weight).backward(inputs=parameters if only_optimized else None)
+        finite = all_finite(value, [parameter.grad for parameter in parameters])
+    bad = world.any(~finite)
     step_unless(optimizer, bad)
     return value.detach(), ~bad
 
@@ -71,9 +79,3 @@ def step_unless(optimizer: torch.optim.Optimizer | SkippingOptimizer, bad: torch
         optimizer.step()
     elif not bad.item():
         optimizer.step()
-
-
-def all_finite(loss: torch.Tensor, parameters: list[torch.Tensor]) -> torch.Tensor:
-    """Whether the loss and every gradient are finite (one norm over all gradients), on the device."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
