@@ -85,7 +85,8 @@ def test_the_autoencoders_distortion_is_its_reconstruction_error(tiny_sweep):
 
 
 @pytest.mark.parametrize(
-    "values, message", [(dict(betas=(-1.0,)), "--betas"), (dict(betas=()), "--betas"), (dict(samples=0), "--samples")]
+    "values, message",
+    [(dict(betas=(-1.0,)), "^betas must"), (dict(betas=()), "^betas must"), (dict(samples=0), "^samples must")],
 )
 def test_bad_settings_are_refused(values, message):
     with pytest.raises(ConfigError, match=message):

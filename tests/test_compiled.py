@@ -275,3 +275,11 @@ def test_a_run_from_before_the_backend_setting_resumes_on_the_graph_it_ran():
     assert resumed_config(SimpleNamespace(config=old), {}).compile_backend == "graph"
     new = asdict(TrainConfig(compile=True))
     assert resumed_config(SimpleNamespace(config=new), {}).compile_backend == "inductor"
+    eager = asdict(TrainConfig())
+    del eager["compile_backend"]
+    assert resumed_config(SimpleNamespace(config=eager), {}).compile_backend == "inductor"
+
+
+def test_a_backend_without_compile_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="^compile_backend graph chooses what runs compile's graph; add compile$"):
+        TrainConfig(compile_backend="graph")

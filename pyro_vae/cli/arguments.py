@@ -65,5 +65,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def with_flags(error: PyroVAEError) -> str:
-    """The error's message with each setting it names (@name) written as its flag."""
-    return error.naming(flag_name)
+    """The error's message with each setting it names (@name) written as its flag: a training setting's own
+    flag, else --name (a field of a command's own config, as `compare`'s and `sweep`'s are)."""
+    return error.naming(command_flag)
+
+
+def command_flag(name: str) -> str:
+    flag = flag_name(name)
+    return flag if flag.startswith("--") else "--" + name.replace("_", "-")

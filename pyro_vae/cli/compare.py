@@ -18,6 +18,7 @@ from dataclasses import asdict
 import torch
 
 from pyro_vae import data, files
+from pyro_vae.cli.arguments import with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
@@ -85,13 +86,8 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
                 f"@early_step ({config.early_step}) must come before the end of training (@steps {config.steps})"
             )
     except PyroVAEError as error:
-        p.error(as_flags(error))
+        p.error(with_flags(error))
     return config, args
-
-
-def as_flags(error: PyroVAEError) -> str:
-    """The message with each CompareConfig field it names (@name) written as this command's flag, --name."""
-    return error.naming(lambda name: "--" + name.replace("_", "-"))
 
 
 def train_runs(config: compare.CompareConfig, dataset, log) -> tuple[list[dict], dict]:
@@ -132,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         timing = compare.time_steps(config, dataset)
         summary = compare.curve_summary(curves, config.estimators)
     except PyroVAEError as error:
-        print(f"error: {as_flags(error)}", file=sys.stderr)
+        print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C) before the report was written; run the command again", file=sys.stderr)

@@ -55,8 +55,8 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if not self.betas or any(not (0 <= beta < math.inf) for beta in self.betas):
-            raise ConfigError(f"--betas must be numbers, zero or more, got {self.betas}")
-        whole_number("--samples", self.samples, 1, MAX_SAMPLES)
+            raise ConfigError(f"@betas must be numbers, zero or more, got {self.betas}")
+        whole_number("@samples", self.samples, 1, MAX_SAMPLES)
 
     def points(self) -> list[tuple[str, float, str]]:
         """(name, beta, guide) of every model of the sweep, the autoencoder last."""

@@ -176,6 +176,10 @@ class TrainConfig:
                 "train it with trace or meanfield"
             )
         self._check_estimator_and_guide()
+        if self.compile_backend != "inductor" and not self.compile:
+            raise ConfigError(
+                f"@compile_backend {self.compile_backend} chooses what runs @compile's graph; add @compile"
+            )
         if self.compile:
             check_traceable(self.estimator)
             if self.compile_backend == "inductor" and self.model.guide == "local":

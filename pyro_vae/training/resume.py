@@ -42,7 +42,8 @@ def resumed_config(checkpoint: TrainState, given: dict) -> TrainConfig:
     """The checkpoint's configuration with the settings the user gave again; any that differ from the
     run's and are not in RESUME_SAFE stop the resume with their names and both values (those training
     resolves itself, RESOLVED, are the run's)."""
-    stored = {"compile_backend": "graph", **flatten(checkpoint.config)}  # what --compile ran before the setting
+    ran = "graph" if checkpoint.config.get("compile") else "inductor"  # before the setting: --compile ran the graph
+    stored = {"compile_backend": ran, **flatten(checkpoint.config)}
     model_names = {f.name for f in fields(ModelConfig)}
     differing = []
     given = {name: value for name, value in given.items() if name not in RESOLVED}
