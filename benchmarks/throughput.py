@@ -26,6 +26,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -191,6 +192,8 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
         dataset="mnist", data_dir=args.data_dir, validation=0, epochs=1, cuda=device.type == "cuda", checkpoint_every=1
     )
     dataset = load_training_data(config, device)
+    Path(args.scratch).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="epochs-", dir=args.scratch))  # fresh each time: a rerun never collides
     times: dict[str, list[float]] = {"plain PyTorch": [], "pyro trace": []}
     times.update({"pyro trace compiled": []} if args.compile else {})
     for repeat in range(args.epoch_repeats):
@@ -200,13 +203,13 @@ def bench_epoch(args, device: torch.device) -> list[dict]:
             train_plain(plain, dataset, Recipe(1, 256, lambda epoch: 1e-3), log=lambda line: None)[0]["seconds"]
         )
         run = train(
-            replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}"), seed=repeat),
+            replace(config, out=str(scratch / f"epoch-{repeat}"), seed=repeat),
             progress=False,
             log=lambda line: None,
         )
         times["pyro trace"].append(run.metrics[-1]["seconds"])
         if args.compile:
-            compiled = replace(config, out=str(Path(args.scratch) / f"epoch-{repeat}-compiled"), seed=repeat)
+            compiled = replace(config, out=str(scratch / f"epoch-{repeat}-compiled"), seed=repeat)
             compiled = replace(compiled, compile=True, compile_backend=args.compile_backend, epochs=2)
             run = train(compiled, progress=False, log=lambda line: None)
             times["pyro trace compiled"].append(run.metrics[-1]["seconds"])
