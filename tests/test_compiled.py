@@ -283,3 +283,11 @@ def test_a_run_from_before_the_backend_setting_resumes_on_the_graph_it_ran():
 def test_a_backend_without_compile_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="^compile_backend graph chooses what runs compile's graph; add compile$"):
         TrainConfig(compile_backend="graph")
+
+
+def test_an_optimizer_over_other_parameters_is_refused_in_one_line():
+    loss = CompiledLoss(small_loss("trace", torch.device("cpu")), backend="graph")
+    stranger = torch.nn.Parameter(torch.zeros(3))
+    optimizer = SVIOptimizer([*loss.parameters(), stranger], lr=1e-2)
+    with pytest.raises(ConfigError, match=r"^the optimizer's parameter\(s\) \[\d+\] are not the compiled loss's"):
+        svi_step(loss, optimizer, Batch(torch.bernoulli(torch.rand(4, 784))))

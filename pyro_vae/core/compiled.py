@@ -109,17 +109,28 @@ class CompiledLoss(nn.Module):
         weight: float = 1.0,
     ) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]:
         """(L, d(weight L)/d parameters, whether L and every gradient are finite) for L = loss(x, kl_scale,
-        rows), from one graph of the loss and its backward (None for a parameter L does not depend on)."""
+        rows), from one graph of the loss and its backward (None for a parameter L does not depend on). The
+        graph holds its own backward, so it runs outside autograd (no_grad), on the parameters themselves:
+        inputs whose addresses never change, which CUDA graphs keep in place instead of copying each step."""
         beta, weight = graph_input(kl_scale, x), torch.as_tensor(weight, dtype=x.dtype, device=x.device)
-        key = (*input_key(x, beta, rows), tuple(self.names[parameter] for parameter in parameters))
-        state = self._state(detached=True)
-        if key not in self.graphs:
-            self.graphs[key] = self._compiled(key, partial(traced_step, names=key[-1]), state, x, beta, rows, weight)
-        return self.graphs[key](state, x, beta, rows, weight)
+        key = (*input_key(x, beta, rows), self._names_of(parameters))
+        with torch.no_grad():
+            if key not in self.graphs:
+                trace = partial(traced_step, names=key[-1])
+                self.graphs[key] = self._compiled(key, trace, self._state(), x, beta, rows, weight)
+            return self.graphs[key](self._state(), x, beta, rows, weight)
 
-    def _state(self, detached: bool = False) -> dict[str, torch.Tensor]:
-        state = {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
-        return {name: value.detach() for name, value in state.items()} if detached else state
+    def _names_of(self, parameters: list[torch.Tensor]) -> tuple[str, ...]:
+        missing = [index for index, parameter in enumerate(parameters) if parameter not in self.names]
+        if missing:
+            raise ConfigError(
+                f"the optimizer's parameter(s) {missing} are not the compiled loss's: build the optimizer over "
+                "the parameters of the VAE inside it"
+            )
+        return tuple(self.names[parameter] for parameter in parameters)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
 
     def _compiled(self, key: tuple, trace: Callable, state: dict, x: torch.Tensor, beta, rows, *more) -> Callable:
         """The graph `trace` makes for inputs like these, compiled. The first call runs Pyro's eager loss with
@@ -165,7 +176,7 @@ def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Calla
     try:
         with torch.random.fork_rng(devices=cuda_devices(inputs[0])):
             result = kernels(state, *inputs)
-            if trainable:  # a loss graph (a step's graph takes its state detached): its backward compiles now
+            if isinstance(result, torch.Tensor) and result.requires_grad:  # a loss: its backward compiles now
                 torch.autograd.grad(result, trainable, allow_unused=True)
     except Exception as error:  # the compiler's own failure, in one line
         first_line = (str(error).strip().splitlines() or ["failed"])[0][:200]
@@ -220,12 +231,13 @@ def traced_step(loss: nn.Module, state: dict, *inputs, names: tuple[str, ...]) -
     """graph(state, x, beta, rows, weight) = (L, d(weight L)/d state[names], whether L and every gradient are
     finite), L = loss(x, beta, rows): the loss and its backward traced together, below autograd (autograd's
     backward formulas recorded as operations), so that one compiled graph holds the whole step's arithmetic,
-    the finite test included. `state` is given detached; the gradients are taken with respect to these."""
+    the finite test included. The gradients are taken with respect to `state[names]`, made leaves of their own."""
 
     def step_of(state: dict, *inputs) -> tuple:
         *loss_inputs, weight = inputs
-        value = torch.func.functional_call(loss, state, tuple(loss_inputs))
-        gradients = torch.autograd.grad(value * weight, [state[name] for name in names], allow_unused=True)
+        with torch.enable_grad():  # the step runs under no_grad; its backward is traced here
+            value = torch.func.functional_call(loss, state, tuple(loss_inputs))
+            gradients = torch.autograd.grad(value * weight, [state[name] for name in names], allow_unused=True)
         return value.detach(), gradients, all_finite(value, gradients)
 
     leaves = {name: value.detach().requires_grad_(name in names) for name, value in state.items()}
