@@ -7,7 +7,9 @@ It is what `pyro.infer.SVI.step` does, with a torch optimizer over a module's ow
 Pyro's global param store. It never waits for the device: whether the loss and the gradients are finite
 stays a flag on the device, which a fused torch optimizer reads to skip its update by itself (the
 mechanism mixed-precision scaling uses). Only an optimizer with no such skip (SparseAdam, the for-loop
-torch optimizers) makes the host read the flag.
+torch optimizers) makes the host read the flag. A compiled loss (`core.compiled.CompiledLoss`, `--compile`)
+gives the loss, its gradients and the finite flag from one graph (`loss_and_gradients`), in place of the
+backward and the test.
 """
 
 from __future__ import annotations
