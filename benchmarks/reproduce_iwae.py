@@ -21,8 +21,9 @@ of its own (the authors' code also runs Adam with beta1 = 0.99: --adam-beta1).
 With --curve-every N, log p(x) on the first --curve-images test images (K = --curve-samples) is measured
 every N epochs into the run's metrics.jsonl (with each epoch's training seconds), and quality_curve.png
 plots it against epochs and hours. It monitors only: the last model is the one reported, as in the paper.
---resume RUN continues an interrupted run exactly; --reference-only trains just the plain-PyTorch twin on
-the same recipe (into --out), and --reference-until X stops it once its curve reaches X (time to quality).
+--resume RUN continues an interrupted run exactly (with --compile, compiled: equal to rounding); --reference-only
+trains just the plain-PyTorch twin on the same recipe (into --out), and --reference-until X stops it once its
+curve reaches X (time to quality).
 """
 
 from __future__ import annotations
@@ -152,7 +153,12 @@ def parse_args() -> argparse.Namespace:
         metavar="X",
         help="stop the plain model's training once its curve's log p(x) reaches X (needs --curve-every)",
     )
-    p.add_argument("--resume", metavar="RUN", default=None, help="continue the interrupted Pyro run in RUN")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        default=None,
+        help="continue the interrupted Pyro run in RUN (with --compile: compiled)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cuda", action="store_true")
     p.add_argument(
@@ -175,7 +181,8 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
     reported, no selection), the recipe the flags choose, the curve as periodic log p(x) evaluations."""
     if args.resume is not None:
         stored = TrainConfig.from_json(Path(args.resume) / "config.json")
-        return replace(stored, threads=args.threads, data_dir=args.data_dir or stored.data_dir)
+        compile = stored.compile or args.compile  # may be turned on to speed up the rest of a long run
+        return replace(stored, threads=args.threads, data_dir=args.data_dir or stored.data_dir, compile=compile)
     if args.paper_recipe:
         args.lr_schedule, args.init_output_bias, args.adam_eps = "paper", True, 1e-4
     recipe = dict(

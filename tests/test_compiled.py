@@ -291,3 +291,15 @@ def test_an_optimizer_over_other_parameters_is_refused_in_one_line():
     optimizer = SVIOptimizer([*loss.parameters(), stranger], lr=1e-2)
     with pytest.raises(ConfigError, match=r"^the optimizer's parameter\(s\) \[\d+\] are not the compiled loss's"):
         svi_step(loss, optimizer, Batch(torch.bernoulli(torch.rand(4, 784))))
+
+
+def test_an_eager_run_resumes_compiled_with_a_notice_and_on_the_graph_bit_for_bit(tmp_path, capsys):
+    """--compile may be turned on at a resume (a long run made faster); the start says the run no longer
+    continues bit for bit in general, and on the graph backend at a KL weight of 1 it still does."""
+    assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    graph = ["--compile", "--compile-backend", "graph"]
+    assert main(SMALL + graph + ["--resume", str(tmp_path / "a"), "--epochs", "2"]) == 0
+    assert "notice: this run trained eagerly and resumes compiled (graph): the loss" in capsys.readouterr().err
+    assert main(SMALL + ["--epochs", "2", "--out", str(tmp_path / "b")]) == 0
+    a, b = model_state(tmp_path / "a"), model_state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)

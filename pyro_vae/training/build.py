@@ -260,6 +260,11 @@ def resumed_folder(
     try:
         check_unchanged(folder.checkpoint_path, checkpoint)
         state = restore(checkpoint, vae, optimizer, world, config.seed, log)
+        if world.is_main and compiled_as(checkpoint.config) != compiled_as(asdict(config)):
+            log(
+                f"notice: this run trained {compiled_as(checkpoint.config)} and resumes {compiled_as(asdict(config))}: "
+                "the loss and gradients are the same to rounding, so it does not continue bit for bit as it would have"
+            )
         evaluate.check_finite_model(vae, dataset.test, dataset.test_rows, consequence="training cannot go on from them")
         if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
             raise ConfigError(
@@ -272,6 +277,11 @@ def resumed_folder(
         folder.close()
         raise
     return folder, state
+
+
+def compiled_as(config: dict) -> str:
+    """How a run's steps run: "eagerly", or "compiled (<backend>)" (before the backend setting: the graph)."""
+    return f"compiled ({config.get('compile_backend', 'graph')})" if config.get("compile") else "eagerly"
 
 
 def check_unchanged(path: Path, read: TrainState) -> None:

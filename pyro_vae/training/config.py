@@ -143,13 +143,14 @@ class TrainConfig:
     compile: bool = setting(
         False, "trace the loss and its backward once per batch shape into one graph of PyTorch operations and "
         "run the graph, compiled, at every step, so Pyro's Python runs once: the same loss, gradients and noise "
-        "(not for score* or jit-*; one process)", group="machine and outputs",
+        "(not for score* or jit-*; one process); may be turned on when resuming", group="machine and outputs",
+        on_resume=True,
     )  # fmt: skip
     compile_backend: str = setting(
         "inductor", "what runs the graph of --compile: inductor fuses it into C++ (CPU; needs a C++ compiler) "
         "or Triton (CUDA, in CUDA graphs) kernels, seconds per batch shape, equal to the eager loss to rounding; "
         "graph runs it on PyTorch's own kernels, bit for bit the eager loss", choices=BACKENDS,
-        group="machine and outputs",
+        group="machine and outputs", on_resume=True,
     )  # fmt: skip
 
     def __post_init__(self) -> None:
