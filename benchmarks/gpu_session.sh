@@ -5,17 +5,19 @@
 #   1. svi_train.py --cuda on MNIST: 2 epochs, --resume to 3, evaluate.py --cuda; the run folder comes back, so
 #      the GPU's checkpoint can be resumed on a CPU afterwards (python scripts/svi_train.py --resume RUN ...)
 #   2. throughput.py --cuda --compile: eager, compiled (inductor, in CUDA graphs) and plain steps at batch 256 and
-#      1,024, an MNIST epoch, the importance-sampled log p(x)
+#      1,024, an MNIST epoch; then the importance-sampled log p(x), K = 5,000 on the 10,000 test images, and its
+#      peak memory
 #   3. the CUDA variants of the tests (-k cuda), then the whole suite while time is left
 #
 # On the lent machine (see the shared gpu/README.md: stage .device/ first, and pass it along; add pytest-xdist
 # there too, or the tests run in one process: pip download --no-deps pytest-xdist execnet -d .device/):
 #   . .device/setup.sh && bash benchmarks/gpu_session.sh
-# Limits in seconds: GPU_SESSION_LIMITS="run throughput cuda_tests all_tests" (default "90 200 150 120").
+# Limits in seconds: GPU_SESSION_LIMITS="train throughput evaluation cuda_tests all_tests" (default
+# "90 170 60 120 90": 530 s, inside one 600 s command).
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
-read -r RUN_S THROUGHPUT_S CUDA_TESTS_S ALL_TESTS_S <<<"${GPU_SESSION_LIMITS:-90 200 150 120}"
+read -r RUN_S THROUGHPUT_S EVAL_S CUDA_TESTS_S ALL_TESTS_S <<<"${GPU_SESSION_LIMITS:-90 170 60 120 90}"
 PYTHON=${PYTHON:-python3}
 WORKERS=()  # pyproject's addopts ask for pytest-xdist; without it, one process
 "$PYTHON" -c "import xdist" 2>/dev/null || WORKERS=(-o addopts=)
@@ -39,8 +41,10 @@ step train "$RUN_S" bash -c "
     $PYTHON scripts/svi_train.py --resume $OUT/run --epochs 3 --no-progress &&
     $PYTHON scripts/evaluate.py $OUT/run --cuda --samples 1000 --images 1000"
 step throughput "$THROUGHPUT_S" "$PYTHON" benchmarks/throughput.py --cuda --compile \
-    --estimators trace meanfield iwae --batch-sizes 256 1024 --epoch --eval --scratch /tmp/throughput-runs \
+    --estimators trace meanfield iwae --batch-sizes 256 1024 --epoch --scratch /tmp/throughput-runs \
     --json "$OUT/throughput.json"
+step evaluation "$EVAL_S" "$PYTHON" benchmarks/throughput.py --cuda --estimators trace --batch-sizes 256 \
+    --repeats 1 --eval --eval-samples 5000 --eval-images 10000 --eval-repeats 2 --json "$OUT/evaluation.json"
 step cuda_tests "$CUDA_TESTS_S" "$PYTHON" -m pytest "${WORKERS[@]}" -q -x -p no:cacheprovider -k cuda tests/ \
     --junitxml "$OUT/cuda-tests.xml"
 step all_tests "$ALL_TESTS_S" "$PYTHON" -m pytest "${WORKERS[@]}" -q -x -p no:cacheprovider -k "not notebook" tests/ \
