@@ -166,8 +166,8 @@ def input_key(x: torch.Tensor, beta: float | torch.Tensor, rows: torch.Tensor | 
 
 
 def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Callable:
-    """`graph` compiled by inductor (its forward and backward, at these inputs' shapes), run once forward
-    and backward so that compiling happens now, the generators' states given back afterwards. Its random
+    """`graph` compiled by inductor (at these inputs' shapes), run once (a loss graph forward and backward)
+    so that compiling happens now, the generators' states given back afterwards. Its random
     operations stay PyTorch's (`fallback_random`), so it draws the graph's noise from the same generator; on
     CUDA its kernels are captured in CUDA graphs."""
     options = kernel_options(inputs[0].device)

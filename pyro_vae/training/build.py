@@ -29,7 +29,7 @@ from pyro_vae.errors import ConfigError, DataError, PyroVAEError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.threads import usable_cores, use_threads
 from pyro_vae.training import checkpoints
-from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.config import TrainConfig, stored_backend
 from pyro_vae.training.generators import rank_seed, rng_states, set_rng_states
 from pyro_vae.training.optimizer import SVIOptimizer
 from pyro_vae.training.run_folder import RunFolder
@@ -280,8 +280,8 @@ def resumed_folder(
 
 
 def compiled_as(config: dict) -> str:
-    """How a run's steps run: "eagerly", or "compiled (<backend>)" (before the backend setting: the graph)."""
-    return f"compiled ({config.get('compile_backend', 'graph')})" if config.get("compile") else "eagerly"
+    """How a run's steps run: "eagerly", or "compiled (<backend>)"."""
+    return f"compiled ({stored_backend(config)})" if config.get("compile") else "eagerly"
 
 
 def check_unchanged(path: Path, read: TrainState) -> None:

@@ -258,6 +258,12 @@ class TrainConfig:
         return epoch == self.epochs or (self.eval_every is not None and epoch % self.eval_every == 0)
 
 
+def stored_backend(config: dict) -> str:
+    """The compile backend a stored run's config (a dict) names; one written before the setting existed ran
+    the graph if it compiled, and trains on the default otherwise."""
+    return config.get("compile_backend", "graph" if config.get("compile") else "inductor")
+
+
 def flag_name(name: str) -> str:
     """The command-line flag of setting `name` (of TrainConfig or ModelConfig), or the name itself."""
     for cls in (ModelConfig, TrainConfig):

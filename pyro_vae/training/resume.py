@@ -10,7 +10,7 @@ from pyro_vae.core.model import ModelConfig
 from pyro_vae.core.parts import Parts
 from pyro_vae.errors import ConfigError
 from pyro_vae.training import checkpoints
-from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig
+from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig, stored_backend
 from pyro_vae.training.state import TrainState
 
 
@@ -42,8 +42,7 @@ def resumed_config(checkpoint: TrainState, given: dict) -> TrainConfig:
     """The checkpoint's configuration with the settings the user gave again; any that differ from the
     run's and are not in RESUME_SAFE stop the resume with their names and both values (those training
     resolves itself, RESOLVED, are the run's)."""
-    ran = "graph" if checkpoint.config.get("compile") else "inductor"  # before the setting: --compile ran the graph
-    stored = {"compile_backend": ran, **flatten(checkpoint.config)}
+    stored = {**flatten(checkpoint.config), "compile_backend": stored_backend(checkpoint.config)}
     model_names = {f.name for f in fields(ModelConfig)}
     differing = []
     given = {name: value for name, value in given.items() if name not in RESOLVED}
