@@ -1,52 +1,90 @@
 #!/usr/bin/env bash
-# Everything a short GPU loan should measure, in one command, most valuable first, each step under its own time
-# limit and writing into $OUT as it goes (a step that runs out of time leaves what it wrote):
+# Everything a short GPU loan should measure, in one command, each step under its own time limit, writing as it
+# goes into a work folder that is packed into $OUT/session.tgz after every step (a step that runs out of time
+# leaves what it wrote; the lending tool brings back at most 8 files):
 #
-#   1. svi_train.py --cuda on MNIST: 2 epochs, --resume to 3, evaluate.py --cuda; the run folder comes back, so
-#      the GPU's checkpoint can be resumed on a CPU afterwards (python scripts/svi_train.py --resume RUN ...)
-#   2. throughput.py --cuda --compile: eager, compiled (inductor, in CUDA graphs) and plain steps at batch 256 and
-#      1,024, an MNIST epoch; then the importance-sampled log p(x), K = 5,000 on the 10,000 test images, and its
-#      peak memory
-#   3. the CUDA variants of the tests (-k cuda), then the whole suite while time is left
+#   1. train: svi_train.py --cuda on MNIST, 2 epochs, --resume to 3, evaluate.py --cuda; that GPU run resumed on
+#      the CPU (--no-cuda), and a CPU run made elsewhere (.device/cpu-run, if staged) resumed on the GPU (--cuda)
+#   2. throughput: every estimator's eager step against plain PyTorch at batch 256 and 1,024 with peak memory,
+#      an MNIST epoch, and the importance-sampled log p(x) at K = 5,000 on the 10,000 test images
+#   3. cuda_tests: the CUDA variants of the test suite (-k cuda)
+#   4. compiled: throughput.py --compile (inductor's kernels in CUDA graphs) for trace and iwae, and the epoch
+#   5. cpu_tests: the rest of the suite, while 6 runs beside it
+#   6. paper_run: reproduce_iwae.py --cuda --compile --paper-recipe --epochs 3280 --batch-size 20 for as long as
+#      its limit allows (SIGTERM writes its checkpoint: resume it on a later loan), then evaluate.py at K = 5,000;
+#      packed into $OUT/paper-run.tgz
 #
-# On the lent machine (see the shared gpu/README.md: stage .device/ first, and pass it along; add pytest-xdist
-# there too, or the tests run in one process: pip download --no-deps pytest-xdist execnet -d .device/):
+# On the lent machine (stage .device/ first: see the shared gpu/README.md):
 #   . .device/setup.sh && bash benchmarks/gpu_session.sh
-# Limits in seconds: GPU_SESSION_LIMITS="train throughput evaluation cuda_tests all_tests" (default
-# "90 170 60 120 90": 530 s, inside one 600 s command).
+# Limits in seconds: GPU_SESSION_LIMITS="train throughput cuda_tests compiled cpu_tests" (default
+# "60 80 90 110 130": with the set-up and the paper run's evaluation about 540 s, inside one 600 s command); the
+# paper run shares cpu_tests' time. Each pytest worker compiles in its own process (TORCHINDUCTOR_COMPILE_THREADS=1).
 set -u
 OUT=${OUT:-/tmp/gpu-session}
-mkdir -p "$OUT"
-read -r RUN_S THROUGHPUT_S EVAL_S CUDA_TESTS_S ALL_TESTS_S <<<"${GPU_SESSION_LIMITS:-90 170 60 120 90}"
+WORK=${GPU_SESSION_WORK:-/tmp/gpu-work}
+mkdir -p "$OUT" "$WORK"
+read -r TRAIN_S THROUGHPUT_S CUDA_TESTS_S COMPILED_S CPU_TESTS_S <<<"${GPU_SESSION_LIMITS:-60 80 90 110 130}"
 PYTHON=${PYTHON:-python3}
-WORKERS=()  # pyproject's addopts ask for pytest-xdist; without it, one process
-"$PYTHON" -c "import xdist" 2>/dev/null || WORKERS=(-o addopts=)
+WORKERS=$(($(nproc) > 2 ? $(nproc) - 2 : 1))
+PYTEST=(env TORCHINDUCTOR_COMPILE_THREADS=1 "$PYTHON" -m pytest -q -p no:cacheprovider --ignore tests/test_notebooks.py --maxfail 30 -rfE --durations 25)
+"$PYTHON" -c "import xdist" 2>/dev/null && PYTEST+=(-n "$WORKERS" --dist load) || PYTEST+=(-o addopts=)
+"$PYTHON" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 240)
 
-step() {  # step NAME SECONDS COMMAND...: its output in $OUT/NAME.log, its exit status in $OUT/status.txt
-    local name=$1 seconds=$2
+pack() {  # the work folder (the paper run aside) into $OUT, after every step
+    tar czf "$OUT/session.tgz" -C "$WORK" --exclude paper-run . 2>/dev/null
+    cp "$WORK/status.txt" "$OUT/status.txt"
+}
+
+step() {  # step NAME SECONDS COMMAND...: its output in NAME.log, its exit status in status.txt; SIGINT at the
+    local name=$1 seconds=$2  # limit, so pytest still writes its summary and junit file
     shift 2
     local tic=$SECONDS
-    timeout --signal=TERM --kill-after=10 "$seconds" "$@" >"$OUT/$name.log" 2>&1
-    echo "$name exit $? after $((SECONDS - tic)) s (limit $seconds s)" | tee -a "$OUT/status.txt"
+    timeout --signal=INT --kill-after=20 "$seconds" "$@" >"$WORK/$name.log" 2>&1
+    echo "$name exit $? after $((SECONDS - tic)) s (limit $seconds s)" | tee -a "$WORK/status.txt"
+    pack
 }
 
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    "$PYTHON" -c "import torch, pyro; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'pyro', pyro.__version__)"
-} >"$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
+    "$PYTHON" -c "import sys, torch, pyro; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'pyro', pyro.__version__)"
+    echo "cores $(nproc); pytest: ${PYTEST[*]}"
+} >"$WORK/machine.txt" 2>&1
+cp "$WORK/machine.txt" "$OUT/"
+cat "$WORK/machine.txt"
 
-step train "$RUN_S" bash -c "
-    $PYTHON scripts/svi_train.py --cuda --dataset mnist --epochs 2 --no-progress --out $OUT/run &&
-    $PYTHON scripts/svi_train.py --resume $OUT/run --epochs 3 --no-progress &&
-    $PYTHON scripts/evaluate.py $OUT/run --cuda --samples 1000 --images 1000"
-step throughput "$THROUGHPUT_S" "$PYTHON" benchmarks/throughput.py --cuda --compile \
-    --estimators trace meanfield iwae --batch-sizes 256 1024 --epoch --scratch /tmp/throughput-runs \
-    --json "$OUT/throughput.json"
-step evaluation "$EVAL_S" "$PYTHON" benchmarks/throughput.py --cuda --estimators trace --batch-sizes 256 \
-    --repeats 1 --eval --eval-samples 5000 --eval-images 10000 --eval-repeats 2 --json "$OUT/evaluation.json"
-step cuda_tests "$CUDA_TESTS_S" "$PYTHON" -m pytest "${WORKERS[@]}" -q -x -p no:cacheprovider -k cuda tests/ \
-    --junitxml "$OUT/cuda-tests.xml"
-step all_tests "$ALL_TESTS_S" "$PYTHON" -m pytest "${WORKERS[@]}" -q -x -p no:cacheprovider -k "not notebook" tests/ \
-    --junitxml "$OUT/all-tests.xml"
-cat "$OUT/status.txt"
+train() {
+    set -e
+    $PYTHON scripts/svi_train.py --cuda --dataset mnist --epochs 2 --no-progress --out "$WORK/run"
+    $PYTHON scripts/svi_train.py --resume "$WORK/run" --epochs 3 --no-progress
+    $PYTHON scripts/evaluate.py "$WORK/run" --cuda --samples 1000 --images 1000
+    cp -r "$WORK/run" "$WORK/run-on-cpu"
+    $PYTHON scripts/svi_train.py --resume "$WORK/run-on-cpu" --no-cuda --epochs 4 --no-progress
+    if [ -d .device/cpu-run ]; then
+        cp -r .device/cpu-run "$WORK/cpu-run-on-gpu"
+        $PYTHON scripts/svi_train.py --resume "$WORK/cpu-run-on-gpu" --cuda --data-dir "$PYRO_VAE_DATA" --epochs 2 \
+            --no-progress
+    fi
+}
+export -f train
+export PYTHON WORK
+step train "$TRAIN_S" bash -c train
+step throughput "$THROUGHPUT_S" "$PYTHON" benchmarks/throughput.py --cuda \
+    --estimators trace meanfield iwae stl dreg miwae piwae ciwae --batch-sizes 256 1024 --epoch \
+    --eval --eval-samples 5000 --eval-images 10000 --eval-repeats 2 --scratch "$WORK/scratch" \
+    --json "$WORK/throughput.json"
+step cuda_tests "$CUDA_TESTS_S" "${PYTEST[@]}" -k "cuda" tests/ --junitxml "$WORK/cuda-tests.xml"
+step compiled "$COMPILED_S" "$PYTHON" benchmarks/throughput.py --cuda --compile --estimators trace iwae \
+    --batch-sizes 256 1024 --epoch --epoch-repeats 2 --scratch "$WORK/scratch" --json "$WORK/compiled.json"
+
+timeout --signal=TERM --kill-after=20 "$((CPU_TESTS_S - 25))" "$PYTHON" benchmarks/reproduce_iwae.py --cuda \
+    --compile --paper-recipe --epochs 3280 --batch-size 20 --eval-samples 5000 --out "$WORK/paper-run" \
+    >"$WORK/paper-run.log" 2>&1 &
+paper=$!
+step cpu_tests "$CPU_TESTS_S" "${PYTEST[@]}" -k "not cuda" tests/ --junitxml "$WORK/cpu-tests.xml"
+wait "$paper"
+echo "paper_run exit $? ($(wc -l <"$WORK/paper-run/metrics.jsonl" 2>/dev/null || echo 0) epochs)" | tee -a "$WORK/status.txt"
+timeout 30 "$PYTHON" scripts/evaluate.py "$WORK/paper-run" --cuda --samples 5000 >>"$WORK/paper-run.log" 2>&1
+echo "paper_run evaluation exit $?" | tee -a "$WORK/status.txt"
+tar czf "$OUT/paper-run.tgz" -C "$WORK" paper-run paper-run.log 2>/dev/null
+pack
+cat "$WORK/status.txt"

@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyro
 import torch
@@ -42,7 +42,7 @@ from reference_vae import train as train_plain
 
 from pyro_vae import data  # noqa: E402
 from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, CompiledLoss, compiled_kernels, traced  # noqa: E402
-from pyro_vae.core.estimators import ELBOLoss, build_elbo  # noqa: E402
+from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo  # noqa: E402
 from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.training.build import load_training_data  # noqa: E402
@@ -69,6 +69,19 @@ def interleaved(
             synchronize(device)
             times[name].append((time.perf_counter() - tic) / calls)
     return times
+
+
+def peak_mib(contenders: dict[str, Callable[[], None]], device: torch.device) -> dict[str, float]:
+    """On CUDA, each contender's peak of allocated GPU memory over one call, in MiB (none on the CPU)."""
+    peak = {}
+    if device.type == "cuda":
+        for name, fn in contenders.items():
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            synchronize(device)
+            peak[name] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
 
 
 def summarize(times: dict[str, list[float]], reference: dict[str, str], images: int, **extra) -> list[dict]:
@@ -119,7 +132,7 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
     contenders, reference, compiled_reference = {}, {}, {}
     plain_kinds = [(False, "elbo"), (False, "iwae")] + ([(True, "elbo"), (True, "iwae")] if args.compile else [])
     for compiled, objective in plain_kinds:
-        if objective == "iwae" and "iwae" not in args.estimators:
+        if objective == "iwae" and not set(args.estimators) & set(IMPORTANCE_WEIGHTED):
             continue
         torch.manual_seed(0)
         plain = PlainVAE(config.x_dim, config.hidden, config.z_dim, config.activation).to(device)
@@ -146,7 +159,7 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
     for estimator, every_step, compiled in variants:
         pyro.set_rng_seed(0)
         vae = VAE(config).to(device)
-        k = particles if estimator == "iwae" else 1
+        k = particles if estimator in IMPORTANCE_WEIGHTED else 1
         loss, optimizer = ELBOLoss(vae, build_elbo(estimator, k), every_step), adam(vae)
         loss = CompiledLoss(loss, backend=args.compile_backend) if compiled else loss
 
@@ -155,15 +168,15 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
 
         name = f"pyro {estimator}" + (f" k={k}" if k > 1 else "") + (" validated every step" if every_step else "")
         name += " compiled" if compiled else ""
-        plain_name = f"plain PyTorch iwae k={particles}" if estimator == "iwae" else "plain PyTorch"
+        plain_name = f"plain PyTorch iwae k={particles}" if k > 1 else "plain PyTorch"
         contenders[name], reference[name] = pyro_step, plain_name
         if compiled:
             compiled_reference[name] = plain_name + " compiled"
     return contenders, reference, compiled_reference
 
 
-def bench_steps(args, device: torch.device) -> list[dict]:
-    rows = []
+def bench_steps(args, device: torch.device) -> Iterator[list[dict]]:
+    """Each batch size's rows, as each is measured."""
     config = ModelConfig()
     pool = data.prepare(data.load_dataset("default"), "static").train.to(device)
     for batch in args.batch_sizes:
@@ -174,14 +187,24 @@ def bench_steps(args, device: torch.device) -> list[dict]:
         print(
             f"batch {batch}: warm-up (compilation and tracing included) {time.perf_counter() - tic:.1f} s", flush=True
         )
+        peak = peak_mib(contenders, device)
         times = interleaved(contenders, args.steps, args.repeats, device)
         batch_rows = summarize(times, reference, batch, kind="step", batch=batch)
         medians = {row["contender"]: row["ms"] for row in batch_rows}
         for row in batch_rows:
+            row["peak_mib"] = peak.get(row["contender"])
             if row["contender"] in compiled_reference:
                 row["ratio_to_plain_compiled"] = row["ms"] / medians[compiled_reference[row["contender"]]]
-        rows += batch_rows
-    return rows
+        yield batch_rows
+
+
+def sections(args, device: torch.device) -> Iterator[list[dict]]:
+    """The rows of each measurement asked for, one section at a time."""
+    yield from bench_steps(args, device)
+    if args.epoch:
+        yield bench_epoch(args, device)
+    if args.eval:
+        yield bench_eval(args, device)
 
 
 def bench_epoch(args, device: torch.device) -> list[dict]:
@@ -230,12 +253,7 @@ def bench_eval(args, device: torch.device) -> list[dict]:
         "plain PyTorch": lambda: plain_log_likelihood(plain, x, args.eval_samples, max_rows=args.max_rows),
         "pyro-vae evaluate": lambda: evaluate.log_likelihood(vae, x, args.eval_samples, max_rows=args.max_rows),
     }
-    peak = {}
-    if device.type == "cuda":
-        for name, fn in contenders.items():
-            torch.cuda.reset_peak_memory_stats()
-            fn()
-            peak[name] = torch.cuda.max_memory_allocated() / 2**20
+    peak = peak_mib(contenders, device)
     times = interleaved(contenders, 1, args.eval_repeats, device)
     rows = summarize(
         times,
@@ -251,14 +269,16 @@ def bench_eval(args, device: torch.device) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference | ratio to plain compiled |",
-        "|---|---|---|---:|---|---:|---:|---:|",
+        "| what | batch | contender | ms (median) | [min, max] | images/s | ratio to reference | ratio to plain compiled "
+        "| peak MiB |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         compiled = f"{r['ratio_to_plain_compiled']:.3f}" if "ratio_to_plain_compiled" in r else ""
+        peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else ""
         lines.append(
             f"| {r['kind']} | {r['batch']} | {r['contender']} | {r['ms']:.2f} | [{r['ms_min']:.2f}, {r['ms_max']:.2f}] "
-            f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) | {compiled} |"
+            f"| {r['images_per_second']:.0f} | {r['ratio']:.3f} (vs {r['reference']}) | {compiled} | {peak} |"
         )
     return "\n".join(lines)
 
@@ -314,16 +334,12 @@ def main() -> int:
         pyro=pyro.__version__,
         argv=sys.argv,
     )
-    rows = bench_steps(args, device)
-    print(markdown(rows), flush=True)
-    if args.epoch:
-        rows += bench_epoch(args, device)
-        print(markdown(rows[-2:]), flush=True)
-    if args.eval:
-        rows += bench_eval(args, device)
-        print(markdown(rows[-2:]), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(machine=machine, rows=rows), indent=2))
+    rows = []
+    for section in sections(args, device):  # each printed and saved as it comes: a run cut short keeps them
+        rows += section
+        print(markdown(section), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(machine=machine, rows=rows), indent=2))
     print(f"\n{machine}")
     return 0
 

@@ -80,6 +80,46 @@ def test_cuda_without_gpu_exits_2(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+TINY = ["--hidden", "16", "--z-dim", "2", "--no-progress", "--threads", "1"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_a_gpu_run_resumes_on_the_cpu_with_no_cuda_and_a_notice(tmp_path, capsys):
+    """A checkpoint marked as a GPU run's (config cuda, a CUDA generator state) on a machine without one:
+    resuming as it is says how to go on, in one line; --no-cuda goes on, saying it is no longer bit for bit."""
+    out = tmp_path / "run"
+    assert main(TINY + ["--epochs", "1", "--out", str(out)]) == 0
+    state = checkpoints.load(out / "checkpoint.pt")
+    state.config["cuda"] = True
+    state.rng["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
+    checkpoints.save(out / "checkpoint.pt", state)
+    capsys.readouterr()
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no usable CUDA GPU" in err and "switch --cuda off (--no-cuda)" in err
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress", "--no-cuda"]) == 0
+    assert "notice: this run trained on the GPU and resumes on the CPU" in capsys.readouterr().err
+    resumed = checkpoints.load(out / "checkpoint.pt")
+    assert resumed.progress.epoch == 2 and resumed.config["cuda"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_runs_cross_between_the_gpu_and_the_cpu(tmp_path, capsys):
+    """A run trained on the GPU resumes on the CPU (--no-cuda), and one trained on the CPU resumes on the GPU
+    (--cuda), each with its notice and finite losses."""
+    for first, then, notice in (
+        (["--cuda"], ["--no-cuda"], "trained on the GPU and resumes on the CPU"),
+        ([], ["--cuda"], "trained on the CPU and resumes on the GPU"),
+    ):
+        out = tmp_path / ("gpu" if first else "cpu")
+        assert main(TINY + first + ["--epochs", "1", "--out", str(out)]) == 0
+        capsys.readouterr()
+        assert main(["--resume", str(out), "--epochs", "2", "--no-progress"] + then) == 0
+        assert f"notice: this run {notice}" in capsys.readouterr().err
+        losses = [json.loads(line)["test_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

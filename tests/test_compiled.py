@@ -303,3 +303,16 @@ def test_an_eager_run_resumes_compiled_with_a_notice_and_on_the_graph_bit_for_bi
     assert main(SMALL + ["--epochs", "2", "--out", str(tmp_path / "b")]) == 0
     a, b = model_state(tmp_path / "a"), model_state(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+def test_the_finite_test_reads_a_sparse_gradient_by_its_values(bad):
+    """The local guide's table has a sparse gradient: a NaN or an infinity stored in it makes the step's finite
+    test False, and finite values leave it True (on every PyTorch, including those with no sparse norm)."""
+    from pyro_vae.core.gradients import all_finite
+
+    values = torch.tensor([[0.5, -1.0], [2.0, 3.0]])
+    if bad is not None:
+        values[1, 0] = bad
+    table = torch.sparse_coo_tensor(torch.tensor([[3, 7]]), values, (10, 2))
+    assert all_finite(torch.tensor(1.0), [table, torch.ones(3), None]).item() is (bad is None)

@@ -44,8 +44,9 @@ def _argument(f: Field, hint: object) -> dict:
     """add_argument's options for the field: a switch for a bool, else its type, choices and default."""
     meta = f.metadata
     default = meta["default_text"] if meta["default_text"] is not None else f.default
-    if hint is bool:
-        return dict(action="store_true", help=meta["help"])
+    if hint is bool:  # a switch that may change on resume can also be switched off there: --no-<flag>
+        action = argparse.BooleanOptionalAction if meta["on_resume"] else "store_true"
+        return dict(action=action, default=False, help=meta["help"])
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     kind = next(t for t in options if t is not type(None))
     parse = sizes if typing.get_origin(kind) is tuple else kind

@@ -260,11 +260,9 @@ def resumed_folder(
     try:
         check_unchanged(folder.checkpoint_path, checkpoint)
         state = restore(checkpoint, vae, optimizer, world, config.seed, log)
-        if world.is_main and compiled_as(checkpoint.config) != compiled_as(asdict(config)):
-            log(
-                f"notice: this run trained {compiled_as(checkpoint.config)} and resumes {compiled_as(asdict(config))}: "
-                "the loss and gradients are the same to rounding, so it does not continue bit for bit as it would have"
-            )
+        if world.is_main:
+            for notice in changed_machine(checkpoint.config, asdict(config)):
+                log(f"notice: {notice}")
         evaluate.check_finite_model(vae, dataset.test, dataset.test_rows, consequence="training cannot go on from them")
         if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
             raise ConfigError(
@@ -277,6 +275,24 @@ def resumed_folder(
         folder.close()
         raise
     return folder, state
+
+
+def changed_machine(stored: dict, resumed: dict) -> list[str]:
+    """What changed between the run's way of computing and the resume's (device, compilation), each with what
+    it costs: the run goes on from the same weights, optimizer state and position, but not bit for bit."""
+    notices = []
+    if stored.get("cuda", False) != resumed["cuda"]:
+        where = {True: "on the GPU", False: "on the CPU"}
+        notices.append(
+            f"this run trained {where[stored.get('cuda', False)]} and resumes {where[resumed['cuda']]}: the noise "
+            "and binarization come from that device's generator, so it does not continue bit for bit as it would have"
+        )
+    if compiled_as(stored) != compiled_as(resumed):
+        notices.append(
+            f"this run trained {compiled_as(stored)} and resumes {compiled_as(resumed)}: the loss and gradients are "
+            "the same to rounding, so it does not continue bit for bit as it would have"
+        )
+    return notices
 
 
 def compiled_as(config: dict) -> str:
@@ -339,7 +355,10 @@ def resolve_device(cuda: bool) -> torch.device:
     if not cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError("@cuda was given but PyTorch sees no usable CUDA GPU (torch.cuda.is_available() is False)")
+        raise ConfigError(
+            "@cuda is set but PyTorch sees no usable CUDA GPU (torch.cuda.is_available() is False); to resume "
+            "a run trained on a GPU on the CPU, switch @cuda off (--no-cuda)"
+        )
     return torch.device("cuda")
 
 

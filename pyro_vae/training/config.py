@@ -116,7 +116,10 @@ class TrainConfig:
         None, "estimate log p(x) on the first N test images", group="evaluation", low=1, high=100_000_000,
         metavar="N", on_resume=True, default_text="all",
     )  # fmt: skip
-    cuda: bool = setting(False, "train on the GPU (exit status 2 if there is none)", group="machine and outputs")
+    cuda: bool = setting(
+        False, "train on the GPU (exit status 2 if there is none); on --resume, --no-cuda continues a GPU run on "
+        "the CPU and --cuda a CPU run on the GPU", group="machine and outputs", on_resume=True,
+    )  # fmt: skip
     threads: int | None = setting(
         None, "CPU threads for PyTorch", group="machine and outputs", low=1, high=4096, on_resume=True,
         default_text="the cores not busy with other work, shared among torchrun's processes; recorded, so a "

@@ -23,8 +23,8 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    if states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["cuda"] and torch.cuda.is_available():  # a GPU run resumed on the CPU leaves them
+        torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
     np.random.set_state(_numpy_state(states["numpy"]))
     random.setstate(_python_state(states["python"]))
 
