@@ -11,27 +11,30 @@
 #   4. compiled: throughput.py --compile (inductor's kernels in CUDA graphs) for trace and iwae, and the epoch
 #   5. cpu_tests: the rest of the suite, while 6 runs beside it
 #   6. paper_run: reproduce_iwae.py --cuda --compile --paper-recipe --epochs 3280 --batch-size 20 for as long as
-#      its limit allows (SIGTERM writes its checkpoint: resume it on a later loan), then evaluate.py at K = 5,000;
-#      packed into $OUT/paper-run.tgz
+#      its limit allows (SIGTERM writes its checkpoint), then evaluate.py at K = 5,000; packed into
+#      $OUT/paper-run.tgz. Unpacked into .device/paper-run before a later loan, it is resumed there instead.
+# GPU_SESSION_LIMITS with cpu_tests 0 stops after step 4 (a short second call).
 #
 # On the lent machine (stage .device/ first: see the shared gpu/README.md):
 #   . .device/setup.sh && bash benchmarks/gpu_session.sh
 # Limits in seconds: GPU_SESSION_LIMITS="train throughput cuda_tests compiled cpu_tests" (default
-# "60 80 90 110 130": with the set-up and the paper run's evaluation about 540 s, inside one 600 s command); the
+# "90 70 80 100 130": with the set-up and the paper run's evaluation about 540 s, inside one 600 s command); the
 # paper run shares cpu_tests' time. Each pytest worker compiles in its own process (TORCHINDUCTOR_COMPILE_THREADS=1).
 set -u
 OUT=${OUT:-/tmp/gpu-session}
-WORK=${GPU_SESSION_WORK:-/tmp/gpu-work}
+WORK=${GPU_SESSION_WORK:-$(mktemp -d /tmp/gpu-work.XXXXXX)}  # fresh each time: a warm machine keeps /tmp
 mkdir -p "$OUT" "$WORK"
-read -r TRAIN_S THROUGHPUT_S CUDA_TESTS_S COMPILED_S CPU_TESTS_S <<<"${GPU_SESSION_LIMITS:-60 80 90 110 130}"
+read -r TRAIN_S THROUGHPUT_S CUDA_TESTS_S COMPILED_S CPU_TESTS_S <<<"${GPU_SESSION_LIMITS:-90 70 80 100 130}"
 PYTHON=${PYTHON:-python3}
 WORKERS=$(($(nproc) > 2 ? $(nproc) - 2 : 1))
 PYTEST=(env TORCHINDUCTOR_COMPILE_THREADS=1 "$PYTHON" -m pytest -q -p no:cacheprovider --ignore tests/test_notebooks.py --maxfail 30 -rfE --durations 25)
 "$PYTHON" -c "import xdist" 2>/dev/null && PYTEST+=(-n "$WORKERS" --dist load) || PYTEST+=(-o addopts=)
 "$PYTHON" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 240)
 
-pack() {  # the work folder (the paper run aside) into $OUT, after every step
-    tar czf "$OUT/session.tgz" -C "$WORK" --exclude paper-run . 2>/dev/null
+pack() {  # logs, tables and test reports into $OUT/session.tgz, the GPU run's files into run.tgz, after every step
+    (cd "$WORK" && find . -path ./scratch -prune -o -path ./paper-run -prune -o -type f \( -name '*.log' -o \
+        -name '*.json' -o -name '*.jsonl' -o -name '*.xml' -o -name '*.txt' \) -print | tar czf "$OUT/session.tgz" -T -)
+    [ -f "$WORK/run/checkpoint.pt" ] && tar czf "$OUT/run.tgz" -C "$WORK" run/checkpoint.pt run/config.json run/metrics.jsonl
     cp "$WORK/status.txt" "$OUT/status.txt"
 }
 
@@ -76,8 +79,14 @@ step cuda_tests "$CUDA_TESTS_S" "${PYTEST[@]}" -k "cuda" tests/ --junitxml "$WOR
 step compiled "$COMPILED_S" "$PYTHON" benchmarks/throughput.py --cuda --compile --estimators trace iwae \
     --batch-sizes 256 1024 --epoch --epoch-repeats 2 --scratch "$WORK/scratch" --json "$WORK/compiled.json"
 
-timeout --signal=TERM --kill-after=20 "$((CPU_TESTS_S - 25))" "$PYTHON" benchmarks/reproduce_iwae.py --cuda \
-    --compile --paper-recipe --epochs 3280 --batch-size 20 --eval-samples 5000 --out "$WORK/paper-run" \
+[ "$CPU_TESTS_S" -gt 0 ] || { cat "$WORK/status.txt"; exit 0; }  # a short loan: stop before the suite
+if [ -d .device/paper-run ]; then  # a paper run brought back from an earlier loan goes on where it stopped
+    cp -r .device/paper-run "$WORK/paper-run"
+    PAPER=(--resume "$WORK/paper-run" --data-dir "$PYRO_VAE_DATA")
+else
+    PAPER=(--cuda --compile --paper-recipe --epochs 3280 --batch-size 20 --eval-samples 5000 --out "$WORK/paper-run")
+fi
+timeout --signal=TERM --kill-after=20 "$((CPU_TESTS_S - 25))" "$PYTHON" benchmarks/reproduce_iwae.py "${PAPER[@]}" \
     >"$WORK/paper-run.log" 2>&1 &
 paper=$!
 step cpu_tests "$CPU_TESTS_S" "${PYTEST[@]}" -k "not cuda" tests/ --junitxml "$WORK/cpu-tests.xml"

@@ -58,6 +58,11 @@ def test_real_mnist_loads_read_only(data_dir):
     dataset = data.load_dataset("mnist", data_dir)
     assert dataset.train.shape == (60000, 784) and dataset.test.shape == (10000, 784)
     assert dataset.train_labels[:5].tolist() == [5, 0, 4, 1, 9]  # MNIST's famous first digits
+
+
+def test_real_fashion_mnist_loads(data_dir):
+    if not (data_dir / "FashionMNIST").is_dir():
+        pytest.skip("no FashionMNIST folder in the data directory")
     fashion = data.load_dataset("fashion-mnist", data_dir)
     assert fashion.test.shape == (10000, 784) and fashion.test_labels.max() == 9
 

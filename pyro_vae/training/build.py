@@ -9,6 +9,7 @@ keeps the single-process stream, so a one-process run is what it always was.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -187,7 +188,7 @@ def build_run(
         loss = compiled_loss(loss, config.compile_backend, world, device, log)
     if world.size > 1:
         loss = DistributedDataParallel(
-            loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+            loss, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync_each_forward()
         )
     optimizer = build_optimizer(vae, config)
     folder = None
@@ -349,6 +350,13 @@ def compiled_loss(
         raise ConfigError("@compile traces the loss of one process; start it without torchrun, or leave out @compile")
     check_compiler(backend, device)
     return CompiledLoss(loss, log, backend)
+
+
+def no_buffer_sync_each_forward() -> dict:
+    """DDP's option not to broadcast buffers before every forward: forward_sync_buffers where this PyTorch has
+    it (it deprecates broadcast_buffers), broadcast_buffers on older ones (2.11 has only that)."""
+    options = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
 
 
 def resolve_device(cuda: bool) -> torch.device:
