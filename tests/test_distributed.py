@@ -3,6 +3,7 @@ checkpoints, resume and failures, each against one process or an uninterrupted r
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -214,3 +215,19 @@ def state_of(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
+
+
+def test_ddp_is_told_not_to_sync_buffers_each_forward_in_the_words_this_pytorch_knows(monkeypatch):
+    """forward_sync_buffers where DistributedDataParallel has it; broadcast_buffers on a PyTorch without it
+    (2.11, the lent GPU machine's, refused the newer keyword and every torchrun run with it)."""
+    from pyro_vae.training import build
+
+    class OlderDDP:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True):
+            pass
+
+    assert build.no_buffer_sync_each_forward().keys() <= set(
+        inspect.signature(build.DistributedDataParallel.__init__).parameters
+    )
+    monkeypatch.setattr(build, "DistributedDataParallel", OlderDDP)
+    assert build.no_buffer_sync_each_forward() == {"broadcast_buffers": False}
