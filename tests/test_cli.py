@@ -103,6 +103,25 @@ def test_a_gpu_run_resumes_on_the_cpu_with_no_cuda_and_a_notice(tmp_path, capsys
     assert resumed.progress.epoch == 2 and resumed.config["cuda"] is False
 
 
+def test_a_resume_names_each_change_of_device_or_compilation_and_no_switches_them_off(tmp_path, capsys):
+    """The start line's notices (`build.changed_machine`) for a device and a compilation change; --no-compile
+    on the command line resumes a compiled run eagerly."""
+    from pyro_vae.training.build import changed_machine
+
+    assert changed_machine({"cuda": False, "compile": False}, {"cuda": False, "compile": False}) == []
+    moved = changed_machine(
+        {"cuda": True, "compile": True, "compile_backend": "graph"}, {"cuda": False, "compile": False}
+    )
+    assert "trained on the GPU and resumes on the CPU" in moved[0]
+    assert "trained compiled (graph) and resumes eagerly" in moved[1]
+    out = tmp_path / "run"
+    assert main(TINY + ["--compile", "--compile-backend", "graph", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["--resume", str(out), "--epochs", "2", "--no-progress", "--no-compile"]) == 0
+    assert "notice: this run trained compiled (graph) and resumes eagerly" in capsys.readouterr().err
+    assert checkpoints.load(out / "checkpoint.pt").config["compile"] is False
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_runs_cross_between_the_gpu_and_the_cpu(tmp_path, capsys):
     """A run trained on the GPU resumes on the CPU (--no-cuda), and one trained on the CPU resumes on the GPU

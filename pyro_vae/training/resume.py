@@ -59,5 +59,8 @@ def resumed_config(checkpoint: TrainState, given: dict) -> TrainConfig:
             "may change on resume"
         )
     merged = {**stored, **{k: v for k, v in given.items() if k in RESUME_SAFE}}
+    # --no-compile: the run's compile backend goes with it
+    if not merged.get("compile", False) and "compile_backend" not in given:
+        merged["compile_backend"] = TrainConfig.__dataclass_fields__["compile_backend"].default
     model = ModelConfig(**{k: v for k, v in merged.items() if k in model_names})
     return TrainConfig(model=model, **{k: v for k, v in merged.items() if k not in model_names})
