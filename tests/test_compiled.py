@@ -314,5 +314,5 @@ def test_the_finite_test_reads_a_sparse_gradient_by_its_values(bad):
     values = torch.tensor([[0.5, -1.0], [2.0, 3.0]])
     if bad is not None:
         values[1, 0] = bad
-    table = torch.sparse_coo_tensor(torch.tensor([[3, 7]]), values, (10, 2))
+    table = torch.sparse_coo_tensor(torch.tensor([[3, 7]]), values, (10, 2), check_invariants=True)
     assert all_finite(torch.tensor(1.0), [table, torch.ones(3), None]).item() is (bad is None)
