@@ -166,7 +166,7 @@ def test_tensorboard_event_files_hold_the_tags(trained):
         "elbo/test_reconstruction",
         "elbo/test_kl",
         "settings/lr",
-        "settings/kl_scale",
+        "settings/kl_weight",
     } <= set(tags["scalars"])
     assert {"images/reconstructions", "images/samples"} <= set(tags["images"])
     assert any(tag.startswith("config") for tag in tags["tensors"])

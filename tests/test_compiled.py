@@ -47,7 +47,7 @@ def steps(mode: str, estimator: str, device: torch.device, kl: float = 1.0, **mo
     vae = loss.vae
     if mode != "eager":
         compiled = CompiledLoss(loss, backend="graph")
-        loss = compiled if mode == "step" else lambda x, kl_scale, rows: compiled(x, kl_scale, rows)
+        loss = compiled if mode == "step" else lambda x, kl_weight, rows: compiled(x, kl_weight, rows)
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
     losses = []
     for batch in (8, 8, 5):

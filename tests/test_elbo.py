@@ -26,9 +26,9 @@ def batch(likelihood: str, device, dtype, n: int = 8) -> torch.Tensor:
     return (torch.bernoulli(x, generator=g) if likelihood == "bernoulli" else x).to(device, dtype)
 
 
-def guide_noise(vae: VAE, x: torch.Tensor, kl_scale: float = 1.0):
+def guide_noise(vae: VAE, x: torch.Tensor, kl_weight: float = 1.0):
     """One run of the guide: its trace, and the noise eps = (z - mu) / sigma that produced z."""
-    trace = poutine.trace(vae.guide).get_trace(x, kl_scale)
+    trace = poutine.trace(vae.guide).get_trace(x, kl_weight)
     loc, scale = vae.q.encoder(x)
     return trace, ((trace.nodes["z"]["value"] - loc) / scale).detach()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
+from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.loop import TrainConfig
@@ -20,7 +20,7 @@ def test_each_estimator_builds_and_steps(name, num_particles):
     torch.manual_seed(0)
     vae = VAE(ModelConfig(hidden=(16,), z_dim=3))
     loss = ELBOLoss(vae, build_elbo(name, num_particles))
-    value = loss(torch.bernoulli(torch.rand(10, 784)), 0.5)
+    value = loss(torch.bernoulli(torch.rand(10, 784)), 1.0 if name in IMPORTANCE_WEIGHTED else 0.5)
     value.backward()
     assert value.shape == () and torch.isfinite(value)
     assert all(torch.isfinite(p.grad).all() for p in vae.parameters())
@@ -123,6 +123,18 @@ def test_iwae_refuses_a_kl_weight():
         TrainConfig(estimator="iwae", num_particles=5, beta=0.5)
     with pytest.raises(ConfigError, match="iwae"):
         TrainConfig(estimator="iwae", kl_warmup=2)
+
+
+@pytest.mark.parametrize("name", IMPORTANCE_WEIGHTED)
+@pytest.mark.parametrize("kl_weight", [0.5, 0.0, 2.0, torch.tensor(0.5)], ids=["half", "zero", "two", "tensor"])
+def test_the_importance_weighted_losses_refuse_a_kl_weight_themselves(name, kl_weight):
+    """Through the library's loss, not only the config: these bounds read unscaled log-densities, so a KL
+    weight other than 1 would be silently ignored (the value would be the weight-1 value)."""
+    loss = ELBOLoss(VAE(ModelConfig(hidden=(8,), z_dim=2)), build_elbo(name, 3))
+    x = torch.bernoulli(torch.rand(4, 784))
+    with pytest.raises(ConfigError, match=r"no separate KL term to weight; its KL weight must be 1, got"):
+        loss(x, kl_weight)
+    assert torch.isfinite(loss(x, 1.0)) and torch.isfinite(loss(x, torch.tensor(1.0)))
 
 
 @pytest.mark.parametrize("name", ["trace", "meanfield", "iwae"])

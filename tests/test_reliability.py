@@ -162,9 +162,9 @@ def poisoned_loss(bad_step: int):
     def build(vae, elbo, validate_every_step=False):
         loss, calls = real(vae, elbo, validate_every_step), [0]
 
-        def wrapped(x, kl_scale, index=None):
+        def wrapped(x, kl_weight, index=None):
             calls[0] += 1
-            value = loss(x, kl_scale, index)
+            value = loss(x, kl_weight, index)
             return value * float("nan") if calls[0] == bad_step else value
 
         return wrapped

@@ -24,6 +24,7 @@ only through the score function (REINFORCE), grad E_q[f(z)] = E_q[f(z) grad log 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Callable
 
 import pyro
@@ -32,13 +33,14 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from pyro_vae.core import device_elbo
 from pyro_vae.core.iwae_estimators import CIWAE_ELBO, IWAE_ELBO, MIWAE_ELBO, PIWAE_ELBO, STL_ELBO, DReG_ELBO
 from pyro_vae.core.model import VAE
 from pyro_vae.errors import ConfigError
 
-LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_scale, rows=None) -> the negative ELBO per image
+LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, rows=None) -> the negative ELBO per image
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -182,31 +184,48 @@ class ELBOLoss(nn.Module):
         compiled = isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO))
         self._negative_elbo = _compiled_loss(vae, elbo) if compiled else self._traced_loss
 
-    def forward(self, x: torch.Tensor, kl_scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(self.elbo, IWAE_ELBO):
+            check_no_kl_weight(self.elbo, kl_weight)
         if self.validate_every_step or not self.validated:
             self.validated = True
-            return self._negative_elbo(x, kl_scale, rows)
+            return self._negative_elbo(x, kl_weight, rows)
         with pyro.validation_enabled(False):
-            return self._negative_elbo(x, kl_scale, rows)
+            return self._negative_elbo(x, kl_weight, rows)
 
-    def _traced_loss(self, x: torch.Tensor, kl_scale: float, rows: torch.Tensor | None) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_scale, rows)
+    def _traced_loss(self, x: torch.Tensor, kl_weight: float, rows: torch.Tensor | None) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_weight, rows)
+
+
+def check_no_kl_weight(elbo: pyro.infer.ELBO, kl_weight: float | torch.Tensor) -> None:
+    """Refuse, in one line, a KL weight other than 1 for an importance-weighted bound (iwae, dreg, miwae, piwae,
+    ciwae): log (1/K) sum_k p(x, z_k) / q(z_k|x) has no separate KL term to weight, and these estimators read
+    the unscaled log-densities, so any other weight would be silently ignored. A traced (fake) tensor is
+    checked where its value was given, before tracing."""
+    if isinstance(kl_weight, FakeTensor) or torch.compiler.is_compiling():
+        return
+    value = float(kl_weight) if not isinstance(kl_weight, torch.Tensor) or kl_weight.numel() == 1 else math.nan
+    if value != 1:
+        raise ConfigError(
+            f"{type(elbo).__name__} trains an importance-weighted bound, which has no separate KL term to weight; "
+            f"its KL weight must be 1, got {kl_weight!r:.40}"
+        )
 
 
 def _compiled_loss(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
     name = f"vae{next(_module_names)}"
 
-    def model(x: torch.Tensor, kl_scale: torch.Tensor, *rows: torch.Tensor) -> None:
+    def model(x: torch.Tensor, kl_weight: torch.Tensor, *rows: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.model(x, kl_scale, *rows)
+        vae.model(x, kl_weight, *rows)
 
-    def guide(x: torch.Tensor, kl_scale: torch.Tensor, *rows: torch.Tensor) -> None:
+    def guide(x: torch.Tensor, kl_weight: torch.Tensor, *rows: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.guide(x, kl_scale, *rows)
+        vae.guide(x, kl_weight, *rows)
 
-    def compiled_loss(x: torch.Tensor, kl_scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def compiled_loss(x: torch.Tensor, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         # tensor arguments only (a new KL weight does not trigger a new compilation; None is no tensor)
-        kl = torch.as_tensor(kl_scale, dtype=x.dtype, device=x.device)
+        kl = torch.as_tensor(kl_weight, dtype=x.dtype, device=x.device)
         return elbo.differentiable_loss(model, guide, x, kl, *(() if rows is None else (rows,)))
 
     return compiled_loss

@@ -7,8 +7,8 @@ or, with two stochastic layers (`two_layer`), z2 ~ N(0, I), z1 ~ p(z1|z2), x ~ p
 "z2", "z1", "x"), and the guide q(z1|x) q(z2|z1) (sites "z1", "z2").
 
 Both run inside `pyro.plate("data")` over the batch, scaled by 1/batch so that every loss is per
-image, and the z site is scaled by the KL weight beta in model and guide alike, which multiplies
-the KL term of the ELBO by beta; beta = 0 masks the z site out (Pyro refuses a zero scale), leaving
+image, and the z site is scaled by the KL weight (`kl_weight`, the config's beta at the end of its
+warm-up) in model and guide alike, which multiplies the KL term of the ELBO by it; a weight of 0 masks the z site out (Pyro refuses a zero scale), leaving
 -E_q log p(x|z), and with the point-mass guide (`delta`) and a Gaussian likelihood that is a plain
 autoencoder's squared error: sum_j (x_j - xhat_j)^2 / (2 sigma^2) + (D/2) log(2 pi sigma^2).
 """
@@ -274,22 +274,22 @@ class VAE(nn.Module):
         with poutine.scale(scale=1.0 / x.shape[0]), pyro.plate("data", x.shape[0], dim=-1):
             yield
 
-    def model(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+    def model(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
         """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed; with two layers z2 ~ N(0, I),
         z1 ~ p(z1|z2), x ~ p(x | decoder(z1)). (`rows` is the guide's.)"""
         top_dim = self.config.z_dim if self.top is None else self.config.z2_dim
         with self._images(x):
-            with _kl_weight(kl_scale):
+            with kl_weighted(kl_weight):
                 prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], top_dim])
                 z = pyro.sample("z" if self.top is None else "z2", prior.to_event(1))
                 if self.top is not None:
                     z = pyro.sample("z1", self.top.prior(z))
             pyro.sample("x", self.likelihood(z), obs=x)
 
-    def guide(self, x: torch.Tensor, kl_scale: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+    def guide(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
         """q(z|x), the variational family: amortized by an encoder of x, or for the local guide the free
         parameters of the data points in rows `rows`; with two layers q(z1|x) q(z2|z1)."""
-        with self._images(x), _kl_weight(kl_scale):
+        with self._images(x), kl_weighted(kl_weight):
             z = pyro.sample("z" if self.top is None else "z1", self.approximate_posterior(x, rows))
             if self.top is not None:
                 pyro.sample("z2", self.top.q(z))
@@ -348,12 +348,12 @@ def has_distribution(guide: nn.Module) -> bool:
     return type(guide).forward is not nn.Module.forward
 
 
-def _kl_weight(beta: float | torch.Tensor) -> poutine.messenger.Messenger:
-    """Weights the z site's log-densities (and so the KL term) by beta: `poutine.scale`, or for beta = 0
-    `poutine.mask(False)`, which drops them (Pyro refuses a scale of 0)."""
-    if not isinstance(beta, torch.Tensor) and beta == 0:
+def kl_weighted(kl_weight: float | torch.Tensor) -> poutine.messenger.Messenger:
+    """Weights the latent sites' log-densities (and so the KL term) by the KL weight: `poutine.scale`, or for
+    a weight of 0 `poutine.mask(False)`, which drops them (Pyro refuses a scale of 0)."""
+    if not isinstance(kl_weight, torch.Tensor) and kl_weight == 0:
         return poutine.mask(mask=False)
-    return poutine.scale(scale=beta)
+    return poutine.scale(scale=kl_weight)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def epoch_record(
     validation: ElboTerms | None,
     seconds: float,
     images: int,
-    kl_scale: float,
+    kl_weight: float,
     skipped: int,
     lr: float,
     log_px: LogLikelihood | None,
@@ -38,7 +38,7 @@ def epoch_record(
         test_kl=test.kl,
         seconds=seconds,
         images_per_second=images / seconds,
-        kl_scale=kl_scale,
+        kl_weight=kl_weight,
         skipped_steps=skipped,
         lr=lr,
     )

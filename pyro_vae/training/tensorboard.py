@@ -4,7 +4,7 @@ so that `tensorboard --logdir runs` shows every run side by side. Per epoch:
     loss/train, loss/test, loss/validation   negative ELBO, nats per image (validation where there is one)
     elbo/test_reconstruction, elbo/test_kl   the test loss's two terms: -E_q log p(x|z) and KL(q || p)
     log_px/test                              the importance-sampled log p(x), when it was estimated
-    settings/lr, settings/kl_scale           the learning rate and the KL weight in force
+    settings/lr, settings/kl_weight           the learning rate and the KL weight in force
     images/reconstructions, images/samples   test images over their reconstructions; prior samples
 and once, the run's config as text (`config`).
 """
@@ -29,7 +29,7 @@ SCALARS = {
     "elbo/test_kl": "test_kl",
     "log_px/test": "test_log_likelihood",
     "settings/lr": "lr",
-    "settings/kl_scale": "kl_scale",
+    "settings/kl_weight": "kl_weight",
 }
 
 
