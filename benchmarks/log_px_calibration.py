@@ -23,6 +23,7 @@ import torch
 
 from pyro_vae import data
 from pyro_vae.evaluation import importance, posterior
+from pyro_vae.training import fits
 
 
 def main() -> int:
@@ -47,7 +48,7 @@ def main() -> int:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for steps in args.steps:
-        vae = posterior.train_2d_vae(steps)
+        vae = fits.train_2d_vae(steps)
         with torch.no_grad():
             truth = posterior.grid_posterior(vae, x, points=201).log_marginal.mean().item()
             for samples in args.samples:

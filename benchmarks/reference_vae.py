@@ -153,7 +153,7 @@ def train(
     opt = torch.optim.Adam(
         vae.parameters(),
         lr=recipe.learning_rate(0),
-        fused=True,  # as pyro_vae.run.optimizers
+        fused=True,  # as pyro_vae.training.optimizer.SVIOptimizer
         betas=(recipe.adam_beta1, 0.999),
         eps=recipe.adam_eps,
     )

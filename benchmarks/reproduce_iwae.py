@@ -46,10 +46,10 @@ from pyro_vae import data  # noqa: E402
 from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.evaluation import plots
-from pyro_vae.training.build import load_training_data, resolve_device  # noqa: E402
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint  # noqa: E402
+from pyro_vae.training.inputs import load_training_data, resolve_device  # noqa: E402
 from pyro_vae.training.loop import Interrupted, TrainConfig, train  # noqa: E402
-from pyro_vae.training.resume import load_run_checkpoint  # noqa: E402
-from pyro_vae.training.schedule import LR_SCHEDULES, Schedule  # noqa: E402
+from pyro_vae.training.schedule import LR_SCHEDULES  # noqa: E402
 from pyro_vae.training.trained_run import TrainedRun  # noqa: E402
 
 # Table 1 of Burda et al. (2016), test log p(x) with k = 5000, by (stochastic layers, objective, k)
@@ -251,7 +251,7 @@ def plain_row(config: TrainConfig, args: argparse.Namespace, log) -> tuple[dict,
     recipe = Recipe(
         config.epochs,
         config.batch_size,
-        Schedule.of(config, 1).learning_rate,
+        config.schedule(1).learning_rate,
         config.adam_beta1,
         config.adam_eps,
         curve_every=config.eval_every or 0,

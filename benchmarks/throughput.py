@@ -41,12 +41,14 @@ from reference_vae import log_likelihood as plain_log_likelihood
 from reference_vae import train as train_plain
 
 from pyro_vae import data  # noqa: E402
-from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, CompiledLoss, compiled_kernels, traced  # noqa: E402
-from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo  # noqa: E402
+from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, compiled_kernels, traced  # noqa: E402
+from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED  # noqa: E402
 from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
-from pyro_vae.training.build import load_training_data  # noqa: E402
-from pyro_vae.training.loop import TrainConfig, train  # noqa: E402
+from pyro_vae.training.config import TrainConfig  # noqa: E402
+from pyro_vae.training.inputs import load_training_data  # noqa: E402
+from pyro_vae.training.loop import train  # noqa: E402
+from pyro_vae.training.objective import make_objective  # noqa: E402
 from pyro_vae.training.step import Batch, svi_step  # noqa: E402
 
 
@@ -160,8 +162,12 @@ def step_contenders(config: ModelConfig, args, x: torch.Tensor) -> tuple[dict, d
         pyro.set_rng_seed(0)
         vae = VAE(config).to(device)
         k = particles if estimator in IMPORTANCE_WEIGHTED else 1
-        loss, optimizer = ELBOLoss(vae, build_elbo(estimator, k), every_step), adam(vae)
-        loss = CompiledLoss(loss, backend=args.compile_backend) if compiled else loss
+        training = TrainConfig(
+            model=config, estimator=estimator, num_particles=k, validate_every_step=every_step, compile=compiled,
+            **({"compile_backend": args.compile_backend} if compiled else {}),
+        )  # fmt: skip
+        loss, optimizer = make_objective(training, vae)  # exactly what training builds
+        optimizer = optimizer if args.fused else adam(vae)  # Adam as the plain contenders have it
 
         def pyro_step(loss=loss, optimizer=optimizer) -> None:
             svi_step(loss, optimizer, Batch(x))  # the training step, its finite check included

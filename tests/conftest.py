@@ -48,11 +48,11 @@ def data_dir() -> Path:
 
 
 def trained_2d_vae(steps: int, images: int):
-    """`posterior.train_2d_vae(steps)` and the first `images` binarized default test images (float64)."""
+    """`fits.train_2d_vae(steps)` and the first `images` binarized default test images (float64)."""
     from pyro_vae import data
-    from pyro_vae.evaluation import posterior
+    from pyro_vae.training import fits
 
-    return posterior.train_2d_vae(steps), data.prepare(data.load_dataset("default"), "dynamic").test[:images].double()
+    return fits.train_2d_vae(steps), data.prepare(data.load_dataset("default"), "dynamic").test[:images].double()
 
 
 @pytest.fixture(scope="session", autouse=True)

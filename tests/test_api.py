@@ -18,7 +18,7 @@ from pyro_vae.cli.train import main
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import plots
-from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoint import store
 from pyro_vae.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_config_json_records_resolved_values(trained, tmp_path, monkeypatch):
 def test_load_run_gives_back_the_trained_model(trained):
     run = pyro_vae.load_run(trained)
     assert run.finished and [m["epoch"] for m in run.metrics] == [1, 2] and not run.vae.training
-    checkpoint = checkpoints.load(trained / "checkpoint.pt").model_state
+    checkpoint = store.load(trained / "checkpoint.pt").model_state
     assert all(torch.equal(v, checkpoint[k]) for k, v in run.vae.state_dict().items())
     evaluation = run.evaluate(samples=5)
     assert evaluation.negative_elbo == pytest.approx(run.metrics[-1]["test_loss"], rel=1e-9)
@@ -284,7 +284,7 @@ def test_latent_plot_names_fashion_classes_and_draws_unlabelled_data_without_war
         (lambda: pyro_vae.TrainConfig.from_dict({"lr": 10**400}), ValueError, "lr must be a number in (0, 10]"),
         (lambda: pyro_vae.TrainConfig(model="x"), TypeError, "model must be a ModelConfig"),
         (lambda: pyro_vae.train("not a config"), TypeError, "train() needs a TrainConfig, got str"),
-        (lambda: pyro_vae.train(pyro_vae.TrainConfig(), checkpoint={}), TypeError, "checkpoint must be a TrainState"),
+        (lambda: pyro_vae.train(pyro_vae.TrainConfig(), checkpoint={}), TypeError, "checkpoint must be a Checkpoint"),
         (lambda: pyro_vae.TrainConfig(epochs=float("nan")), ValueError, "epochs must be"),
     ],
 )

@@ -18,10 +18,10 @@ import torch
 
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.train import main
-from pyro_vae.training import checkpoints
-from pyro_vae.training.checkpoints import CheckpointError
-from pyro_vae.training.resume import load_run_checkpoint
-from pyro_vae.training.state import PROGRESS, Progress
+from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint
+from pyro_vae.training.checkpoint.validation import PROGRESS, CheckpointError
+from pyro_vae.training.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "16", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -45,7 +45,7 @@ def trained(tmp_path_factory) -> Path:
 
 def payload_of(path: Path) -> dict:
     """The payload of a checked checkpoint file, as the file holds it (format_version and the state)."""
-    return {"format_version": checkpoints.FORMAT, **checkpoints.load(path).to_dict()}
+    return {"format_version": store.FORMAT, **store.load(path).to_dict()}
 
 
 def write_payload(path: Path, obj: object) -> None:
@@ -77,7 +77,7 @@ def structural_variants(good: dict) -> list[tuple[str, object]]:
         change(c)
         variants.append((name, c))
 
-    for key in sorted(checkpoints.REQUIRED):
+    for key in sorted(store.REQUIRED):
         changed(f"without {key}", lambda c, key=key: c.pop(key))
     changed("an extra key", lambda c: c.update(surprise=1))
     for version in (0, 3, "2", None):
@@ -292,7 +292,7 @@ def test_format_1_checkpoints_still_load(trained, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     torch.save(old, run / "checkpoint.pt")
-    loaded, good = load_run_checkpoint(run), checkpoints.load(trained / "checkpoint.pt")
+    loaded, good = load_run_checkpoint(run), store.load(trained / "checkpoint.pt")
     assert loaded.progress.epoch == 1 and all(
         torch.equal(v, good.model_state[k]) for k, v in loaded.model_state.items()
     )

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pyro_vae.cli.train import main
-from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoint import store
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = [
@@ -58,8 +58,8 @@ def test_one_short_epoch_writes_every_output(tmp_path):
     assert record["step"] == 16 and 100 < record["test_loss"] < 700  # 4000 images / 256
     summary = json.loads((out / "summary.json").read_text())
     assert summary["binarization"] == "dynamic"
-    checkpoint = checkpoints.load(out / "checkpoint.pt")
-    assert checkpoint.progress.epoch == 1 and checkpoints.FORMAT == 2
+    checkpoint = store.load(out / "checkpoint.pt")
+    assert checkpoint.progress.epoch == 1 and store.FORMAT == 2
     assert (out / "checkpoint.pt").read_bytes().startswith(b"pyro-vae checkpoint 2 ")
     assert "epoch   1/1" in result.stderr and "nats/image" in result.stderr
 
@@ -89,24 +89,24 @@ def test_a_gpu_run_resumes_on_the_cpu_with_no_cuda_and_a_notice(tmp_path, capsys
     resuming as it is says how to go on, in one line; --no-cuda goes on, saying it is no longer bit for bit."""
     out = tmp_path / "run"
     assert main(TINY + ["--epochs", "1", "--out", str(out)]) == 0
-    state = checkpoints.load(out / "checkpoint.pt")
+    state = store.load(out / "checkpoint.pt")
     state.config["cuda"] = True
     state.rng["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
-    checkpoints.save(out / "checkpoint.pt", state)
+    store.save(out / "checkpoint.pt", state)
     capsys.readouterr()
     assert main(["--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no usable CUDA GPU" in err and "switch --cuda off (--no-cuda)" in err
     assert main(["--resume", str(out), "--epochs", "2", "--no-progress", "--no-cuda"]) == 0
     assert "notice: this run trained on the GPU and resumes on the CPU" in capsys.readouterr().err
-    resumed = checkpoints.load(out / "checkpoint.pt")
+    resumed = store.load(out / "checkpoint.pt")
     assert resumed.progress.epoch == 2 and resumed.config["cuda"] is False
 
 
 def test_a_resume_names_each_change_of_device_or_compilation_and_no_switches_them_off(tmp_path, capsys):
     """The start line's notices (`build.changed_machine`) for a device and a compilation change; --no-compile
     on the command line resumes a compiled run eagerly."""
-    from pyro_vae.training.build import changed_machine
+    from pyro_vae.training.restore import changed_machine
 
     assert changed_machine({"cuda": False, "compile": False}, {"cuda": False, "compile": False}) == []
     moved = changed_machine(
@@ -119,7 +119,7 @@ def test_a_resume_names_each_change_of_device_or_compilation_and_no_switches_the
     capsys.readouterr()
     assert main(["--resume", str(out), "--epochs", "2", "--no-progress", "--no-compile"]) == 0
     assert "notice: this run trained compiled (graph) and resumes eagerly" in capsys.readouterr().err
-    assert checkpoints.load(out / "checkpoint.pt").config["compile"] is False
+    assert store.load(out / "checkpoint.pt").config["compile"] is False
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -363,7 +363,7 @@ def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8, 12, 16]  # 200 training images a epoch, batch 50
     assert records[-1]["test_loss"] < records[0]["test_loss"]
-    state = checkpoints.load(out / "checkpoint.pt").model_state
+    state = store.load(out / "checkpoint.pt").model_state
     assert state["q.table.weight"].shape == (400, 4)
     assert evaluate_main([str(out), "--samples", "20"]) == 0
     result = json.loads((out / "evaluation-epoch4-K20.json").read_text())
@@ -427,11 +427,11 @@ def test_evaluate_refuses_a_model_with_absurd_weights_before_printing_a_number(t
 
     out = tmp_path / "run"
     assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
-    state = checkpoints.load(out / "checkpoint.pt")
+    state = store.load(out / "checkpoint.pt")
     for name, value in state.model_state.items():
         if name.startswith("decoder") and name.endswith("weight"):
             value.fill_(1e38)
-    checkpoints.save(out / "checkpoint.pt", state)
+    store.save(out / "checkpoint.pt", state)
     assert evaluate_main([str(out), "--samples", "10"]) == 2
     captured = capsys.readouterr()
     assert "weights are damaged or out of any sensible range" in captured.err and "nan" not in captured.out

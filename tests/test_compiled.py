@@ -20,10 +20,10 @@ from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, CompiledLoss, check_
 from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.resume import resumed_config
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.optimizer import SVIOptimizer
-from pyro_vae.training.resume import resumed_config
 from pyro_vae.training.step import Batch, svi_step
 
 TRACEABLE = [name for name in ESTIMATORS if name not in NOT_TRACEABLE]
@@ -246,7 +246,7 @@ def test_the_local_guide_compiles_on_the_graph_backend_bit_for_bit_and_inductor_
 
 
 def model_state(run: Path) -> dict:
-    return checkpoints.load(run / "checkpoint.pt").model_state
+    return store.load(run / "checkpoint.pt").model_state
 
 
 def test_compile_from_the_command_line_trains_resumes_exactly_and_equals_eager(tmp_path, capsys):

@@ -26,7 +26,7 @@ from pyro_vae.cli.train import main
 from pyro_vae.distributed import SINGLE
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import build_run
-from pyro_vae.training.resume import load_run_checkpoint
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -220,14 +220,14 @@ def state_of(pid: int) -> str:
 def test_ddp_is_told_not_to_sync_buffers_each_forward_in_the_words_this_pytorch_knows(monkeypatch):
     """forward_sync_buffers where DistributedDataParallel has it; broadcast_buffers on a PyTorch without it
     (2.11, the lent GPU machine's, refused the newer keyword and every torchrun run with it)."""
-    from pyro_vae.training import build
+    from pyro_vae.training import objective
 
     class OlderDDP:
         def __init__(self, module, device_ids=None, broadcast_buffers=True):
             pass
 
-    assert build.no_buffer_sync_each_forward().keys() <= set(
-        inspect.signature(build.DistributedDataParallel.__init__).parameters
+    assert objective.no_buffer_sync_each_forward().keys() <= set(
+        inspect.signature(objective.DistributedDataParallel.__init__).parameters
     )
-    monkeypatch.setattr(build, "DistributedDataParallel", OlderDDP)
-    assert build.no_buffer_sync_each_forward() == {"broadcast_buffers": False}
+    monkeypatch.setattr(objective, "DistributedDataParallel", OlderDDP)
+    assert objective.no_buffer_sync_each_forward() == {"broadcast_buffers": False}

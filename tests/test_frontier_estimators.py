@@ -16,7 +16,7 @@ from pyro_vae.core import analytic
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.experiments import compare
-from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoint import store
 
 SMALL = ModelConfig(x_dim=6, hidden=(8,), z_dim=2)
 FAMILY = [("iwae", 5, 1), ("dreg", 5, 1), ("miwae", 3, 2), ("piwae", 3, 2), ("ciwae", 4, 1)]
@@ -181,7 +181,7 @@ def test_each_trains_from_the_command_line_and_the_hooked_ones_resume_exactly(tm
         return
     assert main(["--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
     assert main([*args, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
-    resumed, straight = (checkpoints.load(tmp_path / d / "checkpoint.pt").model_state for d in ("run", "straight"))
+    resumed, straight = (store.load(tmp_path / d / "checkpoint.pt").model_state for d in ("run", "straight"))
     assert all(torch.equal(resumed[key], value) for key, value in straight.items())  # exactly the same run
 
 

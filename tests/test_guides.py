@@ -18,9 +18,9 @@ from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.guides import GUIDES
 from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.training.build import build_optimizer
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.epoch import fit_test_points
+from pyro_vae.training.objective import make_objective
 from pyro_vae.training.step import Batch, svi_step
 
 ROWS = 10  # the local guide's data points in these tests: 6 training rows, then 4 test rows
@@ -162,8 +162,7 @@ def test_a_local_step_moves_only_the_rows_of_its_batch(estimator):
     """SparseAdam moves the batch's rows and leaves every other row where it was, after many steps; a
     dense Adam would go on moving the rows of earlier batches by their stale momentum."""
     vae, x = small_vae("local", dtype=torch.float32), batch(dtype=torch.float32)
-    optimizer = build_optimizer(vae, TrainConfig(model=vae.config))
-    loss = ELBOLoss(vae, build_elbo(estimator))
+    loss, optimizer = make_objective(TrainConfig(model=vae.config, estimator=estimator), vae)
     table = vae.q.table.weight
     before = table.detach().clone()
     for rows in [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])] * 3:
@@ -186,10 +185,9 @@ def test_test_points_pass_fits_only_the_test_rows():
     """fit_test_points steps the test rows' q and nothing else: the decoder and the training rows stay."""
     vae = small_vae("local", dtype=torch.float32)
     x = batch(dtype=torch.float32, n=4)
-    optimizer = build_optimizer(vae, TrainConfig(model=vae.config))
+    loss, optimizer = make_objective(TrainConfig(model=vae.config, estimator="meanfield"), vae)
     decoder = [p.detach().clone() for p in vae.decoder.parameters()]
     before = vae.q.table.weight.detach().clone()
-    loss = ELBOLoss(vae, build_elbo("meanfield"))
     assert fit_test_points(loss, optimizer.sparse, x, torch.arange(6, 10), 3, 1.0) == 0
     after = vae.q.table.weight.detach()
     assert (after[6:] != before[6:]).any(1).all() and torch.equal(after[:6], before[:6])

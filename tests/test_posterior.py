@@ -14,6 +14,7 @@ from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import posterior
+from pyro_vae.training import fits
 
 
 @dataclass
@@ -74,7 +75,7 @@ def test_grid_log_likelihood_agrees_with_importance_sampling_on_a_trained_vae(tr
 def test_local_guide_improves_on_the_encoder_but_stays_below_log_p(trained_2d):
     vae, x = trained_2d
     grid = posterior.grid_posterior(vae, x, points=201)
-    _, _, local = posterior.fit_local_guide(vae, x, steps=300)
+    _, _, local = fits.fit_local_guide(vae, x, steps=300)
     with torch.no_grad():
         eps = torch.randn(1000, x.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
         amortized = analytic.elbo_analytic_kl(vae, x, eps)

@@ -16,7 +16,7 @@ from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.distributed import SINGLE
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.build import build_run
-from pyro_vae.training.schedule import PAPER_EPOCHS, Schedule
+from pyro_vae.training.schedule import PAPER_EPOCHS
 
 TINY = ModelConfig(hidden=(16,), z_dim=2)
 
@@ -24,7 +24,7 @@ TINY = ModelConfig(hidden=(16,), z_dim=2)
 def test_paper_schedule_is_the_papers_stages_at_its_own_length():
     """Burda et al.: stage i = 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7); 3,280 epochs in all."""
     config = TrainConfig(lr_schedule="paper", epochs=PAPER_EPOCHS)
-    rates = [Schedule.of(config, 1).learning_rate(epoch) for epoch in range(PAPER_EPOCHS)]
+    rates = [config.schedule(1).learning_rate(epoch) for epoch in range(PAPER_EPOCHS)]
     starts = [0]
     for i in range(8):
         stage = rates[starts[-1] : starts[-1] + 3**i]
@@ -37,7 +37,7 @@ def test_paper_schedule_stretches_to_the_runs_length():
     """Stretched to 328 epochs, each stage lasts a tenth of the paper's (rounded to whole epochs); the
     rate only falls, from lr to lr / 10."""
     config = TrainConfig(lr_schedule="paper", epochs=328, lr=2e-3)
-    rates = [Schedule.of(config, 1).learning_rate(epoch) for epoch in range(328)]
+    rates = [config.schedule(1).learning_rate(epoch) for epoch in range(328)]
     assert rates[0] == 2e-3 and rates[-1] == pytest.approx(2e-4)
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     # the last stage starts where the paper's first 1,093 epochs end: epoch 110 of 328 (110 * 10 >= 1093)
@@ -46,11 +46,9 @@ def test_paper_schedule_stretches_to_the_runs_length():
 
 def test_geometric_schedule_is_unchanged():
     config = TrainConfig(lr=1e-3, lr_final=1e-4, epochs=11)
-    assert Schedule.of(config, 1).learning_rate(0) == 1e-3 and Schedule.of(config, 1).learning_rate(
-        10
-    ) == pytest.approx(1e-4)
-    assert Schedule.of(config, 1).learning_rate(5) == pytest.approx(1e-3 * 10**-0.5)
-    assert Schedule.of(TrainConfig(epochs=5), 1).learning_rate(4) == 1e-3
+    assert config.schedule(1).learning_rate(0) == 1e-3 and config.schedule(1).learning_rate(10) == pytest.approx(1e-4)
+    assert config.schedule(1).learning_rate(5) == pytest.approx(1e-3 * 10**-0.5)
+    assert TrainConfig(epochs=5).schedule(1).learning_rate(4) == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -86,12 +84,12 @@ def test_a_run_starts_from_the_bias_and_adam_settings_it_asks_for(tmp_path):
     run = build_run(config, SINGLE, log=lambda line: None)
     mean = run.dataset.train.mean(0).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(run.vae.decoder.head.bias, torch.logit(mean))
-    group = run.optimizer.param_groups[0]
+    group = run.objective.optimizer.param_groups[0]
     assert group["betas"] == (0.99, 0.999) and group["eps"] == 1e-4
     run.folder.close()
     plain = build_run(TrainConfig(model=TINY, epochs=1, out=str(tmp_path / "plain")), SINGLE, log=lambda line: None)
     assert not torch.allclose(plain.vae.decoder.head.bias, run.vae.decoder.head.bias)  # off by default
-    assert plain.optimizer.param_groups[0]["eps"] == 1e-8
+    assert plain.objective.optimizer.param_groups[0]["eps"] == 1e-8
     plain.folder.close()
 
 

@@ -15,18 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 
-import pyro_vae.training.build as run_module
+import pyro_vae.training.build as build_module
+import pyro_vae.training.objective as objective_module
+import pyro_vae.training.run as run_module
 from pyro_vae.cli.train import main
 from pyro_vae.errors import ConfigError
-from pyro_vae.training import checkpoints
-from pyro_vae.training.resume import load_run_checkpoint
+from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 
 
 def final_state(run: Path) -> tuple[dict, list[dict]]:
-    checkpoint = checkpoints.load(run / "checkpoint.pt")
+    checkpoint = store.load(run / "checkpoint.pt")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return checkpoint.model_state, metrics
 
@@ -67,7 +69,7 @@ def test_local_guide_resumes_exactly(tmp_path):
     assert main(local + ["--epochs", "1", "--out", str(resumed)]) == 0
     assert main(["--resume", str(resumed), "--epochs", "2", "--no-progress"]) == 0
     assert_same_run(straight, resumed)
-    assert checkpoints.load(resumed / "checkpoint.pt").local_optimizer_state is not None
+    assert store.load(resumed / "checkpoint.pt").local_optimizer_state is not None
 
 
 def test_resume_refuses_changed_settings_and_names_them(tmp_path, capsys, straight_run):
@@ -157,7 +159,7 @@ def test_a_scheduler_s_sigterm_or_a_hangup_stops_like_ctrl_c(tmp_path, stop):
 
 def poisoned_loss(bad_step: int):
     """Wrap the training loss so that step `bad_step` returns NaN."""
-    real = run_module.ELBOLoss
+    real = objective_module.ELBOLoss
 
     def build(vae, elbo, validate_every_step=False):
         loss, calls = real(vae, elbo, validate_every_step), [0]
@@ -174,7 +176,7 @@ def poisoned_loss(bad_step: int):
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")  # the NaN is the test's own
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=20))  # in epoch 2 of 16 steps
+    monkeypatch.setattr(objective_module, "ELBOLoss", poisoned_loss(bad_step=20))  # in epoch 2 of 16 steps
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -186,7 +188,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")  # the NaN is the test's own
 def test_nonfinite_steps_can_be_skipped_and_are_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=20))
+    monkeypatch.setattr(objective_module, "ELBOLoss", poisoned_loss(bad_step=20))
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "2", "--on-nonfinite", "skip", "--out", str(out)]) == 0
     _, metrics = final_state(out)
@@ -227,15 +229,15 @@ def test_resume_removes_the_temporary_file_of_an_interrupted_write(tmp_path):
 def test_the_stop_message_says_no_checkpoint_exists_yet_and_names_the_rate_in_force(tmp_path, capsys, monkeypatch):
     """A NaN in epoch 1 (16 steps) comes before the first checkpoint; with --lr-final the rate in force is
     not --lr."""
-    original = run_module.ELBOLoss
-    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=5))
+    original = objective_module.ELBOLoss
+    monkeypatch.setattr(objective_module, "ELBOLoss", poisoned_loss(bad_step=5))
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "3", "--lr", "1e-3", "--lr-final", "1e-1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint had been written yet" in err and "holds the last good state" not in err
     assert "--lr 0.001" in err and not (out / "checkpoint.pt").exists()
-    monkeypatch.setattr(run_module, "ELBOLoss", original)  # poisoned_loss wraps what is there
-    monkeypatch.setattr(run_module, "ELBOLoss", poisoned_loss(bad_step=40))  # epoch 3, lr 1e-1
+    monkeypatch.setattr(objective_module, "ELBOLoss", original)  # poisoned_loss wraps what is there
+    monkeypatch.setattr(objective_module, "ELBOLoss", poisoned_loss(bad_step=40))  # epoch 3, lr 1e-1
     assert main(SMALL + ["--epochs", "3", "--lr", "1e-3", "--lr-final", "1e-1", "--out", str(tmp_path / "late")]) == 2
     assert "0.1 in force this epoch: --lr 0.001 on its schedule" in capsys.readouterr().err
 
@@ -274,7 +276,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path,
 
 def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
     from pyro_vae.distributed import SINGLE
-    from pyro_vae.training.run_folder import RunFolder
+    from pyro_vae.training.report.folder import RunFolder
 
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
@@ -295,7 +297,7 @@ def test_ctrl_c_outside_the_training_loop_and_a_second_ctrl_c_say_what_happened(
     def pressed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "load_training_data", pressed)  # Ctrl-C while the data loads
+    monkeypatch.setattr(build_module, "load_training_data", pressed)  # Ctrl-C while the data loads
     assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 130
     err = capsys.readouterr().err
     assert "while not training" in err and "second Ctrl-C" not in err and "Traceback" not in err
@@ -315,7 +317,7 @@ def test_a_resume_whose_checkpoint_changed_before_it_took_the_lock_is_refused(tm
     from dataclasses import replace
 
     import pyro_vae
-    from pyro_vae.training.resume import resumed_config
+    from pyro_vae.training.checkpoint.resume import resumed_config
 
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0

@@ -18,7 +18,7 @@ from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE, ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood
-from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoint import store
 
 TWO = ModelConfig(x_dim=6, hidden=(8,), z_dim=3, stochastic_layers=2, z2_dim=2, hidden2=(5,), activation="tanh")
 
@@ -231,7 +231,7 @@ def test_two_layers_train_resume_exactly_evaluate_and_sample_from_the_command_li
     assert main([*args, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert main(["--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
     assert main([*args, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
-    resumed, straight = (checkpoints.load(tmp_path / d / "checkpoint.pt").model_state for d in ("run", "straight"))
+    resumed, straight = (store.load(tmp_path / d / "checkpoint.pt").model_state for d in ("run", "straight"))
     assert any(key.startswith("top.") for key in straight)
     assert all(torch.equal(resumed[key], value) for key, value in straight.items())
     capsys.readouterr()

@@ -11,9 +11,9 @@ import torch
 from pyro_vae import data
 from pyro_vae.cli.train import main
 from pyro_vae.core.model import ModelConfig
-from pyro_vae.training import report
-from pyro_vae.training.build import load_training_data
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.inputs import load_training_data
+from pyro_vae.training.report import records
 
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 
@@ -61,9 +61,9 @@ def test_the_validation_loss_is_recorded_and_chooses_the_best_epoch(tmp_path):
 
 def test_the_best_epoch_is_never_chosen_on_the_test_split():
     metrics = [dict(epoch=1, validation_loss=10.0, test_loss=30.0), dict(epoch=2, validation_loss=20.0, test_loss=5.0)]
-    summary = report.summary(metrics, 1.0, torch.device("cpu"), 1, "dynamic")
+    summary = records.summary(metrics, 1.0, torch.device("cpu"), 1, "dynamic")
     assert summary["best"]["epoch"] == 1 and "best_test_loss" not in summary
-    assert report.summary([dict(epoch=1, test_loss=5.0)], 1.0, torch.device("cpu"), 1, "dynamic")["best"] is None
+    assert records.summary([dict(epoch=1, test_loss=5.0)], 1.0, torch.device("cpu"), 1, "dynamic")["best"] is None
 
 
 def test_the_local_guide_has_no_validation_split():

@@ -19,8 +19,9 @@ import torch
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.distributed import World
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.training.build import TrainingError, build_run
+from pyro_vae.training.build import build_run
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.run import TrainingError
 from pyro_vae.training.step import Batch, svi_step
 
 CONFIG = TrainConfig(model=ModelConfig(hidden=(32,), z_dim=2), threads=1)
@@ -36,14 +37,14 @@ def binary_batch(dataset, rows: torch.Tensor) -> torch.Tensor:
 def main(out: Path) -> None:
     world = World.from_environment(cuda=False)
     run = build_run(replace(CONFIG, out=str(out / "run")), world)
-    for group in run.optimizer.param_groups:
+    for group in run.objective.optimizer.param_groups:
         group["lr"] = 0.0
     batch = torch.arange(BATCH)
     own = world.shard(batch)
     torch.manual_seed(SEED + world.rank)
     svi_step(
-        run.loss,
-        run.optimizer,
+        run.objective.loss,
+        run.objective.optimizer,
         Batch(binary_batch(run.dataset, own)),
         weight=len(own) * world.size / BATCH,
         world=world,

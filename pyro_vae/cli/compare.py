@@ -28,7 +28,7 @@ from pyro_vae.experiments import compare
 from pyro_vae.settings import check_values
 from pyro_vae.threads import use_threads
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.run_folder import new_run_dir
+from pyro_vae.training.report.folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:

@@ -20,12 +20,13 @@ from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
-from pyro_vae.evaluation import annealing, posterior
+from pyro_vae.evaluation import annealing
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.settings import check_values, whole_number
 from pyro_vae.threads import use_threads
-from pyro_vae.training.build import resolve_device
+from pyro_vae.training import fits
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.inputs import resolve_device
 from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, SEEDS, load_run
 
 
@@ -243,7 +244,7 @@ def amortization_gap(vae: VAE, x: torch.Tensor, steps: int, seed: int, max_rows:
     """ELBO of the encoder's q and of the best diagonal Gaussian fitted per image (decoder fixed), both
     estimated with `samples` samples per image and exact KL, and their difference, the amortization gap
     (for a diagonal guide; for a richer family the fit is the diagonal one, and the difference mixes both)."""
-    _, _, local = posterior.fit_local_guide(vae, x, steps=steps, seed=seed, eval_samples=samples, max_rows=max_rows)
+    _, _, local = fits.fit_local_guide(vae, x, steps=steps, seed=seed, eval_samples=samples, max_rows=max_rows)
     amortized = -evaluate.negative_elbo(vae, x, num_samples=samples, seed=seed, chunk_size=max(1, max_rows // samples))
     return dict(
         local_fit_steps=steps,

@@ -23,7 +23,7 @@ from pyro_vae.errors import PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.experiments import beta_sweep
 from pyro_vae.training.loop import Interrupted
-from pyro_vae.training.run_folder import new_run_dir
+from pyro_vae.training.report.folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Namespace]:

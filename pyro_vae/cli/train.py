@@ -11,9 +11,9 @@ from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.distributed import World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.config import RESUME_SAFE, flag_name
 from pyro_vae.training.loop import Abandoned, Interrupted, train
-from pyro_vae.training.resume import load_run_checkpoint, resumed_config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,9 +25,9 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import sampling
 from pyro_vae.settings import whole_number
+from pyro_vae.training.checkpoint.resume import flatten, load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import train
-from pyro_vae.training.resume import flatten, load_run_checkpoint, resumed_config
 from pyro_vae.training.trained_run import TrainedRun
 
 AUTOENCODER = "autoencoder"

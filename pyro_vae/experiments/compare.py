@@ -23,12 +23,13 @@ import pyro
 import torch
 
 from pyro_vae import data, memory
-from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
+from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED
 from pyro_vae.core.model import VAE, ModelConfig, parameter_count
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.settings import whole_number
-from pyro_vae.training.build import build_optimizer, load_training_data
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.inputs import load_training_data
+from pyro_vae.training.objective import make_loss, make_objective
 from pyro_vae.training.step import Batch, svi_step
 
 
@@ -85,6 +86,10 @@ class CompareConfig:
         # every training image trains: the comparison selects nothing, and docs/ESTIMATORS.md was measured so
         return TrainConfig(model=self.model, dataset=self.dataset, data_dir=self.data_dir, validation=0, lr=self.lr)
 
+    def training_with(self, estimator: str) -> TrainConfig:
+        """`training` with `estimator` and its number of samples: what `objective.make_objective` builds from."""
+        return replace(self.training, estimator=estimator, num_particles=self.num_particles(estimator))
+
 
 def load_data(config: CompareConfig) -> data.Dataset:
     """The dataset as training sees it: checked, its test split binarized once where the likelihood
@@ -114,8 +119,7 @@ def train_run(
     with exact KL, 1 sample, every `eval_every` steps, beside the training seconds so far, evaluation
     excluded) and the model's state at each of `snapshot_steps`. `progress(1)` is called after each step."""
     vae = new_vae(config, dataset.x_dim, seed)
-    loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
-    optimizer = build_optimizer(vae, config.training)
+    loss, optimizer = make_objective(config.training_with(estimator), vae)
     binarize = batch_binarizer(config)
     curve, snapshots, seconds, step = [], {}, 0.0, 0
 
@@ -154,7 +158,8 @@ def gradient_draws(
     """R = `draws` independent (loss, gradient) pairs of the estimator (K = `num_particles`, M = `copies`
     for miwae and piwae) at fixed parameters and batch:
     {"loss": (R,), "encoder": (R, P_enc), "decoder": (R, P_dec)} in float64."""
-    loss = ELBOLoss(vae, build_elbo(estimator, num_particles, copies))
+    training = TrainConfig(model=vae.config, estimator=estimator, num_particles=num_particles, iwae_copies=copies)
+    loss = make_loss(training, vae)
     groups = {"encoder": vae.encoder_parameters(), "decoder": vae.decoder_parameters()}
     out = {"loss": [], "encoder": [], "decoder": []}
     pyro.set_rng_seed(seed)
@@ -251,8 +256,7 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
     runs = {}
     for estimator in config.timed:
         vae = new_vae(config, dataset.x_dim, 0)
-        loss = ELBOLoss(vae, build_elbo(estimator, config.num_particles(estimator)))
-        runs[estimator] = (loss, build_optimizer(vae, config.training))
+        runs[estimator] = make_objective(config.training_with(estimator), vae)
 
     def step(estimator: str) -> None:
         svi_step(*runs[estimator], Batch(x))

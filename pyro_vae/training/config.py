@@ -15,7 +15,7 @@ from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSI
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.settings import check_declared, declared, flag_of, from_values, setting
-from pyro_vae.training.schedule import LR_SCHEDULES
+from pyro_vae.training.schedule import LR_SCHEDULES, Schedule
 
 
 @dataclass(frozen=True)
@@ -253,6 +253,19 @@ class TrainConfig:
         if self.binarization is not None:
             return self.binarization
         return "dynamic" if self.model.likelihood == "bernoulli" else "none"
+
+    def schedule(self, steps_per_epoch: int) -> Schedule:
+        """The run's learning rates by epoch and KL weight by step, with `steps_per_epoch` steps an epoch."""
+        return Schedule(
+            lr=self.lr,
+            epochs=self.epochs,
+            steps_per_epoch=steps_per_epoch,
+            lr_final=self.lr_final,
+            lr_schedule=self.lr_schedule,
+            beta=self.beta,
+            kl_warmup=self.kl_warmup,
+            local_lr=self.local_lr,
+        )
 
     def evaluates_log_likelihood(self, epoch: int) -> bool:
         """Whether log p(x) is estimated after epoch (1-based): every eval_every epochs and after the last."""

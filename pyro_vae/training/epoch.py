@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import data
-from pyro_vae.training.build import Run
+from pyro_vae.training.run import Run
 from pyro_vae.training.step import Batch, LossFunction, svi_step
 
 CHECK_EVERY = 50  # steps between the host's reads of the device-side flags and sums
@@ -34,12 +34,12 @@ class EpochSums:
     @classmethod
     def resume(cls, run: Run) -> "EpochSums":
         """The sums so far: the checkpoint's (over all ranks) on rank 0, zero on the others."""
-        state, device = run.state, run.device
+        progress, device = run.progress, run.device
         own = run.world.is_main
         return cls(
-            loss_sum=torch.tensor(state.loss_sum if own else 0.0, dtype=torch.float64, device=device),
-            images=torch.tensor(state.images if own else 0, device=device),
-            skipped=torch.tensor(state.skipped if own else 0, device=device),
+            loss_sum=torch.tensor(progress.loss_sum if own else 0.0, dtype=torch.float64, device=device),
+            images=torch.tensor(progress.images if own else 0, device=device),
+            skipped=torch.tensor(progress.skipped if own else 0, device=device),
             first_bad_step=torch.zeros((), dtype=torch.int64, device=device),
         )
 
@@ -50,41 +50,41 @@ class EpochSums:
         self.first_bad_step = torch.where(~finite & (self.first_bad_step == 0), step, self.first_bad_step)
 
 
-def train_epoch(run: Run, interrupted: Callable[[], bool], progress: bool) -> bool:
-    """The rest of the epoch in progress, from batch `state.batch` of its permutation; returns True when
+def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bool:
+    """The rest of the epoch in progress, from batch `progress.batch` of its permutation; returns True when
     Ctrl-C stopped it early (between two steps, on every rank alike)."""
-    config, state, world = run.config, run.state, run.world
+    config, progress, world = run.config, run.progress, run.world
     sums = EpochSums.resume(run)
     bar = tqdm(
         total=run.steps_per_epoch,
-        initial=state.batch,
-        desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        initial=progress.batch,
+        desc=f"epoch {progress.epoch + 1}/{config.epochs}",
         leave=False,
-        disable=not (progress and world.is_main),
+        disable=not (show_bar and world.is_main),
     )
     stopped = False
-    for batch in state.permutation.split(config.batch_size)[state.batch :]:
+    for batch in progress.permutation.split(config.batch_size)[progress.batch :]:
         own = world.shard(batch)
         rows = own if len(own) else batch[:1]  # a rank left without images steps on one, weighted 0
         x = run.dataset.train[rows]
         if run.dynamic_binarization:
             x = data.binarize(x)
-        state.step += 1
+        progress.step += 1
         loss, finite = svi_step(
-            run.loss,
-            run.optimizer,
+            run.objective.loss,
+            run.objective.optimizer,
             Batch(x, None if run.dataset.train_rows is None else run.dataset.train_rows[rows]),
-            run.schedule.kl_weight(state.step),
+            run.schedule.kl_weight(progress.step),
             weight=len(own) * world.size / len(batch),
             world=world,
         )
-        sums.add(loss, finite, len(own), state.step)
-        state.batch += 1
+        sums.add(loss, finite, len(own), progress.step)
+        progress.batch += 1
         bar.update()
-        stopped = interrupted() if world.size == 1 or state.batch % CHECK_EVERY == 0 else False
-        if stopped or state.batch % CHECK_EVERY == 0:
+        stopped = interrupted() if world.size == 1 or progress.batch % CHECK_EVERY == 0 else False
+        if stopped or progress.batch % CHECK_EVERY == 0:
             settle(run, sums)
-            bar.set_postfix(loss=f"{state.loss_sum / max(state.images, 1):.2f}")
+            bar.set_postfix(loss=f"{progress.loss_sum / max(progress.images, 1):.2f}")
         if stopped:
             break
     bar.close()
@@ -97,7 +97,7 @@ def settle(run: Run, sums: EpochSums) -> None:
     non-finite step stops the run here, before anything is checkpointed."""
     totals = run.world.sum(torch.stack([sums.loss_sum, sums.images.double(), sums.skipped.double()]))
     first_bad = int(sums.first_bad_step)
-    run.state.loss_sum, run.state.images, run.state.skipped = totals[0].item(), int(totals[1]), int(totals[2])
+    run.progress.loss_sum, run.progress.images, run.progress.skipped = totals[0].item(), int(totals[1]), int(totals[2])
     if first_bad and run.config.on_nonfinite == "stop":
         raise run.nonfinite(first_bad, "training")
 

@@ -1,28 +1,24 @@
 """Training, as parts a reader can name, each in one place:
 
-    build a run    config (or checkpoint) -> data, VAE, loss module, optimizers, progress    run.build_run
-    step, epoch    x -> loss module -> backward -> Adam; this rank's share of every batch    svi.train_epoch
+    build a run    config (or checkpoint) -> data, VAE, objective, progress, folder     build.build_run
+    step, epoch    x -> loss -> backward -> Adam; this rank's share of every batch      epoch.train_epoch
     end of epoch   evaluate (sharded over ranks) -> record -> checkpoint (rank 0 writes)    end_of_epoch
-    end of run     figures, summary                                                          end_of_run
+    end of run     figures, summary                                                     end_of_run
 
 `train` runs them in that order, in one process or on every rank of a `torchrun` job (data parallel:
-DDP averages the gradients; see `distributed` and `svi`). A step is what `pyro.infer.SVI.step` does
-(the estimator's differentiable loss, backward, an optimizer step), with a torch optimizer over the VAE's
-own parameters instead of Pyro's global param store, so runs never share state.
+DDP averages the gradients; see `distributed` and `objective`). A step (`step.svi_step`) is what
+`pyro.infer.SVI.step` does (the estimator's differentiable loss, backward, an optimizer step), with a torch
+optimizer over the VAE's own parameters instead of Pyro's global param store, so runs never share state.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -31,36 +27,25 @@ from pyro_vae.core.parts import PART_NAMES, Parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.training import report
-from pyro_vae.training.build import Run, TrainingError, build_run, resolve_device
+from pyro_vae.training.build import build_run
+from pyro_vae.training.checkpoint.payload import Checkpoint
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.epoch import fit_test_points, train_epoch
-from pyro_vae.training.resume import load_run_checkpoint, resumed_config
-from pyro_vae.training.state import TrainState
+from pyro_vae.training.inputs import resolve_device
+from pyro_vae.training.report import records
+from pyro_vae.training.run import Run, TrainingError
+from pyro_vae.training.signals import Abandoned, Interrupted, agreed_flag, interrupt_flag, stop_message
 from pyro_vae.training.trained_run import TrainedRun, load_run
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-class Interrupted(Exception):
-    """Ctrl-C, SIGTERM or SIGHUP stopped the run; a checkpoint was written first. `status` is the exit
-    status a shell expects of that signal, 128 + its number (130, 143, 129); `folder` the run's folder, which
-    holds that checkpoint."""
-
-    def __init__(self, message: str, status: int = 128 + signal.SIGINT, folder: Path | None = None) -> None:
-        super().__init__(message)
-        self.status, self.folder = status, folder
-
-
-class Abandoned(KeyboardInterrupt):
-    """A second Ctrl-C while the run was stopping after the first: it stops at once, without a new checkpoint."""
+__all__ = ["Abandoned", "Interrupted", "resume", "train"]
 
 
 def train(
     config: TrainConfig,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-    checkpoint: TrainState | None = None,
+    checkpoint: Checkpoint | None = None,
     *,
     data: data_module.Dataset | tuple | None = None,
     encoder: nn.Module | None = None,
@@ -82,9 +67,9 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise ConfigTypeError(f"train() needs a TrainConfig, got {type(config).__name__} {config!r:.60}")
-    if checkpoint is not None and not isinstance(checkpoint, TrainState):
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         raise ConfigTypeError(
-            f"checkpoint must be a TrainState (resume.load_run_checkpoint(folder)), got {type(checkpoint).__name__}"
+            f"checkpoint must be a Checkpoint (resume.load_run_checkpoint(folder)), got {type(checkpoint).__name__}"
         )
     resolve_device(config.cuda)
     parts, images = Parts(encoder, decoder, guide), user_images(data)
@@ -142,45 +127,47 @@ def user_images(given: data_module.Dataset | tuple | None) -> data_module.Datase
     return data_module.from_arrays(*given)
 
 
-def _train(run: Run, progress: bool, log: Callable[[str], None], resumed: bool) -> TrainedRun:
-    state, config = run.state, run.config
+def _train(run: Run, show_bars: bool, log: Callable[[str], None], resumed: bool) -> TrainedRun:
+    progress, config = run.progress, run.config
     started = time.perf_counter()
     with interrupt_flag(under_torchrun=run.world.size > 1) as flag:
         log(start_line(run, resumed))  # once a stop signal is caught: a job may be stopped from this line on
         interrupted = agreed_flag(flag, run)
-        while state.epoch < config.epochs:
+        while progress.epoch < config.epochs:
             run.start_epoch()
             tic = time.perf_counter()
-            stopped = train_epoch(run, interrupted, progress)
-            if stopped and state.batch < run.steps_per_epoch:
-                state.seconds += time.perf_counter() - tic
+            stopped = train_epoch(run, interrupted, show_bars)
+            if stopped and progress.batch < run.steps_per_epoch:
+                progress.seconds += time.perf_counter() - tic
                 run.folder.save_checkpoint(run.checkpoint())
-                raise stop_message(run, f"at step {state.step} (epoch {state.epoch + 1})", flag[0])
+                raise stop_message(run, f"at step {progress.step} (epoch {progress.epoch + 1})", flag[0])
             if run.dataset.test_rows is not None:  # per-image parameters: the test images' get their steps too
                 skipped = fit_test_points(
-                    run.loss,
-                    run.optimizer.sparse,
+                    run.objective.loss,
+                    run.objective.optimizer.sparse,
                     run.dataset.test,
                     run.dataset.test_rows,
                     config.batch_size,
-                    run.schedule.kl_weight(state.step),
+                    run.schedule.kl_weight(progress.step),
                 )
                 if skipped and config.on_nonfinite == "stop":
-                    raise run.nonfinite(state.step, "the test points' pass")
-                state.skipped += skipped
-            state.seconds += time.perf_counter() - tic
-            if end_of_epoch(run, interrupted, log, progress) and state.epoch < config.epochs:
-                raise stop_message(run, f"after epoch {state.epoch}", flag[0])
+                    raise run.nonfinite(progress.step, "the test points' pass")
+                progress.skipped += skipped
+            progress.seconds += time.perf_counter() - tic
+            if end_of_epoch(run, interrupted, log, show_bars) and progress.epoch < config.epochs:
+                raise stop_message(run, f"after epoch {progress.epoch}", flag[0])
     return end_of_run(run, started, log)
 
 
-def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str], None], progress: bool = False) -> bool:
+def end_of_epoch(
+    run: Run, interrupted: Callable[[], bool], log: Callable[[str], None], show_bars: bool = False
+) -> bool:
     """Evaluate on the validation and test splits (sharded over ranks), record the epoch, checkpoint it (every
-    `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line (with `progress`, a bar over
+    `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line (with `show_bars`, a bar over
     the log p(x) estimate's images); returns whether Ctrl-C asks to stop."""
-    config, state, vae = run.config, run.state, run.vae
-    if state.images == 0:
-        raise TrainingError(f"every step of epoch {state.epoch + 1} was non-finite and skipped; try a smaller @lr")
+    config, progress, vae = run.config, run.progress, run.vae
+    if progress.images == 0:
+        raise TrainingError(f"every step of epoch {progress.epoch + 1} was non-finite and skipped; try a smaller @lr")
     vae.eval()
     test = evaluate.elbo_terms(vae, run.dataset.test, rows=run.dataset.test_rows, world=run.world)
     run.check_finite(test.negative_elbo)
@@ -188,44 +175,44 @@ def end_of_epoch(run: Run, interrupted: Callable[[], bool], log: Callable[[str],
     if run.dataset.validation is not None:
         validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)
     log_px = None
-    if config.evaluates_log_likelihood(state.epoch + 1):
+    if config.evaluates_log_likelihood(progress.epoch + 1):
         images, rows = run.dataset.first_test(config.eval_images)
         with evaluate.progress_bar(
-            images.shape[0], f"log p(x), K = {config.eval_samples}", progress and run.world.is_main
+            images.shape[0], f"log p(x), K = {config.eval_samples}", show_bars and run.world.is_main
         ) as bar:
             log_px = evaluate.log_likelihood(
                 vae, images, config.eval_samples, rows=rows, world=run.world, progress=bar.update
             )
     vae.train()
-    record = report.epoch_record(
-        epoch=state.epoch + 1,
-        step=state.step,
-        train_loss=state.loss_sum / state.images,
+    record = records.epoch_record(
+        epoch=progress.epoch + 1,
+        step=progress.step,
+        train_loss=progress.loss_sum / progress.images,
         test=test,
         validation=validation,
-        seconds=state.seconds,
+        seconds=progress.seconds,
         images=run.dataset.train.shape[0],
-        kl_weight=run.schedule.kl_weight(state.step),
-        skipped=state.skipped,
-        lr=run.schedule.learning_rate(state.epoch),
+        kl_weight=run.schedule.kl_weight(progress.step),
+        skipped=progress.skipped,
+        lr=run.schedule.learning_rate(progress.epoch),
         log_px=log_px,
     )
-    state.finish_epoch(record)
+    progress.finish_epoch(record)
     run.folder.record_epoch(record, vae, run.dataset)
     stop = interrupted()
-    if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs or stop:
+    if progress.epoch % config.checkpoint_every == 0 or progress.epoch == config.epochs or stop:
         run.folder.save_checkpoint(run.checkpoint())
-    log(report.epoch_line(record, config.epochs))
+    log(records.epoch_line(record, config.epochs))
     return stop
 
 
 def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedRun:
     """The figures and summary.json (written last: a folder with it holds a finished run); the trained
     run, handed back to Python callers."""
-    metrics = run.state.metrics
+    metrics = run.progress.metrics
     run.folder.write_figures(run.vae, run.dataset, metrics)
     run.folder.write_summary(
-        report.summary(
+        records.summary(
             metrics, time.perf_counter() - started, run.device, run.world.size, run.config.resolved_binarization
         )
     )
@@ -247,8 +234,8 @@ def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedR
 
 
 def start_line(run: Run, resumed: bool) -> str:
-    state, dataset = run.state, run.dataset
-    verb = f"resuming at epoch {state.epoch + 1}, step {state.step}" if resumed else "training"
+    progress, dataset = run.progress, run.dataset
+    verb = f"resuming at epoch {progress.epoch + 1}, step {progress.step}" if resumed else "training"
     return (
         f"{verb} on {dataset.name} ({dataset.train.shape[0]} train / {dataset.test.shape[0]} test images"
         + (", the local guide's fixed subsets" if run.dataset.test_rows is not None else "")
@@ -260,54 +247,6 @@ def start_line(run: Run, resumed: bool) -> str:
 
 def threads_text(threads: int) -> str:
     return f"{threads} CPU thread{'s' if threads > 1 else ''}"
-
-
-def stop_message(run: Run, where: str, signum: int) -> Interrupted:
-    """What stopped the run, where, and the command that resumes it; the exit status of that signal."""
-    signum = signum or signal.SIGINT  # another rank's signal stopped this one
-    command = "python" if run.world.size == 1 else f"torchrun --nproc-per-node {run.world.size}"
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    return Interrupted(
-        f"interrupted ({name}) {where}; checkpoint written. "
-        f"Resume with: {command} scripts/svi_train.py --resume {run.folder.path}",
-        128 + signum,
-        run.folder.path,
-    )
-
-
-@contextmanager
-def interrupt_flag(under_torchrun: bool = False) -> Iterator[list[int]]:
-    """While inside, the first Ctrl-C (SIGINT), SIGTERM or SIGHUP (what a cluster scheduler sends before it
-    preempts a job, or a closed terminal) only records its number in flag[0], so the loop can stop between
-    two steps and write a checkpoint; a second Ctrl-C interrupts at once. Under torchrun, which passes
-    Ctrl-C on to its workers as a second SIGINT (or SIGTERM), every such signal only sets the flag: torchrun
-    itself kills the workers if they have not stopped after its grace period."""
-    flag = [0]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def second_press(signum, frame):
-        raise Abandoned()
-
-    def handler(signum, frame):
-        flag[0] = flag[0] or signum
-        if signum == signal.SIGINT and not under_torchrun:
-            signal.signal(signal.SIGINT, second_press)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield flag
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
-
-
-def agreed_flag(flag: list[int], run: Run) -> Callable[[], bool]:
-    """Whether a stop signal came, as every rank agrees (a collective: every rank asks at the same step)."""
-    if run.world.size == 1:
-        return lambda: bool(flag[0])
-    return lambda: bool(run.world.any(torch.tensor(bool(flag[0]), device=run.device)))
 
 
 def is_distributed_failure(error: RuntimeError, world: World) -> bool:

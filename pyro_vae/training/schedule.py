@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pyro_vae.training.config import TrainConfig
 
 LR_SCHEDULES = ("geometric", "paper")
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3,280: Burda et al.'s eight stages of 3^i epochs
@@ -15,7 +11,7 @@ PAPER_EPOCHS = sum(3**i for i in range(8))  # 3,280: Burda et al.'s eight stages
 @dataclass(frozen=True)
 class Schedule:
     """What every loop reads instead of recomputing it from a config: lr(epoch), local_lr(epoch) and
-    kl_weight(step) of one run with `steps_per_epoch` steps an epoch."""
+    kl_weight(step) of one run with `steps_per_epoch` steps an epoch (`TrainConfig.schedule` makes it)."""
 
     lr: float
     epochs: int
@@ -25,19 +21,6 @@ class Schedule:
     beta: float = 1.0
     kl_warmup: float = 0.0  # epochs
     local_lr: float = 0.05
-
-    @classmethod
-    def of(cls, config: TrainConfig, steps_per_epoch: int) -> Schedule:
-        return cls(
-            lr=config.lr,
-            epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch,
-            lr_final=config.lr_final,
-            lr_schedule=config.lr_schedule,
-            beta=config.beta,
-            kl_warmup=config.kl_warmup,
-            local_lr=config.local_lr,
-        )
 
     def lr_factor(self, epoch: int) -> float:
         """The learning rates' factor for epoch (0-based); it multiplies lr and the local guide's local_lr alike.

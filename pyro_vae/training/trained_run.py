@@ -26,9 +26,9 @@ from pyro_vae.evaluation import annealing, sampling
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.annealing import AnnealedEstimate
 from pyro_vae.settings import whole_number
-from pyro_vae.training.build import load_training_data
+from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.resume import load_run_checkpoint, resumed_config
+from pyro_vae.training.inputs import load_training_data
 
 MAX_PICTURES, MAX_PATH_STEPS = 10_000, 1_000  # prior samples and interpolation images per call
 MAX_IMPORTANCE_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"]

@@ -1,4 +1,4 @@
-"""checkpoint.pt: a file people download and share, so it is checked like one before anything uses it.
+"""checkpoint.pt, the file: one people download and share, so it is checked like one before anything uses it.
 
 The file (format 2) is one header line and a payload:
 
@@ -7,8 +7,9 @@ The file (format 2) is one header line and a payload:
 
 `load` refuses a file whose payload does not match its length and checksum (corruption, truncation) before
 unpickling it, unpickles with `weights_only=True` (tensors and plain containers, never code), and
-`state.TrainState.check` compares everything in it with what its own config builds: the model's and Adam's tensors (names, shapes,
-dtypes, finite values), the progress counters (ranges, a true permutation) and the generators' states.
+`validation.check` compares everything in it with what its own config builds: the model's and Adam's
+tensors (names, shapes, dtypes, finite values), the progress counters (ranges, a true permutation) and the
+generators' states.
 Every refusal is one ConfigError naming the file and what is wrong. Format 1 (a bare torch.save, written
 before checksums) is still read, without the checksum.
 """
@@ -24,25 +25,26 @@ import torch
 
 from pyro_vae import files
 from pyro_vae.core.parts import Parts
-from pyro_vae.training.state import KEYS, CheckpointError, TrainState
+from pyro_vae.training.checkpoint.payload import Checkpoint
+from pyro_vae.training.checkpoint.validation import KEYS, CheckpointError
 
 FORMAT = 2
 MAGIC = b"pyro-vae checkpoint "
 REQUIRED = {"format_version", *KEYS}  # the keys of a checkpoint's payload
 
 
-def save(path: Path, state: TrainState) -> None:
-    """Write `state` as a format-2 checkpoint (header with length and checksum, then the payload), atomically."""
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write `checkpoint` as a format-2 file (header with length and checksum, then the payload), atomically."""
     buffer = io.BytesIO()
-    torch.save({"format_version": FORMAT, **state.to_dict()}, buffer)
+    torch.save({"format_version": FORMAT, **checkpoint.to_dict()}, buffer)
     payload = buffer.getvalue()
     header = MAGIC + f"{FORMAT} {len(payload)} {hashlib.sha256(payload).hexdigest()}\n".encode()
     files.atomic_write(path, lambda f: f.write(header + payload))
 
 
-def load(path: Path, parts: Parts = Parts()) -> TrainState:
-    """The checked state in `path`: integrity (`payload`), safe unpickling, its format, then
-    `TrainState.from_dict` (against the user's own `parts`, for a run trained with them)."""
+def load(path: Path, parts: Parts = Parts()) -> Checkpoint:
+    """The checked checkpoint in `path`: integrity (`payload`), safe unpickling, its format, then
+    `Checkpoint.from_dict` (against the user's own `parts`, for a run trained with them)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as error:
@@ -56,7 +58,7 @@ def load(path: Path, parts: Parts = Parts()) -> TrainState:
                 f"{path} has format {body['format_version']!r}; this pyro-vae reads formats 1 and {FORMAT}"
             )
         body = {key: value for key, value in body.items() if key != "format_version"}
-    return TrainState.from_dict(body, path, parts)
+    return Checkpoint.from_dict(body, path, parts)
 
 
 def position(path: Path) -> tuple[object, object]:

@@ -1,15 +1,13 @@
-"""TrainState: what a checkpoint holds to continue a run exactly, defined once, with its `to_dict` (the
-file's payload), `from_dict` and `check` (everything in a payload against what its own config builds).
-
-A run can be stopped between any two steps (Ctrl-C) or at an epoch's end (the periodic checkpoint);
-either way the state holds every random generator's state and, mid-epoch, the epoch's permutation and
-position, so the resumed run draws exactly the numbers the uninterrupted one would have drawn.
+"""A checkpoint's payload checked against what its own config builds, before anything uses it: the keys, the
+config, the model's and the optimizers' tensors (names, shapes, dtypes, finite values, Adam's settings), the
+progress counters (ranges, a true permutation) and the generators' states. Every refusal is one
+CheckpointError naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -18,87 +16,14 @@ from torch import nn
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
 from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.training.checkpoint.generators import restorable
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.generators import restorable
 from pyro_vae.training.optimizer import SVIOptimizer
+from pyro_vae.training.progress import Progress
 
 
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be used as it is: corrupt, truncated, tampered with, or not one at all."""
-
-
-@dataclass
-class Progress:
-    """Where a run stands: finished epochs and steps and, inside an unfinished epoch, its state."""
-
-    epoch: int = 0  # epochs finished
-    step: int = 0  # optimizer steps taken (skipped non-finite steps included)
-    batch: int = 0  # batches done in the epoch in progress
-    permutation: torch.Tensor | None = None  # the epoch in progress's order of images
-    loss_sum: float = 0.0  # sum of per-image losses over the epoch's images so far
-    images: int = 0  # images counted in loss_sum
-    seconds: float = 0.0  # training seconds spent in the epoch in progress
-    skipped: int = 0  # non-finite steps skipped in the epoch in progress
-    metrics: list[dict] = field(default_factory=list)
-
-    def start_epoch(self, permutation: torch.Tensor) -> None:
-        self.permutation, self.batch, self.loss_sum, self.images, self.seconds, self.skipped = (
-            permutation,
-            0,
-            0.0,
-            0,
-            0.0,
-            0,
-        )
-
-    def finish_epoch(self, record: dict) -> None:
-        self.epoch += 1
-        self.permutation = None
-        self.batch = 0
-        self.metrics.append(record)
-
-
-@dataclass
-class TrainState:
-    """Everything that continues a run exactly: its config (as a dict), the model's and the optimizers'
-    states, every rank's generator states, and its progress."""
-
-    config: dict
-    model_state: dict
-    optimizer_state: dict
-    rng: dict  # rank 0's generator states (generators.rng_states)
-    rng_other_ranks: list
-    world_size: int
-    progress: Progress
-    local_optimizer_state: dict | None = None  # the local guide's SparseAdam
-
-    def to_dict(self) -> dict:
-        """The checkpoint's payload: plain containers and tensors (it loads with weights_only), epoch and
-        step repeated at the top level as format 1 and 2 files have them."""
-        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "progress"}
-        if payload["local_optimizer_state"] is None:
-            del payload["local_optimizer_state"]
-        return {**payload, "progress": asdict(self.progress), "epoch": self.progress.epoch, "step": self.progress.step}
-
-    @classmethod
-    def from_dict(cls, payload: object, path: Path, parts: Parts = Parts()) -> TrainState:
-        """The state a checkpoint's payload holds, once `check` finds nothing wrong in it."""
-        cls.check(payload, path, parts)
-        names = {f.name for f in fields(Progress)}
-        progress = Progress(**{k: v for k, v in payload["progress"].items() if k in names})
-        kept = {f.name: payload.get(f.name) for f in fields(cls) if f.name != "progress"}
-        return cls(**kept, progress=progress)
-
-    def rank_rng(self, rank: int) -> dict | None:
-        """Rank `rank`'s generator states, or None if the run had no such rank."""
-        states = [self.rng, *self.rng_other_ranks]
-        return states[rank] if rank < len(states) else None
-
-    @staticmethod
-    def check(payload: object, path: Path, parts: Parts = Parts()) -> None:
-        """Everything in `payload` against what its own config (and the user's `parts`) builds; raises
-        CheckpointError on the first difference, naming `path`."""
-        check(payload, path, parts)
 
 
 KEYS = {  # of a payload (local_optimizer_state only for the local guide)
@@ -116,7 +41,9 @@ PROGRESS = {f.name for f in fields(Progress)}
 
 
 def check(checkpoint: object, path: Path, parts: Parts = Parts()) -> None:
-    """`TrainState.check`: the keys, then the config, model, optimizers, progress and generators."""
+    """Everything in a checkpoint's payload against what its own config (and the user's `parts`) builds:
+    the keys, then the config, model, optimizers, progress and generators. Raises CheckpointError on the
+    first difference, naming `path`."""
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint's dict")
     keys = set(checkpoint)

@@ -9,20 +9,20 @@ from pathlib import Path
 from pyro_vae.core.model import ModelConfig
 from pyro_vae.core.parts import Parts
 from pyro_vae.errors import ConfigError
-from pyro_vae.training import checkpoints
+from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.config import RESOLVED, RESUME_SAFE, TrainConfig, stored_backend
-from pyro_vae.training.state import TrainState
 
 
-def load_run_checkpoint(run_dir: Path, use: str = "resume", parts: Parts = Parts()) -> TrainState:
-    """The checked checkpoint of run folder `run_dir` (`checkpoints.load`, against the user's `parts` where
+def load_run_checkpoint(run_dir: Path, use: str = "resume", parts: Parts = Parts()) -> Checkpoint:
+    """The checked checkpoint of run folder `run_dir` (`store.load`, against the user's `parts` where
     the run had its own modules), or a message saying why there is none to `use`: no such folder, a run that
     stopped before its first checkpoint, or a folder that is not a run (with the run folders inside it)."""
     folder = Path(run_dir)
     if not folder.is_dir():
         raise ConfigError(f"cannot {use} {folder}: no such folder")
     if (folder / "checkpoint.pt").is_file():
-        return checkpoints.load(folder / "checkpoint.pt", parts)
+        return store.load(folder / "checkpoint.pt", parts)
     if (folder / "config.json").is_file():
         raise ConfigError(
             f"cannot {use} {folder}: its run stopped before its first checkpoint (no checkpoint.pt); "
@@ -38,7 +38,7 @@ def flatten(config_dict: dict) -> dict:
     return {**{k: v for k, v in config_dict.items() if k != "model"}, **config_dict["model"]}
 
 
-def resumed_config(checkpoint: TrainState, given: dict) -> TrainConfig:
+def resumed_config(checkpoint: Checkpoint, given: dict) -> TrainConfig:
     """The checkpoint's configuration with the settings the user gave again; any that differ from the
     run's and are not in RESUME_SAFE stop the resume with their names and both values (those training
     resolves itself, RESOLVED, are the run's)."""

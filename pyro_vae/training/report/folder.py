@@ -18,9 +18,10 @@ from pyro_vae import data, files
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, PyroVAEError
-from pyro_vae.training import checkpoints, report
-from pyro_vae.training.state import TrainState
-from pyro_vae.training.tensorboard import TensorBoardLog
+from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.payload import Checkpoint
+from pyro_vae.training.report import records
+from pyro_vae.training.report.tensorboard import TensorBoardLog
 
 NEW_FOLDER = "choose a new folder (without one, a new runs/<timestamp> is made)"
 
@@ -119,13 +120,13 @@ class RunFolder:
             if self.tensorboard is not None:
                 self.tensorboard.epoch(record, vae, dataset)
 
-    def save_checkpoint(self, state: TrainState) -> None:
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self.writes:
-            checkpoints.save(self.checkpoint_path, state)
+            store.save(self.checkpoint_path, checkpoint)
 
     def write_figures(self, vae: VAE, dataset: data.Dataset, metrics: list[dict]) -> None:
         if self.writes:
-            report.write_figures(vae, dataset, metrics, self.path)
+            records.write_figures(vae, dataset, metrics, self.path)
 
     def write_summary(self, summary: dict) -> None:
         if self.writes:
