@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import TrainConfig
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.experiments import equal_time
 
 PAPER_NETWORK = ModelConfig(hidden=(200, 200), z_dim=50, activation="tanh")

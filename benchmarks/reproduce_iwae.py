@@ -43,7 +43,8 @@ from reference_vae import PlainVAE, Recipe, log_likelihood  # noqa: E402
 from reference_vae import train as train_plain
 
 from pyro_vae import data  # noqa: E402
-from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
+from pyro_vae.core.model import VAE  # noqa: E402
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.evaluation import plots
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint  # noqa: E402

@@ -43,7 +43,8 @@ from reference_vae import train as train_plain
 from pyro_vae import data  # noqa: E402
 from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, compiled_kernels, traced  # noqa: E402
 from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED  # noqa: E402
-from pyro_vae.core.model import VAE, ModelConfig  # noqa: E402
+from pyro_vae.core.model import VAE  # noqa: E402
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.training.config import TrainConfig  # noqa: E402
 from pyro_vae.training.inputs import load_training_data  # noqa: E402

@@ -14,7 +14,8 @@ The package follows the flow: `core` (math, networks, guides, model, estimators)
 """
 
 from pyro_vae.core.guides import Guide
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.data import Dataset, from_arrays
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
 from pyro_vae.evaluation.likelihood import LogLikelihood, log_likelihood, negative_elbo

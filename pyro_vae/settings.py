@@ -54,7 +54,7 @@ def setting(
     default: Any,
     help: str,
     *,
-    group: str,
+    group: str | None = None,
     flag: str | None = "",
     choices: tuple | None = None,
     low: float | None = None,
@@ -62,20 +62,33 @@ def setting(
     open_low: bool = False,
     open_high: bool = False,
     on_resume: bool = False,
-    metavar: str | None = None,
+    derived: bool = False,
+    metavar: str | tuple[str, ...] | None = None,
     default_text: str | None = None,
     cli_choices: tuple | None = None,
+    nargs: int | str | None = None,
+    positional: bool = False,
 ) -> Any:
-    """A dataclass field declared once with everything the command line and the checks need: its help
-    text and `group` in --help, its `flag` ("" for --field-name, None for none: set by the library), its
-    `choices` or the range [low, high] (open at either end with open_low/open_high; every entry of a
-    tuple), whether it may change when a run is resumed, and how its default reads in --help."""
+    """A dataclass field declared once with everything the checks and the commands need: its help text
+    (settings are named @name in it), its `choices` or the range [low, high] (open at either end with
+    open_low/open_high; every entry of a tuple), whether it may change when a run is resumed, and whether it
+    is `derived` (set by the library from the data, never given). How a command shows it, where that is not
+    made from the rest: its --help `group`, its `flag` ("" for --field-name), `metavar`, `nargs` (a tuple's
+    entries as separate words), `positional`, and how its default reads (`default_text`)."""
     metadata = dict(
         help=help, group=group, flag=flag, choices=choices, low=low, high=high, open_low=open_low,
-        open_high=open_high, on_resume=on_resume, metavar=metavar, default_text=default_text,
-        cli_choices=cli_choices,
+        open_high=open_high, on_resume=on_resume, derived=derived, metavar=metavar, default_text=default_text,
+        cli_choices=cli_choices, nargs=nargs, positional=positional,
     )  # fmt: skip
     return field(default=default, metadata=metadata)
+
+
+def reuse(cls: type, name: str, **changes: Any) -> Any:
+    """The declaration of `cls`'s field `name` for another settings dataclass (a command's own), with
+    `changes` to its default or metadata: one declaration, one range, one message, wherever it is given."""
+    declared_field = next(f for f in declared(cls) if f.name == name)
+    default = changes.pop("default", declared_field.default)
+    return field(default=default, metadata={**declared_field.metadata, **changes})
 
 
 def declared(cls: type) -> list[Field]:
@@ -84,9 +97,13 @@ def declared(cls: type) -> list[Field]:
 
 
 def flag_of(f: Field) -> str | None:
-    """The field's command-line flag, or None if the command line does not set it."""
+    """The field's command-line flag (its name, for a positional one), or None if no command sets it."""
     flag = f.metadata["flag"]
-    return None if flag is None else flag or "--" + f.name.replace("_", "-")
+    if f.metadata["derived"] or flag is None:
+        return None
+    if f.metadata["positional"]:
+        return f.name
+    return flag or "--" + f.name.replace("_", "-")
 
 
 def check_declared(config: Any) -> None:

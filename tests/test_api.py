@@ -15,7 +15,7 @@ import torch
 import pyro_vae
 from pyro_vae.cli.sample import main as sample_main
 from pyro_vae.cli.train import main
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import plots
 from pyro_vae.training.checkpoint import store
@@ -221,7 +221,7 @@ def test_sample_command_draws_prior_samples_reconstructions_and_an_interpolation
     "args, message",
     [
         (["--reconstruct", "1000"], "test images are numbered 0 to 999"),
-        (["--steps", "1", "--interpolate", "0", "1"], "--steps from 2 to 1000"),
+        (["--steps", "1", "--interpolate", "0", "1"], "--steps must be a whole number from 2 to 1,000, got 1"),
     ],
 )
 def test_sample_command_refuses_bad_input_in_one_line(trained, tmp_path, capsys, args, message):

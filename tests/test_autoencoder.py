@@ -12,7 +12,8 @@ import torch
 
 from pyro_vae.cli.train import main
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 

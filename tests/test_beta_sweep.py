@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.experiments import beta_sweep
 

@@ -219,7 +219,7 @@ def test_evaluate_refuses_a_k_that_would_run_for_days(tmp_path, capsys):
     from pyro_vae.cli.evaluate import main as evaluate_main
 
     assert evaluate_main([str(tmp_path), "--samples", "10000000"]) == 2
-    assert "--samples must be at most 1,000,000" in capsys.readouterr().err
+    assert "--samples must be a whole number from 1 to 1,000,000, got 10000000" in capsys.readouterr().err
 
 
 def test_grey_pixel_likelihoods_train(tmp_path):

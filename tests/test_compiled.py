@@ -18,7 +18,8 @@ import pyro_vae
 from pyro_vae.cli.train import main
 from pyro_vae.core.compiled import BACKENDS, NOT_TRACEABLE, CompiledLoss, check_compiler, kernel_options
 from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.checkpoint import store
 from pyro_vae.training.checkpoint.resume import resumed_config

@@ -203,7 +203,7 @@ def test_an_unreadable_file_is_a_permission_error_not_corruption(fake_mnist, mon
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data.gzip, "open", denied)  # as a file without read permission (the tests may run as root)
+    monkeypatch.setattr(gzip, "open", denied)  # as a file without read permission (the tests may run as root)
     with pytest.raises(DataError, match="Permission denied; give this user read permission"):
         data.load_dataset("mnist", fake_mnist)
 

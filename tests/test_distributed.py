@@ -81,7 +81,7 @@ def test_averaged_gradient_is_the_whole_batch_gradient(probe, reference):
     total = 0.0
     for rank, rows in enumerate(torch.arange(BATCH).tensor_split(2)):
         torch.manual_seed(SEED + rank)
-        total = total + len(rows) * reference.loss(binary_batch(reference.dataset, rows), 1.0)
+        total = total + len(rows) * reference.objective.loss(binary_batch(reference.dataset, rows), 1.0)
     grads = torch.autograd.grad(total / BATCH, [p for p in reference.vae.parameters() if p.requires_grad])
     assert probe["shard"] == 4
     for mine, expected in zip(probe["grads"], grads):

@@ -11,7 +11,8 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae.core import analytic
-from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import LIKELIHOODS, ModelConfig
 
 
 def small_vae(likelihood: str, device, dtype, seed: int = 0) -> VAE:

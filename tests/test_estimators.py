@@ -9,7 +9,8 @@ import torch
 from pyro import poutine
 
 from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.loop import TrainConfig
 

@@ -15,7 +15,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae.cli.train import main
 from pyro_vae.core import analytic
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.training.trained_run import load_run
 
 mpmath.mp.dps = 50

@@ -14,7 +14,8 @@ from torch import nn
 from pyro_vae.cli.train import main
 from pyro_vae.core import analytic
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.experiments import compare
 from pyro_vae.training.checkpoint import store
 

@@ -16,7 +16,8 @@ from torch.distributions import MultivariateNormal, kl_divergence
 from pyro_vae.core import analytic
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.guides import GUIDES
-from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import LIKELIHOODS, ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.epoch import fit_test_points

@@ -15,7 +15,8 @@ import torch
 from pyro_vae.core import device_elbo
 from pyro_vae.core.compiled import NOT_TRACEABLE, CompiledLoss
 from pyro_vae.core.estimators import ESTIMATORS, ELBOLoss, NonReparameterized, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.training.optimizer import SVIOptimizer
 from pyro_vae.training.step import Batch, svi_step
 

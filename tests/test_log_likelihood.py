@@ -13,7 +13,8 @@ import torch
 from pyro import poutine
 
 from pyro_vae.core import analytic, linear_gaussian
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 

@@ -11,7 +11,8 @@ from pyro.optim import Adam
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
-from pyro_vae.core.model import LIKELIHOODS, VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import LIKELIHOODS, ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.step import Batch, svi_step
 

@@ -16,7 +16,8 @@ import pyro_vae
 from pyro_vae.cli.train import main
 from pyro_vae.core import analytic
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.training.checkpoint.validation import CheckpointError
 

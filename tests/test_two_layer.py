@@ -15,7 +15,8 @@ from pyro_vae.cli import evaluate, sample
 from pyro_vae.cli.train import main
 from pyro_vae.core import analytic, device_elbo
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood
 from pyro_vae.training.checkpoint import store

@@ -10,7 +10,7 @@ import torch
 
 from pyro_vae import data
 from pyro_vae.cli.train import main
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.inputs import load_training_data
 from pyro_vae.training.report import records

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.distributed import World
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import build_run

@@ -17,77 +17,31 @@ from dataclasses import asdict
 
 import torch
 
-from pyro_vae import data, files
-from pyro_vae.cli.arguments import with_flags
+from pyro_vae import files
+from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
 from pyro_vae.cli.parser import Parser
-from pyro_vae.core.estimators import ESTIMATORS
-from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
+from pyro_vae.errors import PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.evaluation.likelihood import progress_bar
-from pyro_vae.experiments import compare
-from pyro_vae.settings import check_values
+from pyro_vae.experiments import compare, compare_report
+from pyro_vae.settings import declared, whole_number
 from pyro_vae.threads import use_threads
-from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.report.folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Namespace]:
-    d = compare.CompareConfig()
+    """The comparison's config from its flags (`arguments.add_settings`; --seeds is their count), and the
+    parsed flags (--out)."""
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=None, help=f"folder of the real data (default: ${data.DATA_DIR_ENV})")
-    p.add_argument(
-        "--estimators",
-        nargs="+",
-        choices=ESTIMATORS,
-        default=list(d.estimators),
-        help="compared for variance and training curves; ratios are to the first (default: %(default)s)",
-    )
-    p.add_argument(
-        "--timed",
-        nargs="+",
-        choices=ESTIMATORS,
-        default=list(d.timed),
-        help="estimators timed per step (default: %(default)s)",
-    )
-    p.add_argument("--iwae-particles", type=int, default=d.iwae_particles, help="K of iwae (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run (default: %(default)s)")
-    p.add_argument("--early-step", type=int, default=d.early_step, help="the early snapshot (default: %(default)s)")
-    p.add_argument(
-        "--eval-every", type=int, default=d.eval_every, help="steps between test evaluations (default: %(default)s)"
-    )
-    p.add_argument("--seeds", type=int, default=len(d.seeds), help="training runs per estimator (default: %(default)s)")
-    p.add_argument("--draws", type=int, default=d.draws, help="R, gradient draws per snapshot (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for PyTorch (default: the cores not busy with other work)",
-    )
+    add_settings(p, compare.CompareConfig, only=[f.name for f in declared(compare.CompareConfig)])
+    p.add_argument("--seeds", type=int, default=3, help="training runs per estimator (default: %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default: a new runs/<timestamp>)")
     args = p.parse_args(argv)
     try:
-        config = compare.CompareConfig(
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            estimators=tuple(dict.fromkeys(args.estimators)),
-            timed=tuple(dict.fromkeys(args.timed)),
-            iwae_particles=args.iwae_particles,
-            steps=args.steps,
-            early_step=args.early_step,
-            eval_every=args.eval_every,
-            seeds=tuple(range(args.seeds)),
-            draws=args.draws,
-            batch_size=args.batch_size,
-        )
-        if config.early_step >= config.steps:  # the report's early snapshot
-            raise ConfigError(
-                f"@early_step ({config.early_step}) must come before the end of training (@steps {config.steps})"
-            )
+        seeds = tuple(range(whole_number("@seeds", args.seeds, 1, compare.MAX_SEEDS)))
+        return config_from_args(args, compare.CompareConfig, seeds=seeds), args
     except PyroVAEError as error:
         p.error(with_flags(error))
-    return config, args
 
 
 def train_runs(config: compare.CompareConfig, dataset, log) -> tuple[list[dict], dict]:
@@ -111,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        check_values(TrainConfig, threads=args.threads)
-        use_threads(args.threads)
+        use_threads(config.threads)
         dataset = compare.load_data(config)
         config.check_memory(dataset.x_dim)
         out = new_run_dir(args.out)
@@ -126,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         variance, ratios = compare.variance_table(config, dataset, named)
         log(f"variance: {config.draws} draws x {len(config.estimators)} estimators x 3 snapshots done")
         timing = compare.time_steps(config, dataset)
-        summary = compare.curve_summary(curves, config.estimators)
+        summary = compare_report.curve_summary(curves, config.estimators)
     except PyroVAEError as error:
         print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2
@@ -134,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (Ctrl-C) before the report was written; run the command again", file=sys.stderr)
         return 130
     command = "python scripts/compare_estimators.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    report = compare.markdown_report(variance, ratios, timing, summary)
+    report = compare_report.markdown_report(variance, ratios, timing, summary)
     header = (
         f"Command: `{command.strip()}`  \nData: {dataset.name}, batch {config.batch_size}, variance over "
         f"{config.draws} draws on {config.variance_batch} test images; torch threads {torch.get_num_threads()}.\n\n"

@@ -6,109 +6,108 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pyro_vae.cli.arguments import with_flags
+from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
-from pyro_vae.settings import whole_number
+from pyro_vae.settings import check_declared, reuse, setting
+from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, SEEDS, load_run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        description="Draw pictures from a trained run: decoder means E[x|z] of prior samples, reconstructions and "
-        "latent interpolations. Writes PNGs (and a GIF with --gif) into RUN_DIR/samples or --out.",
+@dataclass(frozen=True)
+class SampleConfig:
+    """What `scripts/sample.py` draws; every field is a flag of the command, declared once."""
+
+    run: str = setting(None, "a run folder holding checkpoint.pt", positional=True, metavar="RUN_DIR")
+    prior: int = setting(64, "prior samples to draw, 0 for none", low=0, high=MAX_PICTURES, metavar="N")
+    reconstruct: tuple[int, ...] = setting(
+        (), "test images (by position in the test split) to show over their reconstructions", low=0,
+        high=100_000_000, nargs="+", metavar="I",
+    )  # fmt: skip
+    interpolate: tuple[int, ...] | None = setting(
+        None, "two test images to walk between in the latent space, q's location of A to B's", low=0,
+        high=100_000_000, nargs=2, metavar=("A", "B"), default_text="none",
+    )  # fmt: skip
+    steps: int = setting(10, "images along the interpolation", low=2, high=MAX_PATH_STEPS)
+    gif: bool = setting(False, "also write the interpolation as an animated GIF")
+    seed: int = setting(0, "seed of the prior samples", low=SEEDS[0], high=SEEDS[1])
+    out: str | None = setting(None, "folder for the pictures", default_text="RUN_DIR/samples")
+    data_dir: str | None = reuse(
+        TrainConfig, "data_dir", help="where the run's dataset lives, if not where it was", default_text="where it was"
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder holding checkpoint.pt")
-    p.add_argument(
-        "--prior", type=int, default=64, metavar="N", help="prior samples to draw, 0 for none (default: %(default)s)"
-    )
-    p.add_argument(
-        "--reconstruct",
-        type=int,
-        nargs="+",
-        default=[],
-        metavar="I",
-        help="test images (by position in the test split) to show over their reconstructions",
-    )
-    p.add_argument(
-        "--interpolate",
-        type=int,
-        nargs=2,
-        default=None,
-        metavar=("A", "B"),
-        help="two test images to walk between in the latent space, q's location of A to B's",
-    )
-    p.add_argument("--steps", type=int, default=10, help="images along the interpolation (default: %(default)s)")
-    p.add_argument("--gif", action="store_true", help="also write the interpolation as an animated GIF")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default: %(default)s)")
-    p.add_argument("--out", default=None, help="folder for the pictures (default: RUN_DIR/samples)")
-    p.add_argument("--data-dir", default=None, help="where the run's dataset lives, if not where it was")
-    p.add_argument("--cuda", action="store_true", help="use the GPU")
-    return p
+    cuda: bool = reuse(TrainConfig, "cuda", help="use the GPU", on_resume=False)
+
+    def __post_init__(self) -> None:
+        check_declared(self)
 
 
-def run(args: argparse.Namespace) -> list[Path]:
-    """Draw what `args` asks for; returns the files written."""
-    whole_number("--seed", args.seed, *SEEDS)  # as TrainedRun.sample: any seed of torch's generators
-    if not 0 <= args.prior <= MAX_PICTURES or not 2 <= args.steps <= MAX_PATH_STEPS:
-        raise ConfigError(
-            f"--prior must be from 0 to {MAX_PICTURES} and --steps from 2 to {MAX_PATH_STEPS}, "
-            f"got {args.prior} and {args.steps}"
-        )
-    trained = load_run(args.run, "cuda" if args.cuda else "cpu", args.data_dir)
+def run(config: SampleConfig) -> list[Path]:
+    """Draw what `config` asks for; returns the files written."""
+    trained = load_run(config.run, "cuda" if config.cuda else "cpu", config.data_dir)
     shape = trained.config.model.shape
     count = trained.test_images().shape[0]
-    chosen = args.reconstruct + (args.interpolate or [])
+    chosen = [*config.reconstruct, *(config.interpolate or ())]
     if any(not 0 <= i < count for i in chosen):
         raise ConfigError(f"test images are numbered 0 to {count - 1}; got {chosen}")
-    out = Path(args.out) if args.out else Path(args.run) / "samples"
+    out = Path(config.out) if config.out else Path(config.run) / "samples"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(
-            f"cannot make the picture folder {out}: {error.strerror or error}; choose another --out"
+            f"cannot make the picture folder {out}: {error.strerror or error}; choose another @out"
         ) from None
     written = []
-    if args.prior:
-        rows = max(1, round(args.prior**0.5))
-        written.append(out / f"prior-seed{args.seed}.png")
+    if config.prior:
+        rows = max(1, round(config.prior**0.5))
+        written.append(out / f"prior-seed{config.seed}.png")
         plots.image_grid(
-            trained.sample(args.prior, args.seed),
+            trained.sample(config.prior, config.seed),
             written[-1],
             rows,
             shape,
-            f"decoder means of {args.prior} prior samples z ~ N(0, I)",
+            f"decoder means of {config.prior} prior samples z ~ N(0, I)",
         )
-    if args.reconstruct:
-        x, reconstructed = trained.reconstruct(args.reconstruct)
+    if config.reconstruct:
+        x, reconstructed = trained.reconstruct(list(config.reconstruct))
         written.append(out / "reconstructions.png")
         plots.image_grid(
             torch.cat([x, reconstructed]),
             written[-1],
             2,
             shape,
-            f"test images {args.reconstruct} (top) and their reconstructions (bottom)",
+            f"test images {list(config.reconstruct)} (top) and their reconstructions (bottom)",
         )
-    if args.interpolate:
-        a, b = args.interpolate
-        path = trained.interpolate(a, b, args.steps)
+    if config.interpolate:
+        a, b = config.interpolate
+        path = trained.interpolate(a, b, config.steps)
         written.append(out / f"interpolation-{a}-{b}.png")
         plots.image_grid(path, written[-1], 1, shape, f"from test image {a} to {b} along a line in z")
-        if args.gif:
+        if config.gif:
             written.append(out / f"interpolation-{a}-{b}.gif")
             plots.animation(path, written[-1], shape)
     return written
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of every field of SampleConfig (`arguments.add_settings`)."""
+    p = Parser(
+        description="Draw pictures from a trained run: decoder means E[x|z] of prior samples, reconstructions and "
+        "latent interpolations. Writes PNGs (and a GIF with --gif) into RUN_DIR/samples or --out.",
+    )
+    add_settings(p, SampleConfig)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        written = run(args)
+        written = run(config_from_args(args, SampleConfig))
     except PyroVAEError as error:
         print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2

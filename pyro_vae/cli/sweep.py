@@ -15,63 +15,31 @@ import shlex
 import sys
 from dataclasses import asdict
 
-from pyro_vae import data, files
-from pyro_vae.cli.arguments import with_flags
+from pyro_vae import files
+from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
 from pyro_vae.cli.parser import Parser
-from pyro_vae.core.model import LIKELIHOODS, ModelConfig
 from pyro_vae.errors import PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.experiments import beta_sweep
+from pyro_vae.settings import declared
 from pyro_vae.training.loop import Interrupted
 from pyro_vae.training.report.folder import new_run_dir
 
 
 def parse(argv: list[str] | None) -> tuple[beta_sweep.SweepConfig, argparse.Namespace]:
-    d = beta_sweep.SweepConfig()
+    """The sweep's config from its flags (`arguments.add_settings`), and the parsed flags (--out)."""
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--betas", type=float, nargs="+", default=list(d.betas), help="KL weights (default: %(default)s)")
-    p.add_argument("--no-autoencoder", action="store_true", help="leave out the point-mass guide at beta 0")
-    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=None, help=f"folder of the real data (default: ${data.DATA_DIR_ENV})")
-    p.add_argument("--likelihood", choices=LIKELIHOODS, default=d.model.likelihood, help="(default: %(default)s)")
-    p.add_argument("--z-dim", type=int, default=d.model.z_dim, help="(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="per model (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    p.add_argument(
-        "--samples",
-        type=int,
-        default=d.samples,
-        help="z samples per test image for the distortion (default: %(default)s)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for PyTorch (default: the cores not busy with other work)",
-    )
+    add_settings(p, beta_sweep.SweepConfig, only=(*SWEEP_SETTINGS, "likelihood", "z_dim"))
     p.add_argument(
         "--out",
         default=None,
         help="output folder; an earlier sweep's folder resumes it (default: a new runs/<timestamp>)",
     )
     args = p.parse_args(argv)
-    model = ModelConfig(z_dim=args.z_dim, likelihood=args.likelihood)
-    config = beta_sweep.SweepConfig(
-        betas=tuple(args.betas),
-        autoencoder=not args.no_autoencoder,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        model=model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        samples=args.samples,
-        threads=args.threads,
-    )
-    return config, args
+    return config_from_args(args, beta_sweep.SweepConfig), args
+
+
+SWEEP_SETTINGS = tuple(f.name for f in declared(beta_sweep.SweepConfig))
 
 
 def main(argv: list[str] | None = None) -> int:

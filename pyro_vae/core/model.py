@@ -28,106 +28,11 @@ from torch import nn
 
 from pyro_vae.core import analytic, guides, parts
 from pyro_vae.core.distributions import ContinuousBernoulli
-from pyro_vae.core.guides import GUIDES, build_guide
-from pyro_vae.core.networks import ACTIVATIONS, NETWORKS, ConvBody, ConvDecoder, Decoder, mlp
+from pyro_vae.core.guides import build_guide
+from pyro_vae.core.model_config import ModelConfig
+from pyro_vae.core.networks import ConvBody, ConvDecoder, Decoder, mlp
 from pyro_vae.core.two_layer import TopLayer
 from pyro_vae.errors import ConfigError
-from pyro_vae.settings import check_declared, setting
-
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
-
-MAX_UNITS = 100_000  # the widest layer a config may ask for
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the VAE. Defaults follow Pyro's VAE tutorial: 784-400-50, softplus. Each field is
-    declared once (`settings.setting`): its flag, help, choices and range; the command line is made from it."""
-
-    x_dim: int = setting(
-        784, "pixels per image (set from the data by training)", group="model", flag=None, low=1, high=100_000_000
-    )
-    hidden: tuple[int, ...] = setting(
-        (400,), "encoder hidden sizes, e.g. 400 or 200,200; the decoder mirrors them", group="model", low=1,
-        high=MAX_UNITS, default_text="400",
-    )  # fmt: skip
-    network: str = setting(
-        "mlp", "the encoder and decoder: mlp (fully connected, --hidden) or conv (4x4 convolutions of stride 2 "
-        "with --channels maps, then transposed convolutions back; any image shape)", group="model", choices=NETWORKS,
-    )  # fmt: skip
-    channels: tuple[int, ...] = setting(
-        (32, 64), "--network conv: feature maps of each convolution, each halving the image", group="model",
-        low=1, high=MAX_UNITS, default_text="32,64",
-    )  # fmt: skip
-    z_dim: int = setting(50, "latent size", group="model", low=1, high=MAX_UNITS)
-    activation: str = setting("softplus", "the networks' nonlinearity", group="model", choices=tuple(ACTIVATIONS))
-    likelihood: str = setting("bernoulli", "p(x|z)", group="model", choices=LIKELIHOODS)
-    sigma: float = setting(
-        0.1, "pixel noise of the Gaussian likelihood, its initial value with --learn-sigma", group="model",
-        low=1e-6, high=1e6,
-    )  # fmt: skip
-    learn_sigma: bool = setting(False, "learn the Gaussian likelihood's sigma", group="model")
-    guide: str = setting(
-        "diagonal", "variational family q(z|x): diagonal or full-covariance Gaussian, an inverse-autoregressive "
-        "flow, local: free parameters per data point, no encoder, on a fixed subset of --local-points images, or "
-        "delta: a point mass at the encoder's output, an autoencoder's deterministic code", group="model",
-        choices=tuple(GUIDES),
-    )  # fmt: skip
-    flow_layers: int = setting(2, "inverse-autoregressive layers of --guide flow", group="model", low=1, high=64)
-    local_points: int = setting(
-        1000, "--guide local: train on a fixed subset of N training images, and evaluate on N test images (or "
-        "all, if fewer), each with its own q", group="model", low=1, high=10_000_000, metavar="N",
-    )  # fmt: skip
-    local_test_points: int = setting(
-        0, "local guide: test images with their own q (set from the data by training)", group="model", flag=None,
-        low=0, high=10_000_000,
-    )  # fmt: skip
-    stochastic_layers: int = setting(
-        1, "1: z ~ N(0, I); 2: z2 ~ N(0, I) above z1 (--z-dim), with p(z1|z2) and q(z2|z1) Gaussian MLPs through "
-        "--hidden2 (the IWAE paper's two-layer model)", group="model", choices=(1, 2),
-    )  # fmt: skip
-    z2_dim: int = setting(50, "--stochastic-layers 2: size of the top latent z2", group="model", low=1, high=MAX_UNITS)
-    hidden2: tuple[int, ...] = setting(
-        (100, 100), "--stochastic-layers 2: hidden sizes of q(z2|z1); p(z1|z2) mirrors them", group="model", low=1,
-        high=MAX_UNITS, default_text="100,100",
-    )  # fmt: skip
-    image_shape: tuple[int, ...] = setting(
-        (), "(H, W) or (C, H, W), set from the data by training; () is (x_dim,)", group="model", flag=None, low=1
-    )
-    user_parts: str = setting("", "the user's own modules, by class (see VAE), or none", group="model", flag=None)
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "channels", "hidden2", "image_shape"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        check_declared(self)
-        if self.learn_sigma and self.likelihood != "gaussian":
-            raise ConfigError("@learn_sigma applies only to @likelihood gaussian")
-        if self.guide == "flow" and self.network == "mlp" and not self.hidden and not self.user_parts:
-            raise ConfigError("the flow guide conditions on the encoder's hidden layer; give @hidden")
-        if self.stochastic_layers == 2 and self.guide in ("local", "delta"):
-            raise ConfigError(
-                f"@stochastic_layers 2 needs a density q(z1|x) from an encoder; @guide {self.guide} has none"
-            )
-        self._check_image_shape()
-
-    def _check_image_shape(self) -> None:
-        """An image shape that holds x_dim pixels and that the convolutions can halve."""
-        if self.image_shape and (len(self.image_shape) > 3 or math.prod(self.image_shape) != self.x_dim):
-            raise ConfigError(f"image shape {self.image_shape} does not hold x_dim = {self.x_dim} pixels")
-        if self.network == "conv" and self.image_shape:  # () until training sets it from the data
-            if len(self.image_shape) not in (2, 3):
-                raise ConfigError(f"@network conv needs images of shape (H, W) or (C, H, W), got {self.shape}")
-            if not 1 <= len(self.channels) <= 8 or min(self.image_shape[-2:]) < 2 ** len(self.channels):
-                raise ConfigError(
-                    f"@network conv halves the image once per entry of @channels {self.channels}: "
-                    f"{len(self.channels)} halvings need sides of at least {2 ** len(self.channels)} pixels, "
-                    f"and the images are {self.shape}"
-                )
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The shape of one image: image_shape, or (x_dim,) for rows of pixels of no known shape."""
-        return self.image_shape or (self.x_dim,)
 
 
 class VAE(nn.Module):

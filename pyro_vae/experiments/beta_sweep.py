@@ -20,11 +20,11 @@ from typing import Callable
 
 import torch
 
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import sampling
-from pyro_vae.settings import whole_number
+from pyro_vae.settings import check_declared, reuse, setting
 from pyro_vae.training.checkpoint.resume import flatten, load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.loop import train
@@ -39,24 +39,28 @@ CHUNK_ROWS = 65_536  # (image, sample) rows evaluated at once, whatever S: the m
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What `scripts/beta_sweep.py` trains and measures; every field is a flag of the script."""
+    """What `scripts/beta_sweep.py` trains and measures; every field is a flag of the script (the model's
+    @likelihood and @z_dim too), declared once: those it shares with training by `settings.reuse`."""
 
-    betas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
-    autoencoder: bool = True  # also the point-mass guide at beta = 0
-    dataset: str = "default"
-    data_dir: str | None = None
+    betas: tuple[float, ...] = setting(
+        (0.0, 0.1, 0.3, 1.0, 3.0), "KL weights, one model each", low=0, high=1e6, nargs="+"
+    )
+    autoencoder: bool = setting(True, "also the point-mass guide at beta 0 (an autoencoder)")
+    dataset: str = reuse(TrainConfig, "dataset")
+    data_dir: str | None = reuse(TrainConfig, "data_dir", on_resume=False)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(z_dim=10))
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    samples: int = 10  # S, samples of z per test image for the distortion
-    threads: int | None = None
+    epochs: int = reuse(TrainConfig, "epochs", default=20, help="epochs per model", on_resume=False)
+    batch_size: int = reuse(TrainConfig, "batch_size", default=128)
+    lr: float = reuse(TrainConfig, "lr")
+    seed: int = reuse(TrainConfig, "seed")
+    samples: int = setting(10, "z samples per test image for the distortion", low=1, high=MAX_SAMPLES)
+    threads: int | None = reuse(TrainConfig, "threads", on_resume=False)
 
     def __post_init__(self) -> None:
-        if not self.betas or any(not (0 <= beta < math.inf) for beta in self.betas):
-            raise ConfigError(f"@betas must be numbers, zero or more, got {self.betas}")
-        whole_number("@samples", self.samples, 1, MAX_SAMPLES)
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if not self.betas:
+            raise ConfigError("@betas must be one or more numbers, zero or more each")
+        check_declared(self)
 
     def points(self) -> list[tuple[str, float, str]]:
         """(name, beta, guide) of every model of the sweep, the autoencoder last."""

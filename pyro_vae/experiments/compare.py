@@ -23,47 +23,59 @@ import pyro
 import torch
 
 from pyro_vae import data, memory
-from pyro_vae.core.estimators import IMPORTANCE_WEIGHTED
-from pyro_vae.core.model import VAE, ModelConfig, parameter_count
+from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED
+from pyro_vae.core.model import VAE, parameter_count
+from pyro_vae.core.model_config import ModelConfig
+from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
-from pyro_vae.settings import whole_number
+from pyro_vae.settings import check_declared, reuse, setting, whole_number
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.inputs import load_training_data
 from pyro_vae.training.objective import make_loss, make_objective
 from pyro_vae.training.step import Batch, svi_step
 
+MAX_SEEDS = 100  # training runs per estimator
+
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """What `scripts/compare_estimators.py` measures; every field is a flag of the script."""
+    """What `scripts/compare_estimators.py` measures; each field declared once, a flag of the script where it has one."""
 
-    dataset: str = "default"
-    data_dir: str | None = None
+    dataset: str = reuse(TrainConfig, "dataset")
+    data_dir: str | None = reuse(TrainConfig, "data_dir", on_resume=False)
     model: ModelConfig = field(default_factory=ModelConfig)
-    estimators: tuple[str, ...] = ("trace", "meanfield")  # variance and training curves
-    timed: tuple[str, ...] = ("trace", "meanfield", "jit-trace", "jit-meanfield", "iwae")  # time per step
-    iwae_particles: int = 5
-    batch_size: int = 256
-    lr: float = 1e-3
-    steps: int = 1500  # training budget of every run
-    early_step: int = 50  # the "early" snapshot
-    eval_every: int = 100
-    seeds: tuple[int, ...] = (0, 1, 2)
-    draws: int = 200  # R, independent draws for the variance at each snapshot
-    variance_batch: int = 100
-    bootstrap: int = 1000
-    timing_steps: int = 20
-    timing_repeats: int = 5
-
-    LIMITS = {
-        "iwae_particles": (1, 100_000), "batch_size": (1, 100_000), "steps": (1, 1_000_000),
-        "early_step": (1, 1_000_000), "eval_every": (1, 1_000_000), "seeds": (1, 100), "draws": (3, 100_000),
-    }  # fmt: skip
+    estimators: tuple[str, ...] = setting(
+        ("trace", "meanfield"), "compared for variance and training curves; ratios are to the first",
+        choices=tuple(ESTIMATORS), nargs="+",
+    )  # fmt: skip
+    timed: tuple[str, ...] = setting(
+        ("trace", "meanfield", "jit-trace", "jit-meanfield", "iwae"), "estimators timed per step",
+        choices=tuple(ESTIMATORS), nargs="+",
+    )  # fmt: skip
+    iwae_particles: int = setting(5, "K of the importance-weighted estimators", low=1, high=100_000)
+    batch_size: int = reuse(TrainConfig, "batch_size", high=100_000)
+    lr: float = reuse(TrainConfig, "lr", flag=None)
+    steps: int = setting(1500, "training steps per run", low=1, high=1_000_000)
+    early_step: int = setting(50, "the early snapshot", low=1, high=1_000_000)
+    eval_every: int = setting(100, "steps between test evaluations", low=1, high=1_000_000)
+    seeds: tuple[int, ...] = setting((0, 1, 2), "the seeds of the training runs per estimator", flag=None, low=0)
+    draws: int = setting(200, "R, gradient draws per snapshot", low=3, high=100_000)
+    variance_batch: int = setting(100, "test images of the gradient draws", flag=None, low=1, high=100_000)
+    bootstrap: int = setting(1000, "bootstrap resamples of each interval", flag=None, low=1, high=1_000_000)
+    timing_steps: int = setting(20, "steps a timing round", flag=None, low=1, high=1_000_000)
+    timing_repeats: int = setting(5, "timing rounds", flag=None, low=1, high=1_000)
+    threads: int | None = reuse(TrainConfig, "threads", on_resume=False)
 
     def __post_init__(self) -> None:
-        """Each count inside LIMITS (seeds: how many), refused in one line naming the field as @name."""
-        for name, (low, high) in self.LIMITS.items():
-            whole_number(f"@{name}", len(self.seeds) if name == "seeds" else getattr(self, name), low, high)
+        """Each setting inside its declared range (seeds: 1 to 100 of them), the early snapshot before the end."""
+        for name in ("estimators", "timed", "seeds"):
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
+        check_declared(self)
+        whole_number("@seeds", len(self.seeds), 1, MAX_SEEDS)
+        if self.early_step >= self.steps:  # the report's early snapshot
+            raise ConfigError(
+                f"@early_step ({self.early_step}) must come before the end of training (@steps {self.steps})"
+            )
 
     def check_memory(self, x_dim: int) -> None:
         """A training step (batch x K rows) and the gradient draws (R x the parameters, float64) within memory."""
@@ -283,88 +295,3 @@ def time_steps(config: CompareConfig, dataset: data.Dataset) -> list[dict]:
         )
         for estimator, ms in times.items()
     ]
-
-
-def curve_summary(curves: list[dict], estimators: tuple[str, ...]) -> list[dict]:
-    """Per estimator, the final test loss over seeds: mean, standard deviation, min and max."""
-    rows = []
-    final_step = max(point["step"] for point in curves)
-    for estimator in estimators:
-        finals = [p["test_loss"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
-        seconds = [p["seconds"] for p in curves if p["estimator"] == estimator and p["step"] == final_step]
-        std = statistics.stdev(finals) if len(finals) > 1 else float("nan")
-        rows.append(
-            dict(
-                estimator=estimator,
-                steps=final_step,
-                seeds=len(finals),
-                final_test_loss=statistics.mean(finals),
-                std=std,
-                min=min(finals),
-                max=max(finals),
-                train_seconds=statistics.mean(seconds),
-            )
-        )
-    return rows
-
-
-def _ci(row: dict, key: str, digits: int = 3) -> str:
-    return f"{row[key]:.{digits}g} [{row[key + '_low']:.{digits}g}, {row[key + '_high']:.{digits}g}]"
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        f"### {title}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
-
-
-VARIANCE_COLUMNS = ("loss_std", "encoder_variance", "encoder_snr", "decoder_variance", "decoder_snr")
-RATIO_COLUMNS = ("loss_std", "encoder_variance", "decoder_variance", "encoder_snr")
-
-
-def markdown_report(variance: list[dict], ratios: list[dict], timing: list[dict], summary: list[dict]) -> str:
-    """The four tables of a comparison, as markdown; every interval is a 95% bootstrap interval."""
-    lines = (
-        _table(
-            "Gradient variance and loss spread (one batch, R independent draws)",
-            ["snapshot", "estimator", "mean loss", "per-image loss std", "encoder tr Cov", "encoder SNR"]
-            + ["decoder tr Cov", "decoder SNR"],
-            [
-                [r["snapshot"], r["estimator"], f"{r['loss']:.2f}", *(_ci(r, k) for k in VARIANCE_COLUMNS)]
-                for r in variance
-            ],
-        )
-        + _table(
-            "Ratios (first estimator over the other; above 1: the other has less)",
-            ["snapshot", "ratio", "per-image loss std", "encoder tr Cov", "decoder tr Cov", "encoder SNR"],
-            [[r["snapshot"], r["ratio"], *(_ci(r, key) for key in RATIO_COLUMNS)] for r in ratios],
-        )
-        + _table(
-            "Training at equal budget (test negative ELBO, nats per image)",
-            ["estimator", "steps", "seeds", "final test loss, mean ± std", "min", "max", "training seconds"],
-            [_summary_row(r) for r in summary],
-        )
-        + _table(
-            "Time per training step (median of the rounds, [min, max])",
-            ["estimator", "particles", "ms per step", "ratio to the first"],
-            [_timing_row(r) for r in timing],
-        )
-    )
-    return "\n".join(lines[:-1]) + "\n"
-
-
-def _summary_row(r: dict) -> list[str]:
-    spread = f"{r['final_test_loss']:.2f} ± {r['std']:.2f}"
-    return [r["estimator"], str(r["steps"]), str(r["seeds"]), spread, f"{r['min']:.2f}", f"{r['max']:.2f}"] + [
-        f"{r['train_seconds']:.1f}"
-    ]
-
-
-def _timing_row(r: dict) -> list[str]:
-    ms = f"{r['ms_per_step']:.2f} [{r['ms_min']:.2f}, {r['ms_max']:.2f}]"
-    return [r["estimator"], str(r["particles"]), ms, f"{r['ratio_to_first']:.2f}"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from pyro_vae import data
 from pyro_vae.core.compiled import BACKENDS, check_traceable
 from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSITY, SCORE_FUNCTION
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.settings import check_declared, declared, flag_of, from_values, setting
 from pyro_vae.training.schedule import LR_SCHEDULES, Schedule
@@ -290,5 +290,5 @@ def flag_name(name: str) -> str:
 
 
 # set by training from the data and the user's modules, never given: a resume does not compare them
-RESOLVED = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in declared(cls) if f.metadata["flag"] is None)
+RESOLVED = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in declared(cls) if f.metadata["derived"])
 RESUME_SAFE = tuple(f.name for cls in (ModelConfig, TrainConfig) for f in declared(cls) if f.metadata["on_resume"])

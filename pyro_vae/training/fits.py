@@ -9,7 +9,8 @@ import torch
 
 from pyro_vae import data
 from pyro_vae.core import analytic
-from pyro_vae.core.model import VAE, ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.training.step import Batch, svi_step
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from pyro_vae.core.model import ModelConfig
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.core.parts import Parts
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.checkpoint import store

