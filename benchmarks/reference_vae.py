@@ -45,7 +45,7 @@ class PlainVAE(nn.Module):
 
     @torch.no_grad()
     def copy_from(self, vae: nn.Module) -> "PlainVAE":
-        """Take the weights of a `pyro_vae.model.VAE` of the same shape (diagonal guide), layer by layer, so both
+        """Take the weights of a `pyro_vae.core.model.VAE` of the same shape (diagonal guide), layer by layer, so both
         start from the same point."""
         pairs = [(self.enc, vae.q.encoder), (self.dec, vae.decoder)]
         for mine, theirs in pairs:

@@ -2,7 +2,7 @@
 epoch, and the importance-sampled log p(x) against a plain-PyTorch estimator of the same quantity.
 
 A step is forward, backward and an Adam step on one batch already on the device. The Pyro VAE is this
-project's (`pyro_vae.model.VAE` with `pyro_vae.estimators.ELBOLoss`, exactly what training runs); the
+project's (`pyro_vae.core.model.VAE` with the loss and optimizer of `training.objective.make_objective`, exactly what training runs); the
 reference is `reference_vae.PlainVAE` with the same layers, initialization scheme, optimizer and batch. All
 contenders are interleaved: every repetition runs each of them in turn, so a slow spell of a shared
 machine hits them all; the table gives the median over repetitions, [min, max], images per second, and the

@@ -10,7 +10,8 @@ Your own parts: `train(config, data=(train, test), encoder=..., decoder=...)` or
 `core.parts` and `core.guides.Guide`, and docs/own-model.md.
 
 The package follows the flow: `core` (math, networks, guides, model, estimators) -> `data` ->
-`evaluation` -> `training` (config, build, step, epoch, loop, state, checkpoints) -> `experiments` -> `cli`.
+`evaluation` -> `training` (config, inputs, objective, build, run, step, epoch, loop; checkpoint/, report/)
+-> `experiments` -> `cli` (docs/layout.md draws it, with the path of a training step).
 """
 
 from pyro_vae.core.guides import Guide

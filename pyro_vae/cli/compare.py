@@ -20,7 +20,7 @@ import torch
 from pyro_vae import files
 from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
 from pyro_vae.cli.parser import Parser
-from pyro_vae.errors import PyroVAEError, os_error_line
+from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.evaluation.likelihood import progress_bar
 from pyro_vae.experiments import compare, compare_report
@@ -39,7 +39,12 @@ def parse(argv: list[str] | None) -> tuple[compare.CompareConfig, argparse.Names
     args = p.parse_args(argv)
     try:
         seeds = tuple(range(whole_number("@seeds", args.seeds, 1, compare.MAX_SEEDS)))
-        return config_from_args(args, compare.CompareConfig, seeds=seeds), args
+        config = config_from_args(args, compare.CompareConfig, seeds=seeds)
+        if config.early_step >= config.steps:  # the report's early snapshot
+            raise ConfigError(
+                f"@early_step ({config.early_step}) must come before the end of training (@steps {config.steps})"
+            )
+        return config, args
     except PyroVAEError as error:
         p.error(with_flags(error))
 

@@ -26,7 +26,6 @@ from pyro_vae import data, memory
 from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED
 from pyro_vae.core.model import VAE, parameter_count
 from pyro_vae.core.model_config import ModelConfig
-from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.settings import check_declared, reuse, setting, whole_number
 from pyro_vae.training.config import TrainConfig
@@ -67,15 +66,11 @@ class CompareConfig:
     threads: int | None = reuse(TrainConfig, "threads", on_resume=False)
 
     def __post_init__(self) -> None:
-        """Each setting inside its declared range (seeds: 1 to 100 of them), the early snapshot before the end."""
+        """Each setting inside its declared range (seeds: 1 to 100 of them)."""
         for name in ("estimators", "timed", "seeds"):
             object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         check_declared(self)
         whole_number("@seeds", len(self.seeds), 1, MAX_SEEDS)
-        if self.early_step >= self.steps:  # the report's early snapshot
-            raise ConfigError(
-                f"@early_step ({self.early_step}) must come before the end of training (@steps {self.steps})"
-            )
 
     def check_memory(self, x_dim: int) -> None:
         """A training step (batch x K rows) and the gradient draws (R x the parameters, float64) within memory."""

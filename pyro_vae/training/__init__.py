@@ -1,3 +1,11 @@
-"""Training, in the order it runs: `config` -> `build` (the parts of a run) -> `step` (one SVI step) ->
-`epoch` -> `loop` (epochs, evaluation, checkpoints); `state` and `checkpoints` (what a checkpoint holds and
-its file), `run_folder`, `report`, `tensorboard`, and `trained_run` (a run folder back in Python)."""
+"""Training, in the order a run goes through it:
+
+config, schedule          TrainConfig (every setting declared once) and its schedules
+inputs                    the device, the data and the memory a step needs
+objective, optimizer      make_objective: estimator -> ELBOLoss -> compiled -> DDP, and the optimizer
+build, restore, run       build_run: a live Run (new, or restored from its checkpoint)
+step, epoch               svi_step, the one SVI step; an epoch of steps on this rank's share
+signals, loop             Ctrl-C and SIGTERM between two steps; train() and resume()
+checkpoint/, report/      the checkpoint file and what it holds; the run folder, records, figures
+trained_run, fits         a run folder back in Python; the small fits of ground-truth checks
+"""
