@@ -14,16 +14,57 @@ The package follows the flow: `core` (math, networks, guides, model, estimators)
 -> `experiments` -> `cli` (docs/layout.md draws it, with the path of a training step).
 """
 
-from pyro_vae.core.guides import Guide
-from pyro_vae.core.model import VAE
-from pyro_vae.core.model_config import ModelConfig
-from pyro_vae.data import Dataset, from_arrays
-from pyro_vae.errors import ConfigError, DataError, PyroVAEError
-from pyro_vae.evaluation.likelihood import LogLikelihood, log_likelihood, negative_elbo
-from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.loop import resume, train
-from pyro_vae.training.step import Batch, svi_step
-from pyro_vae.training.trained_run import Evaluation, TrainedRun, load_run
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the names below, for readers and type checkers; at run time they load on first use
+    from pyro_vae.core.guides import Guide
+    from pyro_vae.core.model import VAE
+    from pyro_vae.core.model_config import ModelConfig
+    from pyro_vae.data import Dataset, from_arrays
+    from pyro_vae.errors import ConfigError, DataError, PyroVAEError
+    from pyro_vae.evaluation.likelihood import LogLikelihood, log_likelihood, negative_elbo
+    from pyro_vae.training.config import TrainConfig
+    from pyro_vae.training.loop import resume, train
+    from pyro_vae.training.step import Batch, svi_step
+    from pyro_vae.training.trained_run import Evaluation, TrainedRun, load_run
+
+# Each public name's module, imported on first use (PEP 562): `import pyro_vae` (and a command's start-up,
+# which Ctrl-C may interrupt) costs nothing until PyTorch is needed.
+_PUBLIC = {
+    "Guide": "pyro_vae.core.guides",
+    "VAE": "pyro_vae.core.model",
+    "ModelConfig": "pyro_vae.core.model_config",
+    "Dataset": "pyro_vae.data",
+    "from_arrays": "pyro_vae.data",
+    "ConfigError": "pyro_vae.errors",
+    "DataError": "pyro_vae.errors",
+    "PyroVAEError": "pyro_vae.errors",
+    "LogLikelihood": "pyro_vae.evaluation.likelihood",
+    "log_likelihood": "pyro_vae.evaluation.likelihood",
+    "negative_elbo": "pyro_vae.evaluation.likelihood",
+    "TrainConfig": "pyro_vae.training.config",
+    "resume": "pyro_vae.training.loop",
+    "train": "pyro_vae.training.loop",
+    "Batch": "pyro_vae.training.step",
+    "svi_step": "pyro_vae.training.step",
+    "Evaluation": "pyro_vae.training.trained_run",
+    "TrainedRun": "pyro_vae.training.trained_run",
+    "load_run": "pyro_vae.training.trained_run",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
+
 
 __version__ = "0.1.0"
 __all__ = [

@@ -2,7 +2,7 @@
 
 import sys
 
-from startup import guarded_main
+from pyro_vae.cli.startup import guarded_main
 
 if __name__ == "__main__":
     sys.exit(guarded_main("pyro_vae.cli.compare")())

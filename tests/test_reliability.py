@@ -329,19 +329,32 @@ def test_a_resume_whose_checkpoint_changed_before_it_took_the_lock_is_refused(tm
     assert len(load_run_checkpoint(out).progress.metrics) == 2  # nothing rewritten
 
 
-@pytest.mark.parametrize("script", ["svi_train", "evaluate", "sample", "beta_sweep", "compare_estimators"])
-def test_ctrl_c_while_a_command_imports_torch_exits_in_one_line_not_natively(script, tmp_path):
-    """SIGINT 0.3 s after start, while PyTorch is still being imported: one line and exit 130, never the
-    native abort (`terminate called ...`, exit -6) of a KeyboardInterrupt raised inside an extension's init."""
+COMMANDS = ["pyro-vae-train", "pyro-vae-evaluate", "pyro-vae-sample"]  # installed beside this Python
+
+
+@pytest.mark.parametrize(
+    "script, delay",
+    [(script, 0.3) for script in ("svi_train", "evaluate", "sample", "beta_sweep", "compare_estimators")]
+    + [(command, delay) for command in COMMANDS for delay in (0.1, 0.3)],
+)
+def test_ctrl_c_while_a_command_imports_torch_exits_in_one_line_not_natively(script, delay, tmp_path):
+    """SIGINT while PyTorch is still being imported, by a script or an installed command: one line and exit
+    130, never a traceback or the native abort (`terminate called ...`, exit -6) of a KeyboardInterrupt raised
+    inside an extension's init."""
     root = Path(__file__).resolve().parents[1]
+    if script in COMMANDS and not (Path(sys.executable).parent / script).exists():
+        pytest.skip(f"{script} is not installed beside {sys.executable}")
+    command = (
+        [str(Path(sys.executable).parent / script)] if script in COMMANDS else [sys.executable, f"scripts/{script}.py"]
+    )
     process = subprocess.Popen(
-        [sys.executable, f"scripts/{script}.py", "--help"],
+        [*command, "--help"],
         cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.3)
+    time.sleep(delay)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     if process.returncode == 0:
