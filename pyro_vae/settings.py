@@ -3,6 +3,8 @@ wrong type are refused in one line that names them, before any of them is used."
 
 from __future__ import annotations
 
+import functools
+import numbers
 import types
 import typing
 from dataclasses import Field, field, fields
@@ -43,7 +45,9 @@ def _checked(value: Any, hint: Any, where: str) -> Any:
     expected = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(
         kind, "a list of whole numbers"
     )
-    raise ConfigError(f"{where} must be {expected}" + (" or null" if len(options) > 1 else "") + f", got {value!r}")
+    raise ConfigError(
+        f"{where} must be {expected}" + (" or null" if len(options) > 1 else "") + f", got {quoted(value)}"
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -107,17 +111,61 @@ def flag_of(f: Field) -> str | None:
 
 
 def check_declared(config: Any) -> None:
-    """Every declared field of `config` inside its choices and range; a value of None (where the field
-    allows it) means "not given" and is not checked. Raises a ConfigError naming the first field outside (as @name)."""
+    """Every declared field of `config` of its declared type (a whole number where the field holds one, never
+    2.5), inside its choices and range; a value of None (where the field allows it) means "not given" and is
+    not checked further. Raises a ConfigError naming the first field outside (as @name)."""
+    hints = _hints(type(config))
     for f in declared(type(config)):
-        _check_field(f, getattr(config, f.name))
+        value = getattr(config, f.name)
+        _check_type(f.name, value, hints[f.name])
+        _check_field(f, value)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """`value` of the kind `hint` names: a whole number for int (not a bool), a number for float, true or
+    false for bool, a string for str, a tuple of such for tuple[...], None where the hint allows it."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return
+    kind = next(t for t in options if t is not type(None))
+    items, entry = (value, typing.get_args(kind)[0]) if typing.get_origin(kind) is tuple else ((value,), kind)
+    if typing.get_origin(kind) is tuple and not isinstance(value, tuple):
+        items = (value,)  # not a tuple at all: refused below as its entry kind would be
+        entry = tuple
+    for item in items:
+        if not _is_kind(item, entry):
+            expected = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(
+                entry, "a tuple"
+            )
+            raise ConfigError(f"@{name} must be {expected}, got {quoted(item)}")
+
+
+def _is_kind(value: Any, kind: Any) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def quoted(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters (with how long it was) so that a message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
 
 
 def whole_number(name: str, value: object, low: int, high: int) -> int:
     """`value` if it is a whole number in [low, high], else a one-line ConfigError naming it: how a function's
     argument (or a count that no declared field holds) is bounded, in the words `setting`'s ranges use."""
     if not _is_int(value) or not low <= value <= high:
-        raise ConfigError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+        raise ConfigError(f"{name} must be a whole number from {low:,} to {high:,}, got {quoted(value)}")
     return value
 
 
@@ -134,15 +182,16 @@ def _check_field(f: Field, value: Any) -> None:
     meta = f.metadata
     for item in value if isinstance(value, tuple) else () if value is None else (value,):
         if meta["choices"] is not None and item not in meta["choices"]:
-            raise ConfigError(f"@{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {item!r}")
+            raise ConfigError(f"@{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {quoted(item)}")
         if not _in_range(item, meta):
-            raise ConfigError(f"@{f.name} must be {_range_text(meta, isinstance(item, int))}, got {item!r}")
+            whole = isinstance(item, numbers.Integral)
+            raise ConfigError(f"@{f.name} must be {_range_text(meta, whole)}, got {quoted(item)}")
 
 
 def _in_range(value: Any, meta: dict) -> bool:
     if meta["low"] is None and meta["high"] is None:
         return True
-    if not isinstance(value, (int, float)) or value != value:  # NaN
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value:  # NaN
         return False
     low, high = meta["low"], meta["high"]
     above = low is None or (value > low if meta["open_low"] else value >= low)

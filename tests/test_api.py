@@ -135,6 +135,9 @@ def test_load_run_gives_back_the_trained_model(trained):
         (lambda run: run.evaluate(images=-1), "images must be a whole number"),
         (lambda run: run.evaluate(samples=10**9), "samples must be a whole number from 1 to 1,000,000"),
         (lambda run: run.ais(steps=0), "AIS steps must be a whole number"),
+        (lambda run: run.ais(seed=1.5), "seed must be a whole number from 0"),
+        (lambda run: run.ais(seed=-1), "seed must be a whole number from 0"),
+        (lambda run: pyro_vae.resume(run.path, epochs=2.5), "epochs must be a whole number, got 2.5"),
     ],
 )
 def test_a_trained_run_refuses_bad_arguments_in_one_line(trained, call, message):
@@ -286,12 +289,23 @@ def test_latent_plot_names_fashion_classes_and_draws_unlabelled_data_without_war
         (lambda: pyro_vae.train("not a config"), TypeError, "train() needs a TrainConfig, got str"),
         (lambda: pyro_vae.train(pyro_vae.TrainConfig(), checkpoint={}), TypeError, "checkpoint must be a Checkpoint"),
         (lambda: pyro_vae.TrainConfig(epochs=float("nan")), ValueError, "epochs must be"),
+        (lambda: pyro_vae.TrainConfig(batch_size=2.5), ValueError, "batch_size must be a whole number, got 2.5"),
+        (lambda: pyro_vae.ModelConfig(z_dim=2.5), ValueError, "z_dim must be a whole number, got 2.5"),
+        (lambda: pyro_vae.ModelConfig(hidden=(400, 2.5)), ValueError, "hidden must be a whole number, got 2.5"),
+        (lambda: pyro_vae.TrainConfig(compile=1), ValueError, "compile must be true or false, got 1"),
+        (
+            lambda: pyro_vae.TrainConfig.from_dict({"lr": "x" * 10**7}),
+            ValueError,
+            "config.lr must be a number, got 'xx",
+        ),
     ],
 )
 def test_the_api_refuses_values_of_the_wrong_kind_or_range_in_one_line(call, kind, message):
+    """Of the wrong kind (2.5 where a whole number belongs) or out of range, in one short line: a bad value is
+    quoted in at most a few dozen characters."""
     with pytest.raises(kind, match=re.escape(message)) as raised:
         call()
-    assert isinstance(raised.value, ConfigError) and "\n" not in str(raised.value)
+    assert isinstance(raised.value, ConfigError) and "\n" not in str(raised.value) and len(str(raised.value)) < 200
 
 
 @pytest.mark.parametrize("device", ["bogus", "meta", 3.5])

@@ -215,6 +215,18 @@ def test_a_one_dimensional_latent_space_trains_and_plots(tmp_path):
     assert (out / "latent.png").stat().st_size > 0 and (out / "summary.json").exists()
 
 
+def test_evaluate_at_a_small_k_says_why_there_is_no_k_hat_instead_of_nan(tmp_path, capsys):
+    from pyro_vae.cli.evaluate import main as evaluate_main
+
+    out = tmp_path / "run"
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert evaluate_main([str(out), "--samples", "2", "--images", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "Pareto k-hat not estimated (K = 2 is too few for its tail fit (25 or more))" in printed
+    assert "nan" not in printed
+
+
 def test_evaluate_refuses_a_k_that_would_run_for_days(tmp_path, capsys):
     from pyro_vae.cli.evaluate import main as evaluate_main
 

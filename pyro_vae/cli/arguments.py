@@ -42,7 +42,8 @@ def add_settings(
     `only` those named if given, in the --help groups the declarations name; returns the groups, for flags of
     the command's own."""
     wanted = None if only is None else set(only)
-    defaults = cls() if cls is not TrainConfig else None  # a command's own defaults of the nested model
+    nested = any(f.name == "model" for f in dataclasses.fields(cls)) and cls is not TrainConfig
+    defaults = cls() if nested else None  # a command's own defaults of the nested model
     flags = [
         (owner, f, f.metadata["group"] or group)
         for owner, group in _declaring(cls)

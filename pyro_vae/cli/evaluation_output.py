@@ -4,6 +4,7 @@ per-image CSV."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 from pyro_vae.evaluation import likelihood as evaluate
@@ -33,7 +34,7 @@ def print_result(result: dict) -> None:
     print(
         f"importance weights: effective sample size {result['effective_sample_size_min']:.1f} to "
         f"{result['effective_sample_size_median']:.1f} (minimum, median over images) of K = {result['samples']}; "
-        f"Pareto k-hat at most {result['pareto_k_max']:.2f}"
+        + khat_text(result["pareto_k_max"], result["samples"])
     )
     if result["pareto_k_above_0_7"]:
         print(
@@ -53,6 +54,14 @@ def print_result(result: dict) -> None:
             f"ELBO with the encoder's q {result['amortized_elbo']:.3f}; with q fitted per image "
             f"({result['local_fit_steps']} steps) {result['local_elbo']:.3f}; amortization gap {result['amortization_gap']:.3f}"
         )
+
+
+def khat_text(k_max: float, samples: int) -> str:
+    """The largest Pareto k-hat, or why there is none: its tail fit needs K >= 25 (and a tail that is not flat)."""
+    if math.isnan(k_max):
+        why = f"K = {samples} is too few for its tail fit (25 or more)" if samples < 25 else "every tail is flat"
+        return f"Pareto k-hat not estimated ({why})"
+    return f"Pareto k-hat at most {k_max:.2f}"
 
 
 def annealed_line(result: dict) -> str:

@@ -85,6 +85,7 @@ class TrainedRun:
     def ais(self, steps: int = 1000, chains: int = 16, images: int | None = None, seed: int = 0) -> AnnealedEstimate:
         """Test log p(x) on the first `images` test images by annealed importance sampling from the prior
         (`evaluation.annealing.ais`): a stochastic lower bound much tighter than `evaluate`'s at large `steps`."""
+        seed = whole_number("seed", seed, SEEDS[0], SEEDS[1] - 1)  # bdmc's reverse pass draws with seed + 1
         x, _ = self.test_data().first_test(self._count(images))
         return annealing.ais(self.vae, x, annealing.Annealing(steps, chains, seed=seed))
 
