@@ -19,8 +19,9 @@ import torch
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.train import main
 from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.progress_checks import PROGRESS
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint
-from pyro_vae.training.checkpoint.validation import PROGRESS, CheckpointError
+from pyro_vae.training.checkpoint.values import CheckpointError
 from pyro_vae.training.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,6 +271,30 @@ def test_a_wrong_shaped_adam_state_is_refused_before_it_reaches_the_fused_kernel
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "exp_avg has shape (3,)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        ("step 1e30", "counts 1e+30 Adam updates, more than the run's 16 steps"),
+        ("step 2^60", "counts 1.15292e+18 Adam updates, more than the run's 16 steps"),
+        ("emptied", "its optimizer_state holds no Adam moments, but the run took 16 steps"),
+    ],
+)
+def test_an_adam_state_that_disagrees_with_the_progress_is_refused(trained, tmp_path, tamper, message):
+    """Adam's count of updates against the run's steps: 1e30 or 2^60 updates after 16 steps, or no moments at
+    all, would resume silently into another run (another bias correction, or none)."""
+    tampered = payload_of(trained / "checkpoint.pt")
+    moments = tampered["optimizer_state"]["state"]
+    assert tampered["progress"]["step"] == 16 and all(float(m["step"]) == 16 for m in moments.values())
+    if tamper == "emptied":
+        moments.clear()
+    for entry in moments.values():
+        entry["step"] = torch.tensor(1e30 if tamper == "step 1e30" else 2.0**60)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_payload(run / "checkpoint.pt", tampered)
+    assert message in refused(run)
 
 
 def test_evaluate_refuses_a_changed_file_instead_of_printing_its_numbers(trained, tmp_path, capsys):

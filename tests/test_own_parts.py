@@ -19,7 +19,7 @@ from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError, DataError
-from pyro_vae.training.checkpoint.validation import CheckpointError
+from pyro_vae.training.checkpoint.values import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE, Z = (3, 8, 8), 3

@@ -26,7 +26,8 @@ import torch
 from pyro_vae import files
 from pyro_vae.core.parts import Parts
 from pyro_vae.training.checkpoint.payload import Checkpoint
-from pyro_vae.training.checkpoint.validation import KEYS, CheckpointError
+from pyro_vae.training.checkpoint.validation import KEYS
+from pyro_vae.training.checkpoint.values import CheckpointError
 
 FORMAT = 2
 MAGIC = b"pyro-vae checkpoint "

@@ -6,8 +6,7 @@ CheckpointError naming the file and what is wrong.
 
 from __future__ import annotations
 
-import math
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,16 +14,11 @@ from torch import nn
 
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
-from pyro_vae.errors import ConfigError, PyroVAEError
-from pyro_vae.training.checkpoint.generators import restorable
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.training.checkpoint.progress_checks import check_adam_steps, check_generators, check_progress
+from pyro_vae.training.checkpoint.values import CheckpointError, check_tensor, is_count
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.optimizer import SVIOptimizer
-from pyro_vae.training.progress import Progress
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be used as it is: corrupt, truncated, tampered with, or not one at all."""
-
 
 KEYS = {  # of a payload (local_optimizer_state only for the local guide)
     "config",
@@ -37,7 +31,6 @@ KEYS = {  # of a payload (local_optimizer_state only for the local guide)
     "epoch",
     "step",
 }
-PROGRESS = {f.name for f in fields(Progress)}
 
 
 def check(checkpoint: object, path: Path, parts: Parts = Parts()) -> None:
@@ -79,8 +72,9 @@ def check(checkpoint: object, path: Path, parts: Parts = Parts()) -> None:
         raise CheckpointError(
             f"{path} holds a local_optimizer_state, but its config's guide ({config.model.guide}) has none"
         )
-    _check_progress(checkpoint, config, path)
-    _check_generators(checkpoint, path)
+    check_progress(checkpoint, config, path)
+    check_adam_steps(checkpoint["optimizer_state"]["state"], checkpoint["progress"]["step"], path)
+    check_generators(checkpoint, path)
 
 
 def _config(values: object, path: Path) -> TrainConfig:
@@ -137,19 +131,7 @@ def _check_tensors(state: object, expected: dict[str, tuple[torch.Size, torch.dt
             f"{sorted(map(str, extra))}"
         )
     for name, (shape, dtype) in expected.items():
-        _check_tensor(state[name], shape, dtype, f"{where}[{name!r}]")
-
-
-def _check_tensor(value: object, shape: tuple, dtype: torch.dtype, where: str) -> None:
-    if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_quantized:
-        raise CheckpointError(f"{where} is a {type(value).__name__}, not a dense tensor")
-    if tuple(value.shape) != tuple(shape) or value.dtype != dtype:
-        raise CheckpointError(
-            f"{where} has shape {tuple(value.shape)} and dtype {value.dtype}; the config's model "
-            f"needs {tuple(shape)} and {dtype}"
-        )
-    if value.is_floating_point() and not torch.isfinite(value).all():
-        raise CheckpointError(f"{where} holds NaN or infinite values")
+        check_tensor(state[name], shape, dtype, f"{where}[{name!r}]")
 
 
 def _check_adam(state: object, parameters: list[torch.Tensor], built: dict, where: str) -> None:
@@ -175,12 +157,12 @@ def _check_adam(state: object, parameters: list[torch.Tensor], built: dict, wher
         if not isinstance(entry, dict) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}:
             raise CheckpointError(f"{where}: parameter {index}'s state is not Adam's (step, exp_avg, exp_avg_sq)")
         step = entry["step"]  # Adam: a float32 scalar tensor; SparseAdam (the local guide's table): an int
-        if not _is_count(step):
-            _check_tensor(step, (), torch.float32, f"{where}: parameter {index}'s step")
+        if not is_count(step):
+            check_tensor(step, (), torch.float32, f"{where}: parameter {index}'s step")
             if step < 0:
                 raise CheckpointError(f"{where}: parameter {index}'s step is negative")
         for name in ("exp_avg", "exp_avg_sq"):
-            _check_tensor(
+            check_tensor(
                 entry[name], parameters[index].shape, parameters[index].dtype, f"{where}: parameter {index}'s {name}"
             )
         if (entry["exp_avg_sq"] < 0).any():
@@ -200,99 +182,3 @@ def _check_group_settings(group: dict, built: dict, where: str) -> None:
             raise CheckpointError(
                 f"{where}: its parameter group's {key} is {value!r}, but the run's config builds {expected!r}"
             )
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
-
-
-def _check_progress(checkpoint: dict, config: TrainConfig, path: Path) -> None:
-    """The counters in range and agreeing with each other; the permutation a true one; a record per epoch."""
-    progress = checkpoint["progress"]
-    if (
-        not isinstance(progress, dict)
-        or not set(progress) <= PROGRESS
-        or not {"epoch", "step", "metrics"} <= set(progress)
-    ):
-        raise CheckpointError(f"{path}: its progress is not a dict of {', '.join(sorted(PROGRESS))}")
-    for name in ("epoch", "step", "batch", "images", "skipped"):
-        if name in progress and not _is_count(progress[name]):
-            raise CheckpointError(f"{path}: progress {name} is {progress[name]!r}, not a count")
-    for name, least in (("loss_sum", -math.inf), ("seconds", 0.0)):  # a density's loss can be negative
-        value = progress.get(name, 0.0)
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or not (math.isfinite(value) and value >= least)
-        ):
-            raise CheckpointError(
-                f"{path}: progress {name} is {value!r}, not a finite number" + (" >= 0" if least == 0 else "")
-            )
-    epoch = progress["epoch"]
-    if checkpoint["epoch"] != epoch or checkpoint["step"] != progress["step"] or epoch > config.epochs:
-        raise CheckpointError(
-            f"{path}: its progress is inconsistent (epoch {checkpoint['epoch']!r}/{epoch!r} of "
-            f"{config.epochs}, step {checkpoint['step']!r}/{progress['step']!r})"
-        )
-    metrics = progress["metrics"]
-    if (
-        not isinstance(metrics, list)
-        or len(metrics) != epoch
-        or not all(isinstance(m, dict) for m in metrics)
-        or [m.get("epoch") for m in metrics] != list(range(1, epoch + 1))
-    ):
-        raise CheckpointError(
-            f"{path}: its progress holds {len(metrics) if isinstance(metrics, list) else 'no'} "
-            f"epoch records for {epoch} finished epochs"
-        )
-    permutation = progress.get("permutation")
-    if permutation is not None:
-        if (
-            not isinstance(permutation, torch.Tensor)
-            or permutation.dtype != torch.int64
-            or permutation.dim() != 1
-            or not torch.equal(permutation.sort().values, torch.arange(len(permutation)))
-        ):
-            raise CheckpointError(f"{path}: progress permutation is not a permutation of the training images")
-        if progress.get("batch", 0) > -(-len(permutation) // config.batch_size):
-            raise CheckpointError(f"{path}: progress batch {progress['batch']} lies past the epoch's end")
-
-
-def _check_generators(checkpoint: dict, path: Path) -> None:
-    """The generators' states have the types and sizes `resume.set_rng_states` restores."""
-    world_size, others = checkpoint["world_size"], checkpoint["rng_other_ranks"]
-    if not _is_count(world_size) or world_size < 1 or not isinstance(others, list) or len(others) != world_size - 1:
-        raise CheckpointError(f"{path}: world_size {world_size!r} and the other ranks' generator states do not agree")
-    for index, states in enumerate([checkpoint["rng"], *others]):
-        where = f"{path}: the generator states of rank {index}"
-        if not isinstance(states, dict) or set(states) != {"torch", "cuda", "numpy", "python"}:
-            raise CheckpointError(f"{where} are not torch, cuda, numpy and python states")
-        _check_tensor(states["torch"], torch.get_rng_state().shape, torch.uint8, f"{where}: torch")
-        if not isinstance(states["cuda"], list) or not all(
-            isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in states["cuda"]
-        ):
-            raise CheckpointError(f"{where}: cuda is not a list of byte tensors")
-        numpy_state = states["numpy"]
-        if (
-            not isinstance(numpy_state, list)
-            or len(numpy_state) != 5
-            or numpy_state[0] != "MT19937"
-            or not _is_count(numpy_state[2])
-            or numpy_state[2] > 624
-            or not isinstance(numpy_state[4], float)
-        ):
-            raise CheckpointError(f"{where}: numpy is not a Mersenne Twister state")
-        _check_tensor(numpy_state[1], (624,), torch.int64, f"{where}: numpy keys")
-        if not ((numpy_state[1] >= 0) & (numpy_state[1] < 2**32)).all():
-            raise CheckpointError(f"{where}: numpy keys are not 32-bit words")
-        python_state = states["python"]
-        if (
-            not isinstance(python_state, list)
-            or len(python_state) != 3
-            or not isinstance(python_state[1], (tuple, list))
-            or len(python_state[1]) != 625
-            or not all(_is_count(w) and w < 2**32 or w == 624 for w in python_state[1])
-        ):
-            raise CheckpointError(f"{where}: python is not a Mersenne Twister state")
-        if (broken := restorable(states)) is not None:
-            raise CheckpointError(f"{where}: {broken}'s state does not restore (its contents are not a generator's)")
