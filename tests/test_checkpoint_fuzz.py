@@ -297,6 +297,22 @@ def test_an_adam_state_that_disagrees_with_the_progress_is_refused(trained, tmp_
     assert message in refused(run)
 
 
+@pytest.mark.parametrize("key, value", [("train_loss", None), ("test_loss", float("nan")), ("train_loss", "1")])
+def test_an_epoch_record_without_its_losses_is_refused_before_training(trained, tmp_path, key, value):
+    """Without the check, a resume trained an epoch, wrote its checkpoint, then crashed in the loss-curve
+    figure (KeyError)."""
+    tampered = payload_of(trained / "checkpoint.pt")
+    record = tampered["progress"]["metrics"][0]
+    if value is None:
+        del record[key]
+    else:
+        record[key] = value
+    run = tmp_path / "run"
+    run.mkdir()
+    write_payload(run / "checkpoint.pt", tampered)
+    assert f"its progress's record of epoch 1 holds {value!r} for {key}, not a finite number" in refused(run)
+
+
 def test_evaluate_refuses_a_changed_file_instead_of_printing_its_numbers(trained, tmp_path, capsys):
     """Flipped bits in a weight once printed a negative ELBO of 8e35 and exited 0."""
     run = tmp_path / "run"

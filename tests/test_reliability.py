@@ -361,3 +361,27 @@ def test_ctrl_c_while_a_command_imports_torch_exits_in_one_line_not_natively(scr
         pytest.skip("the imports finished before the signal came")
     assert process.returncode == 130 and "terminate called" not in err and "Traceback" not in err
     assert err == "interrupted (Ctrl-C) while starting up; nothing was written\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_stdout_or_stderr_is_one_line_never_a_traceback_and_training_goes_on(tmp_path):
+    """stdout (and stderr) on a full disk: training goes on without its lines (every number is in the run
+    folder), and a command whose results cannot be printed says so in one line on stderr, exit 2."""
+    root = Path(__file__).resolve().parents[1]
+    tiny = ["--hidden", "8", "--z-dim", "2", "--epochs", "1", "--no-progress", "--threads", "1"]
+
+    def run(args: list[str], stderr_full: bool = False) -> subprocess.CompletedProcess:
+        with open("/dev/full", "w") as full:
+            return subprocess.run(
+                [sys.executable, *args], cwd=root, stdout=full, stderr=full if stderr_full else subprocess.PIPE,
+                text=True, timeout=300,
+            )  # fmt: skip
+
+    trained = run(["scripts/svi_train.py", *tiny, "--out", str(tmp_path / "run")], stderr_full=True)
+    assert trained.returncode == 0 and (tmp_path / "run" / "summary.json").exists()
+    pictures = run(["scripts/sample.py", str(tmp_path / "run"), "--prior", "4"])
+    assert pictures.returncode == 2 and "Traceback" not in pictures.stderr
+    assert pictures.stderr == (
+        "error: cannot write the command's output (No space left on device); the files it wrote are kept\n"
+    )
+    assert (tmp_path / "run" / "samples" / "prior-seed0.png").exists()

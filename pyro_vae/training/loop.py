@@ -41,10 +41,19 @@ from pyro_vae.training.trained_run import TrainedRun, load_run
 __all__ = ["Abandoned", "Interrupted", "resume", "train"]
 
 
+def say(line: str) -> None:
+    """A line for the person watching, on stderr; where stderr cannot be written (a full disk, a closed pipe)
+    training goes on without it: every line's numbers are in the run folder too."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def train(
     config: TrainConfig,
     progress: bool = True,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    log: Callable[[str], None] = say,
     checkpoint: Checkpoint | None = None,
     *,
     data: data_module.Dataset | tuple | None = None,
@@ -107,7 +116,7 @@ def resume(
     run_dir: str | Path,
     epochs: int | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    log: Callable[[str], None] = say,
     **parts: object,
 ) -> TrainedRun:
     """Continue the run in `run_dir` exactly where it stopped (to `epochs`, if given, else its own), as

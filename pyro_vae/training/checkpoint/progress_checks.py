@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from pyro_vae.settings import quoted
 from pyro_vae.training.checkpoint.generators import restorable
 from pyro_vae.training.checkpoint.values import CheckpointError, check_tensor, is_count
 from pyro_vae.training.config import TrainConfig
@@ -57,6 +58,7 @@ def check_progress(checkpoint: dict, config: TrainConfig, path: Path) -> None:
             f"{path}: its progress holds {len(metrics) if isinstance(metrics, list) else 'no'} "
             f"epoch records for {epoch} finished epochs"
         )
+    check_records(metrics, path)
     permutation = progress.get("permutation")
     if permutation is not None:
         if (
@@ -68,6 +70,22 @@ def check_progress(checkpoint: dict, config: TrainConfig, path: Path) -> None:
             raise CheckpointError(f"{path}: progress permutation is not a permutation of the training images")
         if progress.get("batch", 0) > -(-len(permutation) // config.batch_size):
             raise CheckpointError(f"{path}: progress batch {progress['batch']} lies past the epoch's end")
+
+
+RECORDED = ("train_loss", "test_loss")  # what every epoch's record holds, which the report and figures read
+
+
+def check_records(metrics: list[dict], path: Path) -> None:
+    """Each epoch's record holds a finite number for every key in RECORDED (and for validation_loss, where
+    there is one): the figures and the summary at the run's end read them."""
+    for record in metrics:
+        for key in (*RECORDED, *(("validation_loss",) if "validation_loss" in record else ())):
+            value = record.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise CheckpointError(
+                    f"{path}: its progress's record of epoch {record['epoch']} holds {quoted(value)} for {key}, "
+                    "not a finite number"
+                )
 
 
 def check_adam_steps(moments: dict, steps: int, path: Path) -> None:
