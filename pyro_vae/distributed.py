@@ -14,6 +14,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -128,14 +129,31 @@ def stop_with_parent() -> None:
     """On Linux, ask for SIGTERM when this process's parent (torchrun's agent) dies: a rank orphaned by a
     SIGKILL of torchrun then stops as a preempted job does (the ranks agree on a step, rank 0 checkpoints)
     within seconds, instead of idling on the run folder's lock until the collective timeout. A parent that
-    died before the request was made is caught by the parent id: 1, or a subreaper's, instead of torchrun's."""
+    died before the request was made (torchrun killed while the ranks were still importing) is caught after
+    it: under torchrun (TORCHELASTIC_RUN_ID set) the parent must then be a torchrun process, whatever its
+    id (1 in a container where torchrun is the first process); under another launcher, the parent's id must
+    not have changed meanwhile."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent:
+    orphaned = not is_torchrun(os.getppid()) if "TORCHELASTIC_RUN_ID" in os.environ else os.getppid() != parent
+    if orphaned:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def is_torchrun(pid: int) -> bool:
+    """Whether process `pid` runs torchrun (`torchrun`, `python -m torch.distributed.run` or `.launch`)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(
+        word.endswith(b"torchrun") or word in (b"torch.distributed.run", b"torch.distributed.launch")
+        or word.endswith((b"torch/distributed/run.py", b"torch/distributed/launch.py"))
+        for word in command
+    )  # fmt: skip
 
 
 def world_prefix(world: World) -> str:

@@ -209,6 +209,25 @@ def test_ranks_orphaned_by_a_sigkill_of_torchrun_stop_within_seconds_and_release
     assert main(["--resume", str(out), "--epochs", str(epoch + 1), "--no-progress", "--threads", "1"]) == 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_rank_whose_torchrun_died_before_it_asked_for_the_parent_death_signal_stops_at_once():
+    """torchrun SIGKILLed while its ranks still import PyTorch: a rank's parent is then no torchrun process
+    (init, or a subreaper) by the time it asks for the signal; it stops by itself instead of waiting out the
+    30-minute rendezvous. Under another launcher (no TORCHELASTIC_RUN_ID) an unchanged parent is kept."""
+    probe = "from pyro_vae.distributed import stop_with_parent; stop_with_parent(); import time; time.sleep(60)"
+    for environment, stops in (({"TORCHELASTIC_RUN_ID": "orphan"}, True), ({}, False)):
+        env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_RUN_ID"} | environment
+        process = subprocess.Popen([sys.executable, "-c", probe], env=env)
+        try:
+            code = process.wait(timeout=20 if stops else 3)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            process.kill()
+            process.wait()
+        assert (code == -signal.SIGTERM) if stops else code is None, (environment, code)
+
+
 def state_of(pid: int) -> str:
     """The process's state letter from /proc (Z: a zombie, gone but not yet reaped), or "" if it is gone."""
     try:
