@@ -47,6 +47,7 @@ from pyro_vae.core.model import VAE  # noqa: E402
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
 from pyro_vae.evaluation import plots
+from pyro_vae.evaluation.progress import progress_bar  # noqa: E402
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint  # noqa: E402
 from pyro_vae.training.inputs import load_training_data, resolve_device  # noqa: E402
 from pyro_vae.training.loop import Interrupted, TrainConfig, train  # noqa: E402
@@ -226,7 +227,8 @@ def pyro_row(run: TrainedRun, args: argparse.Namespace) -> dict:
     if args.eval_samples:
         test = run.dataset.test[: args.eval_images]
         tic = time.perf_counter()
-        estimate = evaluate.log_likelihood(run.vae, test, args.eval_samples)
+        with progress_bar(test.shape[0], f"final log p(x), K = {args.eval_samples}") as bar:
+            estimate = evaluate.log_likelihood(run.vae, test, args.eval_samples, progress=bar.update)
         row.update(
             test_log_likelihood=estimate.value,
             standard_error=estimate.standard_error,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -225,6 +226,23 @@ def test_evaluate_at_a_small_k_says_why_there_is_no_k_hat_instead_of_nan(tmp_pat
     printed = capsys.readouterr().out
     assert "Pareto k-hat not estimated (K = 2 is too few for its tail fit (25 or more))" in printed
     assert "nan" not in printed
+
+
+def test_long_work_written_to_a_file_says_where_it_is_a_line_at_a_time(tmp_path, capsys, monkeypatch):
+    """With stderr no terminal (a long run's log file), the log p(x) estimate and the amortization gap's fits
+    write lines with what is done and the time left (every LINE_SECONDS; here every update)."""
+    from pyro_vae.cli.evaluate import main as evaluate_main
+    from pyro_vae.evaluation import progress
+
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    out = tmp_path / "run"
+    assert main(["--hidden", "16", "--z-dim", "2", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    argv = [str(out), "--samples", "20", "--images", "30", "--max-rows", "200", "--amortization-gap", "3"]
+    assert evaluate_main(argv) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^log p\(x\), K = 20: 10 / 30 images, \d+ s so far, about \d+ s left$", err, re.M), err
+    assert re.search(r"^amortization gap: per-image fits of 30 images: 2 / 3 steps, .* left$", err, re.M), err
 
 
 def test_evaluate_refuses_a_k_that_would_run_for_days(tmp_path, capsys):

@@ -22,7 +22,7 @@ from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
 from pyro_vae.cli.parser import Parser
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
-from pyro_vae.evaluation.likelihood import progress_bar
+from pyro_vae.evaluation.progress import progress_bar
 from pyro_vae.experiments import compare, compare_report
 from pyro_vae.settings import declared, whole_number
 from pyro_vae.threads import use_threads

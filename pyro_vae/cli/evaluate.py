@@ -24,6 +24,7 @@ from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import annealing
 from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation.progress import progress_bar
 from pyro_vae.settings import check_declared, reuse, setting
 from pyro_vae.threads import use_threads
 from pyro_vae.training import fits
@@ -87,7 +88,7 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
     x, rows = trained.test_data().first_test(config.images)
     check_model(config, vae, x, rows, device)
     tic = time.perf_counter()
-    with evaluate.progress_bar(x.shape[0], f"log p(x), K = {config.samples}", world.is_main) as bar:
+    with progress_bar(x.shape[0], f"log p(x), K = {config.samples}", world.is_main) as bar:
         estimate = evaluate.log_likelihood(
             vae,
             x,
@@ -131,7 +132,7 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
 
 def naive_estimate(vae: VAE, x: torch.Tensor, config: EvaluateConfig, world: World) -> dict:
     """log p(x) with the prior as the proposal (the naive estimate), and its standard error."""
-    with evaluate.progress_bar(x.shape[0], f"naive estimate, K = {config.samples}", world.is_main) as bar:
+    with progress_bar(x.shape[0], f"naive estimate, K = {config.samples}", world.is_main) as bar:
         naive = evaluate.log_likelihood(
             vae,
             x,
@@ -148,7 +149,7 @@ def naive_estimate(vae: VAE, x: torch.Tensor, config: EvaluateConfig, world: Wor
 def annealed_estimate(vae: VAE, x: torch.Tensor, config: EvaluateConfig) -> dict:
     """log p(x) of the test images by forward AIS (a stochastic lower bound), with its standard error."""
     tic = time.perf_counter()
-    with evaluate.progress_bar(x.shape[0] * config.ais, f"AIS, T = {config.ais}", unit="image-step") as bar:
+    with progress_bar(x.shape[0] * config.ais, f"AIS, T = {config.ais}", unit="image-step") as bar:
         estimate = annealing.ais(vae, x, annealing_of(config), bar.update)
     return dict(
         ais_steps=config.ais,
@@ -169,7 +170,7 @@ def sandwich(vae: VAE, config: EvaluateConfig) -> dict:
     """BDMC on images simulated from the model: forward and reverse AIS bounds on their log p(x)."""
     x, z = annealing.simulate(vae, config.images or 100, config.seed)
     tic = time.perf_counter()
-    with evaluate.progress_bar(2 * x.shape[0] * config.ais, f"BDMC, T = {config.ais}", unit="image-step") as bar:
+    with progress_bar(2 * x.shape[0] * config.ais, f"BDMC, T = {config.ais}", unit="image-step") as bar:
         bounds = annealing.bdmc(vae, x, z, annealing_of(config), bar.update)
     return dict(
         bdmc_images=x.shape[0],
@@ -212,7 +213,10 @@ def amortization_gap(vae: VAE, x: torch.Tensor, steps: int, seed: int, max_rows:
     """ELBO of the encoder's q and of the best diagonal Gaussian fitted per image (decoder fixed), both
     estimated with `samples` samples per image and exact KL, and their difference, the amortization gap
     (for a diagonal guide; for a richer family the fit is the diagonal one, and the difference mixes both)."""
-    _, _, local = fits.fit_local_guide(vae, x, steps=steps, seed=seed, eval_samples=samples, max_rows=max_rows)
+    with progress_bar(steps, f"amortization gap: per-image fits of {x.shape[0]} images", unit="step") as bar:
+        _, _, local = fits.fit_local_guide(
+            vae, x, steps=steps, seed=seed, eval_samples=samples, max_rows=max_rows, progress=bar.update
+        )
     amortized = -evaluate.negative_elbo(vae, x, num_samples=samples, seed=seed, chunk_size=max(1, max_rows // samples))
     return dict(
         local_fit_steps=steps,

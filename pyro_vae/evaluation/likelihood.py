@@ -4,12 +4,10 @@ importance-sampled log-likelihood log p(x) with its standard error."""
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from pyro_vae.core import analytic
 from pyro_vae.core.model import VAE
@@ -39,6 +37,7 @@ def elbo_terms(
     chunk_size: int = 2000,
     rows: torch.Tensor | None = None,
     world: World = SINGLE,
+    progress: Callable[[int], None] = lambda images: None,
 ) -> ElboTerms:
     """-ELBO = -E_q[log p(x|z)] + KL(q || p(z)) per image averaged over the rows of x, in nats, as its two
     terms (`analytic.elbo_terms`): the KL exact where the guide has a closed form (else estimated, as
@@ -48,7 +47,7 @@ def elbo_terms(
     drawing it leaves the global random state (and so training) untouched. For the local guide, `rows`
     gives the rows of x's data points in its table. With several ranks (`world`), each computes its share
     of the chunks (drawing the others' noise too, to skip past it) and the sums meet: the value is the
-    one a single process computes.
+    one a single process computes. `progress(n)` hears of each chunk's n images.
     """
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -58,6 +57,7 @@ def elbo_terms(
         if world.owns(number):
             log_likelihood, kl = analytic.elbo_terms(_at(vae, chunk_rows), chunk, eps)
             sums -= torch.stack([log_likelihood.double().sum(), -kl.double().sum()])
+        progress(chunk.shape[0])
     reconstruction, kl = (world.sum(sums) / x.shape[0]).tolist()
     return ElboTerms(reconstruction, kl)
 
@@ -232,12 +232,6 @@ def _log_weights(
         else:
             log_w.append(vae.log_likelihood(x, vae.prior_from_noise(eps)).double())
     return torch.cat(log_w) if log_w else None
-
-
-def progress_bar(images: int, what: str, show: bool = True, unit: str = "image") -> tqdm:
-    """A bar over the images of an estimate, with the time left (pass its `update` as `progress`); it goes
-    away when done."""
-    return tqdm(total=images, desc=what, unit=unit, leave=False, disable=not show, file=sys.stderr)
 
 
 def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:

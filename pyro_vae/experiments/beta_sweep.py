@@ -24,6 +24,7 @@ from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation import sampling
+from pyro_vae.evaluation.progress import progress_bar
 from pyro_vae.settings import check_declared, reuse, setting
 from pyro_vae.training.checkpoint.resume import flatten, load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
@@ -88,18 +89,20 @@ def train_point(config: TrainConfig, log: Callable[[str], None]) -> TrainedRun:
     """The run in folder `config.out`: trained, resumed where it stopped, or read back when finished."""
     folder = Path(config.out)
     if not (folder / "checkpoint.pt").is_file():
-        return train(config, progress=False, log=log)
+        return train(config, progress=True, log=log)
     checkpoint = load_run_checkpoint(folder, use="continue the sweep in")
     given = {k: v for k, v in flatten(config.to_dict()).items() if k != "out" and v is not None}  # None: resolved
     stored = resumed_config(checkpoint, given)  # as the CLI's --resume: another run's folder is refused
-    return train(replace(stored, out=config.out), progress=False, log=log, checkpoint=checkpoint)
+    return train(replace(stored, out=config.out), progress=True, log=log, checkpoint=checkpoint)
 
 
 @torch.no_grad()
 def measure(run: TrainedRun, beta: float, samples: int, images: int = 8) -> dict:
     """Rate, distortion and -ELBO on the test split, and the pictures: prior samples and reconstructions."""
     x = run.test_images()
-    terms = evaluate.elbo_terms(run.vae, x, num_samples=samples, chunk_size=max(1, CHUNK_ROWS // samples))
+    with progress_bar(x.shape[0], f"distortion of {run.path.name}, S = {samples}") as bar:
+        chunk = max(1, CHUNK_ROWS // samples)
+        terms = evaluate.elbo_terms(run.vae, x, num_samples=samples, chunk_size=chunk, progress=bar.update)
     rate = math.inf if run.vae.is_point_mass else terms.kl
     priced_rate = beta * rate if beta > 0 else 0.0  # beta = 0 prices no rate, an infinite one included
     return dict(

@@ -9,6 +9,7 @@ bad step) before anything is checkpointed, or is counted as skipped.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,7 +61,7 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
         initial=progress.batch,
         desc=f"epoch {progress.epoch + 1}/{config.epochs}",
         leave=False,
-        disable=not (show_bar and world.is_main),
+        disable=not (show_bar and world.is_main and sys.stderr.isatty()),  # in a file: the epoch lines
     )
     stopped = False
     for batch in progress.permutation.split(config.batch_size)[progress.batch :]:

@@ -4,6 +4,8 @@ the decoder fixed (the non-amortized, "local" guide) that measures the encoder's
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pyro
 import torch
 
@@ -41,6 +43,7 @@ def fit_local_guide(
     seed: int = 0,
     eval_samples: int = 1000,
     max_rows: int = 65_536,
+    progress: Callable[[int], None] = lambda steps: None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The non-amortized guide: one free N(mu_i, diag sigma_i^2) per image, fitted by Adam on the ELBO
     E_q[log p(x_i|z)] - KL(q_i || N(0, I)) (exact KL, `samples` reparameterized samples a step) with the
@@ -65,6 +68,7 @@ def fit_local_guide(
 
     for _ in range(steps):  # the decoder's parameters are neither changed nor given a .grad
         svi_step(loss, optimizer, Batch(x), only_optimized=True)
+        progress(1)
     with torch.no_grad():
         loc, scale = loc.detach(), log_scale.exp()
         per_call = max(1, min(eval_samples, max_rows // x.shape[0]))

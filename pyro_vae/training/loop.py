@@ -27,6 +27,7 @@ from pyro_vae.core.parts import PART_NAMES, Parts
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation.progress import progress_bar
 from pyro_vae.training.build import build_run
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
@@ -186,7 +187,7 @@ def end_of_epoch(
     log_px = None
     if config.evaluates_log_likelihood(progress.epoch + 1):
         images, rows = run.dataset.first_test(config.eval_images)
-        with evaluate.progress_bar(
+        with progress_bar(
             images.shape[0], f"log p(x), K = {config.eval_samples}", show_bars and run.world.is_main
         ) as bar:
             log_px = evaluate.log_likelihood(
