@@ -32,27 +32,32 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pyro
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_vae import PlainVAE, Recipe, log_likelihood  # noqa: E402
-from reference_vae import train as train_plain
+from pyro_vae.cli.startup import errors_said, starting_up  # noqa: E402
 
-from pyro_vae import data  # noqa: E402
-from pyro_vae.core.model import VAE  # noqa: E402
-from pyro_vae.core.model_config import ModelConfig
-from pyro_vae.evaluation import likelihood as evaluate  # noqa: E402
-from pyro_vae.evaluation import plots
-from pyro_vae.evaluation.progress import progress_bar  # noqa: E402
-from pyro_vae.training.checkpoint.resume import load_run_checkpoint  # noqa: E402
-from pyro_vae.training.inputs import load_training_data, resolve_device  # noqa: E402
-from pyro_vae.training.loop import Interrupted, TrainConfig, train  # noqa: E402
-from pyro_vae.training.schedule import LR_SCHEDULES  # noqa: E402
-from pyro_vae.training.trained_run import TrainedRun  # noqa: E402
+with starting_up():  # Ctrl-C while PyTorch loads: one line, exit 130
+    import pyro
+    import torch
+    from reference_vae import PlainVAE, Recipe, log_likelihood
+    from reference_vae import train as train_plain
+
+    from pyro_vae.cli.arguments import add_settings, config_from_args
+    from pyro_vae.cli.parser import Parser
+    from pyro_vae.core.model import VAE
+    from pyro_vae.core.model_config import ModelConfig
+    from pyro_vae.errors import ConfigError
+    from pyro_vae.evaluation import likelihood as evaluate
+    from pyro_vae.evaluation import plots
+    from pyro_vae.evaluation.progress import progress_bar
+    from pyro_vae.settings import check_declared, setting
+    from pyro_vae.training.checkpoint.resume import load_run_checkpoint
+    from pyro_vae.training.config import TrainConfig
+    from pyro_vae.training.inputs import load_training_data, resolve_device
+    from pyro_vae.training.loop import Interrupted, train
+    from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, TrainedRun
 
 # Table 1 of Burda et al. (2016), test log p(x) with k = 5000, by (stochastic layers, objective, k)
 PAPER = {
@@ -69,10 +74,10 @@ ARCHITECTURE = ARCHITECTURES[1]
 
 def main() -> int:
     args = parse_args()
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    config = training_config(args)  # every training setting checked against its declaration
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    config = training_config(args)
     rows, curves = [], {}
     if not args.reference_only:
         try:
@@ -96,85 +101,64 @@ def main() -> int:
     return 0
 
 
+SHARED = (  # the flags this command shares with training: declared there, with this command's defaults
+    "data_dir", "estimator", "num_particles", "stochastic_layers", "kl_warmup", "epochs", "batch_size", "lr",
+    "lr_final", "lr_schedule", "init_output_bias", "adam_beta1", "adam_eps", "seed", "cuda", "compile", "threads",
+    "out",
+)  # fmt: skip
+PAPER_DEFAULTS = {"epochs": 50, "batch_size": 100, "lr_final": 1e-4}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """This command's own settings, each declared once with its flag, range and help."""
+
+    paper_recipe: bool = setting(False, "@lr_schedule paper @init_output_bias @adam_eps 1e-4: the paper's ingredients")
+    eval_samples: int = setting(
+        5000, "K of the final test log p(x); 0: none", low=0, high=MAX_IMPORTANCE_SAMPLES, metavar="K"
+    )
+    eval_images: int | None = setting(
+        None, "evaluate the first N test images", low=1, high=100_000_000, metavar="N", default_text="all 10,000"
+    )
+    curve_every: int | None = setting(
+        None, "epochs between the curve's log p(x)", low=1, high=1_000_000, metavar="N", default_text="none"
+    )
+    curve_images: int = setting(1000, "test images of the curve's log p(x)", low=1, high=100_000_000)
+    curve_samples: int = setting(1000, "K of the curve's log p(x)", low=1, high=MAX_IMPORTANCE_SAMPLES)
+    reference: bool = setting(False, "also train and evaluate the plain-PyTorch model")
+    reference_only: bool = setting(False, "train and evaluate only the plain-PyTorch model")
+    reference_until: float | None = setting(
+        None, "stop the plain model's training once its curve's log p(x) reaches X (needs @curve_every)",
+        low=-1e9, high=0, metavar="X", default_text="none",
+    )  # fmt: skip
+    resume: str | None = setting(
+        None, "continue the interrupted Pyro run in RUN (with @compile: compiled)", metavar="RUN", default_text="none"
+    )
+
+    def __post_init__(self) -> None:
+        check_declared(self)
+        if self.reference_until is not None and self.curve_every is None:
+            raise ConfigError("@reference_until needs @curve_every")
+
+
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    """The flags: those shared with training from its declarations (`add_settings`), this command's own from
+    `Protocol`'s; every value checked against its declaration, a bad one refused in one line."""
+    p = Parser(
         description=__doc__.split("\n\n")[0],
-        allow_abbrev=False,
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data-dir", default=None, help=f"folder holding MNIST/raw (default: ${data.DATA_DIR_ENV})")
-    p.add_argument(
-        "--estimator",
-        choices=("trace", "meanfield", "iwae"),
-        default="trace",
-        help="VAE with Monte Carlo KL as in the paper (trace), with exact KL (meanfield), or IWAE (default: %(default)s)",
-    )
-    p.add_argument("--num-particles", type=int, default=1, help="k of the training objective (default: %(default)s)")
-    p.add_argument("--stochastic-layers", type=int, choices=(1, 2), default=1, help="(default: %(default)s)")
-    p.add_argument(
-        "--kl-warmup", type=float, default=0.0, help="epochs of linear KL warm-up from 0 to 1 (default: none)"
-    )
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-final", type=float, default=1e-4, help="geometric decay's end (default: %(default)s)")
-    p.add_argument(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        default="geometric",
-        help="geometric (to --lr-final) or the paper's stages stretched to --epochs (default: %(default)s)",
-    )
-    p.add_argument(
-        "--init-output-bias", action="store_true", help="the decoder's output bias at the mean training image's logit"
-    )
-    p.add_argument("--adam-beta1", type=float, default=0.9, help="(default: %(default)s; the authors' code: 0.99)")
-    p.add_argument("--adam-eps", type=float, default=1e-8, help="(default: %(default)s; the paper: 1e-4)")
-    p.add_argument(
-        "--paper-recipe",
-        action="store_true",
-        help="--lr-schedule paper --init-output-bias --adam-eps 1e-4: the paper's ingredients",
-    )
-    p.add_argument(
-        "--eval-samples", type=int, default=5000, help="K of the final test log p(x); 0: none (default: %(default)s)"
-    )
-    p.add_argument(
-        "--eval-images", type=int, default=None, help="evaluate the first N test images (default: all 10,000)"
-    )
-    p.add_argument(
-        "--curve-every", type=int, default=None, metavar="N", help="epochs between the curve's log p(x) (default: none)"
-    )
-    p.add_argument("--curve-images", type=int, default=1000, help="(default: %(default)s)")
-    p.add_argument("--curve-samples", type=int, default=1000, help="(default: %(default)s)")
-    p.add_argument("--reference", action="store_true", help="also train and evaluate the plain-PyTorch model")
-    p.add_argument("--reference-only", action="store_true", help="train and evaluate only the plain-PyTorch model")
-    p.add_argument(
-        "--reference-until",
-        type=float,
-        default=None,
-        metavar="X",
-        help="stop the plain model's training once its curve's log p(x) reaches X (needs --curve-every)",
-    )
-    p.add_argument(
-        "--resume",
-        metavar="RUN",
-        default=None,
-        help="continue the interrupted Pyro run in RUN (with --compile: compiled)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cuda", action="store_true")
-    p.add_argument(
-        "--compile", action="store_true", help="train the Pyro model with its loss traced and compiled (--compile)"
-    )
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="the run's folder (default: a new runs/<timestamp>)")
+    add_settings(p, TrainConfig, only=SHARED, defaults=PAPER_DEFAULTS)
+    add_settings(p, Protocol)
     args = p.parse_args()
-    if args.reference_until is not None and args.curve_every is None:
-        p.error("--reference-until needs --curve-every")
+    config_from_args(args, Protocol)  # its checks
+    if args.estimator not in ("trace", "meanfield", "iwae"):
+        raise ConfigError(f"the paper's rows train with @estimator trace, meanfield or iwae, not {args.estimator}")
     if args.stochastic_layers == 2 and (args.reference or args.reference_only):
-        p.error("the plain-PyTorch twin has one stochastic layer; --reference needs --stochastic-layers 1")
+        raise ConfigError("the plain-PyTorch twin has one stochastic layer; @reference needs @stochastic_layers 1")
     if args.resume is not None and (args.reference_only or args.out is not None):
-        p.error("--resume RUN continues the Pyro run in RUN; it takes no --out or --reference-only")
+        raise ConfigError("@resume RUN continues the Pyro run in RUN; it takes no @out or @reference_only")
     return args
 
 
@@ -225,7 +209,7 @@ def pyro_row(run: TrainedRun, args: argparse.Namespace) -> dict:
     """The trained Pyro run's final test log p(x), with its importance-weight diagnostics."""
     row = dict(model="pyro-vae", **_row_settings(run.config, run.metrics), run=str(run.path))
     if args.eval_samples:
-        test = run.dataset.test[: args.eval_images]
+        test = run.test_data().test[: args.eval_images]
         tic = time.perf_counter()
         with progress_bar(test.shape[0], f"final log p(x), K = {args.eval_samples}") as bar:
             estimate = evaluate.log_likelihood(run.vae, test, args.eval_samples, progress=bar.update)
@@ -363,4 +347,4 @@ def report(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors_said(main))

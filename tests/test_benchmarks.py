@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,6 +94,27 @@ def test_throughput_epoch_and_eval_on_mnist(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| mnist epoch | 256 | pyro trace |" in result.stdout
     assert "| log p(x) eval | 50 images x K=3 | pyro-vae evaluate |" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--epochs", "0"], "--epochs must be a whole number from 1 to 1,000,000, got 0"),
+        (["--eval-images", "0"], "--eval-images must be a whole number from 1 to 100,000,000, got 0"),
+        (["--threads", "0"], "--threads must be a whole number from 1 to 4,096, got 0"),
+        (["--curve-every", "0"], "--curve-every must be a whole number from 1 to 1,000,000, got 0"),
+        (["--reference-until", "-80"], "--reference-until needs --curve-every"),
+        (["--estimator", "dreg"], "the paper's rows train with --estimator trace, meanfield or iwae, not dreg"),
+    ],
+)
+def test_reproduce_iwae_refuses_bad_values_in_one_line_as_the_scripts_do(bad, message, tmp_path):
+    """The README's paper command checks its flags against the same declarations as training: one line and
+    exit 2, never a traceback, before any folder is made."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/reproduce_iwae.py", *bad, "--out", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr == f"error: {message}\n" and not (tmp_path / "run").exists()
 
 
 def test_reproduce_iwae_prints_a_row_beside_the_paper(data_dir, tmp_path):

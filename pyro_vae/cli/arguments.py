@@ -36,14 +36,17 @@ def sizes(text: str) -> tuple[int, ...]:
 
 
 def add_settings(
-    parser: argparse.ArgumentParser, cls: type = TrainConfig, only: Iterable[str] | None = None
+    parser: argparse.ArgumentParser,
+    cls: type = TrainConfig,
+    only: Iterable[str] | None = None,
+    defaults: dict[str, object] | None = None,
 ) -> dict[str, argparse._ArgumentGroup]:
     """One flag for each declared field of `cls` (and of its nested ModelConfig, under "model") that has one,
-    `only` those named if given, in the --help groups the declarations name; returns the groups, for flags of
-    the command's own."""
+    `only` those named if given, with the command's own `defaults` where it has them, in the --help groups the
+    declarations name; returns the groups, for flags of the command's own."""
     wanted = None if only is None else set(only)
     nested = any(f.name == "model" for f in dataclasses.fields(cls)) and cls is not TrainConfig
-    defaults = cls() if nested else None  # a command's own defaults of the nested model
+    model = cls() if nested else None  # a command's own defaults of the nested model
     flags = [
         (owner, f, f.metadata["group"] or group)
         for owner, group in _declaring(cls)
@@ -54,9 +57,11 @@ def add_settings(
     named += [group for *_, group in flags if group is not None and group not in named]
     groups = {name: parser.add_argument_group(name) for name in named}
     for owner, f, group in flags:
-        default = getattr(defaults.model, f.name) if owner is ModelConfig and defaults is not None else f.default
+        default = getattr(model.model, f.name) if owner is ModelConfig and model is not None else f.default
+        given = f.name in (defaults or {})
         where = parser if group is None else groups[group]
-        where.add_argument(*_names(f), **_argument(f, typing.get_type_hints(owner)[f.name], default))
+        hint = typing.get_type_hints(owner)[f.name]
+        where.add_argument(*_names(f), **_argument(f, hint, defaults[f.name] if given else default, given))
     return groups
 
 
@@ -97,7 +102,7 @@ def _names(f: Field) -> tuple[str, ...]:
     return (f.name,) if f.metadata["positional"] else (flag_of(f),)
 
 
-def _argument(f: Field, hint: object, default: object) -> dict:
+def _argument(f: Field, hint: object, default: object, own_default: bool = False) -> dict:
     """add_argument's options for the field: a switch for a bool, else its type, choices, nargs and default."""
     meta = f.metadata
     text = FIELD.sub(lambda match: command_flag(match.group(1)), meta["help"]).replace("%", "%%")
@@ -109,7 +114,8 @@ def _argument(f: Field, hint: object, default: object) -> dict:
     kind = next(t for t in kinds if t is not type(None))
     if typing.get_origin(kind) is tuple:
         kind = typing.get_args(kind)[0] if meta["nargs"] is not None else sizes
-    shown = meta["default_text"] if meta["default_text"] is not None else _shown(default, meta["nargs"])
+    shown = meta["default_text"] if meta["default_text"] is not None and not own_default else None
+    shown = shown if shown is not None else _shown(default, meta["nargs"])
     options.update(type=kind, default=default, help=text if meta["positional"] else f"{text} (default: {shown})")
     choices = meta["cli_choices"] or meta["choices"]
     if choices is not None:

@@ -11,17 +11,46 @@ import importlib
 import os
 import signal
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 def guarded_main(module: str) -> Callable[[], int]:
     """The `main` of the command module `module` (such as "pyro_vae.cli.train"), imported with Ctrl-C exiting
     at once: no exception is raised inside an import; and run with an output that cannot be written ending
     in one line (`output_errors_said`)."""
-    signal.signal(signal.SIGINT, _exit_at_once)
-    main = importlib.import_module(module).main
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with starting_up():
+        main = importlib.import_module(module).main
     return functools.partial(output_errors_said, main)
+
+
+@contextmanager
+def starting_up() -> Iterator[None]:
+    """While inside (a command's imports), Ctrl-C exits at once with one line and status 130."""
+    signal.signal(signal.SIGINT, _exit_at_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def errors_said(main: Callable[[], int]) -> int:
+    """main() as the scripts' commands end: a user-facing error in one line (exit 2), Ctrl-C in one line
+    (exit 130), an unwritable output in one line (exit 2); how a benchmark's command runs."""
+    from pyro_vae.cli.arguments import with_flags
+    from pyro_vae.errors import PyroVAEError
+
+    def reported() -> int:
+        try:
+            return main()
+        except PyroVAEError as error:
+            print(f"error: {with_flags(error)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl-C); what was written is kept", file=sys.stderr)
+            return 130
+
+    return output_errors_said(reported)
 
 
 def output_errors_said(main: Callable[[], int]) -> int:
