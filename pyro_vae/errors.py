@@ -35,6 +35,12 @@ class ConfigTypeError(ConfigError, TypeError):
     own functions raise)."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an error's message, cut to `limit` characters: enough to say what went
+    wrong in one line (Pyro's validation errors print whole tensors on the lines after)."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:limit]
+
+
 def os_error_line(error: OSError) -> str:
     """One line for a failed read or write (a full or read-only disk, a missing permission): what, where."""
     where = f" {error.filename}" if error.filename else ""

@@ -225,3 +225,87 @@ def test_the_documented_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "after 2 epochs" in done.stdout and "loaded:" in done.stdout
+
+
+class Cast(nn.Module):
+    """A user's part whose outputs come out as `dtype`, or NaN from the batch size `nan_from` on."""
+
+    def __init__(self, part: nn.Module, dtype: torch.dtype = torch.float32, nan_from: int | None = None):
+        super().__init__()
+        self.part, self.dtype, self.nan_from = part, dtype, nan_from
+
+    def forward(self, x):
+        out = self.part(x)
+        if self.nan_from is not None and x.shape[0] >= self.nan_from:
+            out = out * float("nan")
+        return tuple(o.to(self.dtype) for o in out) if isinstance(out, tuple) else out.to(self.dtype)
+
+
+class NoZ(nn.Module):
+    def forward(self, z):
+        return torch.zeros(z.shape[0], 5) @ torch.zeros(4, 5)  # built for another z: shapes cannot multiply
+
+
+@pytest.mark.parametrize(
+    "parts, message",
+    [
+        *[(dict(encoder=Cast(Encoder(), kind)), f"your encoder (Cast) returned {kind} (loc, scale) for torch.float32")
+          for kind in (torch.float64, torch.int64, torch.complex64)],
+        *[(dict(decoder=Cast(Decoder(), kind)), f"your decoder (Cast) returned {kind} logits for torch.float32")
+          for kind in (torch.float64, torch.int64, torch.complex64)],
+        (dict(decoder=NoZ()), "the decoder failed on two training images (z of shape (1, 2, 3)): RuntimeError: "),
+        (dict(guide=nn.Linear(3, 3)), "your guide (Linear) lacks sample, kl_to_prior, location"),
+        (dict(encoder=lambda x: x), "your encoder must be a torch.nn.Module, got a function"),
+        (dict(decoder=Cast(Decoder(), nan_from=1)), "the decoder gave NaN or infinite logits on two training images"),
+        (dict(decoder=Cast(Decoder(), nan_from=3)), "Pyro's checks refused the model's values: Expected parameter"),
+    ],
+)  # fmt: skip
+def test_a_users_part_of_the_wrong_kind_is_refused_in_one_line_naming_it(parts, message, tmp_path):
+    """Outputs of another dtype, a decoder built for another z_dim, a module that is no guide, a NaN on the
+    first step: one line naming the part, never a raw error from inside PyTorch or Pyro's tensor dump."""
+    config = pyro_vae.TrainConfig(model=ModelConfig(z_dim=Z), epochs=1, batch_size=30, out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError) as refused:
+        pyro_vae.train(config, data=DATA, **parts, **QUIET)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+class Items(torch.utils.data.Dataset):
+    """A Dataset whose items are `kind` and whose __len__ says `length`, over five real images."""
+
+    def __init__(self, kind: str, length: int = 5):
+        self.kind, self.length, self.images = kind, length, images(5)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        return {"image": self.images[i]} if self.kind == "dict" else self.images[i]
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        (Items("dict"), "the train Dataset's items must be images or (image, label) pairs, got a dict"),
+        (Items("image", length=9), "the train Dataset's __len__ says 9 images, but item 5 cannot be read (IndexError"),
+        (Items("image", length=10**9), "the train images (1,000,000,000 of 192 pixels, as float32) needs about"),
+        (torch.zeros(192).expand(10**9, 192), "the train images (1,000,000,000 of 192 pixels, as float32) needs"),
+    ],
+)
+def test_a_dataset_that_lies_or_holds_no_images_is_refused_in_one_line_at_once(train, message):
+    """Items that are dicts, a __len__ past the items, 10^9 images (a Dataset's length, or a zero-stride
+    tensor that holds one row): refused before anything is copied, not std::bad_alloc after 35 s."""
+    with pytest.raises(pyro_vae.PyroVAEError) as refused:
+        pyro_vae.from_arrays(train, images(5))
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_run_of_own_parts_given_images_of_another_shape_is_refused_naming_them(tmp_path):
+    out = tmp_path / "run"
+    pyro_vae.train(pyro_vae.TrainConfig(model=ModelConfig(z_dim=Z), epochs=1, out=str(out)), data=DATA,
+                   encoder=Encoder(), decoder=Decoder(), **QUIET)  # fmt: skip
+    other = (torch.bernoulli(torch.rand(20, 10, 10)), torch.bernoulli(torch.rand(10, 10, 10)))
+    words = "was trained on images of 192 pixels"
+    with pytest.raises(ConfigError, match=f"{words}.*the images given have 100 \\(shape \\(10, 10\\)\\)"):
+        pyro_vae.load_run(out, data=other, encoder=Encoder(), decoder=Decoder())
+    with pytest.raises(ConfigError, match=f"{words}; the images given have 100"):
+        pyro_vae.resume(out, epochs=2, data=other, encoder=Encoder(), decoder=Decoder(), **QUIET)

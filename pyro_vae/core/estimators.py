@@ -38,7 +38,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from pyro_vae.core import device_elbo
 from pyro_vae.core.iwae_estimators import CIWAE_ELBO, IWAE_ELBO, MIWAE_ELBO, PIWAE_ELBO, STL_ELBO, DReG_ELBO
 from pyro_vae.core.model import VAE
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, first_line
 
 LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, rows=None) -> the negative ELBO per image
 
@@ -189,7 +189,12 @@ class ELBOLoss(nn.Module):
             check_no_kl_weight(self.elbo, kl_weight)
         if self.validate_every_step or not self.validated:
             self.validated = True
-            return self._negative_elbo(x, kl_weight, rows)
+            try:
+                return self._negative_elbo(x, kl_weight, rows)
+            except ValueError as error:  # Pyro's checks: a bad value, and then the whole tensor printed
+                if isinstance(error, ConfigError):
+                    raise
+                raise ConfigError(f"Pyro's checks refused the model's values: {first_line(error, 300)}") from None
         with pyro.validation_enabled(False):
             return self._negative_elbo(x, kl_weight, rows)
 

@@ -224,6 +224,7 @@ def build_q(config: ModelConfig, encoder: nn.Module | None, guide: nn.Module | N
     if guide is not None:
         if encoder is not None:
             raise ConfigError("give an encoder or a guide, not both: a guide holds its own encoder")
+        parts.check_guide(guide)
         return guide
     if encoder is not None:
         if config.guide != "diagonal":

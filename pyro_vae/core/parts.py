@@ -13,12 +13,14 @@ names the part and the shapes, not a traceback from inside Pyro.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, first_line
 
 PART_NAMES = ("encoder", "decoder", "guide")
 
@@ -44,10 +46,40 @@ class Parts:
         return [name for name in names if getattr(self, name) is None]
 
 
+def check_module(part: object, name: str) -> None:
+    """The user's `name` part is a torch module (its parameters train, its state is checkpointed)."""
+    if not isinstance(part, nn.Module):
+        raise ConfigError(f"your {name} must be a torch.nn.Module, got a {type(part).__name__}")
+
+
+def check_guide(guide: object) -> None:
+    """The user's guide is a module with the methods of `guides.Guide`: sample, kl_to_prior, location."""
+    check_module(guide, "guide")
+    missing = [name for name in ("sample", "kl_to_prior", "location") if not callable(getattr(guide, name, None))]
+    if missing:
+        raise ConfigError(
+            f"your guide ({type(guide).__name__}) lacks {', '.join(missing)}: a guide is a module with the methods "
+            "of pyro_vae.Guide (sample(x, eps) -> (z, log q), kl_to_prior(x), location(x)); to bring only an "
+            "encoder of (loc, scale), pass encoder=..."
+        )
+
+
+def check_floats(name: str, part: nn.Module, values: tuple[torch.Tensor, ...], like: torch.Tensor, what: str) -> None:
+    """The part's outputs are real floating-point tensors of the input's dtype (float32 images give float32
+    logits): another dtype would change the loss's precision or fail inside Pyro."""
+    kinds = {value.dtype for value in values}
+    if kinds != {like.dtype}:
+        raise ConfigError(
+            f"your {name} ({type(part).__name__}) returned {', '.join(sorted(map(str, kinds)))} {what} for "
+            f"{like.dtype} inputs; it must return {like.dtype}, the inputs' dtype"
+        )
+
+
 class ImageEncoder(nn.Module):
     """x (..., D) -> the user's encoder on (N, *image_shape) -> (loc, scale), each (..., z_dim)."""
 
     def __init__(self, encoder: nn.Module, image_shape: tuple[int, ...], z_dim: int):
+        check_module(encoder, "encoder")
         super().__init__()
         self.encoder, self.image_shape, self.z_dim = encoder, tuple(image_shape), z_dim
 
@@ -60,6 +92,7 @@ class ImageEncoder(nn.Module):
                 f"your encoder ({type(self.encoder).__name__}) returned {_shapes(out)} for images of shape "
                 f"{tuple(images.shape)}; it must return (loc, scale), two tensors of shape {expected}"
             )
+        check_floats("encoder", self.encoder, tuple(out), x, "(loc, scale)")
         return tuple(part.reshape(*x.shape[:-1], self.z_dim) for part in out)
 
 
@@ -67,6 +100,7 @@ class ImageDecoder(nn.Module):
     """z (..., z_dim) -> the user's decoder on (N, z_dim) -> logits as rows of pixels (..., D)."""
 
     def __init__(self, decoder: nn.Module, image_shape: tuple[int, ...]):
+        check_module(decoder, "decoder")
         super().__init__()
         self.decoder, self.pixels = decoder, math.prod(image_shape)
 
@@ -78,6 +112,7 @@ class ImageDecoder(nn.Module):
                 f"{tuple(z.reshape(-1, z.shape[-1]).shape)}; it must return the logits of (batch, "
                 f"{self.pixels}) pixels, in any shape with the batch first"
             )
+        check_floats("decoder", self.decoder, (logits,), z, "logits")
         return logits.reshape(*z.shape[:-1], self.pixels)
 
 
@@ -87,7 +122,8 @@ def check_parts(vae: nn.Module, x: torch.Tensor, rows: torch.Tensor | None = Non
     non-positive scale or non-finite values is refused in one line naming it and the shapes."""
     z_dim, batch = vae.z_dim, x.shape[0]
     eps = torch.randn(1, batch, z_dim, dtype=x.dtype, device=x.device)
-    z, log_q = vae.sample_q(x, eps, rows)
+    with failing_part("the guide (q(z|x), with its encoder)", f"images of shape {tuple(x.shape)}"):
+        z, log_q = vae.sample_q(x, eps, rows)
     if tuple(z.shape) != (1, batch, z_dim) or tuple(log_q.shape) != (1, batch):
         raise ConfigError(
             f"the guide's sample(x, eps) gave z of shape {tuple(z.shape)} and log q of shape "
@@ -97,12 +133,30 @@ def check_parts(vae: nn.Module, x: torch.Tensor, rows: torch.Tensor | None = Non
         raise ConfigError(
             "the guide gave NaN or infinite z or log q(z|x) before any training (an encoder's scale must be > 0)"
         )
-    logits = vae.decoder(z[..., : vae.config.z_dim])  # with two layers, p(x|z1)
+    with failing_part("the decoder", f"z of shape {tuple(z[..., : vae.config.z_dim].shape)}"):
+        logits = vae.decoder(z[..., : vae.config.z_dim])  # with two layers, p(x|z1)
     if tuple(logits.shape) != (1, batch, x.shape[1]):
         raise ConfigError(
             f"the decoder gave logits of shape {tuple(logits.shape)} for z of shape {tuple(z.shape)}; "
             f"expected {(1, batch, x.shape[1])}"
         )
+    if not torch.isfinite(logits).all():
+        raise ConfigError("the decoder gave NaN or infinite logits on two training images, before any training")
+
+
+@contextmanager
+def failing_part(name: str, given: str) -> Iterator[None]:
+    """A part that raises on the probe's two images is refused in one line naming it, what it was given and
+    the first line of its error (a decoder built for another z_dim: `mat1 and mat2 shapes cannot be
+    multiplied`), not a traceback from inside it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (RuntimeError, TypeError, ValueError, AttributeError, IndexError, KeyError) as error:
+        raise ConfigError(
+            f"{name} failed on two training images ({given}): {type(error).__name__}: {first_line(error)}"
+        ) from None
 
 
 def _shape(value: object) -> tuple[int, ...] | None:

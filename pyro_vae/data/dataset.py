@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from pyro_vae.errors import DataError
+from pyro_vae import memory
+from pyro_vae.errors import DataError, first_line
 
 USER_DATA = "user"  # the dataset name of images given in Python (`from_arrays`), not read from files
 BINARIZATIONS = ("dynamic", "static", "none")
@@ -197,22 +198,71 @@ def from_arrays(train: object, test: object, name: str = USER_DATA) -> Dataset:
 
 
 def _as_images(images: object, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images, labels or None) as tensors on the CPU, from a tensor, an array or a torch Dataset."""
+    """(images, labels or None) as tensors on the CPU, from a tensor, an array or a torch Dataset; refused in
+    one line where they are not images, or would not fit in memory as float32 rows (checked before any copy)."""
     if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, torch.Tensor):
-        items = [images[i] for i in range(len(images))]
-        pairs = all(isinstance(item, (tuple, list)) for item in items)
-        x = [torch.as_tensor(item[0] if pairs else item) for item in items]
-        labels = torch.as_tensor([int(item[1]) for item in items]) if pairs and items else None
-        if not x or len({tuple(t.shape) for t in x}) > 1:
-            raise DataError(f"the {split} Dataset's images must be one or more, all of one shape")
-        return torch.stack(x).cpu(), labels
+        return _dataset_images(images, split)
     try:
         x = torch.as_tensor(images).cpu()
     except (TypeError, ValueError, RuntimeError) as error:
-        raise DataError(f"the {split} images must be a tensor, an array or a Dataset: {error}") from None
+        raise DataError(f"the {split} images must be a tensor, an array or a Dataset: {first_line(error)}") from None
     if x.ndim < 2 or x.shape[0] == 0 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.bool)):
         raise DataError(
             f"the {split} images must be numbers of shape (N, *image_shape) with N >= 1, "
             f"got {x.dtype} of shape {tuple(x.shape)}"
         )
+    _check_fits(x.shape[0], x[0].numel(), split)  # a zero-stride array of 10^9 rows holds little until copied
     return x, None
+
+
+def _dataset_images(images: torch.utils.data.Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A torch Dataset's items (images, or (image, label) pairs) stacked, once its length and first item say
+    that they fit; an item of another kind, or a length the Dataset does not hold, refused in one line."""
+    try:
+        count = len(images)
+    except TypeError:
+        raise DataError(f"the {split} Dataset has no length (__len__); give a map-style Dataset") from None
+    if not isinstance(count, int) or count < 1:
+        raise DataError(f"the {split} Dataset's images must be one or more, got a length of {count!r:.40}")
+    first = _item(images, 0, count, split)
+    pairs = isinstance(first, (tuple, list))
+    _check_fits(count, _image(first, pairs, split).numel(), split)
+    items = [first, *(_item(images, i, count, split) for i in range(1, count))]
+    x = [_image(item, pairs, split) for item in items]
+    if len({tuple(t.shape) for t in x}) > 1:
+        raise DataError(f"the {split} Dataset's images must all be of one shape")
+    try:
+        labels = torch.as_tensor([int(item[1]) for item in items]) if pairs else None
+    except (TypeError, ValueError, IndexError) as error:
+        raise DataError(f"the {split} Dataset's labels must be whole numbers ({first_line(error, 80)})") from None
+    return torch.stack(x).cpu(), labels
+
+
+def _image(item: object, pairs: bool, split: str) -> torch.Tensor:
+    """An item's image as a tensor: the item itself, or its first entry where the items are pairs."""
+    try:
+        return torch.as_tensor(item[0] if pairs else item)
+    except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as error:
+        raise DataError(
+            f"the {split} Dataset's items must be images or (image, label) pairs, got a {type(item).__name__} "
+            f"({first_line(error, 80)})"
+        ) from None
+
+
+def _item(images: torch.utils.data.Dataset, index: int, count: int, split: str) -> object:
+    try:
+        return images[index]
+    except (IndexError, KeyError) as error:
+        raise DataError(
+            f"the {split} Dataset's __len__ says {count:,} images, but item {index:,} cannot be read "
+            f"({type(error).__name__}: {first_line(error, 80)})"
+        ) from None
+
+
+def _check_fits(count: int, pixels: int, split: str) -> None:
+    """count images of `pixels` pixels as float32 rows within the memory available."""
+    memory.check_fits(
+        count * pixels * 4,
+        f"the {split} images ({count:,} of {pixels:,} pixels, as float32)",
+        "give fewer images (a subset), or smaller ones",
+    )

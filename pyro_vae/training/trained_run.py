@@ -156,4 +156,9 @@ def load_run(
     vae.load_state_dict(checkpoint.model_state)
     metrics, finished = checkpoint.progress.metrics, (path / "summary.json").exists()
     images = data if data is None or isinstance(data, Dataset) else from_arrays(*data)
+    if images is not None and images.x_dim != config.model.x_dim:
+        raise ConfigError(
+            f"{path} was trained on images of {config.model.x_dim:,} pixels (shape {config.model.shape}); the "
+            f"images given have {images.x_dim:,} (shape {images.image_shape}): give the run's own images"
+        )
     return TrainedRun(path, config, vae.eval(), metrics, finished, images=images)

@@ -25,6 +25,7 @@ import torch
 
 from pyro_vae import files
 from pyro_vae.core.parts import Parts
+from pyro_vae.errors import first_line
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.checkpoint.validation import KEYS
 from pyro_vae.training.checkpoint.values import CheckpointError
@@ -109,5 +110,4 @@ def unpickle(body: bytes, path: Path) -> object:
                 f"{path} holds objects other than tensors and plain containers"
                 f"{f' ({found[0]})' if found else ''}; it was not loaded, and nothing in it ran"
             ) from None
-        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        raise CheckpointError(f"{path} cannot be unpacked ({type(error).__name__}: {first[:200]})") from None
+        raise CheckpointError(f"{path} cannot be unpacked ({type(error).__name__}: {first_line(error)})") from None
