@@ -36,9 +36,16 @@ class ConfigTypeError(ConfigError, TypeError):
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:
-    """The first non-empty line of an error's message, cut to `limit` characters: enough to say what went
-    wrong in one line (Pyro's validation errors print whole tensors on the lines after)."""
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:limit]
+    """An error's message in one line of at most `limit` characters: its first non-empty line, and the next
+    ones while each ends with a colon ("Error while computing log_prob at site 'x':" then what), up to the
+    tensor Pyro's validation errors print after them."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = lines[:1]
+    for line in lines[1:]:
+        if not kept[-1].endswith(":") or line.startswith(("tensor(", "[")):
+            break
+        kept.append(line)
+    return " ".join(kept)[:limit]
 
 
 def os_error_line(error: OSError) -> str:

@@ -517,6 +517,7 @@ def test_ctrl_c_in_the_other_commands_is_one_line_and_exit_130(command, tmp_path
         ("compare", ["--steps", "1000000000"], "--steps must be a whole number from 1 to 1,000,000"),
         ("compare", ["--draws", "2"], "--draws must be a whole number from 3 to 100,000"),
         ("compare", ["--seeds", "100000"], "--seeds must be a whole number from 1 to 100"),
+        ("compare", ["--seeds", "1000000000"], "--seeds must be a whole number from 1 to 100, got 1000000000"),
         ("compare", ["--iwae-particles", "1000000000"], "--iwae-particles must be a whole number from 1 to 100,000"),
         ("compare", ["--early-step", "50", "--steps", "10"], "--early-step (50) must come before the end of training"),
         ("compare", ["--iwae-particles", "100000", "--batch-size", "10000"], "GiB of memory at once"),

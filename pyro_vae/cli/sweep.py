@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         config, args = parse(argv)
         out = new_run_dir(args.out, reuse=True)
         log(f"beta sweep on {config.dataset}: {len(config.points())} models of {config.epochs} epochs; writing {out}")
-        points = beta_sweep.sweep(config, out, log)
+        points = beta_sweep.sweep(config, out, log, log_epochs=True)
     except PyroVAEError as error:
         print(f"error: {with_flags(error)}", file=sys.stderr)
         return 2

@@ -121,12 +121,14 @@ def measure(run: TrainedRun, beta: float, samples: int, images: int = 8) -> dict
     )
 
 
-def sweep(config: SweepConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
+def sweep(config: SweepConfig, out: Path, log: Callable[[str], None] = print, log_epochs: bool = False) -> list[dict]:
     """Every point of the sweep, trained (or resumed, or read back) in out/<name>, and measured (the
-    training engine sets `config.threads`)."""
+    training engine sets `config.threads`); `log` hears a line per point and, with `log_epochs`, the training's
+    lines too (its start and each epoch: a long point says where it is)."""
     points = []
     for name, beta, guide in config.points():
-        run = train_point(config.training(beta, guide, out / name), log=lambda line: None)
+        training_log = (lambda line, name=name: log(f"{name}: {line}")) if log_epochs else (lambda line: None)
+        run = train_point(config.training(beta, guide, out / name), log=training_log)
         point = dict(name=name, **measure(run, beta, config.samples))
         log(
             f"{name:>12}: rate {point['rate']:8.2f}  distortion {point['distortion']:8.2f}  "
