@@ -309,3 +309,12 @@ def test_a_run_of_own_parts_given_images_of_another_shape_is_refused_naming_them
         pyro_vae.load_run(out, data=other, encoder=Encoder(), decoder=Decoder())
     with pytest.raises(ConfigError, match=f"{words}; the images given have 100"):
         pyro_vae.resume(out, epochs=2, data=other, encoder=Encoder(), decoder=Decoder(), **QUIET)
+
+
+def test_one_training_image_and_one_test_image_train_and_draw_every_figure(tmp_path):
+    out = tmp_path / "run"
+    one = (images(1), images(1, seed=1))
+    pyro_vae.train(pyro_vae.TrainConfig(model=ModelConfig(z_dim=2), epochs=1, out=str(out)), data=one, **QUIET)
+    assert {"loss_curve.png", "reconstructions.png", "samples.png", "latent.png", "summary.json"} <= {
+        path.name for path in out.iterdir()
+    }
