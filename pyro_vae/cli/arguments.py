@@ -15,6 +15,7 @@ import typing
 from dataclasses import Field
 from typing import Iterable, TypeVar
 
+from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import FIELD, PyroVAEError
 from pyro_vae.settings import declared, flag_of
@@ -63,6 +64,13 @@ def add_settings(
         hint = typing.get_type_hints(owner)[f.name]
         where.add_argument(*_names(f), **_argument(f, hint, defaults[f.name] if given else default, given))
     return groups
+
+
+def settings_parser(cls: type, description: str) -> Parser:
+    """A command's parser: one-line errors (`parser.Parser`), and a flag for every declared field of `cls`."""
+    parser = Parser(description=description)
+    add_settings(parser, cls)
+    return parser
 
 
 def config_from_args(args: argparse.Namespace, cls: type[T] = TrainConfig, **fixed: object) -> T:

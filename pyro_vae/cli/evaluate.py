@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from pyro_vae import files, memory
-from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
+from pyro_vae.cli.arguments import config_from_args, settings_parser, with_flags
 from pyro_vae.cli.evaluation_output import per_image_csv, print_result
-from pyro_vae.cli.parser import Parser
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
@@ -227,13 +226,12 @@ def amortization_gap(vae: VAE, x: torch.Tensor, steps: int, seed: int, max_rows:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of every field of EvaluateConfig (`arguments.add_settings`)."""
-    p = Parser(
-        description="Evaluate a run's checkpoint on its test split: negative ELBO (exact KL) and log p(x) by "
+    """The flags of every field of EvaluateConfig (`arguments.settings_parser`)."""
+    return settings_parser(
+        EvaluateConfig,
+        "Evaluate a run's checkpoint on its test split: negative ELBO (exact KL) and log p(x) by "
         "importance sampling, log (1/K) sum_k p(x, z_k) / q(z_k|x). Nats per image.",
     )
-    add_settings(p, EvaluateConfig)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

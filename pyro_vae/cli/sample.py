@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae.cli.arguments import add_settings, config_from_args, with_flags
-from pyro_vae.cli.parser import Parser
+from pyro_vae.cli.arguments import config_from_args, settings_parser, with_flags
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.settings import check_declared, reuse, setting
@@ -95,13 +94,12 @@ def run(config: SampleConfig) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of every field of SampleConfig (`arguments.add_settings`)."""
-    p = Parser(
-        description="Draw pictures from a trained run: decoder means E[x|z] of prior samples, reconstructions and "
+    """The flags of every field of SampleConfig (`arguments.settings_parser`)."""
+    return settings_parser(
+        SampleConfig,
+        "Draw pictures from a trained run: decoder means E[x|z] of prior samples, reconstructions and "
         "latent interpolations. Writes PNGs (and a GIF with --gif) into RUN_DIR/samples or --out.",
     )
-    add_settings(p, SampleConfig)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
