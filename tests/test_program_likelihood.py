@@ -103,3 +103,35 @@ def test_a_site_outside_the_plate_over_the_images_is_refused_naming_it():
 
     with pytest.raises(ConfigError, match="site 'scale' has a log-density of shape .* not one per image"):
         program_log_likelihood(model, guide, (torch.randn(4, 3),), 10)
+
+
+def test_a_program_with_a_discrete_latent_is_exact_when_its_guide_is_the_posterior():
+    """y ~ Cat(pi) over 3 components, z ~ N(mu_y, I), x ~ N(W z, sigma^2 I): log p(x) = log sum_y pi_y
+    N(x; W mu_y, W W^T + sigma^2 I). With the exact posterior as the guide (q(y|x) the components' posterior,
+    q(z|x, y) the Gaussian one), every weight is p(x): the estimate from the program's traces (two latent sites,
+    one discrete) is exact to rounding, with no spread, whatever K."""
+    torch.manual_seed(6)
+    pi = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    mu = torch.randn(3, 2, dtype=torch.float64) * 2
+    w, sigma = torch.randn(3, 2, dtype=torch.float64), 0.6
+    x = torch.randn(6, 3, dtype=torch.float64) * 2
+    components = dist.MultivariateNormal(mu @ w.T, w @ w.T + sigma**2 * torch.eye(3, dtype=torch.float64))
+    joint = pi.log() + components.log_prob(x.unsqueeze(1))  # (images, components): log pi_y + log p(x|y)
+    exact = torch.logsumexp(joint, dim=-1)
+    posterior_covariance = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + w.T @ w / sigma**2)
+
+    def model(x):
+        with pyro.plate("images", x.shape[0], dim=-1):
+            y = pyro.sample("y", dist.Categorical(pi))
+            z = pyro.sample("z", dist.Normal(mu[y], 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ w.T, sigma).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("images", x.shape[0], dim=-1):
+            y = pyro.sample("y", dist.Categorical(logits=joint))
+            mean = (mu[y] + x @ w / sigma**2) @ posterior_covariance.T
+            pyro.sample("z", dist.MultivariateNormal(mean, posterior_covariance))
+
+    estimate = program_log_likelihood(model, guide, (x,), 50, seed=7)
+    assert torch.allclose(estimate.per_image, exact, rtol=0, atol=1e-10)
+    assert estimate.standard_error < 1e-10
