@@ -96,6 +96,13 @@ def test_throughput_epoch_and_eval_on_mnist(data_dir, tmp_path):
     assert "| log p(x) eval | 50 images x K=3 | pyro-vae evaluate |" in result.stdout
 
 
+def test_gemm_routes_prints_every_product_on_every_route():
+    result = run(["benchmarks/gemm_routes.py", "--batch", "8", "--calls", "1", "--repeats", "1"])
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| encoder") or line.startswith("| decoder")]
+    assert len(rows) == 8 * 4 and {row.split(" | ")[2] for row in rows} == {"mkl", "linear", "onednn", "onednn-dense"}
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
