@@ -96,6 +96,14 @@ def test_throughput_epoch_and_eval_on_mnist(data_dir, tmp_path):
     assert "| log p(x) eval | 50 images x K=3 | pyro-vae evaluate |" in result.stdout
 
 
+def test_peers_times_each_contender_or_says_why_it_cannot():
+    """NumPyro runs where the peers extra is installed, and is skipped with its reason where it is not."""
+    result = run(["benchmarks/peers.py", "--contenders", "pyro-vae eager", "NumPyro", "--epochs", "2", "--rounds", "1"])
+    assert result.returncode == 0, result.stderr
+    assert "| pyro-vae eager |" in result.stdout
+    assert "| NumPyro | " in result.stdout or "NumPyro: skipped (ModuleNotFoundError: No module named" in result.stderr
+
+
 def test_gemm_routes_prints_every_product_on_every_route():
     result = run(["benchmarks/gemm_routes.py", "--batch", "8", "--calls", "1", "--repeats", "1"])
     assert result.returncode == 0, result.stderr
