@@ -24,7 +24,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_vae.core import analytic
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import importance
-from pyro_vae.evaluation.likelihood import LogLikelihood
+from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood
 
 Program = Callable[..., object]  # a Pyro model or guide: a function (or module) of the batch's tensors
 
@@ -33,6 +33,41 @@ def trace_log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, im
     """log w per (sample, image), shape (K, images): the model's sites' log-densities minus the guide's, each
     unscaled, masked where the program masks it, summed over event dims (Pyro's log_prob) and kept per image."""
     return _site_sum(model_trace, images) - _site_sum(guide_trace, images)
+
+
+def trace_elbo_terms(
+    model_trace: poutine.Trace, guide_trace: poutine.Trace, images: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ELBO's two terms per (sample, image), -ELBO = distortion + rate:
+
+        distortion = -sum_{observed sites} log p(x | ...),    rate = sum_{guide's sites} log q - sum_{latent sites} log p
+
+    (their means over the samples estimate -E_q[log p(x|z)] and KL(q || p), every term from the same draws): a
+    latent site is one the guide draws, an observed site one of the model's that the guide does not."""
+    latent = {name for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
+    distortion = -_site_sum(model_trace, images, lambda name: name not in latent)
+    return distortion, _site_sum(guide_trace, images) - _site_sum(model_trace, images, lambda name: name in latent)
+
+
+@torch.no_grad()
+def program_elbo_terms(
+    model: Program,
+    guide: Program,
+    batch: tuple[torch.Tensor, ...],
+    num_samples: int = 1,
+    seed: int = 0,
+    max_plate_nesting: int = 1,
+) -> ElboTerms:
+    """-ELBO per image averaged over the images of `batch`, as its two terms (`trace_elbo_terms`), each
+    estimated by `num_samples` draws of the guide (vectorized), from a generator seeded with `seed` (the global
+    random state is left as it was): the test loss of any program, as `likelihood.elbo_terms` is the VAE's."""
+    with torch.random.fork_rng(devices=[batch[0].device] if batch[0].is_cuda else []):
+        torch.manual_seed(seed)
+        with pyro.plate("importance_samples", num_samples, dim=-(max_plate_nesting + 1)):
+            guide_trace = poutine.trace(guide).get_trace(*batch)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
+        distortion, rate = trace_elbo_terms(model_trace, guide_trace, batch[0].shape[0])
+    return ElboTerms(distortion.double().mean().item(), rate.double().mean().item())
 
 
 def program_log_weights(
@@ -101,12 +136,15 @@ def _per_image(log_w: torch.Tensor) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _site_sum(trace: poutine.Trace, images: int) -> torch.Tensor:
-    """The sum over a trace's sample sites of their unscaled, masked log-densities, per (sample, image)."""
+def _site_sum(trace: poutine.Trace, images: int, chosen: Callable[[str], bool] = lambda name: True) -> torch.Tensor:
+    """The sum over a trace's `chosen` sample sites (all by default) of their unscaled, masked log-densities,
+    per (sample, image)."""
     trace.compute_log_prob()
     total = 0.0
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if not chosen(name):
             continue
         log_p = site["unscaled_log_prob"]
         if site["mask"] is not None:
