@@ -22,9 +22,20 @@ from pyro_vae.evaluation.program_likelihood import (
     program_log_likelihood,
     trace_elbo_terms,
     trace_log_weights,
+    traces,
 )
 
 LAYERS = {1: ModelConfig(hidden=(16,), z_dim=3), 2: ModelConfig(hidden=(16,), z_dim=3, stochastic_layers=2, z2_dim=2)}
+
+
+def traces_at(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> tuple:
+    """(model trace, guide trace) of the built-in VAE with its latent sites at the hand path's draws z (K, batch,
+    z_dim): z, or z1 and z2 with two layers."""
+    sites = {"z": z} if vae.top is None else {"z1": z[..., : vae.config.z_dim], "z2": z[..., vae.config.z_dim :]}
+    with pyro.plate("importance_samples", z.shape[0], dim=-2):
+        guide_trace = poutine.trace(poutine.condition(vae.guide, data=sites)).get_trace(x)
+        model_trace = poutine.trace(poutine.condition(vae.model, data=sites)).get_trace(x)
+    return model_trace, guide_trace
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -36,11 +47,7 @@ def test_the_generic_log_weights_are_the_hand_derived_ones_on_the_built_in_vae(l
     x = torch.bernoulli(torch.rand(6, 784, dtype=torch.float64))
     eps = torch.randn(4, 6, vae.z_dim, dtype=torch.float64)
     z, _ = vae.sample_q(x, eps)
-    sites = {"z": z} if layers == 1 else {"z1": z[..., :3], "z2": z[..., 3:]}
-    with pyro.plate("importance_samples", 4, dim=-2):
-        guide_trace = poutine.trace(poutine.condition(vae.guide, data=sites)).get_trace(x)
-        model_trace = poutine.trace(poutine.condition(vae.model, data=sites)).get_trace(x)
-    generic = trace_log_weights(model_trace, guide_trace, images=6)
+    generic = trace_log_weights(*traces_at(vae, x, z), images=6)
     hand = analytic.log_importance_weights(vae, x, eps)
     assert generic.shape == (4, 6) and torch.allclose(generic, hand, rtol=0, atol=1e-10)
 
@@ -151,11 +158,7 @@ def test_the_elbos_two_terms_read_from_traces_are_the_hand_derived_ones(layers):
     x = torch.bernoulli(torch.rand(5, 784, dtype=torch.float64))
     eps = torch.randn(3, 5, vae.z_dim, dtype=torch.float64)
     z, log_q = vae.sample_q(x, eps)
-    sites = {"z": z} if layers == 1 else {"z1": z[..., :3], "z2": z[..., 3:]}
-    with pyro.plate("importance_samples", 3, dim=-2):
-        guide_trace = poutine.trace(poutine.condition(vae.guide, data=sites)).get_trace(x)
-        model_trace = poutine.trace(poutine.condition(vae.model, data=sites)).get_trace(x)
-    distortion, rate = trace_elbo_terms(model_trace, guide_trace, images=5)
+    distortion, rate = trace_elbo_terms(*traces_at(vae, x, z), images=5)
     assert torch.allclose(distortion, -vae.log_likelihood(x, z), rtol=0, atol=1e-10)
     assert torch.allclose(rate, log_q - vae.log_prior(z), rtol=0, atol=1e-10)
 
@@ -168,10 +171,7 @@ def test_a_programs_test_loss_estimates_the_vaes_exact_kl_and_distortion():
     x = torch.bernoulli(torch.rand(4, 784, dtype=torch.float64))
     terms = program_elbo_terms(vae.model, vae.guide, (x,), num_samples=4000, seed=1)
     exact_kl = vae.kl_to_prior(x).mean().item()
-    with pyro.plate("importance_samples", 4000, dim=-2):
-        guide_trace = poutine.trace(vae.guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
-    _, rate = trace_elbo_terms(model_trace, guide_trace, 4)
+    _, rate = trace_elbo_terms(*traces(vae.model, vae.guide, (x,), 4000), 4)
     standard_error = rate.mean(-1).std().item() / math.sqrt(4000)
     assert abs(terms.kl - exact_kl) < 5 * standard_error
     assert terms.negative_elbo == pytest.approx(terms.reconstruction + terms.kl)

@@ -46,8 +46,7 @@ def add_settings(
     `only` those named if given, with the command's own `defaults` where it has them, in the --help groups the
     declarations name; returns the groups, for flags of the command's own."""
     wanted = None if only is None else set(only)
-    nested = any(f.name == "model" for f in dataclasses.fields(cls)) and cls is not TrainConfig
-    model = cls() if nested else None  # a command's own defaults of the nested model
+    model = cls().model if has_model(cls) else None  # the defaults of the nested model, the command's own
     flags = [
         (owner, f, f.metadata["group"] or group)
         for owner, group in _declaring(cls)
@@ -58,7 +57,7 @@ def add_settings(
     named += [group for *_, group in flags if group is not None and group not in named]
     groups = {name: parser.add_argument_group(name) for name in named}
     for owner, f, group in flags:
-        default = getattr(model.model, f.name) if owner is ModelConfig and model is not None else f.default
+        default = getattr(model, f.name) if owner is ModelConfig else f.default
         given = f.name in (defaults or {})
         where = parser if group is None else groups[group]
         hint = typing.get_type_hints(owner)[f.name]
@@ -76,8 +75,8 @@ def settings_parser(cls: type, description: str) -> Parser:
 def config_from_args(args: argparse.Namespace, cls: type[T] = TrainConfig, **fixed: object) -> T:
     """The `cls` config the parsed flags describe (the nested model's fields among them), with `fixed` values."""
     given = {f.name: _value(getattr(args, f.name)) for f in declared(cls) if hasattr(args, f.name)} | fixed
-    if any(f.name == "model" for f in dataclasses.fields(cls)) and "model" not in given:
-        model = cls().model if cls is not TrainConfig else ModelConfig()
+    if has_model(cls) and "model" not in given:
+        model = cls().model
         chosen = {f.name: _value(getattr(args, f.name)) for f in declared(ModelConfig) if hasattr(args, f.name)}
         given["model"] = dataclasses.replace(model, **chosen)
     return cls(**given)
@@ -101,8 +100,12 @@ def command_flag(name: str) -> str:
 
 def _declaring(cls: type) -> list[tuple[type, str | None]]:
     """The settings dataclasses whose fields are `cls`'s flags, with the --help group of fields naming none."""
-    nested = [(ModelConfig, "model")] if any(f.name == "model" for f in dataclasses.fields(cls)) else []
-    return [*nested, (cls, None)]
+    return [*([(ModelConfig, "model")] if has_model(cls) else []), (cls, None)]
+
+
+def has_model(cls: type) -> bool:
+    """Whether the settings dataclass `cls` nests a ModelConfig (as `model`), whose flags are its flags too."""
+    return any(f.name == "model" for f in dataclasses.fields(cls))
 
 
 def _names(f: Field) -> tuple[str, ...]:

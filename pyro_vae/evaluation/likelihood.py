@@ -98,6 +98,23 @@ class LogLikelihood:
     effective_sample_size: torch.Tensor
     pareto_k: torch.Tensor
 
+    @classmethod
+    def of_images(cls, num_samples: int, per_image: torch.Tensor, variance: torch.Tensor, ess: torch.Tensor,
+                  k_hat: torch.Tensor) -> LogLikelihood:  # fmt: skip
+        """The estimate from each image's log p^(x_i), its jackknife variance, ESS and k-hat
+        (`per_image_estimates`): the mean, its standard error sqrt(sum of the variances) / n, the spread."""
+        n = per_image.shape[0]
+        return cls(
+            value=per_image.mean().item(),
+            standard_error=variance.sum().sqrt().item() / n,
+            spread=per_image.std().item() if n > 1 else 0.0,
+            num_samples=num_samples,
+            per_image=per_image.cpu(),
+            per_image_variance=variance.cpu(),
+            effective_sample_size=ess.cpu(),
+            pareto_k=k_hat.cpu(),
+        )
+
     @property
     def max_pareto_k(self) -> float:
         """The largest k-hat over the images (NaN where none could be fitted: K < 25)."""
@@ -161,21 +178,18 @@ def log_likelihood(
         if log_w is None:
             continue
         mine = slice(number * images, number * images + chunk.shape[0])
-        per_image[mine] = analytic.log_mean_exp(log_w)
-        variance[mine] = importance.jackknife_variance(log_w)
-        ess[mine] = importance.effective_sample_size(log_w)
-        k_hat[mine] = importance.pareto_k(log_w)
-    per_image, variance, ess, k_hat = (world.sum(t) for t in (per_image, variance, ess, k_hat))
-    n = per_image.shape[0]
-    return LogLikelihood(
-        value=per_image.mean().item(),
-        standard_error=variance.sum().sqrt().item() / n,
-        spread=per_image.std().item() if n > 1 else 0.0,
-        num_samples=num_samples,
-        per_image=per_image.cpu(),
-        per_image_variance=variance.cpu(),
-        effective_sample_size=ess.cpu(),
-        pareto_k=k_hat.cpu(),
+        per_image[mine], variance[mine], ess[mine], k_hat[mine] = per_image_estimates(log_w)
+    return LogLikelihood.of_images(num_samples, *(world.sum(t) for t in (per_image, variance, ess, k_hat)))
+
+
+def per_image_estimates(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From (K, images) log-weights: each image's log p^(x_i) = log (1/K) sum_k w_k, its jackknife variance,
+    effective sample size and Pareto k-hat (`importance`)."""
+    return (
+        analytic.log_mean_exp(log_w),
+        importance.jackknife_variance(log_w),
+        importance.effective_sample_size(log_w),
+        importance.pareto_k(log_w),
     )
 
 

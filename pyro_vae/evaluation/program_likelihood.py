@@ -21,10 +21,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from pyro_vae.core import analytic
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluation import importance
-from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood
+from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood, per_image_estimates
 
 Program = Callable[..., object]  # a Pyro model or guide: a function (or module) of the batch's tensors
 
@@ -63,10 +61,9 @@ def program_elbo_terms(
     random state is left as it was): the test loss of any program, as `likelihood.elbo_terms` is the VAE's."""
     with torch.random.fork_rng(devices=[batch[0].device] if batch[0].is_cuda else []):
         torch.manual_seed(seed)
-        with pyro.plate("importance_samples", num_samples, dim=-(max_plate_nesting + 1)):
-            guide_trace = poutine.trace(guide).get_trace(*batch)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
-        distortion, rate = trace_elbo_terms(model_trace, guide_trace, batch[0].shape[0])
+        distortion, rate = trace_elbo_terms(
+            *traces(model, guide, batch, num_samples, max_plate_nesting), batch[0].shape[0]
+        )
     return ElboTerms(distortion.double().mean().item(), rate.double().mean().item())
 
 
@@ -75,10 +72,18 @@ def program_log_weights(
 ) -> torch.Tensor:
     """(num_samples, images) log-weights of the images of `batch` (the program's arguments, images first),
     the guide's K draws vectorized in a plate outside the program's `max_plate_nesting` plates."""
+    return trace_log_weights(*traces(model, guide, batch, num_samples, max_plate_nesting), batch[0].shape[0])
+
+
+def traces(
+    model: Program, guide: Program, batch: tuple[torch.Tensor, ...], num_samples: int, max_plate_nesting: int = 1
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """(model trace, guide trace) of `num_samples` draws of the guide, vectorized in a plate outside the
+    program's `max_plate_nesting` plates, the model replayed on them."""
     with pyro.plate("importance_samples", num_samples, dim=-(max_plate_nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(*batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
-    return trace_log_weights(model_trace, guide_trace, batch[0].shape[0])
+    return model_trace, guide_trace
 
 
 @torch.no_grad()
@@ -111,29 +116,9 @@ def program_log_likelihood(
                     for start in range(0, num_samples, samples)
                 ]
             ).double()
-            results.append(_per_image(log_w))
+            results.append(per_image_estimates(log_w))
             progress(chunk[0].shape[0])
-    per_image, variance, ess, k_hat = (torch.cat(parts).cpu() for parts in zip(*results))
-    return LogLikelihood(
-        value=per_image.mean().item(),
-        standard_error=variance.sum().sqrt().item() / images,
-        spread=per_image.std().item() if images > 1 else 0.0,
-        num_samples=num_samples,
-        per_image=per_image,
-        per_image_variance=variance,
-        effective_sample_size=ess,
-        pareto_k=k_hat,
-    )
-
-
-def _per_image(log_w: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """log p^(x_i), its jackknife variance, ESS and k-hat from the (K, images) log-weights."""
-    return (
-        analytic.log_mean_exp(log_w),
-        importance.jackknife_variance(log_w),
-        importance.effective_sample_size(log_w),
-        importance.pareto_k(log_w),
-    )
+    return LogLikelihood.of_images(num_samples, *(torch.cat(parts) for parts in zip(*results)))
 
 
 def _site_sum(trace: poutine.Trace, images: int, chosen: Callable[[str], bool] = lambda name: True) -> torch.Tensor:

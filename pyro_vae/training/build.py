@@ -20,7 +20,7 @@ from pyro_vae.threads import usable_cores, use_threads
 from pyro_vae.training.checkpoint.generators import rank_seed
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.inputs import check_memory, load_training_data, resolve_device
+from pyro_vae.training.inputs import check_memory, check_run_images, load_training_data, resolve_device
 from pyro_vae.training.objective import make_objective
 from pyro_vae.training.progress import Progress
 from pyro_vae.training.report.folder import RunFolder
@@ -46,12 +46,8 @@ def build_run(
             "@guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
         )
     dataset = load_training_data(config, device, images)
-    trained_on = None if checkpoint is None else checkpoint.config["model"]["x_dim"]
-    if trained_on is not None and dataset.x_dim != trained_on:
-        raise ConfigError(
-            f"{config.out} was trained on images of {trained_on:,} pixels; the images given have {dataset.x_dim:,} "
-            f"(shape {dataset.image_shape}): give the run's own images"
-        )
+    if checkpoint is not None:
+        check_run_images(config.out, checkpoint.config["model"]["x_dim"], dataset)
     local_test_points = dataset.test.shape[0] if config.model.guide == "local" else 0
     model = replace(
         config.model, x_dim=dataset.x_dim, image_shape=dataset.image_shape, local_test_points=local_test_points

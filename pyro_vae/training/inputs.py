@@ -72,3 +72,12 @@ def check_memory(config: TrainConfig, world: World, device: torch.device) -> Non
         "lower @batch_size or @num_particles, or choose a smaller model (@hidden, @z_dim)",
         device,
     )
+
+
+def check_run_images(run: object, trained_on: int, images: data.Dataset) -> None:
+    """The images given for the run in folder `run` have the pixels it was trained on (`trained_on` a row)."""
+    if images.x_dim != trained_on:
+        raise ConfigError(
+            f"{run} was trained on images of {trained_on:,} pixels; the images given have {images.x_dim:,} "
+            f"(shape {images.image_shape}): give the run's own images"
+        )

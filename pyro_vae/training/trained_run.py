@@ -28,7 +28,7 @@ from pyro_vae.evaluation.annealing import AnnealedEstimate
 from pyro_vae.settings import whole_number
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.inputs import load_training_data
+from pyro_vae.training.inputs import check_run_images, load_training_data
 
 MAX_PICTURES, MAX_PATH_STEPS = 10_000, 1_000  # prior samples and interpolation images per call
 MAX_IMPORTANCE_SAMPLES = TrainConfig.__dataclass_fields__["eval_samples"].metadata["high"]
@@ -156,9 +156,6 @@ def load_run(
     vae.load_state_dict(checkpoint.model_state)
     metrics, finished = checkpoint.progress.metrics, (path / "summary.json").exists()
     images = data if data is None or isinstance(data, Dataset) else from_arrays(*data)
-    if images is not None and images.x_dim != config.model.x_dim:
-        raise ConfigError(
-            f"{path} was trained on images of {config.model.x_dim:,} pixels (shape {config.model.shape}); the "
-            f"images given have {images.x_dim:,} (shape {images.image_shape}): give the run's own images"
-        )
+    if images is not None:
+        check_run_images(path, config.model.x_dim, images)
     return TrainedRun(path, config, vae.eval(), metrics, finished, images=images)
