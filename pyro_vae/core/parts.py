@@ -1,4 +1,5 @@
-"""The user's own parts of a VAE: an encoder, a decoder or a whole guide, as any `torch.nn.Module`s.
+"""The user's own parts of a VAE: an encoder, a decoder or a whole guide, as any `torch.nn.Module`s; or a
+whole Pyro program of the user's, a model and its guide (`core.program.Program`).
 
     encoder(x)  x: (batch, *image_shape)  ->  (loc, scale), each (batch, z_dim), scale > 0   (q = N(loc, scale^2))
     decoder(z)  z: (batch, z_dim)         ->  logits of p(x|z), (batch, *image_shape) or (batch, D)
@@ -22,28 +23,46 @@ from torch import nn
 
 from pyro_vae.errors import ConfigError, first_line
 
-PART_NAMES = ("encoder", "decoder", "guide")
+PART_NAMES = ("encoder", "decoder", "guide", "model")
 
 
 @dataclass(frozen=True)
 class Parts:
-    """The user's own modules for a VAE, each None for the built-in one."""
+    """The user's own modules for a VAE, each None for the built-in one; or with `model`, the user's own Pyro
+    program: `model` and `guide` are then a Pyro model and its guide (functions of the batch, or modules)."""
 
     encoder: nn.Module | None = None
     decoder: nn.Module | None = None
-    guide: nn.Module | None = None
+    guide: object = None
+    model: object = None
+
+    def __post_init__(self) -> None:
+        if self.model is not None and (self.guide is None or self.encoder is not None or self.decoder is not None):
+            raise ConfigError(
+                "your own Pyro model is trained with its own guide and nothing else: give model=... and guide=..., "
+                "without encoder or decoder"
+            )
+
+    @property
+    def is_program(self) -> bool:
+        """Whether these are the user's own program (a model and its guide) rather than parts of the VAE."""
+        return self.model is not None
 
     def description(self) -> str:
-        """The parts by class, as a run's config records them: "encoder=pkg.Class; decoder=..."."""
-        given = dict(encoder=self.encoder, decoder=self.decoder, guide=self.guide)
-        return "; ".join(
-            f"{name}={type(m).__module__}.{type(m).__qualname__}" for name, m in given.items() if m is not None
-        )
+        """The parts by name, as a run's config records them: "encoder=pkg.Class; decoder=..."."""
+        given = dict(encoder=self.encoder, decoder=self.decoder, guide=self.guide, model=self.model)
+        return "; ".join(f"{name}={qualified_name(m)}" for name, m in given.items() if m is not None)
 
     def missing(self, description: str) -> list[str]:
         """The parts a recorded description names that are not given here."""
         names = [entry.split("=")[0] for entry in description.split("; ") if entry]
         return [name for name in names if getattr(self, name) is None]
+
+
+def qualified_name(part: object) -> str:
+    """A part's name as a run's config records it: "package.module.function", or a module's by its class."""
+    named = part if hasattr(part, "__qualname__") else type(part)
+    return f"{named.__module__}.{named.__qualname__}"
 
 
 def check_module(part: object, name: str) -> None:

@@ -1,36 +1,26 @@
 """Evaluation of a trained VAE: the negative ELBO per image over a whole split, and the
-importance-sampled log-likelihood log p(x) with its standard error."""
+importance-sampled log-likelihood log p(x) with its standard error; for the built-in VAE by the hand-derived
+forms of `analytic`, for a user's own program (`core.program.Program`) from its traces (`program_likelihood`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from pyro_vae.core import analytic
 from pyro_vae.core.model import VAE
+from pyro_vae.core.program import Program
 from pyro_vae.distributed import SINGLE, World
 from pyro_vae.errors import ConfigError, DataError
-from pyro_vae.evaluation import importance
-
-
-@dataclass(frozen=True)
-class ElboTerms:
-    """The negative ELBO of a split, per image in nats, as its two terms."""
-
-    reconstruction: float  # -E_q[log p(x|z)], the distortion
-    kl: float  # KL(q(z|x) || p(z)), the rate
-
-    @property
-    def negative_elbo(self) -> float:
-        return self.reconstruction + self.kl
+from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood, per_image_estimates
+from pyro_vae.evaluation.program_likelihood import program_elbo_terms, program_log_likelihood
 
 
 @torch.no_grad()
 def elbo_terms(
-    vae: VAE,
+    vae: VAE | Program,
     x: torch.Tensor,
     num_samples: int = 1,
     seed: int = 0,
@@ -47,8 +37,13 @@ def elbo_terms(
     drawing it leaves the global random state (and so training) untouched. For the local guide, `rows`
     gives the rows of x's data points in its table. With several ranks (`world`), each computes its share
     of the chunks (drawing the others' noise too, to skip past it) and the sums meet: the value is the
-    one a single process computes. `progress(n)` hears of each chunk's n images.
+    one a single process computes. `progress(n)` hears of each chunk's n images. A program's terms come from
+    its traces (`program_likelihood.program_elbo_terms`, every rank computing them whole).
     """
+    if isinstance(vae, Program):
+        terms = program_elbo_terms(vae.run_model, vae.run_guide, (x,), num_samples, seed)
+        progress(x.shape[0])
+        return terms
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
@@ -63,7 +58,7 @@ def elbo_terms(
 
 
 def negative_elbo(
-    vae: VAE,
+    vae: VAE | Program,
     x: torch.Tensor,
     num_samples: int = 1,
     seed: int = 0,
@@ -75,71 +70,9 @@ def negative_elbo(
     return elbo_terms(vae, x, num_samples, seed, chunk_size, rows, world).negative_elbo
 
 
-@dataclass(frozen=True)
-class LogLikelihood:
-    """An importance-sampled estimate of the mean test log p(x), in nats per image, with what says how far
-    it can be trusted (`importance`).
-
-    `value` is the mean over images of log p^(x_i); `standard_error` its Monte Carlo standard error, from
-    the jackknife variance of each log p^(x_i) over its K samples (the sampling noise of the estimate for
-    these images: calibrated on a trained 2-D VAE, where the delta method's is 2 to 2.7 times too small;
-    benchmarks/log_px_calibration.py); `spread` the standard deviation of log p^(x_i) over images (the test set's own
-    variability, which does not shrink with K); `per_image` every log p^(x_i) and `per_image_variance` its
-    jackknife variance; `effective_sample_size`
-    and `pareto_k` per image the ESS and the Pareto k-hat of its weights (above 0.7: unreliable).
-    """
-
-    value: float
-    standard_error: float
-    spread: float
-    num_samples: int
-    per_image: torch.Tensor
-    per_image_variance: torch.Tensor
-    effective_sample_size: torch.Tensor
-    pareto_k: torch.Tensor
-
-    @classmethod
-    def of_images(cls, num_samples: int, per_image: torch.Tensor, variance: torch.Tensor, ess: torch.Tensor,
-                  k_hat: torch.Tensor) -> LogLikelihood:  # fmt: skip
-        """The estimate from each image's log p^(x_i), its jackknife variance, ESS and k-hat
-        (`per_image_estimates`): the mean, its standard error sqrt(sum of the variances) / n, the spread."""
-        n = per_image.shape[0]
-        return cls(
-            value=per_image.mean().item(),
-            standard_error=variance.sum().sqrt().item() / n,
-            spread=per_image.std().item() if n > 1 else 0.0,
-            num_samples=num_samples,
-            per_image=per_image.cpu(),
-            per_image_variance=variance.cpu(),
-            effective_sample_size=ess.cpu(),
-            pareto_k=k_hat.cpu(),
-        )
-
-    @property
-    def max_pareto_k(self) -> float:
-        """The largest k-hat over the images (NaN where none could be fitted: K < 25)."""
-        finite = self.pareto_k[~self.pareto_k.isnan()]
-        return finite.max().item() if finite.numel() else float("nan")
-
-    @property
-    def unreliable_images(self) -> int:
-        """Images whose k-hat exceeds 0.7: their weights' variance may be infinite."""
-        return int((self.pareto_k > importance.UNRELIABLE_K).sum())
-
-    def diagnostics(self) -> dict:
-        """The summary a person reads: k-hat's maximum and how many images pass 0.7, the ESS's range."""
-        ess = self.effective_sample_size
-        return dict(
-            pareto_k_max=self.max_pareto_k,
-            pareto_k_above_0_7=self.unreliable_images,
-            effective_sample_size_min=ess.min().item(),
-            effective_sample_size_median=ess.median().item(),
-        )
-
-
 @torch.no_grad()
 def log_likelihood(
-    vae: analytic.LatentVariableModel,
+    vae: analytic.LatentVariableModel | Program,
     x: torch.Tensor,
     num_samples: int = 5000,
     seed: int = 0,
@@ -163,8 +96,14 @@ def log_likelihood(
     points in its table. With several ranks (`world`), each computes its share of the chunks of images
     (drawing the others' noise too, to skip past it) and the per-image results meet: the estimate is the
     one a single process computes, on every rank. `progress(n)` is called as each chunk of n images is done.
+    A program's weights come from its traces (`program_likelihood.program_log_likelihood`, every rank
+    computing them whole).
     """
     _check_request(vae, num_samples, proposal)
+    if isinstance(vae, Program):
+        return program_log_likelihood(
+            vae.run_model, vae.run_guide, (x,), num_samples, seed, max_rows, progress=progress or (lambda images: None)
+        )
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     images = max(1, min(x.shape[0], max_rows // num_samples))
@@ -182,19 +121,8 @@ def log_likelihood(
     return LogLikelihood.of_images(num_samples, *(world.sum(t) for t in (per_image, variance, ess, k_hat)))
 
 
-def per_image_estimates(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From (K, images) log-weights: each image's log p^(x_i) = log (1/K) sum_k w_k, its jackknife variance,
-    effective sample size and Pareto k-hat (`importance`)."""
-    return (
-        analytic.log_mean_exp(log_w),
-        importance.jackknife_variance(log_w),
-        importance.effective_sample_size(log_w),
-        importance.pareto_k(log_w),
-    )
-
-
 def check_finite_model(
-    vae: VAE,
+    vae: VAE | Program,
     x: torch.Tensor,
     rows: torch.Tensor | None = None,
     images: int = 8,
@@ -216,6 +144,8 @@ def _check_request(vae: analytic.LatentVariableModel, num_samples: int, proposal
         raise ConfigError(f"the number of importance samples must be at least 1, got {num_samples}")
     if proposal not in ("guide", "prior"):
         raise ConfigError(f"unknown proposal {proposal!r}; choose guide or prior")
+    if proposal == "prior" and isinstance(vae, Program):
+        raise ConfigError("the proposal prior is the built-in VAE's; a program's log p(x) samples from its guide")
     if proposal == "guide" and getattr(vae, "is_point_mass", False):
         raise ConfigError(
             "this VAE's guide is a point mass (@guide delta), which has no density to "

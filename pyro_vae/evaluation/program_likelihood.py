@@ -7,9 +7,14 @@ The guide runs once for all K samples, inside a plate of K outside the program's
 Pyro's `vectorized_importance_weights` does), and the model is replayed on its draws. Unlike Pyro's, the
 weights stay per image: each site's unscaled log-density (the program's own 1/batch scale and a KL weight are
 not log p) is kept along the program's plate over the images, at dim -1, so that every image gets its own
-estimate, standard error, ESS and Pareto k-hat (`likelihood.LogLikelihood`). A site outside that plate (a
+estimate, standard error, ESS and Pareto k-hat (`estimates.LogLikelihood`). A site outside that plate (a
 global latent) has no per-image density, and is refused in one line naming it. On the built-in VAE this is
 the hand-derived `analytic.log_importance_weights` (tests/test_program_likelihood.py, to 1e-10 in float64).
+
+A model's site marked for enumeration (and not drawn by the guide) is summed out exactly: the model runs under
+`poutine.enum`, each such site's values along a dimension of its own left of the samples' plate, and log p(x, z)
+is the logsumexp over those dimensions of the sum of the sites' log-densities. A guide's discrete site is
+sampled, as any other (importance sampling from q(y|x) q(z|x, y)).
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood, per_image_estimates
+from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood, per_image_estimates
 
 Program = Callable[..., object]  # a Pyro model or guide: a function (or module) of the batch's tensors
 
 
 def trace_log_weights(model_trace: poutine.Trace, guide_trace: poutine.Trace, images: int) -> torch.Tensor:
-    """log w per (sample, image), shape (K, images): the model's sites' log-densities minus the guide's, each
-    unscaled, masked where the program masks it, summed over event dims (Pyro's log_prob) and kept per image."""
+    """log w per (sample, image), shape (K, images): the model's sites' log-densities (its enumerated sites
+    summed out) minus the guide's, each unscaled, masked where the program masks it, summed over event dims
+    (Pyro's log_prob) and kept per image."""
     return _site_sum(model_trace, images) - _site_sum(guide_trace, images)
 
 
@@ -41,10 +47,12 @@ def trace_elbo_terms(
         distortion = -sum_{observed sites} log p(x | ...),    rate = sum_{guide's sites} log q - sum_{latent sites} log p
 
     (their means over the samples estimate -E_q[log p(x|z)] and KL(q || p), every term from the same draws): a
-    latent site is one the guide draws, an observed site one of the model's that the guide does not."""
-    latent = {name for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
-    distortion = -_site_sum(model_trace, images, lambda name: name not in latent)
-    return distortion, _site_sum(guide_trace, images) - _site_sum(model_trace, images, lambda name: name in latent)
+    latent site is one the guide draws or the model enumerates, an observed site any other of the model's.
+    With enumerated sites y summed out, distortion = -[log p(x, z) - log p(z)] and rate = log q - log p(z),
+    each of log p(x, z) and log p(z) = log sum_y p(y, z) summed over y exactly."""
+    drawn = {name for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
+    log_prior = _site_sum(model_trace, images, lambda site: site["name"] in drawn or _enumerated(site))
+    return log_prior - _site_sum(model_trace, images), _site_sum(guide_trace, images) - log_prior
 
 
 @torch.no_grad()
@@ -82,7 +90,9 @@ def traces(
     program's `max_plate_nesting` plates, the model replayed on them."""
     with pyro.plate("importance_samples", num_samples, dim=-(max_plate_nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(*batch)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
+        replayed = poutine.replay(model, trace=guide_trace)
+        enumerated = poutine.enum(replayed, first_available_dim=-(max_plate_nesting + 2))
+        model_trace = poutine.trace(enumerated).get_trace(*batch)
     return model_trace, guide_trace
 
 
@@ -121,24 +131,32 @@ def program_log_likelihood(
     return LogLikelihood.of_images(num_samples, *(torch.cat(parts) for parts in zip(*results)))
 
 
-def _site_sum(trace: poutine.Trace, images: int, chosen: Callable[[str], bool] = lambda name: True) -> torch.Tensor:
+def _site_sum(trace: poutine.Trace, images: int, chosen: Callable[[dict], bool] = lambda site: True) -> torch.Tensor:
     """The sum over a trace's `chosen` sample sites (all by default) of their unscaled, masked log-densities,
-    per (sample, image)."""
+    per (sample, image); enumerated sites' dimensions (left of the samples') summed out by logsumexp."""
     trace.compute_log_prob()
+    enumerated = sum(_enumerated(site) for site in trace.nodes.values())
     total = 0.0
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        if not chosen(name):
+        if not chosen(site):
             continue
         log_p = site["unscaled_log_prob"]
         if site["mask"] is not None:
             log_p = torch.where(torch.as_tensor(site["mask"], device=log_p.device), log_p, 0.0)
-        if log_p.dim() < 1 or log_p.shape[-1] != images or log_p.dim() > 2:
+        if log_p.dim() < 1 or log_p.shape[-1] != images or log_p.dim() > 2 + enumerated:
             raise ConfigError(
                 f"site {name!r} has a log-density of shape {tuple(log_p.shape)}, not one per image: log p(x) per "
                 f"image needs every site inside the plate over the {images} images (dim -1), with its event dims "
                 "declared (.to_event)"
             )
         total = total + log_p
+    while isinstance(total, torch.Tensor) and total.dim() > 2:  # the enumerated sites' values, summed out
+        total = total.logsumexp(0)
     return total
+
+
+def _enumerated(site: dict) -> bool:
+    """Whether `poutine.enum` gave the site its values along a dimension of its own."""
+    return site.get("infer", {}).get("_enumerate_dim") is not None

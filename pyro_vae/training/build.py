@@ -1,5 +1,5 @@
 """Building a run: from a config (or a checkpoint), the data on this rank's device, the VAE (with the
-user's parts checked), the objective (`objective.make_objective`), the progress (new, or restored from the
+user's parts checked) or the user's own Pyro program (`core.program.Program`), the objective (`objective.make_objective`), the progress (new, or restored from the
 checkpoint) and the run folder: a live `run.Run`."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pyro_vae import data
 from pyro_vae.core.estimators import SCORE_FUNCTION
 from pyro_vae.core.model import VAE, has_distribution
 from pyro_vae.core.parts import Parts, check_parts
+from pyro_vae.core.program import Program
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError
 from pyro_vae.threads import usable_cores, use_threads
@@ -59,9 +60,10 @@ def build_run(
         data_dir=data.resolve_data_dir(config.dataset, config.data_dir),
         validation=config.resolved_validation,
     )
-    check_memory(config, world, device)
+    if not parts.is_program:  # a program's size is known once it has run (its memory is the user's to judge)
+        check_memory(config, world, device)
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
-    vae = build_vae(config, parts, dataset)
+    vae = build_program(config, parts, dataset) if parts.is_program else build_vae(config, parts, dataset)
     config = replace(config, model=vae.config)
     objective = make_objective(config, vae, world, log)
     folder = None
@@ -81,6 +83,14 @@ def build_run(
             folder.close()
         raise
     return Run(config, world, dataset, vae, objective, progress, folder)
+
+
+def build_program(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> Program:
+    """The user's Pyro program (`parts.model`, `parts.guide`) as a `Program` on the data's device: run once on
+    two training images, every refusal said before the first step, its parameters found and kept."""
+    if config.init_output_bias:
+        raise ConfigError("@init_output_bias sets the built-in decoder's bias; your own program sets its own")
+    return Program(parts.model, parts.guide, config.model).discover((dataset.train[:2],), config.estimator)
 
 
 def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:

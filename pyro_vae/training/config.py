@@ -50,7 +50,8 @@ class TrainConfig:
         "reparameterized, the encoder's gradient by the score function (REINFORCE), without or with a baseline; "
         "stl: sticking the landing (trace without the score term); dreg: iwae with the doubly reparameterized "
         "encoder gradient; miwae: M (--iwae-copies) IWAE bounds averaged; piwae: the encoder on miwae, the "
-        "decoder on IWAE over all M K samples; ciwae: beta ELBO + (1 - beta) IWAE (--ciwae-beta)",
+        "decoder on IWAE over all M K samples; ciwae: beta ELBO + (1 - beta) IWAE (--ciwae-beta); enum: "
+        "TraceEnum_ELBO, a program's sites marked for enumeration summed out exactly",
         group="training", choices=tuple(ESTIMATORS),
     )  # fmt: skip
     num_particles: int = setting(

@@ -24,6 +24,7 @@ from torch import nn
 
 from pyro_vae import data as data_module
 from pyro_vae.core.parts import PART_NAMES, Parts
+from pyro_vae.core.program import Program
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.evaluation import likelihood as evaluate
@@ -60,7 +61,8 @@ def train(
     data: data_module.Dataset | tuple | None = None,
     encoder: nn.Module | None = None,
     decoder: nn.Module | None = None,
-    guide: nn.Module | None = None,
+    guide: object = None,
+    model: object = None,
 ) -> TrainedRun:
     """Train a VAE with SVI as `config` says and write the run folder; returns the trained run (its model
     in eval mode, config, metrics and folder; `load_run` gives the same back from the folder later).
@@ -68,7 +70,9 @@ def train(
     Your own parts: `data` = (train, test) images as tensors, arrays or torch Datasets of any image shape
     (`data.from_arrays`), in place of the config's dataset; an `encoder` (x -> (loc, scale)) and a
     `decoder` (z -> logits) of any architecture, or a whole `guide` (`core.guides.Guide`), in place of the
-    built-in networks. A run with such parts needs them again to resume or load (`resume`, `load_run`).
+    built-in networks. Your own Pyro program: `model` and its `guide`, Pyro functions (or modules) of the
+    batch of images, trained in place of the VAE (`core.program.Program`; docs/own-program.md). A run with
+    such parts needs them again to resume or load (`resume`, `load_run`).
 
     With a `checkpoint` (of the run in folder `config.out`, see `resume.load_run_checkpoint`), continue
     that run exactly as if it had never stopped (a finished run is left as it is). Under `torchrun` every
@@ -82,7 +86,7 @@ def train(
             f"checkpoint must be a Checkpoint (resume.load_run_checkpoint(folder)), got {type(checkpoint).__name__}"
         )
     resolve_device(config.cuda)
-    parts, images = Parts(encoder, decoder, guide), user_images(data)
+    parts, images = Parts(encoder, decoder, guide, model), user_images(data)
     if images is not None:
         config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
     if (
@@ -95,7 +99,9 @@ def train(
             "changed. Give it more epochs to train it further"
         )
         device = "cuda" if config.cuda else "cpu"
-        return load_run(config.out, device, config.data_dir, data=images, encoder=encoder, decoder=decoder, guide=guide)
+        return load_run(
+            config.out, device, config.data_dir, data=images, encoder=encoder, decoder=decoder, guide=guide, model=model
+        )
     world = World.from_environment(config.cuda)
     try:
         run = build_run(config, world, checkpoint, log if world.is_main else _quiet, parts, images)
@@ -121,8 +127,8 @@ def resume(
     **parts: object,
 ) -> TrainedRun:
     """Continue the run in `run_dir` exactly where it stopped (to `epochs`, if given, else its own), as
-    `svi_train.py --resume` does; a run trained on your own `data`, `encoder`, `decoder` or `guide` needs
-    them again, as keyword arguments."""
+    `svi_train.py --resume` does; a run trained on your own `data`, `encoder`, `decoder`, `guide` or
+    `model` needs them again, as keyword arguments."""
     checkpoint = load_run_checkpoint(Path(run_dir), use="resume", parts=Parts(*(parts.get(n) for n in PART_NAMES)))
     config = resumed_config(checkpoint, {} if epochs is None else {"epochs": epochs})
     return train(replace(config, out=str(run_dir)), progress, log, checkpoint, **parts)
@@ -239,6 +245,8 @@ def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedR
         if run.vae.is_point_mass
         else "test negative ELBO"
     )
+    if isinstance(run.vae, Program):
+        density = ""  # the program's own likelihood: nothing to say of it here
     log(f"done: {what} {metrics[-1]['test_loss']:.3f} nats/image{density}; outputs in {run.folder.path}")
     return TrainedRun(run.folder.path, run.config, run.vae.eval(), metrics, finished=True, dataset=run.dataset)
 

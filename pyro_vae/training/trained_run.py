@@ -20,6 +20,7 @@ from torch import nn
 from pyro_vae import data
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
+from pyro_vae.core.program import Program, built_model
 from pyro_vae.data import Dataset, from_arrays
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import annealing, sampling
@@ -49,7 +50,7 @@ class TrainedRun:
 
     path: Path
     config: TrainConfig
-    vae: VAE
+    vae: VAE | Program  # the built-in VAE, or the user's own program
     metrics: list[dict]
     finished: bool  # summary.json written: every epoch trained and reported
     dataset: data.Dataset | None = None  # loaded on first use
@@ -58,7 +59,7 @@ class TrainedRun:
     @property
     def device(self) -> torch.device:
         """The device the model's parameters are on."""
-        return self.vae.log_sigma.device
+        return next(self.vae.parameters()).device
 
     def test_data(self) -> data.Dataset:
         """The run's data as it was evaluated (test split binarized as configured, rows for a local guide),
@@ -85,17 +86,20 @@ class TrainedRun:
     def ais(self, steps: int = 1000, chains: int = 16, images: int | None = None, seed: int = 0) -> AnnealedEstimate:
         """Test log p(x) on the first `images` test images by annealed importance sampling from the prior
         (`evaluation.annealing.ais`): a stochastic lower bound much tighter than `evaluate`'s at large `steps`."""
+        self._check_vae("ais")
         seed = whole_number("seed", seed, SEEDS[0], SEEDS[1] - 1)  # bdmc's reverse pass draws with seed + 1
         x, _ = self.test_data().first_test(self._count(images))
         return annealing.ais(self.vae, x, annealing.Annealing(steps, chains, seed=seed))
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
         """n images from the model: decoder means of prior samples, shape (n, pixels)."""
+        self._check_vae("sample")
         n, seed = whole_number("n", n, 1, MAX_PICTURES), whole_number("seed", seed, *SEEDS)
         return sampling.prior_samples(self.vae, n, seed, self.device)
 
     def reconstruct(self, test_indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images `test_indices` and their reconstructions (decoder mean at q's location)."""
+        self._check_vae("reconstruct")
         if not isinstance(test_indices, (list, tuple)) or not test_indices:
             raise ConfigError(f"test_indices must be a non-empty list of test image numbers, got {test_indices!r}")
         x, rows = self._pick([self._position(f"test_indices[{k}]", i) for k, i in enumerate(test_indices)])
@@ -103,9 +107,18 @@ class TrainedRun:
 
     def interpolate(self, a: int, b: int, steps: int = 10) -> torch.Tensor:
         """Decoder means along the straight latent line from test image a's q location to b's."""
+        self._check_vae("interpolate")
         steps = whole_number("steps", steps, 2, MAX_PATH_STEPS)
         ends = self._pick([self._position("a", a), self._position("b", b)])
         return sampling.interpolation(self.vae, *ends, steps)
+
+    def _check_vae(self, what: str) -> None:
+        """Refuse, in one line, what only the built-in VAE answers (a decoder, a prior of known form)."""
+        if isinstance(self.vae, Program):
+            raise ConfigError(
+                f"{what}() reads the built-in VAE's decoder and prior; this run trained your own program: run its "
+                "model yourself (pyro.infer.Predictive(run.vae.run_model, ...)); evaluate() works for any program"
+            )
 
     def _count(self, images: int | None) -> int | None:
         """`images` checked against the test split's size (None: all of them)."""
@@ -140,19 +153,21 @@ def load_run(
     data: Dataset | tuple | None = None,
     encoder: nn.Module | None = None,
     decoder: nn.Module | None = None,
-    guide: nn.Module | None = None,
+    guide: object = None,
+    model: object = None,
 ) -> TrainedRun:
     """The run in folder `path` (finished, or interrupted: its last checkpoint), with the model on
     `device` in eval mode; `data_dir` if the run's data has moved. A run trained on your own images or
     modules needs them again: `data` (for its test images), `encoder`, `decoder`, `guide` (new instances of
-    the same classes; the checkpoint's weights are loaded into them)."""
-    path, parts, device = Path(path), Parts(encoder, decoder, guide), checked_device(device)
+    the same classes; the checkpoint's weights are loaded into them); a run of your own Pyro program its
+    `model` and `guide`."""
+    path, parts, device = Path(path), Parts(encoder, decoder, guide, model), checked_device(device)
     checkpoint = load_run_checkpoint(path, use="load", parts=parts)
     config = resumed_config(checkpoint, {})
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"load_run(device={device!r}): PyTorch sees no usable CUDA GPU")
-    vae = VAE(config.model, parts.encoder, parts.decoder, parts.guide).to(device)
+    vae = built_model(config.model, parts).to(device)
     vae.load_state_dict(checkpoint.model_state)
     metrics, finished = checkpoint.progress.metrics, (path / "summary.json").exists()
     images = data if data is None or isinstance(data, Dataset) else from_arrays(*data)

@@ -14,6 +14,7 @@ from torch import nn
 
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
+from pyro_vae.core.program import built_model
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.training.checkpoint.progress_checks import check_adam_steps, check_generators, check_progress
 from pyro_vae.training.checkpoint.values import CheckpointError, check_tensor, is_count
@@ -97,10 +98,10 @@ def _model(config: TrainConfig, state: object, path: Path, parts: Parts) -> VAE:
             f"{path} was trained with your own modules ({recorded}); load or resume it from Python with new "
             f"instances of the same classes: {', '.join(f'{name}=...' for name in parts.missing(recorded))}"
             if recorded
-            else f"{path} was trained with the built-in networks; load it without encoder, decoder or guide"
+            else f"{path} was trained with the built-in networks; load it without encoder, decoder, guide or model"
         )
     if recorded:
-        return VAE(config.model, parts.encoder, parts.decoder, parts.guide)
+        return built_model(config.model, parts)
     probe = replace(config.model, guide="diagonal") if config.model.guide == "flow" else config.model
     try:
         with torch.device("meta"):  # Pyro's autoregressive flows read their masks' values, which meta tensors lack

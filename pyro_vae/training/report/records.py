@@ -9,6 +9,7 @@ import torch
 
 from pyro_vae import data
 from pyro_vae.core.model import VAE
+from pyro_vae.core.program import Program
 from pyro_vae.evaluation import plots, sampling
 from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood
 
@@ -101,13 +102,18 @@ def summary(metrics: list[dict], seconds: float, device: torch.device, processes
 
 
 @torch.no_grad()
-def write_figures(vae: VAE, dataset: data.Dataset, metrics: list[dict], out: Path, n_images: int = 16) -> None:
-    """loss_curve.png, reconstructions.png, samples.png and latent.png in `out`."""
-    vae.eval()
-    shape = dataset.image_shape
+def write_figures(
+    vae: VAE | Program, dataset: data.Dataset, metrics: list[dict], out: Path, n_images: int = 16
+) -> None:
+    """loss_curve.png, and for the built-in VAE reconstructions.png, samples.png and latent.png, in `out` (a
+    program's own decoder and prior are its to draw)."""
     epochs = metrics[-1]["epoch"] if metrics else 0
     about = f"{dataset.name} data, {epochs} epoch{'' if epochs == 1 else 's'}"
     plots.loss_curve(metrics, out / "loss_curve.png", f"loss per epoch ({about})")
+    if isinstance(vae, Program):
+        return
+    vae.eval()
+    shape = dataset.image_shape
     originals, rows = dataset.first_test(n_images)
     plots.image_grid(
         torch.cat([originals, sampling.reconstructions(vae, originals, rows)]),

@@ -18,6 +18,7 @@ import torch
 
 from pyro_vae import data
 from pyro_vae.core.model import VAE
+from pyro_vae.core.program import Program
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import plots, sampling
 
@@ -48,11 +49,14 @@ class TensorBoardLog:
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
     @torch.no_grad()
-    def epoch(self, record: dict, vae: VAE, dataset: data.Dataset, n_images: int = 16) -> None:
+    def epoch(self, record: dict, vae: VAE | Program, dataset: data.Dataset, n_images: int = 16) -> None:
         step = record["epoch"]
         for tag, key in SCALARS.items():
             if key in record:
                 self.writer.add_scalar(tag, record[key], step)
+        if isinstance(vae, Program):  # its images are the program's own to draw
+            self.writer.flush()
+            return
         vae.eval()
         x, rows = dataset.first_test(n_images)
         pairs = torch.cat([x, sampling.reconstructions(vae, x, rows)])

@@ -1,0 +1,175 @@
+"""A user's own Pyro program, a model and its guide, as the module the engine trains.
+
+    program = Program(model, guide, config)       model(x), guide(x): Pyro functions or modules of the batch
+    program.model(x, kl_weight), program.guide(x, kl_weight)     what the estimators call, as the VAE's
+
+The engine's conventions are put around the user's code, never into it:
+- losses per image: the whole program is scaled by 1/batch (`poutine.scale`), as the built-in VAE is;
+- the KL weight scales every latent site's log-density, in model and guide alike (`LatentScale`), which
+  multiplies the ELBO's KL term by it (a weight of 0 masks them out, as the VAE's `kl_weighted` does);
+- the parameters are the module's own: every `pyro.param` the program reads (and so every `pyro.module`)
+  is served from `Program.params` (`OwnParameters`), found on the program's first run (`discover`); a model
+  or guide that is itself a module (a `PyroModule`) is a submodule, its parameters kept local (Pyro's
+  `module_local_params`). Nothing lives in Pyro's global param store: two programs never share state, and
+  the checkpoint (the module's state_dict) holds every parameter.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from typing import Callable, Iterator
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.poutine.messenger import Messenger
+from torch import nn
+from torch.distributions import transform_to
+
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
+from pyro_vae.core.parts import Parts
+from pyro_vae.core.program_checks import check_program
+from pyro_vae.errors import ConfigError
+
+ProgramFunction = Callable[..., object]  # a Pyro model or guide: a function (or module) of the batch's tensors
+
+
+class Program(nn.Module):
+    """A user's Pyro `model` and `guide` (functions of the batch, or modules) with every parameter they read.
+
+    `config` is the data's shape (x_dim, image_shape); `config.user_parts` records the program's functions
+    by name, so that a checkpoint asks for them again."""
+
+    is_local = False  # the engine's questions of a VAE, answered for a program: no per-image table,
+    is_point_mass = False  # a guide with a density
+
+    def __init__(self, model: ProgramFunction, guide: ProgramFunction, config: ModelConfig):
+        super().__init__()
+        for name, program in (("model", model), ("guide", guide)):
+            if not callable(program):
+                raise ConfigError(
+                    f"your {name} must be a Pyro program (a function or a module), got a {type(program).__name__}"
+                )
+        self.user_model, self.user_guide = model, guide  # registered as submodules where they are modules
+        self.params = nn.ParameterDict()
+        self.constraints: dict[str, constraints.Constraint] = {}
+        self.sealed = False
+        self.config = replace(config, user_parts=Parts(guide=guide, model=model).description())
+
+    def run_model(self, *batch: torch.Tensor) -> object:
+        """The user's model on the batch, with its parameters served from this module; no scale."""
+        with self._own_parameters():
+            return self.user_model(*batch)
+
+    def run_guide(self, *batch: torch.Tensor) -> object:
+        """The user's guide on the batch, with its parameters served from this module; no scale."""
+        with self._own_parameters():
+            return self.user_guide(*batch)
+
+    def model(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+        """The user's model per image (scaled by 1/batch), its latent sites weighted by `kl_weight`."""
+        with poutine.scale(scale=1.0 / x.shape[0]), LatentScale(kl_weight):
+            self.run_model(x)
+
+    def guide(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+        """The user's guide per image (scaled by 1/batch), its sites weighted by `kl_weight`."""
+        with poutine.scale(scale=1.0 / x.shape[0]), LatentScale(kl_weight):
+            self.run_guide(x)
+
+    def discover(self, batch: tuple[torch.Tensor, ...], estimator: str | None = None) -> "Program":
+        """Run the program once on `batch` (`check_program`, for `estimator`: every refusal before the first
+        step), keeping every
+        parameter it reads, then seal: a parameter first read later is refused. The draws use generators of
+        their own: the run's random streams are untouched."""
+        device = batch[0].device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            check_program(self.run_model, self.run_guide, batch, estimator)
+        return self._sealed(device)
+
+    def find_parameters(self, batch: tuple[torch.Tensor, ...]) -> "Program":
+        """Run the program once on `batch` without any check (Pyro's validation off: blank images will do),
+        to find its parameters and load a checkpoint's values into them; then seal."""
+        device = batch[0].device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), pyro.validation_enabled(False):
+            trace = poutine.trace(self.run_guide).get_trace(*batch)
+            poutine.replay(self.run_model, trace=trace)(*batch)
+        return self._sealed(device)
+
+    def _sealed(self, device: torch.device) -> "Program":
+        if not any(True for _ in self.parameters()):
+            raise ConfigError(
+                "your program read no parameter (pyro.param, pyro.module or a PyroModule's): nothing to train"
+            )
+        self.sealed = True
+        return self.to(device)
+
+    def parameter(self, name: str, init: object, constraint: constraints.Constraint) -> torch.Tensor:
+        """The value of pyro.param(`name`, `init`, `constraint`): this module's own, made on first use from
+        `init` (a module's own nn.Parameter, from pyro.module, is kept as it is: the module computes with it)."""
+        key = name.replace(".", ":")  # a ParameterDict's keys hold no dots
+        if key not in self.params:
+            if self.sealed:
+                raise ConfigError(
+                    f"the program read a parameter {name!r} that its first run did not: every parameter must be read "
+                    "on every run (the optimizer and the checkpoint hold those of the first)"
+                )
+            if init is None:
+                raise ConfigError(f"pyro.param({name!r}) has no initial value on the program's first run")
+            value = init() if callable(init) else torch.as_tensor(init)
+            if not (isinstance(value, nn.Parameter) and constraint is constraints.real):
+                value = nn.Parameter(transform_to(constraint).inv(value).detach().clone())
+            self.params[key], self.constraints[key] = value, constraint
+        unconstrained = self.params[key]
+        return (
+            unconstrained
+            if self.constraints[key] is constraints.real
+            else transform_to(self.constraints[key])(unconstrained)
+        )
+
+    @contextmanager
+    def _own_parameters(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            stack.enter_context(pyro.settings.context(module_local_params=True))
+            stack.enter_context(OwnParameters(self))
+            yield
+
+
+class OwnParameters(Messenger):
+    """Serves every pyro.param of the program from its `Program` (and so keeps it out of Pyro's param store)."""
+
+    def __init__(self, program: Program):
+        super().__init__()
+        self.program = program
+
+    def _pyro_param(self, msg: dict) -> None:
+        name, *init = msg["args"]
+        constraint = msg["kwargs"].get("constraint") or constraints.real
+        msg["value"] = self.program.parameter(name, init[0] if init else None, constraint)
+        msg["done"] = True
+
+
+class LatentScale(Messenger):
+    """Scales every latent (unobserved) sample site's log-density by the KL weight; a weight of 0 masks them."""
+
+    def __init__(self, kl_weight: float | torch.Tensor):
+        super().__init__()
+        self.kl_weight = kl_weight
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["is_observed"]:
+            return
+        if not isinstance(self.kl_weight, torch.Tensor) and self.kl_weight == 0:
+            msg["mask"] = False
+        elif isinstance(self.kl_weight, torch.Tensor) or self.kl_weight != 1:
+            msg["scale"] = self.kl_weight * msg["scale"]
+
+
+def built_model(config: ModelConfig, parts: Parts) -> VAE | Program:
+    """The model that a run's recorded `config` and the user's `parts` describe, to load a checkpoint into:
+    the VAE, or the user's program run once on two blank images to find its parameters."""
+    if not parts.is_program:
+        return VAE(config, parts.encoder, parts.decoder, parts.guide)
+    return Program(parts.model, parts.guide, config).find_parameters((torch.zeros(2, config.x_dim),))
