@@ -69,7 +69,9 @@ class ModelConfig:
     image_shape: tuple[int, ...] = setting(
         (), "(H, W) or (C, H, W), set from the data by training; () is (x_dim,)", derived=True, low=1
     )
-    user_parts: str = setting("", "the user's own modules, by class (see VAE), or none", derived=True)
+    user_parts: str = setting(
+        "", "the user's own modules by class (see VAE), or own program by its functions, or none", derived=True
+    )
 
     def __post_init__(self) -> None:
         for name in ("hidden", "channels", "hidden2", "image_shape"):
@@ -98,6 +100,12 @@ class ModelConfig:
                     f"{len(self.channels)} halvings need sides of at least {2 ** len(self.channels)} pixels, "
                     f"and the images are {self.shape}"
                 )
+
+    @property
+    def is_program(self) -> bool:
+        """Whether the run trains the user's own Pyro program (`core.program.Program`), not this VAE: then only
+        the data's shape (x_dim, image_shape) applies."""
+        return "model=" in self.user_parts
 
     @property
     def shape(self) -> tuple[int, ...]:

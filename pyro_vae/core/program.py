@@ -9,14 +9,14 @@ The engine's conventions are put around the user's code, never into it:
   multiplies the ELBO's KL term by it (a weight of 0 masks them out, as the VAE's `kl_weighted` does);
 - the parameters are the module's own: every `pyro.param` the program reads (and so every `pyro.module`)
   is served from `Program.params` (`OwnParameters`), found on the program's first run (`discover`); a model
-  or guide that is itself a module (a `PyroModule`) is a submodule, its parameters kept local (Pyro's
-  `module_local_params`). Nothing lives in Pyro's global param store: two programs never share state, and
-  the checkpoint (the module's state_dict) holds every parameter.
+  or guide that is itself a module (a `PyroModule`) is a submodule, with its own parameters, and its
+  PyroParams, which Pyro passes through its param store, pass through an empty scope of it on each call.
+  Two programs never share state, and the checkpoint (the module's state_dict) holds every parameter.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
 
@@ -56,6 +56,8 @@ class Program(nn.Module):
         self.user_model, self.user_guide = model, guide  # registered as submodules where they are modules
         self.params = nn.ParameterDict()
         self.constraints: dict[str, constraints.Constraint] = {}
+        self.passed: set[str] = set()  # names of the model's and guide's own submodules' parameters
+        self.borrowed: set[str] = set()  # pyro.module names of networks that are not submodules
         self.sealed = False
         self.config = replace(config, user_parts=Parts(guide=guide, model=model).description())
 
@@ -108,18 +110,25 @@ class Program(nn.Module):
 
     def parameter(self, name: str, init: object, constraint: constraints.Constraint) -> torch.Tensor:
         """The value of pyro.param(`name`, `init`, `constraint`): this module's own, made on first use from
-        `init` (a module's own nn.Parameter, from pyro.module, is kept as it is: the module computes with it)."""
+        `init`. A network's own nn.Parameter (pyro.module's, or a PyroModule's) is kept as it is, since the
+        network computes with it: one of the model's or guide's own submodules passes through untouched (it is
+        already this module's), another's is held in `params` and marked borrowed."""
         key = name.replace(".", ":")  # a ParameterDict's keys hold no dots
+        if key in self.passed:
+            return init
         if key not in self.params:
             if self.sealed:
                 raise ConfigError(
                     f"the program read a parameter {name!r} that its first run did not: every parameter must be read "
                     "on every run (the optimizer and the checkpoint hold those of the first)"
                 )
-            if init is None:
-                raise ConfigError(f"pyro.param({name!r}) has no initial value on the program's first run")
             value = init() if callable(init) else torch.as_tensor(init)
-            if not (isinstance(value, nn.Parameter) and constraint is constraints.real):
+            if isinstance(value, nn.Parameter) and constraint is constraints.real:
+                if any(value is own for own in self.parameters()):
+                    self.passed.add(key)
+                    return value
+                self.borrowed.add(name.split("$$$")[0])
+            else:
                 value = nn.Parameter(transform_to(constraint).inv(value).detach().clone())
             self.params[key], self.constraints[key] = value, constraint
         unconstrained = self.params[key]
@@ -129,16 +138,23 @@ class Program(nn.Module):
             else transform_to(self.constraints[key])(unconstrained)
         )
 
+    def holds(self, name: str) -> bool:
+        """Whether pyro.param(`name`) is one of this module's (or one it lets pass)."""
+        key = name.replace(".", ":")
+        return key in self.params or key in self.passed
+
     @contextmanager
     def _own_parameters(self) -> Iterator[None]:
-        with ExitStack() as stack:
-            stack.enter_context(pyro.settings.context(module_local_params=True))
-            stack.enter_context(OwnParameters(self))
+        """Every pyro.param served from this module; a PyroModule's PyroParams, which Pyro puts into its param
+        store from the module (or takes from there, if the name is found), in an empty scope of that store for
+        this call alone: the module's own values are always the ones used."""
+        with pyro.get_param_store().scope(), OwnParameters(self):
             yield
 
 
 class OwnParameters(Messenger):
-    """Serves every pyro.param of the program from its `Program` (and so keeps it out of Pyro's param store)."""
+    """Serves every pyro.param of the program from its `Program` (and so keeps it out of Pyro's param store);
+    one without an initial value that the program does not hold (a PyroModule's PyroParam) goes on to Pyro."""
 
     def __init__(self, program: Program):
         super().__init__()
@@ -146,6 +162,8 @@ class OwnParameters(Messenger):
 
     def _pyro_param(self, msg: dict) -> None:
         name, *init = msg["args"]
+        if not init and not self.program.holds(name):
+            return
         constraint = msg["kwargs"].get("constraint") or constraints.real
         msg["value"] = self.program.parameter(name, init[0] if init else None, constraint)
         msg["done"] = True

@@ -250,10 +250,11 @@ class TrainConfig:
 
     @property
     def resolved_binarization(self) -> str:
-        """The binarization in force: the one set, else dynamic under a Bernoulli likelihood, else none."""
+        """The binarization in force: the one set, else dynamic under the VAE's Bernoulli likelihood, else none
+        (a program's likelihood is its own: its images are given to it as they are unless it is set)."""
         if self.binarization is not None:
             return self.binarization
-        return "dynamic" if self.model.likelihood == "bernoulli" else "none"
+        return "dynamic" if self.model.likelihood == "bernoulli" and not self.model.is_program else "none"
 
     def schedule(self, steps_per_epoch: int) -> Schedule:
         """The run's learning rates by epoch and KL weight by step, with `steps_per_epoch` steps an epoch."""

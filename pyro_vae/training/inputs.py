@@ -38,7 +38,8 @@ def load_training_data(config: TrainConfig, device: torch.device, images: data.D
     dataset = images if images is not None else data.load_dataset(config.dataset, config.data_dir)
     data.check_pixels(dataset)
     binarization = config.resolved_binarization
-    if config.model.likelihood == "bernoulli" and binarization == "none" and not dataset.is_binary:
+    bernoulli = config.model.likelihood == "bernoulli" and not config.model.is_program  # a program checks its own
+    if bernoulli and binarization == "none" and not dataset.is_binary:
         raise DataError(
             f"the Bernoulli likelihood needs pixels that are 0 or 1, but {config.dataset} has grey pixels; "
             "use @binarization dynamic or static, or a likelihood for grey pixels "

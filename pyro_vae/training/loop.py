@@ -87,6 +87,8 @@ def train(
         )
     resolve_device(config.cuda)
     parts, images = Parts(encoder, decoder, guide, model), user_images(data)
+    if parts.is_program:  # the config says so from the start (the data's binarization, the checks)
+        config = replace(config, model=replace(config.model, user_parts=parts.description()))
     if images is not None:
         config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
     if (

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pyro_vae.core.compiled import CompiledLoss, check_compiler
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE
+from pyro_vae.core.program import Program
 from pyro_vae.distributed import SINGLE, World
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.config import TrainConfig
@@ -35,14 +36,14 @@ class Objective(NamedTuple):
 
 
 def make_objective(
-    config: TrainConfig, vae: VAE, world: World = SINGLE, log: Callable[[str], None] = lambda line: None
+    config: TrainConfig, vae: VAE | Program, world: World = SINGLE, log: Callable[[str], None] = lambda line: None
 ) -> Objective:
     """The loss (`make_loss`) and the optimizer (`make_optimizer`) of `config` for `vae`."""
     return Objective(make_loss(config, vae, world, log), make_optimizer(vae, config))
 
 
 def make_loss(
-    config: TrainConfig, vae: VAE, world: World = SINGLE, log: Callable[[str], None] = lambda line: None
+    config: TrainConfig, vae: VAE | Program, world: World = SINGLE, log: Callable[[str], None] = lambda line: None
 ) -> nn.Module:
     """The per-image loss of `config` for `vae`: its estimator (K = num_particles, M = iwae_copies, ciwae's
     beta) as an ELBOLoss, traced and compiled with `config.compile` (`log` hears of each tracing), inside
@@ -59,7 +60,7 @@ def make_loss(
     return loss
 
 
-def make_optimizer(vae: VAE, config: TrainConfig) -> SVIOptimizer:
+def make_optimizer(vae: VAE | Program, config: TrainConfig) -> SVIOptimizer:
     """Adam over the networks' parameters at `lr` and, for the local guide, SparseAdam over its per-point
     table at `local_lr` (see `optimizer.SVIOptimizer`)."""
     table = vae.q.table.weight if vae.is_local else None
@@ -75,6 +76,12 @@ def compiled_loss(
     (the graph would bypass DDP's gradient averaging)."""
     if world.size > 1:
         raise ConfigError("@compile traces the loss of one process; start it without torchrun, or leave out @compile")
+    if isinstance(loss.vae, Program) and loss.vae.borrowed:
+        raise ConfigError(
+            "@compile traces the program with its parameters as the graph's inputs, but the networks your program "
+            f"registers with pyro.module ({', '.join(sorted(loss.vae.borrowed))}) compute with their own: make them "
+            "attributes of a model or guide that is a module (a PyroModule), or leave out @compile"
+        )
     check_compiler(backend, device)
     return CompiledLoss(loss, log, backend)
 

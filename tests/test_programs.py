@@ -1,0 +1,349 @@
+"""Your own Pyro program (a model and its guide) trained by the engine: it trains, resumes to bit-identical
+weights, loads back and evaluates; under the compiled graph it equals eager; a discrete site is summed out
+exactly by `enum`, with a closed form to check; every refusal before the first step, in one line."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+from torch import nn
+from torch.nn import functional
+
+import pyro_vae
+from pyro_vae.core.estimators import ELBOLoss, build_elbo
+from pyro_vae.core.model_config import ModelConfig
+from pyro_vae.core.program import Program
+from pyro_vae.errors import ConfigError
+from pyro_vae.training.checkpoint.values import CheckpointError
+from pyro_vae.training.run import weights_digest
+
+PIXELS = 12
+QUIET = dict(progress=False, log=lambda line: None)
+
+
+def patterns(n: int, seed: int) -> torch.Tensor:
+    """n binary images of 12 pixels: one of three prototypes, each pixel flipped with probability 0.1."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.tensor([[1.0] * 6 + [0.0] * 6, [0.0] * 6 + [1.0] * 6, [1.0, 0.0] * 6])
+    chosen = prototypes[torch.randint(3, (n,), generator=g)]
+    flips = (torch.rand(n, PIXELS, generator=g) < 0.1).float()
+    return (chosen + flips) % 2
+
+
+DATA = (patterns(96, 0), patterns(32, 1))
+
+
+def three_site_program() -> tuple:
+    """A model of three latent sites and its guide, as functions with `pyro.module` and `pyro.param`:
+
+    z1 ~ N(0, I_2), z2 ~ N(0, 1) (a scalar site), z3 ~ N(A z1 + z2, 0.5^2 I_2), x ~ Bernoulli(decoder(z3, z2))
+    q(z1|x) q(z2|x) q(z3|x, z1), z3's scale a constrained pyro.param."""
+    top, decoder = nn.Linear(2, 2), nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, PIXELS))
+    encoder = nn.Sequential(nn.Linear(PIXELS, 16), nn.Tanh(), nn.Linear(16, 8))
+
+    def model(x):
+        pyro.module("top", top)
+        pyro.module("decoder", decoder)
+        with pyro.plate("images", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            z2 = pyro.sample("z2", dist.Normal(x.new_zeros(()), 1.0))
+            z3 = pyro.sample("z3", dist.Normal(top(z1) + z2.unsqueeze(-1), 0.5).to_event(1))
+            logits = decoder(torch.cat([z3, z2.unsqueeze(-1)], -1))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        scale = pyro.param("z3_scale", lambda: torch.full((2,), 0.5), constraint=constraints.positive)
+        with pyro.plate("images", x.shape[0]):
+            h = encoder(x)
+            z1 = pyro.sample("z1", dist.Normal(h[..., :2], functional.softplus(h[..., 2:4]) + 1e-3).to_event(1))
+            pyro.sample("z2", dist.Normal(h[..., 4], functional.softplus(h[..., 5]) + 1e-3))
+            pyro.sample("z3", dist.Normal(h[..., 6:] + z1, scale).to_event(1))
+
+    return model, guide
+
+
+class ThreeSiteModel(pyro.nn.PyroModule):
+    """The model of `three_site_program` as a PyroModule: its networks are its attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.top, self.decoder = nn.Linear(2, 2), nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, PIXELS))
+
+    def forward(self, x):
+        with pyro.plate("images", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            z2 = pyro.sample("z2", dist.Normal(x.new_zeros(()), 1.0))
+            z3 = pyro.sample("z3", dist.Normal(self.top(z1) + z2.unsqueeze(-1), 0.5).to_event(1))
+            logits = self.decoder(torch.cat([z3, z2.unsqueeze(-1)], -1))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+
+class ThreeSiteGuide(pyro.nn.PyroModule):
+    """The guide of `three_site_program` as a PyroModule, z3's scale a PyroParam."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(PIXELS, 16), nn.Tanh(), nn.Linear(16, 8))
+        self.z3_scale = pyro.nn.PyroParam(torch.full((2,), 0.5), constraint=constraints.positive)
+
+    def forward(self, x):
+        with pyro.plate("images", x.shape[0]):
+            h = self.encoder(x)
+            z1 = pyro.sample("z1", dist.Normal(h[..., :2], functional.softplus(h[..., 2:4]) + 1e-3).to_event(1))
+            pyro.sample("z2", dist.Normal(h[..., 4], functional.softplus(h[..., 5]) + 1e-3))
+            pyro.sample("z3", dist.Normal(h[..., 6:] + z1, self.z3_scale).to_event(1))
+
+
+def program_parts(modules: bool = False) -> dict:
+    """The three-site program, its networks initialized from seed 0: as functions, or as PyroModules."""
+    torch.manual_seed(0)
+    if modules:
+        return dict(model=ThreeSiteModel(), guide=ThreeSiteGuide())
+    model, guide = three_site_program()
+    return dict(model=model, guide=guide)
+
+
+def config(tmp_path, name: str, **settings) -> pyro_vae.TrainConfig:
+    defaults = dict(epochs=2, batch_size=32, eval_samples=20, out=str(tmp_path / name))
+    return pyro_vae.TrainConfig(**{**defaults, **settings})
+
+
+def test_a_three_site_program_trains_resumes_exactly_and_loads_back(tmp_path):
+    straight = pyro_vae.train(config(tmp_path, "a"), data=DATA, **program_parts(), **QUIET)
+    pyro_vae.train(config(tmp_path, "b", epochs=1), data=DATA, **program_parts(), **QUIET)
+    resumed = pyro_vae.resume(tmp_path / "b", epochs=2, data=DATA, **program_parts(), **QUIET)
+    assert weights_digest(straight.vae) == weights_digest(resumed.vae)
+    assert [m["test_loss"] for m in straight.metrics] == [m["test_loss"] for m in resumed.metrics]
+    assert straight.metrics[-1]["test_loss"] < straight.metrics[0]["test_loss"]  # it learns
+    assert "z3_scale" in straight.vae.params and "decoder$$$0:weight" in straight.vae.params
+    loaded = pyro_vae.load_run(tmp_path / "a", data=DATA, **program_parts())
+    assert weights_digest(loaded.vae) == weights_digest(straight.vae)
+    evaluation = loaded.evaluate(samples=50, seed=3)
+    assert evaluation.negative_elbo == pytest.approx(straight.evaluate(samples=50, seed=3).negative_elbo, abs=1e-12)
+    assert math.isfinite(evaluation.log_likelihood.value)
+    assert evaluation.log_likelihood.value > -evaluation.negative_elbo - 5 * evaluation.log_likelihood.standard_error
+
+
+def test_the_program_under_the_compiled_graph_equals_eager_bit_for_bit(tmp_path):
+    eager = pyro_vae.train(config(tmp_path, "eager", epochs=1), data=DATA, **program_parts(modules=True), **QUIET)
+    graph = config(tmp_path, "graph", epochs=1, compile=True, compile_backend="graph")
+    compiled = pyro_vae.train(graph, data=DATA, **program_parts(modules=True), **QUIET)
+    assert weights_digest(eager.vae) == weights_digest(compiled.vae)
+    assert eager.metrics[-1]["test_loss"] == compiled.metrics[-1]["test_loss"]
+
+
+def test_a_program_of_pyro_module_networks_is_refused_by_the_compiled_graph_naming_them(tmp_path):
+    graph = config(tmp_path, "graph", epochs=1, compile=True, compile_backend="graph")
+    with pytest.raises(ConfigError, match=r"registers with pyro.module \(decoder, encoder, top\)"):
+        pyro_vae.train(graph, data=DATA, **program_parts(), **QUIET)
+
+
+def test_a_program_of_pyro_modules_trains_with_its_parameters_its_own(tmp_path):
+    """A PyroModule model and guide keep their parameters local (none in Pyro's param store): two runs at
+    once never share a value."""
+
+    class Model(pyro.nn.PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.decoder = nn.Linear(2, PIXELS)
+
+        def forward(self, x):
+            with pyro.plate("images", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    class Guide(pyro.nn.PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Linear(PIXELS, 4)
+            self.shrink = pyro.nn.PyroParam(torch.tensor(0.5), constraint=constraints.unit_interval)
+
+        def forward(self, x):
+            with pyro.plate("images", x.shape[0]):
+                loc, log_scale = self.encoder(x).chunk(2, -1)
+                pyro.sample("z", dist.Normal(loc, self.shrink * log_scale.exp()).to_event(1))
+
+    pyro.clear_param_store()
+    run = pyro_vae.train(config(tmp_path, "m", epochs=1), data=DATA, model=Model(), guide=Guide(), **QUIET)
+    assert len(pyro.get_param_store()) == 0
+    assert {"user_model.decoder.weight", "user_guide.shrink_unconstrained"} <= set(run.vae.state_dict())
+    assert math.isfinite(run.metrics[-1]["test_loss"])
+
+
+def mixture_program(pi: torch.Tensor, mu: torch.Tensor, w: torch.Tensor, sigma: float, q: nn.Module) -> tuple:
+    """y ~ Categorical(pi), z | y ~ N(mu_y, I), x | z ~ N(W z, sigma^2 I), y enumerated in the model; the guide
+    q(z|x) = N(a(x), diag s(x)^2) draws z alone."""
+
+    def model(x):
+        with pyro.plate("images", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(pi), infer={"enumerate": "parallel"})
+            z = pyro.sample("z", dist.Normal(mu[y], 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ w.T, sigma).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("q", q)
+        with pyro.plate("images", x.shape[0]):
+            loc, log_scale = q(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    return model, guide
+
+
+def mixture(dtype=torch.float64) -> tuple:
+    g = torch.Generator().manual_seed(4)
+    pi = torch.tensor([0.2, 0.5, 0.3], dtype=dtype)
+    mu = 2 * torch.randn(3, 2, generator=g, dtype=dtype)
+    w = torch.randn(5, 2, generator=g, dtype=dtype)
+    q = nn.Linear(5, 4).to(dtype)
+    return pi, mu, w, 0.7, q
+
+
+def mixture_log_px(x: torch.Tensor, pi, mu, w, sigma) -> torch.Tensor:
+    """The closed form: log p(x) = logsumexp_y [log pi_y + log N(x; W mu_y, W W^T + sigma^2 I)]."""
+    covariance = w @ w.T + sigma**2 * torch.eye(w.shape[0], dtype=x.dtype)
+    per_component = dist.MultivariateNormal(mu @ w.T, covariance).log_prob(x.unsqueeze(-2))
+    return (pi.log() + per_component).logsumexp(-1)
+
+
+def test_the_enumerated_elbo_is_the_hand_derived_one_on_the_same_noise():
+    """-ELBO of TraceEnum_ELBO (y summed out in the model) equals, on the guide's own draws z,
+    -mean_i [log sum_y pi_y N(z_i; mu_y, I) + log N(x_i; W z_i, sigma^2 I) - log q(z_i|x_i)] to 1e-10."""
+    pi, mu, w, sigma, q = mixture()
+    torch.manual_seed(5)
+    x = torch.randn(7, 5, dtype=torch.float64) * 2
+    program = Program(*mixture_program(pi, mu, w, sigma, q), ModelConfig(x_dim=5)).discover((x,), "enum")
+    loss = ELBOLoss(program, build_elbo("enum"))
+    pyro.set_rng_seed(9)
+    value = loss(x, 1.0)
+    pyro.set_rng_seed(9)
+    guide_trace = pyro.poutine.trace(program.run_guide).get_trace(x)
+    z, q_z = guide_trace.nodes["z"]["value"], guide_trace.nodes["z"]["fn"]
+    log_prior = (pi.log() + dist.Normal(mu, 1.0).to_event(1).log_prob(z.unsqueeze(-2))).logsumexp(-1)
+    log_lik = dist.Normal(z @ w.T, sigma).to_event(1).log_prob(x)
+    hand = -(log_prior + log_lik - q_z.log_prob(z)).mean()
+    assert torch.allclose(value, hand, rtol=0, atol=1e-10)
+
+
+def test_the_importance_sampled_log_px_of_an_enumerated_mixture_meets_its_closed_form():
+    """log p(x) of the mixture, y summed out exactly and z importance-sampled from a guide fitted by enum
+    SVI, within 5 standard errors of the closed form (float64)."""
+    pi, mu, w, sigma, q = mixture()
+    torch.manual_seed(6)
+    y = torch.multinomial(pi, 40, replacement=True)
+    x = (mu[y] + torch.randn(40, 2, dtype=torch.float64)) @ w.T + sigma * torch.randn(40, 5, dtype=torch.float64)
+    program = Program(*mixture_program(pi, mu, w, sigma, q), ModelConfig(x_dim=5)).discover((x,), "enum")
+    loss, optimizer = ELBOLoss(program, build_elbo("enum", 4)), torch.optim.Adam(program.parameters(), 0.02)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss(x, 1.0).backward()
+        optimizer.step()
+    estimate = pyro_vae.log_likelihood(program, x, 2000, seed=1)
+    exact = mixture_log_px(x, pi, mu, w, sigma)
+    assert abs(estimate.value - exact.mean().item()) < 5 * estimate.standard_error
+    assert estimate.value <= exact.mean().item() + 5 * estimate.standard_error
+
+
+def test_an_enumerated_mixture_trains_under_the_engine(tmp_path):
+    pi, mu, w, sigma, q = mixture(torch.float32)
+    x = torch.rand(64, 5)  # images in [0, 1], as the engine's data checks ask
+    model, guide = mixture_program(pi, mu, w, sigma, q)
+    run = pyro_vae.train(
+        config(tmp_path, "enum", epochs=1, estimator="enum", binarization="none", eval_samples=10),
+        data=(x[:48], x[48:]), model=model, guide=guide, **QUIET,
+    )  # fmt: skip
+    assert math.isfinite(run.metrics[-1]["test_log_likelihood"])
+
+
+def no_plate_model(x):
+    pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+def unparameterized(x):
+    with pyro.plate("images", x.shape[0]):
+        pyro.sample("x", dist.Bernoulli(0.5).expand([x.shape[0], PIXELS]).to_event(1), obs=x)
+
+
+def empty_guide(x):
+    pass
+
+
+def discrete_guide(x):
+    probs = pyro.param("p", torch.tensor(0.5), constraint=constraints.unit_interval)
+    with pyro.plate("images", x.shape[0]):
+        pyro.sample("y", dist.Bernoulli(probs))
+
+
+def discrete_model(x):
+    with pyro.plate("images", x.shape[0]):
+        y = pyro.sample("y", dist.Bernoulli(0.5))
+        pyro.sample("x", dist.Bernoulli((0.25 + 0.5 * y).unsqueeze(-1).expand(y.shape + (PIXELS,))).to_event(1), obs=x)
+
+
+def enumerated_model(x):
+    share = pyro.param("share", torch.tensor(0.5), constraint=constraints.unit_interval)
+    with pyro.plate("images", x.shape[0]):
+        y = pyro.sample("y", dist.Bernoulli(share), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Bernoulli((0.25 + 0.5 * y).unsqueeze(-1).expand(y.shape + (PIXELS,))).to_event(1), obs=x)
+
+
+def one_param_guide(x):
+    pyro.param("unused", torch.zeros(1))
+
+
+@pytest.mark.parametrize(
+    "parts, settings, message",
+    [
+        (dict(model=no_plate_model, guide=empty_guide), {}, "guide does not sample the model's latent site(s) 'z'"),
+        (dict(model=unparameterized, guide=empty_guide), {}, "read no parameter"),
+        (dict(model=discrete_model, guide=discrete_guide), dict(estimator="stl"), "site 'y' (Bernoulli) cannot be reparameterized"),
+        (dict(model=discrete_model, guide=discrete_guide), dict(estimator="iwae", num_particles=2), "cannot be reparameterized"),
+        (dict(model=enumerated_model, guide=one_param_guide), {}, "is marked for enumeration, which only"),
+        (dict(model=discrete_model), {}, "give model=... and guide=..."),
+        (dict(model=discrete_model, guide=discrete_guide), dict(init_output_bias=True), "init_output_bias sets"),
+    ],
+)  # fmt: skip
+def test_a_program_that_cannot_train_is_refused_in_one_line_before_the_first_step(tmp_path, parts, settings, message):
+    with pytest.raises(ConfigError, match=None) as caught:
+        pyro_vae.train(config(tmp_path, "r", epochs=1, **settings), data=DATA, **parts, **QUIET)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_a_discrete_guide_site_trains_by_the_score_function_and_an_enumerated_one_by_enum(tmp_path):
+    run = pyro_vae.train(
+        config(tmp_path, "s", epochs=1), data=DATA, model=discrete_model, guide=discrete_guide, **QUIET
+    )
+    assert math.isfinite(run.metrics[-1]["test_loss"])
+    enumerated = config(tmp_path, "e", epochs=1, estimator="enum")
+    run = pyro_vae.train(enumerated, data=DATA, model=enumerated_model, guide=one_param_guide, **QUIET)
+    assert run.metrics[-1]["test_kl"] == pytest.approx(0.0, abs=1e-12)  # y summed out: the guide draws nothing
+
+
+def test_a_parameter_first_read_after_the_first_run_is_refused():
+    calls = []
+
+    def guide(x):
+        calls.append(1)
+        pyro.param("always", torch.zeros(1))
+        if len(calls) > 3:
+            pyro.param("late", torch.zeros(1))
+
+    program = Program(enumerated_model, guide, ModelConfig(x_dim=PIXELS)).discover((DATA[0][:2],), "enum")
+    with pytest.raises(ConfigError, match="'late' that its first run did not"):
+        for _ in range(3):
+            program.guide(DATA[0][:2])
+
+
+def test_a_program_run_needs_its_model_and_guide_again_naming_them(tmp_path):
+    pyro_vae.train(config(tmp_path, "p", epochs=1), data=DATA, **program_parts(), **QUIET)
+    with pytest.raises(CheckpointError, match="model=..."):
+        pyro_vae.load_run(tmp_path / "p", data=DATA)
+    run = pyro_vae.load_run(tmp_path / "p", data=DATA, **program_parts())
+    with pytest.raises(ConfigError, match="sample\\(\\) reads the built-in VAE's decoder"):
+        run.sample(4)
