@@ -46,6 +46,7 @@ NOT_TRACEABLE = {  # estimators whose gradient a graph cannot hold
     "jit-meanfield": "is already compiled, by TorchScript",
     "score": "tracks provenance with a tensor subclass (TraceGraph_ELBO's) that the tracer cannot wrap",
     "score-baseline": "tracks provenance with a tensor subclass (TraceGraph_ELBO's) that the tracer cannot wrap",
+    "enum": "sums the enumerated sites out by Pyro's tensor contraction, which branches on tensors' values",
 }
 
 

@@ -1,4 +1,4 @@
-"""Pyro's `Trace_ELBO`, `TraceMeanField_ELBO` and `JitTrace_ELBO`, with the same loss and gradients, and no
+"""Pyro's `Trace_ELBO`, `TraceMeanField_ELBO`, `JitTrace_ELBO` and `TraceEnum_ELBO`, with the same loss and gradients, and no
 read of a value back to the host.
 
 Pyro 1.9 reads every sample site's log-density to a Python float (`torch_item`, a `.item()`) to form the
@@ -20,6 +20,7 @@ import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.infer.util import check_fully_reparametrized, is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 
@@ -139,3 +140,16 @@ class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss, surrogate = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
         return loss + (surrogate - surrogate.detach())
+
+
+class TraceEnum_ELBO(pyro.infer.TraceEnum_ELBO):
+    """Pyro's `TraceEnum_ELBO` (the sites marked for enumeration summed out exactly, by Pyro's dice ELBO), its
+    loss formed as Pyro's `JitTraceEnum_ELBO` forms it: without the two reads on the host of Pyro's eager
+    `differentiable_loss` (the test that the loss requires a gradient, which also refuses a loss traced below
+    autograd, as --compile traces it; and `warn_if_nan`)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        elbo = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo = elbo + _compute_dice_elbo(model_trace, guide_trace)
+        return elbo * (-1.0 / self.num_particles)

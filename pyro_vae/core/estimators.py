@@ -11,7 +11,7 @@
 | `score-baseline`| as `score`, with a leave-one-out baseline | Monte Carlo, as `trace`              |
 | `stl`           | `Trace_ELBO`, sticking the landing (`iwae_estimators.STL_ELBO`) | Monte Carlo, as `trace`, without the score term |
 | `dreg`, `miwae`, `piwae`, `ciwae` | the importance-weighted family (`iwae_estimators`) | inside the bound |
-| `enum`          | `TraceEnum_ELBO`: the sites marked for enumeration summed out exactly | Monte Carlo, as `trace`, for the sampled sites |
+| `enum`          | `TraceEnum_ELBO` (`device_elbo`): the sites marked for enumeration summed out exactly | Monte Carlo, as `trace`, for the sampled sites |
 
 `device_elbo` holds Pyro's classes with the loss's value kept on the device (no `.item()` per site), so
 that a step never waits for the device. `iwae` with K = `num_particles` trains the importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x),
@@ -135,7 +135,7 @@ ESTIMATORS = {
     "miwae": MIWAE_ELBO,
     "piwae": PIWAE_ELBO,
     "ciwae": CIWAE_ELBO,
-    "enum": pyro.infer.TraceEnum_ELBO,
+    "enum": device_elbo.TraceEnum_ELBO,
 }
 SCORE_FUNCTION = ("score", "score-baseline")  # estimators whose encoder gradient is the score function
 IMPORTANCE_WEIGHTED = ("iwae", "dreg", "miwae", "piwae", "ciwae")  # bounds of the K log-weights: no KL weight

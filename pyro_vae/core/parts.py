@@ -43,6 +43,10 @@ class Parts:
                 "without encoder or decoder"
             )
 
+    def given(self) -> dict[str, object]:
+        """The parts given, by name: the keyword arguments of `train`, `resume` and `load_run`."""
+        return {name: getattr(self, name) for name in PART_NAMES if getattr(self, name) is not None}
+
     @property
     def is_program(self) -> bool:
         """Whether these are the user's own program (a model and its guide) rather than parts of the VAE."""

@@ -38,7 +38,8 @@ ProgramFunction = Callable[..., object]  # a Pyro model or guide: a function (or
 
 
 class Program(nn.Module):
-    """A user's Pyro `model` and `guide` (functions of the batch, or modules) with every parameter they read.
+    """A user's Pyro `model` and `guide` (functions of the batch, modules, or methods of a module, as Pyro's
+    tutorials write `vae.model` and `vae.guide`) with every parameter they read.
 
     `config` is the data's shape (x_dim, image_shape); `config.user_parts` records the program's functions
     by name, so that a checkpoint asks for them again."""
@@ -54,6 +55,8 @@ class Program(nn.Module):
                     f"your {name} must be a Pyro program (a function or a module), got a {type(program).__name__}"
                 )
         self.user_model, self.user_guide = model, guide  # registered as submodules where they are modules
+        owners = [getattr(program, "__self__", None) for program in (model, guide)]  # of methods, as vae.model
+        self.owners = nn.ModuleList({id(o): o for o in owners if isinstance(o, nn.Module)}.values())
         self.params = nn.ParameterDict()
         self.constraints: dict[str, constraints.Constraint] = {}
         self.passed: set[str] = set()  # names of the model's and guide's own submodules' parameters

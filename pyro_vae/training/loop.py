@@ -91,19 +91,12 @@ def train(
         config = replace(config, model=replace(config.model, user_parts=parts.description()))
     if images is not None:
         config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
-    if (
-        checkpoint is not None
-        and checkpoint.progress.epoch >= config.epochs
-        and (Path(config.out) / "summary.json").exists()
-    ):
+    if finished_already(config, checkpoint):
         log(
-            f"{config.out} is a finished run ({checkpoint.progress.epoch} of {config.epochs} epochs); nothing to do, nothing "
-            "changed. Give it more epochs to train it further"
+            f"{config.out} is a finished run ({checkpoint.progress.epoch} of {config.epochs} epochs); nothing to do, "
+            "nothing changed. Give it more epochs to train it further"
         )
-        device = "cuda" if config.cuda else "cpu"
-        return load_run(
-            config.out, device, config.data_dir, data=images, encoder=encoder, decoder=decoder, guide=guide, model=model
-        )
+        return load_run(config.out, "cuda" if config.cuda else "cpu", config.data_dir, data=images, **parts.given())
     world = World.from_environment(config.cuda)
     try:
         run = build_run(config, world, checkpoint, log if world.is_main else _quiet, parts, images)
@@ -134,6 +127,15 @@ def resume(
     checkpoint = load_run_checkpoint(Path(run_dir), use="resume", parts=Parts(*(parts.get(n) for n in PART_NAMES)))
     config = resumed_config(checkpoint, {} if epochs is None else {"epochs": epochs})
     return train(replace(config, out=str(run_dir)), progress, log, checkpoint, **parts)
+
+
+def finished_already(config: TrainConfig, checkpoint: Checkpoint | None) -> bool:
+    """Whether the run to resume has trained its epochs and written its summary: nothing left to do."""
+    return (
+        checkpoint is not None
+        and checkpoint.progress.epoch >= config.epochs
+        and (Path(config.out) / "summary.json").exists()
+    )
 
 
 def user_images(given: data_module.Dataset | tuple | None) -> data_module.Dataset | None:
