@@ -5,6 +5,11 @@ exactly by `enum`, with a closed form to check; every refusal before the first s
 from __future__ import annotations
 
 import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -22,6 +27,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.training.checkpoint.values import CheckpointError
 from pyro_vae.training.run import weights_digest
 
+ROOT = Path(__file__).resolve().parents[1]
 PIXELS = 12
 QUIET = dict(progress=False, log=lambda line: None)
 
@@ -306,6 +312,7 @@ def one_param_guide(x):
         (dict(model=enumerated_model, guide=one_param_guide), {}, "is marked for enumeration, which only"),
         (dict(model=discrete_model), {}, "give model=... and guide=..."),
         (dict(model=discrete_model, guide=discrete_guide), dict(init_output_bias=True), "init_output_bias sets"),
+        (dict(model=discrete_model, guide=discrete_guide), dict(estimator="jit-trace"), "use estimator trace"),
     ],
 )  # fmt: skip
 def test_a_program_that_cannot_train_is_refused_in_one_line_before_the_first_step(tmp_path, parts, settings, message):
@@ -347,3 +354,112 @@ def test_a_program_run_needs_its_model_and_guide_again_naming_them(tmp_path):
     run = pyro_vae.load_run(tmp_path / "p", data=DATA, **program_parts())
     with pytest.raises(ConfigError, match="sample\\(\\) reads the built-in VAE's decoder"):
         run.sample(4)
+
+
+@pytest.mark.parametrize(
+    "estimator, particles",
+    [("trace", 1), ("meanfield", 1), ("score-baseline", 1), ("stl", 1), ("iwae", 3), ("dreg", 3),
+     ("miwae", 2), ("piwae", 2), ("ciwae", 2), ("enum", 2)],
+)  # fmt: skip
+def test_every_estimator_trains_the_three_site_program(tmp_path, estimator, particles):
+    settings = dict(epochs=1, estimator=estimator, num_particles=particles, eval_samples=5)
+    run = pyro_vae.train(config(tmp_path, estimator, **settings), data=DATA, **program_parts(), **QUIET)
+    assert math.isfinite(run.metrics[-1]["test_loss"]) and run.metrics[-1]["skipped_steps"] == 0
+    assert weights_digest(run.vae) != weights_digest(
+        Program(**program_parts(), config=ModelConfig(x_dim=PIXELS)).find_parameters((DATA[0][:2],))
+    )
+
+
+CHAIN = dict(a=0.8, c=-0.6, b=1.5, s2=0.7, s3=0.5, sx=0.4)  # z1 -> z2 -> z3 -> x, each linear-Gaussian
+
+
+def chain_joint_covariance() -> torch.Tensor:
+    """Cov of (z1, z2, z3, x) for z1 ~ N(0, 1), z2 = a z1 + s2 e2, z3 = c z2 + s3 e3, x = b z3 + sx ex."""
+    p = CHAIN
+    loadings = torch.tensor(
+        [[1.0, 0, 0, 0], [p["a"], p["s2"], 0, 0], [p["a"] * p["c"], p["c"] * p["s2"], p["s3"], 0],
+         [p["b"] * p["a"] * p["c"], p["b"] * p["c"] * p["s2"], p["b"] * p["s3"], p["sx"]]],
+        dtype=torch.float64,
+    )  # fmt: skip
+    return loadings @ loadings.T
+
+
+def exact_conditional(covariance: torch.Tensor, target: int, given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """p(v_target | v_given) = N(coefficients . v_given, scale^2) of a zero-mean Gaussian vector."""
+    cross, inner = covariance[target, given], covariance[given][:, given]
+    coefficients = torch.linalg.solve(inner, cross)
+    return coefficients, (covariance[target, target] - cross @ coefficients).sqrt()
+
+
+def chain_program(shift: float = 0.0) -> tuple:
+    """The chain's model, and a guide q(z1|x) q(z2|z1, x) q(z3|z2, x) of linear-Gaussian conditionals (its
+    parameters pyro.params) at the exact posterior's, each coefficient moved by `shift`."""
+    p, covariance = CHAIN, chain_joint_covariance()
+    exact = [exact_conditional(covariance, 0, [3]), exact_conditional(covariance, 1, [0, 3]),
+             exact_conditional(covariance, 2, [1, 3])]  # fmt: skip
+
+    def model(x):
+        with pyro.plate("images", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
+            z2 = pyro.sample("z2", dist.Normal(p["a"] * z1, p["s2"]))
+            z3 = pyro.sample("z3", dist.Normal(p["c"] * z2, p["s3"]))
+            pyro.sample("x", dist.Normal(p["b"] * z3.unsqueeze(-1), p["sx"]).to_event(1), obs=x)
+
+    def guide(x):
+        w = [pyro.param(f"w{k}", (coefficients + shift).clone()) for k, (coefficients, _) in enumerate(exact)]
+        s = [pyro.param(f"s{k}", scale.clone(), constraint=constraints.positive) for k, (_, scale) in enumerate(exact)]
+        with pyro.plate("images", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(w[0][0] * x[:, 0], s[0]))
+            z2 = pyro.sample("z2", dist.Normal(w[1][0] * z1 + w[1][1] * x[:, 0], s[1]))
+            pyro.sample("z3", dist.Normal(w[2][0] * z2 + w[2][1] * x[:, 0], s[2]))
+
+    return model, guide
+
+
+def chain_gradients(estimator: str, particles: int, shift: float, draws: int, seed: int = 11) -> torch.Tensor:
+    """`draws` independent gradients (draws, guide parameters) of the estimator's loss on 4 fixed images."""
+    x = torch.tensor([[0.3], [-1.2], [2.0], [0.0]], dtype=torch.float64)
+    program = Program(*chain_program(shift), ModelConfig(x_dim=1)).discover((x,), estimator)
+    loss = ELBOLoss(program, build_elbo(estimator, particles))
+    parameters = list(program.parameters())
+    pyro.set_rng_seed(seed)
+    rows = [torch.cat([g.flatten() for g in torch.autograd.grad(loss(x, 1.0), parameters)]) for _ in range(draws)]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("estimator, particles", [("stl", 1), ("dreg", 4)])
+def test_stl_and_dreg_have_no_guide_gradient_at_the_exact_posterior_of_a_linear_gaussian_chain(estimator, particles):
+    gradients = chain_gradients(estimator, particles, shift=0.0, draws=20)
+    reference = chain_gradients("trace" if estimator == "stl" else "iwae", particles, shift=0.0, draws=20)
+    assert gradients.abs().max() < 1e-10  # every draw's, exactly zero up to rounding
+    assert reference.abs().max() > 1e-3  # the estimator without the correction is not
+
+
+@pytest.mark.parametrize("estimator, reference, particles", [("stl", "trace", 1), ("dreg", "iwae", 4)])
+def test_stl_and_dreg_on_a_three_site_chain_have_the_mean_gradient_of_trace_and_iwae(estimator, reference, particles):
+    """Away from the posterior: each gradient coordinate's mean over 1,000 draws equals the reference estimator's
+    within 5 standard errors of the difference of two independent means."""
+    ours = chain_gradients(estimator, particles, shift=0.3, draws=1000)
+    theirs = chain_gradients(reference, particles, shift=0.3, draws=1000, seed=12)  # independent draws
+    difference = ours.mean(0) - theirs.mean(0)
+    standard_error = (ours.var(0) / ours.shape[0] + theirs.var(0) / theirs.shape[0]).sqrt()
+    assert (difference.abs() < 5 * standard_error).all(), difference / standard_error
+    assert (ours.mean(0).abs() > 5 * standard_error).any()  # the gradient is not zero here: the test can fail
+
+
+def test_the_documented_mixture_prior_example_runs_and_the_page_shows_its_code(tmp_path):
+    """docs/examples/mixture_prior.py at one epoch; every line of the page's program and training blocks is in it."""
+    script, page = ROOT / "docs" / "examples" / "mixture_prior.py", (ROOT / "docs" / "own-program.md").read_text()
+    source = script.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    shown = [block for block in blocks if "class MixturePriorVAE" in block or "vae = MixturePriorVAE()" in block]
+    assert len(shown) == 2 and all(line.strip() in source for block in shown for line in block.splitlines())
+    done = subprocess.run(
+        [sys.executable, str(script), "--epochs", "1", "--samples", "20", "--out", str(tmp_path / "mixture")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "log p(x)" in done.stdout and "loaded: the learned mixture weights" in done.stdout

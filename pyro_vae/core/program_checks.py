@@ -9,7 +9,8 @@ What is checked, from one trace of each (the guide's draws replayed in the model
 - each observed site's value has the shape of its distribution (batch and event dims);
 - a site marked for enumeration has a finite support (a Categorical or Bernoulli, not a Poisson), and is
   enumerated only by the estimator `enum` (a model's site marked so needs no guide site: it is summed out);
-- the estimator can train each of the guide's sites: stl, dreg and the importance-weighted bounds need
+- the estimator can train the program (not the TorchScript-compiled jit-*, which read Pyro's param store) and
+  each of the guide's sites: stl, dreg and the importance-weighted bounds need
   reparameterized draws (a discrete or otherwise non-reparameterizable site is refused, named);
 - every site's log-density is finite on the batch.
 """
@@ -35,6 +36,11 @@ def check_program(
 ) -> None:
     """Every check above on `batch` (first its plates and sites, then the densities; the estimator's where one
     is named); ConfigError at the first."""
+    if estimator is not None and estimator.startswith("jit-"):
+        raise ConfigError(
+            f"@estimator {estimator} reads the parameters from Pyro's global param store by name, and a program's stay "
+            f"out of it (they are the run's own); use @estimator {estimator[4:]}, and @compile for a compiled step"
+        )
     images = batch[0].shape[0]
     guide_trace = _trace(guide, batch, "guide")
     model_trace = _trace(poutine.replay(model, trace=guide_trace), batch, "model")

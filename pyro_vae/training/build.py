@@ -87,10 +87,14 @@ def build_run(
 
 def build_program(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> Program:
     """The user's Pyro program (`parts.model`, `parts.guide`) as a `Program` on the data's device: run once on
-    two training images, every refusal said before the first step, its parameters found and kept."""
+    two training images (binarized, where the steps binarize them), every refusal said before the first step,
+    its parameters found and kept."""
     if config.init_output_bias:
         raise ConfigError("@init_output_bias sets the built-in decoder's bias; your own program sets its own")
-    return Program(parts.model, parts.guide, config.model).discover((dataset.train[:2],), config.estimator)
+    images = dataset.train[:2]
+    if config.resolved_binarization == "dynamic":  # as the steps will see them: 0 or 1 (here rounded, no draw)
+        images = images.round()
+    return Program(parts.model, parts.guide, config.model).discover((images,), config.estimator)
 
 
 def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:
