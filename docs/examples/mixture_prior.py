@@ -57,7 +57,9 @@ def main() -> None:
     run = pyro_vae.train(config, model=vae.model, guide=vae.guide)
     evaluation = run.evaluate(samples=args.samples)
     log_px = evaluation.log_likelihood
-    print(f"test negative ELBO {evaluation.negative_elbo:.2f}, log p(x) {log_px.value:.2f} ± {log_px.standard_error:.2f}")
+    print(
+        f"test negative ELBO {evaluation.negative_elbo:.2f}, log p(x) {log_px.value:.2f} ± {log_px.standard_error:.2f}"
+    )
 
     again = MixturePriorVAE()  # a new instance: the run's weights are loaded into it
     loaded = pyro_vae.load_run(run.path, model=again.model, guide=again.guide)
