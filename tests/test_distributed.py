@@ -18,15 +18,18 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import rtol_for
+from test_programs import DATA, program_parts
 from test_reliability import assert_same_run, final_state, wait_for
 from two_rank_probe import BATCH, CONFIG, EVAL, SEED, binary_batch
 
+import pyro_vae
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.train import main
 from pyro_vae.distributed import SINGLE
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import build_run
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint
+from pyro_vae.training.run import weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
@@ -250,3 +253,15 @@ def test_ddp_is_told_not_to_sync_buffers_each_forward_in_the_words_this_pytorch_
     )
     monkeypatch.setattr(objective, "DistributedDataParallel", OlderDDP)
     assert objective.no_buffer_sync_each_forward() == {"broadcast_buffers": False}
+
+
+def test_a_users_program_trains_and_resumes_exactly_under_torchrun(tmp_path):
+    """The three-site program of tests/test_programs.py on two ranks: 2 epochs straight, and 1 then resumed to 2,
+    end at bit-identical weights (every checkpoint also checks that the ranks' weights agree)."""
+    for out, epochs in ((tmp_path / "straight", [2]), (tmp_path / "resumed", [1, 2])):
+        for count in epochs:
+            finished(torchrun([str(out), str(count)], script="tests/two_rank_program.py"))
+    straight = pyro_vae.load_run(tmp_path / "straight", data=DATA, **program_parts(modules=True))
+    resumed = pyro_vae.load_run(tmp_path / "resumed", data=DATA, **program_parts(modules=True))
+    assert straight.metrics[-1]["epoch"] == 2 and json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert weights_digest(straight.vae) == weights_digest(resumed.vae)
