@@ -463,3 +463,65 @@ def test_the_documented_mixture_prior_example_runs_and_the_page_shows_its_code(t
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "log p(x)" in done.stdout and "loaded: the learned mixture weights" in done.stdout
+
+
+LABELS = torch.arange(96) % 3, torch.arange(32) % 3
+LABELLED = (
+    torch.utils.data.TensorDataset(DATA[0], torch.where(torch.arange(96) % 4 == 0, LABELS[0], -1)),  # 1 in 4 known
+    torch.utils.data.TensorDataset(DATA[1], LABELS[1]),
+)
+
+
+class LabelledProgram(nn.Module):
+    """z ~ N(0, I_2); y | z ~ Categorical(classifier(z)), observed where known (y >= 0, masked elsewhere);
+    x | z ~ Bernoulli(decoder(z)); q(z|x, y) reads the label where known."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier, self.decoder = nn.Linear(2, 3), nn.Linear(2, PIXELS)
+        self.encoder = nn.Linear(PIXELS + 3, 4)
+
+    def model(self, x, y):
+        with pyro.plate("images", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            with pyro.poutine.mask(mask=y >= 0):
+                pyro.sample("y", dist.Categorical(logits=self.classifier(z)), obs=y.clamp(min=0))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    def guide(self, x, y):
+        known = functional.one_hot(y.clamp(min=0), 3) * (y >= 0).unsqueeze(-1)
+        with pyro.plate("images", x.shape[0]):
+            loc, log_scale = self.encoder(torch.cat([x, known.to(x.dtype)], -1)).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def labelled_parts() -> dict:
+    torch.manual_seed(0)
+    program = LabelledProgram()
+    return dict(model=program.model, guide=program.guide)
+
+
+def test_a_program_of_images_and_labels_some_missing_trains_resumes_exactly_and_evaluates(tmp_path):
+    straight = pyro_vae.train(config(tmp_path, "a"), data=LABELLED, **labelled_parts(), **QUIET)
+    pyro_vae.train(config(tmp_path, "b", epochs=1), data=LABELLED, **labelled_parts(), **QUIET)
+    resumed = pyro_vae.resume(tmp_path / "b", epochs=2, data=LABELLED, **labelled_parts(), **QUIET)
+    assert weights_digest(straight.vae) == weights_digest(resumed.vae) and straight.vae.takes_labels
+    loaded = pyro_vae.load_run(tmp_path / "a", data=LABELLED, **labelled_parts())
+    evaluation = loaded.evaluate(samples=30, seed=2)
+    assert evaluation.negative_elbo == pytest.approx(straight.metrics[-1]["test_loss"], rel=0.05)
+    # the test labels are all known: log p(x, y) of a trained classifier stays above log p(x) - log 3 - slack
+    assert math.isfinite(evaluation.log_likelihood.value)
+
+
+@pytest.mark.parametrize(
+    "parts, data, message",
+    [
+        (lambda: labelled_parts(), DATA, "the data has no labels"),
+        (lambda: dict(model=LabelledProgram().model, guide=empty_guide), LABELLED, "your model takes (x, y) and your guide (x)"),
+        (lambda: dict(model=lambda x, y, z: None, guide=empty_guide), LABELLED, "takes 3 arguments without defaults"),
+    ],
+)  # fmt: skip
+def test_a_program_whose_inputs_do_not_fit_the_data_is_refused_in_one_line(tmp_path, parts, data, message):
+    with pytest.raises(ConfigError) as caught:
+        pyro_vae.train(config(tmp_path, "r", epochs=1), data=data, **parts(), **QUIET)
+    assert message in str(caught.value) and "\n" not in str(caught.value)

@@ -73,7 +73,7 @@ def check_compiler(backend: str, device: torch.device) -> None:
 
 
 class CompiledLoss(nn.Module):
-    """`loss(x, kl_weight, rows)` of an `ELBOLoss`, run as a traced graph compiled by `backend` (one of
+    """`loss(x, kl_weight, given)` of an `ELBOLoss`, run as a traced graph compiled by `backend` (one of
     BACKENDS), and `loss_and_gradients` for a training step: the loss and its gradients from one graph;
     `log` hears of each tracing."""
 
@@ -88,7 +88,7 @@ class CompiledLoss(nn.Module):
         self.names = {parameter: name for name, parameter in loss.named_parameters()}
 
     def forward(
-        self, x: torch.Tensor, kl_weight: float | torch.Tensor, rows: torch.Tensor | None = None
+        self, x: torch.Tensor, kl_weight: float | torch.Tensor, given: torch.Tensor | None = None
     ) -> torch.Tensor:
         if isinstance(self.loss.elbo, DReG_ELBO):
             raise ConfigError(
@@ -96,30 +96,30 @@ class CompiledLoss(nn.Module):
                 "loss alone does not keep: take its gradients with loss_and_gradients (what svi_step calls)"
             )
         kl_weight = graph_input(kl_weight, x)
-        key = (*input_key(x, kl_weight, rows), None)
+        key = (*input_key(x, kl_weight, given), None)
         if key not in self.graphs:
-            self.graphs[key] = self._compiled(key, traced, self._state(), x, kl_weight, rows)
-        return self.graphs[key](self._state(), x, kl_weight, rows)
+            self.graphs[key] = self._compiled(key, traced, self._state(), x, kl_weight, given)
+        return self.graphs[key](self._state(), x, kl_weight, given)
 
     def loss_and_gradients(
         self,
         x: torch.Tensor,
         kl_weight: float | torch.Tensor,
-        rows: torch.Tensor | None,
+        given: torch.Tensor | None,
         parameters: list[torch.Tensor],
         weight: float = 1.0,
     ) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]:
         """(L, d(weight L)/d parameters, whether L and every gradient are finite) for L = loss(x, kl_weight,
-        rows), from one graph of the loss and its backward (None for a parameter L does not depend on). The
+        given), from one graph of the loss and its backward (None for a parameter L does not depend on). The
         graph holds its own backward, so it runs outside autograd (no_grad), on the parameters themselves:
         inputs whose addresses never change, which CUDA graphs keep in place instead of copying each step."""
         kl_weight, weight = graph_input(kl_weight, x), torch.as_tensor(weight, dtype=x.dtype, device=x.device)
-        key = (*input_key(x, kl_weight, rows), self._names_of(parameters))
+        key = (*input_key(x, kl_weight, given), self._names_of(parameters))
         with torch.no_grad():
             if key not in self.graphs:
                 trace = partial(traced_step, names=key[-1])
-                self.graphs[key] = self._compiled(key, trace, self._state(), x, kl_weight, rows, weight)
-            return self.graphs[key](self._state(), x, kl_weight, rows, weight)
+                self.graphs[key] = self._compiled(key, trace, self._state(), x, kl_weight, given, weight)
+            return self.graphs[key](self._state(), x, kl_weight, given, weight)
 
     def _names_of(self, parameters: list[torch.Tensor]) -> tuple[str, ...]:
         missing = [index for index, parameter in enumerate(parameters) if parameter not in self.names]
@@ -133,21 +133,21 @@ class CompiledLoss(nn.Module):
     def _state(self) -> dict[str, torch.Tensor]:
         return {**dict(self.loss.named_parameters()), **dict(self.loss.named_buffers())}
 
-    def _compiled(self, key: tuple, trace: Callable, state: dict, x: torch.Tensor, kl_weight, rows, *more) -> Callable:
+    def _compiled(self, key: tuple, trace: Callable, state: dict, x: torch.Tensor, kl_weight, given, *more) -> Callable:
         """The graph `trace` makes for inputs like these, compiled. The first call runs Pyro's eager loss with
         its validation, and compiling runs the kernels once; the generators' states are given back after
         both (tracing on fake tensors draws nothing)."""
         tic = time.perf_counter()
         if not self.loss.validated:
             with torch.random.fork_rng(devices=cuda_devices(x)):
-                self.loss(x, kl_weight, rows)  # Pyro's validation, eagerly, on the first inputs
-        graph = trace(self.loss, state, x, kl_weight, rows, *more)
+                self.loss(x, kl_weight, given)  # Pyro's validation, eagerly, on the first inputs
+        graph = trace(self.loss, state, x, kl_weight, given, *more)
         what = "the loss" if key[-1] is None else "the loss and its gradients"
         line = f"traced {what} for batches of {key[0][0]} into {len(graph.graph.nodes)} operations in "
         line += f"{time.perf_counter() - tic:.1f} s"
         if self.backend == "inductor":
             tic = time.perf_counter()
-            graph = compiled_kernels(graph, state, x, kl_weight, rows, *more)
+            graph = compiled_kernels(graph, state, x, kl_weight, given, *more)
             line += f", compiled into kernels in {time.perf_counter() - tic:.1f} s"
         self.log(line)
         return graph
@@ -159,11 +159,11 @@ def graph_input(kl_weight: float | torch.Tensor, x: torch.Tensor) -> float | tor
     return kl_weight if masked else torch.as_tensor(kl_weight, dtype=x.dtype, device=x.device)
 
 
-def input_key(x: torch.Tensor, kl_weight: float | torch.Tensor, rows: torch.Tensor | None) -> tuple:
-    """What a graph is specialized to: the batch's shape, type and device, the rows' shape, a masked z site
+def input_key(x: torch.Tensor, kl_weight: float | torch.Tensor, given: torch.Tensor | None) -> tuple:
+    """What a graph is specialized to: the batch's shape, type and device, the given tensor's shape, a masked z site
     (a KL weight `graph_input` left a number)."""
     masked = not isinstance(kl_weight, torch.Tensor)
-    return (tuple(x.shape), x.dtype, x.device, None if rows is None else tuple(rows.shape), masked)
+    return (tuple(x.shape), x.dtype, x.device, None if given is None else tuple(given.shape), masked)
 
 
 def compiled_kernels(graph: torch.fx.GraphModule, state: dict, *inputs) -> Callable:
@@ -229,8 +229,8 @@ def traced_function(function: Callable, state: dict, *inputs, pre_dispatch: bool
 
 
 def traced_step(loss: nn.Module, state: dict, *inputs, names: tuple[str, ...]) -> torch.fx.GraphModule:
-    """graph(state, x, kl_weight, rows, weight) = (L, d(weight L)/d state[names], whether L and every gradient are
-    finite), L = loss(x, kl_weight, rows): the loss and its backward traced together, below autograd (autograd's
+    """graph(state, x, kl_weight, given, weight) = (L, d(weight L)/d state[names], whether L and every gradient are
+    finite), L = loss(x, kl_weight, given): the loss and its backward traced together, below autograd (autograd's
     backward formulas recorded as operations), so that one compiled graph holds the whole step's arithmetic,
     the finite test included. The gradients are taken with respect to `state[names]`, made leaves of their own."""
 

@@ -41,7 +41,7 @@ from pyro_vae.core.iwae_estimators import CIWAE_ELBO, IWAE_ELBO, MIWAE_ELBO, PIW
 from pyro_vae.core.model import VAE
 from pyro_vae.errors import ConfigError, first_line
 
-LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, rows=None) -> the negative ELBO per image
+LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, given=None) -> the negative ELBO per image
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -163,9 +163,11 @@ _module_names = itertools.count()
 
 
 class ELBOLoss(nn.Module):
-    """loss(x, beta, rows=None) = the estimator's negative ELBO per image, differentiable in vae's
-    parameters: a module holding the VAE, as Pyro's `ELBOModule` is, so that a wrapper (DDP, a compiler)
-    takes the loss whole. `rows` (the local guide only) gives the rows of x's data points in its table.
+    """loss(x, kl_weight, given=None) = the estimator's negative ELBO per image, differentiable in vae's
+    parameters: a module holding the VAE (or a user's `Program`), as Pyro's `ELBOModule` is, so that a
+    wrapper (DDP, a compiler) takes the loss whole. `given` is what the model reads of each image beside its
+    pixels: for the local guide the rows of x's data points in its table, for a program of images and labels
+    the labels (its model's and guide's third argument, after x and the KL weight).
 
     Pyro validates every distribution's arguments and every observed value on every call (the Bernoulli
     support check alone scans the whole batch); here only the first call runs with Pyro's validation as
@@ -186,22 +188,22 @@ class ELBOLoss(nn.Module):
         compiled = isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO))
         self._negative_elbo = _compiled_loss(vae, elbo) if compiled else self._traced_loss
 
-    def forward(self, x: torch.Tensor, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kl_weight: float, given: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(self.elbo, IWAE_ELBO):
             check_no_kl_weight(self.elbo, kl_weight)
         if self.validate_every_step or not self.validated:
             self.validated = True
             try:
-                return self._negative_elbo(x, kl_weight, rows)
+                return self._negative_elbo(x, kl_weight, given)
             except ValueError as error:  # Pyro's checks: a bad value, and then the whole tensor printed
                 if isinstance(error, ConfigError):
                     raise
                 raise ConfigError(f"Pyro's checks refused the model's values: {first_line(error, 300)}") from None
         with pyro.validation_enabled(False):
-            return self._negative_elbo(x, kl_weight, rows)
+            return self._negative_elbo(x, kl_weight, given)
 
-    def _traced_loss(self, x: torch.Tensor, kl_weight: float, rows: torch.Tensor | None) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_weight, rows)
+    def _traced_loss(self, x: torch.Tensor, kl_weight: float, given: torch.Tensor | None) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, kl_weight, given)
 
 
 def check_no_kl_weight(elbo: pyro.infer.ELBO, kl_weight: float | torch.Tensor) -> None:
@@ -222,17 +224,17 @@ def check_no_kl_weight(elbo: pyro.infer.ELBO, kl_weight: float | torch.Tensor) -
 def _compiled_loss(vae: VAE, elbo: pyro.infer.ELBO) -> LossFunction:
     name = f"vae{next(_module_names)}"
 
-    def model(x: torch.Tensor, kl_weight: torch.Tensor, *rows: torch.Tensor) -> None:
+    def model(x: torch.Tensor, kl_weight: torch.Tensor, *given: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.model(x, kl_weight, *rows)
+        vae.model(x, kl_weight, *given)
 
-    def guide(x: torch.Tensor, kl_weight: torch.Tensor, *rows: torch.Tensor) -> None:
+    def guide(x: torch.Tensor, kl_weight: torch.Tensor, *given: torch.Tensor) -> None:
         pyro.module(name, vae)
-        vae.guide(x, kl_weight, *rows)
+        vae.guide(x, kl_weight, *given)
 
-    def compiled_loss(x: torch.Tensor, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def compiled_loss(x: torch.Tensor, kl_weight: float, given: torch.Tensor | None = None) -> torch.Tensor:
         # tensor arguments only (a new KL weight does not trigger a new compilation; None is no tensor)
         kl = torch.as_tensor(kl_weight, dtype=x.dtype, device=x.device)
-        return elbo.differentiable_loss(model, guide, x, kl, *(() if rows is None else (rows,)))
+        return elbo.differentiable_loss(model, guide, x, kl, *(() if given is None else (given,)))
 
     return compiled_loss

@@ -41,6 +41,8 @@ class VAE(nn.Module):
     Parameters live in the module, not in Pyro's global param store, so models never share state.
     """
 
+    takes_labels = False  # it reads the images alone (a user's `Program` may read their labels too)
+
     def __init__(
         self,
         config: ModelConfig,

@@ -1,6 +1,7 @@
 """A user's own Pyro program, a model and its guide, as the module the engine trains.
 
-    program = Program(model, guide, config)       model(x), guide(x): Pyro functions or modules of the batch
+    program = Program(model, guide, config)       model(x), guide(x) (or of images and labels, model(x, y)):
+                                                  Pyro functions or modules of the batch
     program.model(x, kl_weight), program.guide(x, kl_weight)     what the estimators call, as the VAE's
 
 The engine's conventions are put around the user's code, never into it:
@@ -16,6 +17,7 @@ The engine's conventions are put around the user's code, never into it:
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
@@ -57,6 +59,7 @@ class Program(nn.Module):
         self.user_model, self.user_guide = model, guide  # registered as submodules where they are modules
         owners = [getattr(program, "__self__", None) for program in (model, guide)]  # of methods, as vae.model
         self.owners = nn.ModuleList({id(o): o for o in owners if isinstance(o, nn.Module)}.values())
+        self.takes_labels = takes_labels(model, guide)
         self.params = nn.ParameterDict()
         self.constraints: dict[str, constraints.Constraint] = {}
         self.passed: set[str] = set()  # names of the model's and guide's own submodules' parameters
@@ -74,21 +77,28 @@ class Program(nn.Module):
         with self._own_parameters():
             return self.user_guide(*batch)
 
-    def model(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+    def model(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, labels: torch.Tensor | None = None) -> None:
         """The user's model per image (scaled by 1/batch), its latent sites weighted by `kl_weight`."""
         with poutine.scale(scale=1.0 / x.shape[0]), LatentScale(kl_weight):
-            self.run_model(x)
+            self.run_model(*self.inputs(x, labels))
 
-    def guide(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
+    def guide(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, labels: torch.Tensor | None = None) -> None:
         """The user's guide per image (scaled by 1/batch), its sites weighted by `kl_weight`."""
         with poutine.scale(scale=1.0 / x.shape[0]), LatentScale(kl_weight):
-            self.run_guide(x)
+            self.run_guide(*self.inputs(x, labels))
+
+    def inputs(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """What the program takes of a batch: (x,), or (x, labels) for a program of images and labels."""
+        if not self.takes_labels:
+            return (x,)
+        if labels is None:
+            raise ConfigError("your model and guide take (x, y): give them the images' labels (the data's)")
+        return x, labels
 
     def discover(self, batch: tuple[torch.Tensor, ...], estimator: str | None = None) -> "Program":
         """Run the program once on `batch` (`check_program`, for `estimator`: every refusal before the first
-        step), keeping every
-        parameter it reads, then seal: a parameter first read later is refused. The draws use generators of
-        their own: the run's random streams are untouched."""
+        step), keeping every parameter it reads, then seal: a parameter first read later is refused. The
+        draws use generators of their own: the run's random streams are untouched."""
         device = batch[0].device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             check_program(self.run_model, self.run_guide, batch, estimator)
@@ -188,9 +198,37 @@ class LatentScale(Messenger):
             msg["scale"] = self.kl_weight * msg["scale"]
 
 
+def takes_labels(model: ProgramFunction, guide: ProgramFunction) -> bool:
+    """Whether a program is of images and labels, model(x, y) and guide(x, y), rather than model(x): by the
+    positional parameters of its functions (a module's forward), alike in both; more refused in one line."""
+    counts = []
+    for name, program in (("model", model), ("guide", guide)):
+        function = program.forward if isinstance(program, nn.Module) else program
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return False  # no signature to read (a builtin): given the images alone
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        if len(required) > 2 or not positional:
+            raise ConfigError(
+                f"your {name} takes {len(required)} arguments without defaults; a program takes the images, "
+                "model(x), or the images and their labels, model(x, y)"
+            )
+        counts.append(min(len(positional), 2))
+    if counts[0] != counts[1]:
+        raise ConfigError(
+            f"your model takes {'(x, y)' if counts[0] == 2 else '(x)'} and your guide "
+            f"{'(x, y)' if counts[1] == 2 else '(x)'}: Pyro gives both the same arguments"
+        )
+    return counts[0] == 2
+
+
 def built_model(config: ModelConfig, parts: Parts) -> VAE | Program:
     """The model that a run's recorded `config` and the user's `parts` describe, to load a checkpoint into:
     the VAE, or the user's program run once on two blank images to find its parameters."""
     if not parts.is_program:
         return VAE(config, parts.encoder, parts.decoder, parts.guide)
-    return Program(parts.model, parts.guide, config).find_parameters((torch.zeros(2, config.x_dim),))
+    program = Program(parts.model, parts.guide, config)
+    blank = (torch.zeros(2, config.x_dim), torch.zeros(2, dtype=torch.int64))
+    return program.find_parameters(blank[: 2 if program.takes_labels else 1])

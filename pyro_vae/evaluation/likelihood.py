@@ -28,6 +28,7 @@ def elbo_terms(
     rows: torch.Tensor | None = None,
     world: World = SINGLE,
     progress: Callable[[int], None] = lambda images: None,
+    labels: torch.Tensor | None = None,
 ) -> ElboTerms:
     """-ELBO = -E_q[log p(x|z)] + KL(q || p(z)) per image averaged over the rows of x, in nats, as its two
     terms (`analytic.elbo_terms`): the KL exact where the guide has a closed form (else estimated, as
@@ -38,10 +39,11 @@ def elbo_terms(
     gives the rows of x's data points in its table. With several ranks (`world`), each computes its share
     of the chunks (drawing the others' noise too, to skip past it) and the sums meet: the value is the
     one a single process computes. `progress(n)` hears of each chunk's n images. A program's terms come from
-    its traces (`program_likelihood.program_elbo_terms`, every rank computing them whole).
+    its traces (`program_likelihood.program_elbo_terms`, every rank computing them whole), with the images'
+    `labels` for a program of images and labels.
     """
     if isinstance(vae, Program):
-        terms = program_elbo_terms(vae.run_model, vae.run_guide, (x,), num_samples, seed)
+        terms = program_elbo_terms(vae.run_model, vae.run_guide, vae.inputs(x, labels), num_samples, seed)
         progress(x.shape[0])
         return terms
     check_support(vae, x)
@@ -65,9 +67,10 @@ def negative_elbo(
     chunk_size: int = 2000,
     rows: torch.Tensor | None = None,
     world: World = SINGLE,
+    labels: torch.Tensor | None = None,
 ) -> float:
     """-ELBO per image averaged over the rows of x, in nats: the sum of `elbo_terms`."""
-    return elbo_terms(vae, x, num_samples, seed, chunk_size, rows, world).negative_elbo
+    return elbo_terms(vae, x, num_samples, seed, chunk_size, rows, world, labels=labels).negative_elbo
 
 
 @torch.no_grad()
@@ -81,6 +84,7 @@ def log_likelihood(
     rows: torch.Tensor | None = None,
     world: World = SINGLE,
     progress: Callable[[int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> LogLikelihood:
     """log p(x) ~ log (1/K) sum_k w_k, per image, with K = `num_samples`:
 
@@ -97,12 +101,13 @@ def log_likelihood(
     (drawing the others' noise too, to skip past it) and the per-image results meet: the estimate is the
     one a single process computes, on every rank. `progress(n)` is called as each chunk of n images is done.
     A program's weights come from its traces (`program_likelihood.program_log_likelihood`, every rank
-    computing them whole).
+    computing them whole), with the images' `labels` for a program of images and labels.
     """
     _check_request(vae, num_samples, proposal)
     if isinstance(vae, Program):
+        batch, progress = vae.inputs(x, labels), progress or (lambda images: None)
         return program_log_likelihood(
-            vae.run_model, vae.run_guide, (x,), num_samples, seed, max_rows, progress=progress or (lambda images: None)
+            vae.run_model, vae.run_guide, batch, num_samples, seed, max_rows, progress=progress
         )
     check_support(vae, x)
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -127,11 +132,14 @@ def check_finite_model(
     rows: torch.Tensor | None = None,
     images: int = 8,
     consequence: str = "no estimate can be made from them",
+    labels: torch.Tensor | None = None,
 ) -> None:
-    """Refuse, in one line, a model whose negative ELBO on the first `images` of x (test images) is not finite:
-    damaged or absurd weights, which would otherwise print NaN as an estimate, or train from NaN. Its noise
-    has a generator of its own: the global random state is untouched."""
-    value = negative_elbo(vae, x[:images], rows=None if rows is None else rows[:images])
+    """Refuse, in one line, a model whose negative ELBO on the first `images` of x (test images, with their
+    `labels` for a program of images and labels) is not finite: damaged or absurd weights, which would
+    otherwise print NaN as an estimate, or train from NaN. Its noise has a generator of its own: the global
+    random state is untouched."""
+    rows, labels = (None if t is None else t[:images] for t in (rows, labels))
+    value = negative_elbo(vae, x[:images], rows=rows, labels=labels)
     if not math.isfinite(value):
         raise DataError(
             f"this model's negative ELBO on the first {min(images, x.shape[0])} test images is {value}: its "

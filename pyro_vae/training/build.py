@@ -94,7 +94,14 @@ def build_program(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> P
     images = dataset.train[:2]
     if config.resolved_binarization == "dynamic":  # as the steps will see them: 0 or 1 (here rounded, no draw)
         images = images.round()
-    return Program(parts.model, parts.guide, config.model).discover((images,), config.estimator)
+    program = Program(parts.model, parts.guide, config.model)
+    if program.takes_labels and dataset.train_labels is None:
+        raise ConfigError(
+            "your model and guide take (x, y), and the data has no labels: give data=(train, test) as torch "
+            "Datasets of (image, label) pairs, or a dataset with labels"
+        )
+    labels = dataset.train_labels[:2] if program.takes_labels else None
+    return program.discover(program.inputs(images, labels), config.estimator)
 
 
 def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:

@@ -74,7 +74,11 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
         loss, finite = svi_step(
             run.objective.loss,
             run.objective.optimizer,
-            Batch(x, None if run.dataset.train_rows is None else run.dataset.train_rows[rows]),
+            Batch(
+                x,
+                None if run.dataset.train_rows is None else run.dataset.train_rows[rows],
+                run.dataset.train_labels[rows] if run.vae.takes_labels else None,
+            ),
             run.schedule.kl_weight(progress.step),
             weight=len(own) * world.size / len(batch),
             world=world,

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -28,6 +29,7 @@ from pyro_vae.core.program import Program
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood
 from pyro_vae.evaluation.progress import progress_bar
 from pyro_vae.training.build import build_run
 from pyro_vae.training.checkpoint.payload import Checkpoint
@@ -189,20 +191,7 @@ def end_of_epoch(
     if progress.images == 0:
         raise TrainingError(f"every step of epoch {progress.epoch + 1} was non-finite and skipped; try a smaller @lr")
     vae.eval()
-    test = evaluate.elbo_terms(vae, run.dataset.test, rows=run.dataset.test_rows, world=run.world)
-    run.check_finite(test.negative_elbo)
-    validation = None
-    if run.dataset.validation is not None:
-        validation = evaluate.elbo_terms(vae, run.dataset.validation, world=run.world)
-    log_px = None
-    if config.evaluates_log_likelihood(progress.epoch + 1):
-        images, rows = run.dataset.first_test(config.eval_images)
-        with progress_bar(
-            images.shape[0], f"log p(x), K = {config.eval_samples}", show_bars and run.world.is_main
-        ) as bar:
-            log_px = evaluate.log_likelihood(
-                vae, images, config.eval_samples, rows=rows, world=run.world, progress=bar.update
-            )
+    test, validation, log_px = epoch_evaluation(run, show_bars)
     vae.train()
     record = records.epoch_record(
         epoch=progress.epoch + 1,
@@ -224,6 +213,34 @@ def end_of_epoch(
         run.folder.save_checkpoint(run.checkpoint())
     log(records.epoch_line(record, config.epochs))
     return stop
+
+
+def epoch_evaluation(run: Run, show_bars: bool) -> tuple[ElboTerms, ElboTerms | None, LogLikelihood | None]:
+    """The test split's -ELBO terms (refused if not finite), the validation split's, and log p(x) of the first
+    `eval_images` test images where this epoch asks for it; a program of images and labels is given theirs."""
+    config, dataset, world = run.config, run.dataset, run.world
+
+    def labels(split_labels: torch.Tensor | None, count: int | None = None) -> torch.Tensor | None:
+        return split_labels[:count] if run.vae.takes_labels else None
+
+    test = evaluate.elbo_terms(
+        run.vae, dataset.test, rows=dataset.test_rows, world=world, labels=labels(dataset.test_labels)
+    )
+    run.check_finite(test.negative_elbo)
+    validation = None
+    if dataset.validation is not None:
+        validation = evaluate.elbo_terms(
+            run.vae, dataset.validation, world=world, labels=labels(dataset.validation_labels)
+        )
+    if not config.evaluates_log_likelihood(run.progress.epoch + 1):
+        return test, validation, None
+    images, rows = dataset.first_test(config.eval_images)
+    with progress_bar(images.shape[0], f"log p(x), K = {config.eval_samples}", show_bars and world.is_main) as bar:
+        log_px = evaluate.log_likelihood(
+            run.vae, images, config.eval_samples, rows=rows, world=world, progress=bar.update,
+            labels=labels(dataset.test_labels, images.shape[0]),
+        )  # fmt: skip
+    return test, validation, log_px
 
 
 def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedRun:

@@ -43,7 +43,10 @@ def resumed_folder(
         if world.is_main:
             for notice in changed_machine(checkpoint.config, asdict(config)):
                 log(f"notice: {notice}")
-        evaluate.check_finite_model(vae, dataset.test, dataset.test_rows, consequence="training cannot go on from them")
+        labels = dataset.test_labels if vae.takes_labels else None
+        evaluate.check_finite_model(
+            vae, dataset.test, dataset.test_rows, consequence="training cannot go on from them", labels=labels
+        )
         if state.permutation is not None and len(state.permutation) != dataset.train.shape[0]:
             raise ConfigError(
                 f"{folder.checkpoint_path}: its epoch's permutation orders {len(state.permutation)} images, "

@@ -21,14 +21,21 @@ import torch
 from pyro_vae.core.gradients import all_finite
 from pyro_vae.distributed import SINGLE, World
 
-LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, rows) -> the negative ELBO per image
+LossFunction = Callable[..., torch.Tensor]  # loss(x, kl_weight, given) -> the negative ELBO per image
 
 
 class Batch(NamedTuple):
-    """One batch: the images x and, where a guide keeps parameters per data point, their row numbers."""
+    """One batch: the images x and, where a guide keeps parameters per data point, their row numbers, or,
+    for a program of images and labels, their labels (-1 where missing)."""
 
     x: torch.Tensor
     rows: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    @property
+    def given(self) -> torch.Tensor | None:
+        """What the loss reads of each image beside its pixels (its third argument): the rows, or the labels."""
+        return self.rows if self.rows is not None else self.labels
 
 
 class SkippingOptimizer(Protocol):
@@ -48,7 +55,7 @@ def svi_step(
     world: World = SINGLE,
     only_optimized: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step on `batch`: L = loss(x, kl_weight, rows), the gradient of weight * L, and the optimizer's
+    """One step on `batch`: L = loss(x, kl_weight, given), the gradient of weight * L, and the optimizer's
     update unless L or a gradient is not finite on some rank. Returns (L detached, finite), on the device.
 
     `weight` = (this rank's images) * ranks / (batch's images) under data parallelism, so that DDP's average
@@ -57,13 +64,13 @@ def svi_step(
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     compiled_step = getattr(loss, "loss_and_gradients", None)  # a compiled loss: loss and backward in one graph
     if compiled_step is not None:
-        value, gradients, finite = compiled_step(batch.x, kl_weight, batch.rows, parameters, weight)
+        value, gradients, finite = compiled_step(batch.x, kl_weight, batch.given, parameters, weight)
         for parameter, gradient in zip(parameters, gradients):
             parameter.grad = gradient
     else:
         for parameter in parameters:
             parameter.grad = None
-        value = loss(batch.x, kl_weight, batch.rows)
+        value = loss(batch.x, kl_weight, batch.given)
         (value if weight == 1 else value * weight).backward(inputs=parameters if only_optimized else None)
         finite = all_finite(value, [parameter.grad for parameter in parameters])
     bad = world.any(~finite)

@@ -77,10 +77,12 @@ class TrainedRun:
         per image, on the first `images` test images (all by default)."""
         whole_number("samples", samples, 1, MAX_IMPORTANCE_SAMPLES)
         whole_number("seed", seed, *SEEDS)
-        x, rows = self.test_data().first_test(self._count(images))
+        dataset = self.test_data()
+        x, rows = dataset.first_test(self._count(images))
+        labels = dataset.test_labels[: x.shape[0]] if self.vae.takes_labels else None  # a program of (x, y)'s
         return Evaluation(
-            evaluate.negative_elbo(self.vae, x, seed=seed, rows=rows),
-            evaluate.log_likelihood(self.vae, x, samples, seed=seed, rows=rows),
+            evaluate.negative_elbo(self.vae, x, seed=seed, rows=rows, labels=labels),
+            evaluate.log_likelihood(self.vae, x, samples, seed=seed, rows=rows, labels=labels),
         )
 
     def ais(self, steps: int = 1000, chains: int = 16, images: int | None = None, seed: int = 0) -> AnnealedEstimate:
