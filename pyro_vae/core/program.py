@@ -199,8 +199,9 @@ class LatentScale(Messenger):
 
 
 def takes_labels(model: ProgramFunction, guide: ProgramFunction) -> bool:
-    """Whether a program is of images and labels, model(x, y) and guide(x, y), rather than model(x): by the
-    positional parameters of its functions (a module's forward), alike in both; more refused in one line."""
+    """Whether a program is of images and labels, model(x, y) and guide(x, y) with y required, rather than of
+    images, model(x) (further parameters with defaults are left to them): by the required positional
+    parameters of its functions (a module's forward), alike in both; more than two refused in one line."""
     counts = []
     for name, program in (("model", model), ("guide", guide)):
         function = program.forward if isinstance(program, nn.Module) else program
@@ -208,14 +209,15 @@ def takes_labels(model: ProgramFunction, guide: ProgramFunction) -> bool:
             parameters = inspect.signature(function).parameters.values()
         except (TypeError, ValueError):
             return False  # no signature to read (a builtin): given the images alone
-        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        required = [p for p in positional if p.default is p.empty]
-        if len(required) > 2 or not positional:
+        required = [
+            p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        if len(required) > 2:
             raise ConfigError(
                 f"your {name} takes {len(required)} arguments without defaults; a program takes the images, "
                 "model(x), or the images and their labels, model(x, y)"
             )
-        counts.append(min(len(positional), 2))
+        counts.append(max(1, len(required)))
     if counts[0] != counts[1]:
         raise ConfigError(
             f"your model takes {'(x, y)' if counts[0] == 2 else '(x)'} and your guide "

@@ -110,7 +110,7 @@ def ais(
         return vae.prior_from_noise(noise).detach()
 
     betas = sigmoid_schedule(annealing.steps)
-    return _annealed(vae, x, start, betas, "lower", annealing, generator, progress)
+    return annealed(lambda first, count: vae, x, start, betas, "lower", annealing, generator, progress)
 
 
 def reverse_ais(
@@ -132,7 +132,7 @@ def reverse_ais(
         return z[first : first + chunk.shape[0]].to(x.dtype).expand(annealing.chains, -1, -1).clone()
 
     betas = sigmoid_schedule(annealing.steps).flip(0)
-    return _annealed(vae, x, start, betas, "upper", annealing, generator, progress)
+    return annealed(lambda first, count: vae, x, start, betas, "upper", annealing, generator, progress)
 
 
 def simulate(vae, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,15 +167,16 @@ def check_images(vae, x: torch.Tensor) -> None:
     check_support(vae, x)
 
 
-def _annealed(vae, x, start, betas, bound, annealing, generator, progress) -> AnnealedEstimate:
-    """Run the chains of every chunk of images along `betas`; their log-weights reduced per image."""
+def annealed(model_of, x, start, betas, bound, annealing, generator, progress) -> AnnealedEstimate:
+    """Run the chains of every chunk of images along `betas` (from `start(chunk, first)`, with the model
+    `model_of(first, count)` gives for the chunk's images), their log-weights reduced per image."""
     chains = annealing.chains
     images = max(1, min(x.shape[0], annealing.max_rows // chains))
     per_image, variance, accepted, step_sizes = [], [], 0.0, []
     for first in range(0, x.shape[0], images):
         chunk = x[first : first + images]
         log_w, acceptance, step = _anneal_chunk(
-            vae, chunk, start(chunk, first), betas, annealing.leapfrog, generator, progress
+            model_of(first, chunk.shape[0]), chunk, start(chunk, first), betas, annealing.leapfrog, generator, progress
         )
         sign = 1.0 if bound == "lower" else -1.0
         per_image.append(sign * analytic.log_mean_exp(log_w))

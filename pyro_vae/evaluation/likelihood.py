@@ -189,8 +189,9 @@ def _log_weights(
 def check_support(vae: analytic.LatentVariableModel, x: torch.Tensor) -> None:
     """Grey pixels have no probability under a Bernoulli likelihood: refused here as on the command line
     (the estimates would be numbers without meaning)."""
-    config = getattr(vae, "config", None)
-    if config is not None and config.likelihood == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
+    config = getattr(vae, "config", None)  # a program's likelihood is its own: its checks are Pyro's
+    bernoulli = config is not None and config.likelihood == "bernoulli" and not config.is_program
+    if bernoulli and not bool(((x == 0) | (x == 1)).all()):
         raise DataError(
             "the Bernoulli likelihood needs pixels that are 0 or 1, but these images have grey pixels; "
             "binarize them (pyro_vae.data.fixed_binarization) or use a model with a likelihood for "

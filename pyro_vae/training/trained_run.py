@@ -26,6 +26,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import annealing, sampling
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.annealing import AnnealedEstimate
+from pyro_vae.evaluation.program_annealing import program_ais
 from pyro_vae.settings import whole_number
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
@@ -87,11 +88,17 @@ class TrainedRun:
 
     def ais(self, steps: int = 1000, chains: int = 16, images: int | None = None, seed: int = 0) -> AnnealedEstimate:
         """Test log p(x) on the first `images` test images by annealed importance sampling from the prior
-        (`evaluation.annealing.ais`): a stochastic lower bound much tighter than `evaluate`'s at large `steps`."""
-        self._check_vae("ais")
+        (`evaluation.annealing.ais`; for your own program `program_annealing.program_ais`, whose latent sites
+        must be continuous with real support): a stochastic lower bound much tighter than `evaluate`'s at large
+        `steps`."""
         seed = whole_number("seed", seed, SEEDS[0], SEEDS[1] - 1)  # bdmc's reverse pass draws with seed + 1
-        x, _ = self.test_data().first_test(self._count(images))
-        return annealing.ais(self.vae, x, annealing.Annealing(steps, chains, seed=seed))
+        dataset = self.test_data()
+        x, _ = dataset.first_test(self._count(images))
+        settings = annealing.Annealing(steps, chains, seed=seed)
+        if isinstance(self.vae, Program):  # its latent sites, moved by the same chains
+            labels = dataset.test_labels[: x.shape[0]] if self.vae.takes_labels else None
+            return program_ais(self.vae, x, settings, labels)
+        return annealing.ais(self.vae, x, settings)
 
     def sample(self, n: int = 64, seed: int = 0) -> torch.Tensor:
         """n images from the model: decoder means of prior samples, shape (n, pixels)."""
@@ -119,7 +126,8 @@ class TrainedRun:
         if isinstance(self.vae, Program):
             raise ConfigError(
                 f"{what}() reads the built-in VAE's decoder and prior; this run trained your own program: run its "
-                "model yourself (pyro.infer.Predictive(run.vae.run_model, ...)); evaluate() works for any program"
+                "model yourself (pyro.infer.Predictive(run.vae.run_model, ...)); evaluate() and ais() work for any "
+                "program"
             )
 
     def _count(self, images: int | None) -> int | None:

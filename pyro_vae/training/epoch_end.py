@@ -1,0 +1,77 @@
+"""The end of an epoch: the model evaluated on the test and validation splits (sharded over the ranks;
+log p(x) where the epoch asks for it), the epoch recorded (metrics.jsonl, TensorBoard), checkpointed, and its
+line printed."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood
+from pyro_vae.evaluation.progress import progress_bar
+from pyro_vae.training.report import records
+from pyro_vae.training.run import Run, TrainingError
+
+
+def end_of_epoch(
+    run: Run, interrupted: Callable[[], bool], log: Callable[[str], None], show_bars: bool = False
+) -> bool:
+    """Evaluate on the validation and test splits (sharded over ranks), record the epoch, checkpoint it (every
+    `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line (with `show_bars`, a bar over
+    the log p(x) estimate's images); returns whether Ctrl-C asks to stop."""
+    config, progress, vae = run.config, run.progress, run.vae
+    if progress.images == 0:
+        raise TrainingError(f"every step of epoch {progress.epoch + 1} was non-finite and skipped; try a smaller @lr")
+    vae.eval()
+    test, validation, log_px = epoch_evaluation(run, show_bars)
+    vae.train()
+    record = records.epoch_record(
+        epoch=progress.epoch + 1,
+        step=progress.step,
+        train_loss=progress.loss_sum / progress.images,
+        test=test,
+        validation=validation,
+        seconds=progress.seconds,
+        images=run.dataset.train.shape[0],
+        kl_weight=run.schedule.kl_weight(progress.step),
+        skipped=progress.skipped,
+        lr=run.schedule.learning_rate(progress.epoch),
+        log_px=log_px,
+    )
+    progress.finish_epoch(record)
+    run.folder.record_epoch(record, vae, run.dataset)
+    stop = interrupted()
+    if progress.epoch % config.checkpoint_every == 0 or progress.epoch == config.epochs or stop:
+        run.folder.save_checkpoint(run.checkpoint())
+    log(records.epoch_line(record, config.epochs))
+    return stop
+
+
+def epoch_evaluation(run: Run, show_bars: bool) -> tuple[ElboTerms, ElboTerms | None, LogLikelihood | None]:
+    """The test split's -ELBO terms (refused if not finite), the validation split's, and log p(x) of the first
+    `eval_images` test images where this epoch asks for it; a program of images and labels is given theirs."""
+    config, dataset, world = run.config, run.dataset, run.world
+
+    def labels(split_labels: torch.Tensor | None, count: int | None = None) -> torch.Tensor | None:
+        return split_labels[:count] if run.vae.takes_labels else None
+
+    test = evaluate.elbo_terms(
+        run.vae, dataset.test, rows=dataset.test_rows, world=world, labels=labels(dataset.test_labels)
+    )
+    run.check_finite(test.negative_elbo)
+    validation = None
+    if dataset.validation is not None:
+        validation = evaluate.elbo_terms(
+            run.vae, dataset.validation, world=world, labels=labels(dataset.validation_labels)
+        )
+    if not config.evaluates_log_likelihood(run.progress.epoch + 1):
+        return test, validation, None
+    images, rows = dataset.first_test(config.eval_images)
+    with progress_bar(images.shape[0], f"log p(x), K = {config.eval_samples}", show_bars and world.is_main) as bar:
+        log_px = evaluate.log_likelihood(
+            run.vae, images, config.eval_samples, rows=rows, world=world, progress=bar.update,
+            labels=labels(dataset.test_labels, images.shape[0]),
+        )  # fmt: skip
+    return test, validation, log_px
