@@ -27,6 +27,22 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.shape[-1] * LOG_2PI + z.pow(2).sum(-1))
 
 
+def mixture_log_prob(
+    z: torch.Tensor, log_weights: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """log p(z) of a mixture of K diagonal Gaussians, per z (..., d) -> (...):
+
+        log sum_k pi_k N(z; m_k, diag s_k^2) = logsumexp_k [log pi_k - 1/2 sum_d (log 2 pi + 2 log s_kd
+                                                                 + (z_d - m_kd)^2 / s_kd^2)]
+
+    with the squares expanded, sum_d (z_d - m_kd)^2 / s_kd^2 = z^2 . s_k^-2 - 2 z . (m_k s_k^-2) + m_k^2 . s_k^-2,
+    as three products with the K components: memory of (..., K), not (..., K, d)."""
+    precision = scale.pow(-2)
+    squares = z.pow(2) @ precision.T - 2 * z @ (loc * precision).T + (loc.pow(2) * precision).sum(-1)
+    normalizer = z.shape[-1] * LOG_2PI + 2 * scale.log().sum(-1)
+    return torch.logsumexp(log_weights - 0.5 * (normalizer + squares), -1)
+
+
 def diagonal_normal_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag sigma^2) = -1/2 sum(log 2 pi + 2 log sigma + ((z - mu) / sigma)^2)."""
     return -0.5 * (LOG_2PI + 2 * scale.log() + ((z - loc) / scale).pow(2)).sum(-1)

@@ -26,12 +26,11 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyro_vae.core import analytic, guides, parts
+from pyro_vae.core import analytic, guides, parts, priors
 from pyro_vae.core.distributions import ContinuousBernoulli
-from pyro_vae.core.guides import build_guide
 from pyro_vae.core.model_config import ModelConfig
-from pyro_vae.core.networks import ConvBody, ConvDecoder, Decoder, mlp
 from pyro_vae.core.two_layer import TopLayer
+from pyro_vae.core.vae_networks import build_decoder, build_q
 from pyro_vae.errors import ConfigError
 
 
@@ -59,6 +58,9 @@ class VAE(nn.Module):
         self.top = None
         if config.stochastic_layers == 2:
             self.top = TopLayer(config.z_dim, config.z2_dim, config.hidden2, config.activation)
+        self.prior = priors.build_prior(config.prior, config.x_dim, config.z_dim, config.prior_components)
+        if config.prior == "vamp" and not isinstance(self.q, guides.DiagonalNormal):
+            raise ConfigError("@prior vamp reads q(z|u) as a diagonal Gaussian; your guide is not the diagonal one")
         log_sigma = torch.tensor(math.log(config.sigma))
         if config.learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
@@ -130,8 +132,11 @@ class VAE(nn.Module):
         return self.top.extend(*self.q.sample(x, eps1), eps2)
 
     def kl_to_prior(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
-        """KL(q(z|x) || p(z)) per image in closed form, or None for a guide (or two layers) without one."""
-        return self.q.kl_to_prior(self._conditioning(x, rows)) if self.top is None else None
+        """KL(q(z|x) || p(z)) per image in closed form, or None for a guide (two layers, a learned prior)
+        without one."""
+        if self.top is not None or self.prior is not None:
+            return None
+        return self.q.kl_to_prior(self._conditioning(x, rows))
 
     def location(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """One representative z per image (q's mean, or for the flow the image of its base mean; with two
@@ -140,13 +145,25 @@ class VAE(nn.Module):
         return z1 if self.top is None else torch.cat([z1, self.top.q.location(z1)], -1)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z): log N(z; 0, I), or with two layers log N(z2; 0, I) + log p(z1|z2)."""
+        """log p(z): log N(z; 0, I), a learned prior's mixture density (`analytic.mixture_log_prob`), or with
+        two layers log N(z2; 0, I) + log p(z1|z2)."""
+        if self.prior is not None:
+            return analytic.mixture_log_prob(z, *self.prior.components(self.q))
         return analytic.standard_normal_log_prob(z) if self.top is None else self.top.log_prior(z)
 
     def prior_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
-        """z ~ p(z) from standard-normal noise eps (..., z_dim): eps itself, or with two layers (z1, z2) with
-        z2 = eps2 and z1 = m(z2) + s(z2) * eps1."""
+        """z ~ p(z) from standard-normal noise eps (..., z_dim): eps itself, a learned prior's mixture draw
+        (`priors.mixture_from_noise`), or with two layers (z1, z2) with z2 = eps2 and z1 = m(z2) + s(z2) * eps1."""
+        if self.prior is not None:
+            return priors.mixture_from_noise(eps, *self.prior.components(self.q))
         return eps if self.top is None else self.top.from_noise(eps)
+
+    def prior_distribution(self, x: torch.Tensor, size: int) -> dist.Distribution:
+        """p(z) for a batch like x, as the model's site draws it: N(0, I) of `size` per image, or the learned
+        mixture (`priors.DiagonalMixture`)."""
+        if self.prior is not None:
+            return priors.DiagonalMixture(*self.prior.components(self.q)).expand([x.shape[0]])
+        return dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], size]).to_event(1)
 
     def at(self, rows: torch.Tensor) -> "DataPoints":
         """This VAE with q fixed to the data points `rows` (rows of x to come), as an
@@ -182,13 +199,12 @@ class VAE(nn.Module):
             yield
 
     def model(self, x: torch.Tensor, kl_weight: float | torch.Tensor = 1.0, rows: torch.Tensor | None = None) -> None:
-        """p(z) p(x|z): z ~ N(0, I), x ~ p(x | decoder(z)), observed; with two layers z2 ~ N(0, I),
+        """p(z) p(x|z): z ~ p(z) (N(0, I), or the learned prior), x ~ p(x | decoder(z)), observed; with two layers z2 ~ N(0, I),
         z1 ~ p(z1|z2), x ~ p(x | decoder(z1)). (`rows` is the guide's.)"""
         top_dim = self.config.z_dim if self.top is None else self.config.z2_dim
         with self._images(x):
             with kl_weighted(kl_weight):
-                prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], top_dim])
-                z = pyro.sample("z" if self.top is None else "z2", prior.to_event(1))
+                z = pyro.sample("z" if self.top is None else "z2", self.prior_distribution(x, top_dim))
                 if self.top is not None:
                     z = pyro.sample("z1", self.top.prior(z))
             pyro.sample("x", self.likelihood(z), obs=x)
@@ -209,46 +225,6 @@ def parameter_count(config: ModelConfig) -> int:
         config = replace(config, guide="diagonal")
     with torch.device("meta"):
         return sum(p.numel() for p in VAE(config).parameters())
-
-
-def build_decoder(config: ModelConfig) -> nn.Module:
-    """The built-in decoder: the MLP mirroring the encoder, or the transposed convolutions."""
-    if config.network == "conv":
-        if not config.image_shape:
-            raise ConfigError("@network conv needs the images' shape: ModelConfig(image_shape=(C, H, W) or (H, W))")
-        return ConvDecoder(config.z_dim, config.image_shape, config.channels, config.activation)
-    return Decoder(config.z_dim, config.hidden, config.x_dim, config.activation)
-
-
-def build_q(config: ModelConfig, encoder: nn.Module | None, guide: nn.Module | None) -> nn.Module:
-    """q(z|x): the user's guide; the diagonal Gaussian on the user's encoder; or the built-in guide
-    `config.guide` on the built-in encoder body (an MLP, or convolutions)."""
-    if guide is not None:
-        if encoder is not None:
-            raise ConfigError("give an encoder or a guide, not both: a guide holds its own encoder")
-        parts.check_guide(guide)
-        return guide
-    if encoder is not None:
-        if config.guide != "diagonal":
-            raise ConfigError(
-                f"your encoder gives (loc, scale): it makes the diagonal guide, not @guide {config.guide}; "
-                "for another family write a guide (guides.Guide) and pass guide=..."
-            )
-        return guides.DiagonalNormal(parts.ImageEncoder(encoder, config.shape, config.z_dim))
-    body, features = encoder_body(config) if config.guide != "local" else (None, 0)
-    rows = config.local_points + config.local_test_points
-    return build_guide(config.guide, body, features, config.z_dim, config.flow_layers, rows)
-
-
-def encoder_body(config: ModelConfig) -> tuple[nn.Module, int]:
-    """x -> features h(x) of the built-in encoder, and their number: the MLP's last hidden layer (x itself
-    without hidden layers), or the convolutions' flattened maps."""
-    if config.network == "conv":
-        body = ConvBody(config.image_shape, config.channels, config.activation)
-        return body, body.features
-    return mlp([config.x_dim, *config.hidden], config.activation), (
-        config.hidden[-1] if config.hidden else config.x_dim
-    )
 
 
 def has_distribution(guide: nn.Module) -> bool:

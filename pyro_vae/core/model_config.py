@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pyro_vae.core.guides import GUIDES
 from pyro_vae.core.networks import ACTIVATIONS, NETWORKS
+from pyro_vae.core.priors import PRIORS
 from pyro_vae.errors import ConfigError
 from pyro_vae.settings import check_declared, setting
 
@@ -57,6 +58,14 @@ class ModelConfig:
         0, "local guide: test images with their own q (set from the data by training)", derived=True,
         low=0, high=10_000_000,
     )  # fmt: skip
+    prior: str = setting(
+        "normal", "p(z): normal, N(0, I); mog, a mixture of @prior_components diagonal Gaussians, learned; vamp, "
+        "the VampPrior (1/K) sum_k q(z|u_k) at K = @prior_components learned pseudo-inputs (the diagonal guide's)",
+        choices=PRIORS,
+    )  # fmt: skip
+    prior_components: int = setting(
+        500, "@prior mog or vamp: K, the mixture's components (vamp's pseudo-inputs)", low=1, high=100_000
+    )
     stochastic_layers: int = setting(
         1, "1: z ~ N(0, I); 2: z2 ~ N(0, I) above z1 (@z_dim), with p(z1|z2) and q(z2|z1) Gaussian MLPs through "
         "@hidden2 (the IWAE paper's two-layer model)", choices=(1, 2),
@@ -81,6 +90,16 @@ class ModelConfig:
             raise ConfigError("@learn_sigma applies only to @likelihood gaussian")
         if self.guide == "flow" and self.network == "mlp" and not self.hidden and not self.user_parts:
             raise ConfigError("the flow guide conditions on the encoder's hidden layer; give @hidden")
+        if self.prior != "normal" and self.stochastic_layers == 2:
+            raise ConfigError(
+                f"@prior {self.prior} is learned for one stochastic layer here; with @stochastic_layers 2 the top "
+                "layer's prior is N(0, I): leave out @prior, or train one layer"
+            )
+        if self.prior == "vamp" and self.guide != "diagonal":
+            raise ConfigError(
+                f"@prior vamp is the mixture of the diagonal guide's q(z|u) at its pseudo-inputs; @guide "
+                f"{self.guide} is not that guide: use @guide diagonal, or @prior mog"
+            )
         if self.stochastic_layers == 2 and self.guide in ("local", "delta"):
             raise ConfigError(
                 f"@stochastic_layers 2 needs a density q(z1|x) from an encoder; @guide {self.guide} has none"
