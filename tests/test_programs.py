@@ -35,13 +35,18 @@ PIXELS = 12
 QUIET = dict(progress=False, log=lambda line: None)
 
 
-def patterns(n: int, seed: int) -> torch.Tensor:
-    """n binary images of 12 pixels: one of three prototypes, each pixel flipped with probability 0.1."""
+def prototype_draws(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n binary images of 12 pixels, each one of three prototypes with every pixel flipped with probability 0.1,
+    and which prototype each is (its label)."""
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.tensor([[1.0] * 6 + [0.0] * 6, [0.0] * 6 + [1.0] * 6, [1.0, 0.0] * 6])
-    chosen = prototypes[torch.randint(3, (n,), generator=g)]
+    kinds = torch.randint(3, (n,), generator=g)
     flips = (torch.rand(n, PIXELS, generator=g) < 0.1).float()
-    return (chosen + flips) % 2
+    return (prototypes[kinds] + flips) % 2, kinds
+
+
+def patterns(n: int, seed: int) -> torch.Tensor:
+    return prototype_draws(n, seed)[0]
 
 
 DATA = (patterns(96, 0), patterns(32, 1))
@@ -468,7 +473,7 @@ def test_the_documented_mixture_prior_example_runs_and_the_page_shows_its_code(t
     assert "log p(x)" in done.stdout and "loaded: the learned mixture weights" in done.stdout
 
 
-LABELS = torch.arange(96) % 3, torch.arange(32) % 3
+LABELS = prototype_draws(96, 0)[1], prototype_draws(32, 1)[1]
 LABELLED = (
     torch.utils.data.TensorDataset(DATA[0], torch.where(torch.arange(96) % 4 == 0, LABELS[0], -1)),  # 1 in 4 known
     torch.utils.data.TensorDataset(DATA[1], LABELS[1]),

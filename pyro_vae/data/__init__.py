@@ -21,6 +21,7 @@ from pyro_vae.data.dataset import (  # noqa: F401
     fixed_subset,
     from_arrays,
     hold_out,
+    keep_labels,
     prepare,
     with_rows,
 )

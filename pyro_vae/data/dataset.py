@@ -25,6 +25,7 @@ STATIC_BINARIZATION_SEED = 1
 SUBSET_SEED = 2  # the local guide's fixed subsets of data points
 VALIDATION_SEED = 3  # which training images are held out for validation
 VALIDATION_BINARIZATION_SEED = 4
+LABELS_SEED = 5  # which training labels a semi-supervised run keeps (`keep_labels`)
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -153,6 +154,27 @@ def fixed_subset(dataset: Dataset, train_size: int, test_size: int, seed: int = 
     train, train_labels = pick(dataset.train, dataset.train_labels, train_size)
     test, test_labels = pick(dataset.test, dataset.test_labels, test_size)
     return replace(dataset, train=train, test=test, train_labels=train_labels, test_labels=test_labels)
+
+
+def keep_labels(dataset: Dataset, count: int, seed: int = LABELS_SEED) -> Dataset:
+    """The dataset with `count` of its training labels kept, count / classes of each class (a fixed draw by
+    `seed`), and the others marked missing (-1): the semi-supervised setting (M2's 100 labels: 10 a digit)."""
+    labels = dataset.train_labels
+    classes = 0 if labels is None else int(labels.max()) + 1
+    if labels is None or count % classes or count > labels.shape[0]:
+        raise DataError(
+            f"keeping {count} labels needs a training split with labels, and a number of them that its "
+            f"{classes} classes share equally"
+        )
+    g = torch.Generator().manual_seed(seed)
+    kept = torch.full_like(labels, -1)
+    for c in range(classes):
+        members = torch.nonzero(labels == c).flatten()
+        if members.shape[0] < count // classes:
+            raise DataError(f"class {c} has {members.shape[0]} training images, fewer than {count // classes} to label")
+        chosen = members[torch.randperm(members.shape[0], generator=g)[: count // classes]]
+        kept[chosen] = c
+    return replace(dataset, train_labels=kept)
 
 
 def with_rows(dataset: Dataset) -> Dataset:

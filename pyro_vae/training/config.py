@@ -39,6 +39,10 @@ class TrainConfig:
         "and chooses the best epoch; the test split is only reported; 0 for none", group="data", low=0,
         high=100_000_000, metavar="N", default_text="10000 for the MNIST family, 0 for the default data",
     )  # fmt: skip
+    labels_kept: int = setting(
+        0, "keep N training labels, N / classes of each (a fixed draw), the rest missing (-1); 0 keeps all",
+        group="data", low=0, high=100_000_000, metavar="N",
+    )  # fmt: skip
     binarization: str | None = setting(
         None, "dynamic: a fresh Bernoulli draw every batch; static: one fixed draw; none: grey pixels",
         group="data", flag="--binarize", choices=data.BINARIZATIONS,
