@@ -321,6 +321,7 @@ def one_param_guide(x):
         (dict(model=discrete_model), {}, "give model=... and guide=..."),
         (dict(model=discrete_model, guide=discrete_guide), dict(init_output_bias=True), "init_output_bias sets"),
         (dict(model=discrete_model, guide=discrete_guide), dict(estimator="jit-trace"), "use estimator trace"),
+        (dict(model=discrete_model, guide=discrete_guide), dict(model=ModelConfig(z_dim=10, guide="local")), "leave z_dim, guide at the default"),
     ],
 )  # fmt: skip
 def test_a_program_that_cannot_train_is_refused_in_one_line_before_the_first_step(tmp_path, parts, settings, message):

@@ -4,7 +4,7 @@ checkpoint) and the run folder: a live `run.Run`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Callable
 
 import pyro
@@ -13,6 +13,7 @@ import torch
 from pyro_vae import data
 from pyro_vae.core.estimators import SCORE_FUNCTION
 from pyro_vae.core.model import VAE, has_distribution
+from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.core.parts import Parts, check_parts
 from pyro_vae.core.program import Program
 from pyro_vae.distributed import World
@@ -46,6 +47,8 @@ def build_run(
         raise ConfigError(
             "@guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
         )
+    if parts.is_program:
+        check_program_settings(config)
     dataset = load_training_data(config, device, images)
     if checkpoint is not None:
         check_run_images(config.out, checkpoint.config["model"]["x_dim"], dataset)
@@ -85,12 +88,26 @@ def build_run(
     return Run(config, world, dataset, vae, objective, progress, folder)
 
 
+def check_program_settings(config: TrainConfig) -> None:
+    """Refuse, in one line, the settings of the built-in VAE given for a run of the user's own program."""
+    if config.init_output_bias:
+        raise ConfigError("@init_output_bias sets the built-in decoder's bias; your own program sets its own")
+    default = ModelConfig()
+    if changed := [
+        f.name
+        for f in fields(ModelConfig)
+        if not f.metadata.get("derived") and getattr(config.model, f.name) != getattr(default, f.name)
+    ]:
+        raise ConfigError(
+            f"ModelConfig describes the built-in VAE, and your program holds its own architecture: leave "
+            f"{', '.join('@' + name for name in changed)} at the default"
+        )
+
+
 def build_program(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> Program:
     """The user's Pyro program (`parts.model`, `parts.guide`) as a `Program` on the data's device: run once on
     two training images (binarized, where the steps binarize them), every refusal said before the first step,
     its parameters found and kept."""
-    if config.init_output_bias:
-        raise ConfigError("@init_output_bias sets the built-in decoder's bias; your own program sets its own")
     images = dataset.train[:2]
     if config.resolved_binarization == "dynamic":  # as the steps will see them: 0 or 1 (here rounded, no draw)
         images = images.round()
