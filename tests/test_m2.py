@@ -4,6 +4,7 @@ M2 trained by the engine from a quarter of the labels, resumed exactly, classify
 
 from __future__ import annotations
 
+import json
 import math
 
 import pyro
@@ -15,11 +16,12 @@ from test_programs import LABELLED, PIXELS
 
 import pyro_vae
 from pyro_vae import data
+from pyro_vae.cli.train import main
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.core.program import Program
 from pyro_vae.core.programs.m2 import SemiSupervisedVAE, joined
-from pyro_vae.errors import DataError
+from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.training.run import weights_digest
 
 CLASSES, Z = 3, 2
@@ -113,3 +115,35 @@ def test_keeping_labels_keeps_as_many_of_each_class_and_marks_the_rest_missing()
     assert torch.equal(kept, data.keep_labels(dataset, 100).train_labels)  # a fixed draw
     with pytest.raises(DataError, match="share equally"):
         data.keep_labels(dataset, 105)
+
+
+def test_the_registered_m2_trains_resumes_and_loads_by_name_with_its_accuracy_recorded(tmp_path):
+    """TrainConfig(program="m2"): no model or guide given, none needed to resume or load; its accuracy in
+    metrics.jsonl each epoch."""
+    quiet = dict(progress=False, log=lambda line: None)
+
+    def config(name: str, epochs: int) -> pyro_vae.TrainConfig:
+        return pyro_vae.TrainConfig(program="m2", estimator="enum", epochs=epochs, batch_size=32, eval_samples=5,
+                                    out=str(tmp_path / name))  # fmt: skip
+
+    straight = pyro_vae.train(config("a", 2), data=LABELLED, **quiet)
+    pyro_vae.train(config("b", 1), data=LABELLED, **quiet)
+    resumed = pyro_vae.resume(tmp_path / "b", epochs=2, data=LABELLED, **quiet)
+    assert weights_digest(straight.vae) == weights_digest(resumed.vae)
+    assert 0 <= straight.metrics[-1]["test_accuracy"] <= 1
+    loaded = pyro_vae.load_run(tmp_path / "a", data=LABELLED)
+    assert weights_digest(loaded.vae) == weights_digest(straight.vae)
+    with pytest.raises(ConfigError, match="program m2 is built in"):
+        pyro_vae.train(config("c", 1), data=LABELLED, **parts_of(small_m2()), **quiet)
+
+
+def parts_of(m2: SemiSupervisedVAE) -> dict:
+    return dict(model=m2.model, guide=m2.guide)
+
+
+def test_m2_from_the_command_line_for_one_epoch(tmp_path):
+    argv = ["--program", "m2", "--estimator", "enum", "--labels-kept", "100", "--epochs", "1", "--no-progress",
+            "--eval-samples", "5", "--threads", "1", "--out", str(tmp_path / "m2")]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "m2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= record["test_accuracy"] <= 1 and math.isfinite(record["test_log_likelihood"])

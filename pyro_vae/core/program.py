@@ -87,6 +87,13 @@ class Program(nn.Module):
         with poutine.scale(scale=1.0 / x.shape[0]), LatentScale(kl_weight):
             self.run_guide(*self.inputs(x, labels))
 
+    @torch.no_grad()
+    def metrics(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """What the program's module says of itself on these images (its `metrics(x)` or `metrics(x, y)`, as
+        M2's test accuracy), where it has such a method; else nothing."""
+        found = [owner.metrics for owner in self.owners if callable(getattr(owner, "metrics", None))]
+        return {name: float(value) for own in found for name, value in own(*self.inputs(x, labels)).items()}
+
     def inputs(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """What the program takes of a batch: (x,), or (x, labels) for a program of images and labels."""
         if not self.takes_labels:

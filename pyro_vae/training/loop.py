@@ -25,6 +25,8 @@ from torch import nn
 from pyro_vae import data as data_module
 from pyro_vae.core.parts import PART_NAMES, Parts
 from pyro_vae.core.program import Program
+from pyro_vae.core.programs import program_parts
+from pyro_vae.data import IMAGE_SHAPE
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.training.build import build_run
@@ -40,6 +42,9 @@ from pyro_vae.training.signals import Abandoned, Interrupted, agreed_flag, inter
 from pyro_vae.training.trained_run import TrainedRun, load_run
 
 __all__ = ["Abandoned", "Interrupted", "resume", "train"]
+
+
+IMAGE_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
 
 def say(line: str) -> None:
@@ -85,7 +90,9 @@ def train(
             f"checkpoint must be a Checkpoint (resume.load_run_checkpoint(folder)), got {type(checkpoint).__name__}"
         )
     resolve_device(config.cuda)
-    parts, images = Parts(encoder, decoder, guide, model), user_images(data)
+    images = user_images(data)
+    pixels = images.x_dim if images is not None else IMAGE_PIXELS  # every built-in dataset's
+    parts = program_parts(config.program, Parts(encoder, decoder, guide, model), pixels, config.seed)
     if parts.is_program:  # the config says so from the start (the data's binarization, the checks)
         config = replace(config, model=replace(config.model, user_parts=parts.description()))
     if images is not None:

@@ -21,6 +21,7 @@ from pyro_vae import data
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
 from pyro_vae.core.program import Program, built_model
+from pyro_vae.core.programs import program_parts
 from pyro_vae.data import Dataset, from_arrays
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import annealing, sampling
@@ -177,6 +178,7 @@ def load_run(
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"load_run(device={device!r}): PyTorch sees no usable CUDA GPU")
+    parts = program_parts(config.program, parts, config.model.x_dim, config.seed)
     vae = built_model(config.model, parts).to(device)
     vae.load_state_dict(checkpoint.model_state)
     metrics, finished = checkpoint.progress.metrics, (path / "summary.json").exists()

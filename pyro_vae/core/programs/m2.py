@@ -60,6 +60,11 @@ class SemiSupervisedVAE(nn.Module):
         """The most probable label under q(y|x), per image."""
         return self.classifier(x).argmax(-1)
 
+    def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The classifier's accuracy on the images whose labels are known (the engine records it each epoch)."""
+        known = y >= 0
+        return {"accuracy": (self.classify(x[known]) == y[known]).double().mean().item()}
+
 
 def network(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     """inputs -> hidden softplus units -> outputs (linear)."""

@@ -15,6 +15,7 @@ from torch import nn
 from pyro_vae.core.model import VAE
 from pyro_vae.core.parts import Parts
 from pyro_vae.core.program import built_model
+from pyro_vae.core.programs import program_parts
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.training.checkpoint.progress_checks import check_adam_steps, check_generators, check_progress
 from pyro_vae.training.checkpoint.values import CheckpointError, check_tensor, is_count
@@ -92,6 +93,7 @@ def _model(config: TrainConfig, state: object, path: Path, parts: Parts) -> VAE:
     its own (refused, naming them, if they are not given); else on the meta device (shapes and dtypes
     without memory) where the guide allows, else on the CPU, once the parameters the config describes
     are known to be no more than the file holds (a tampered config cannot make this allocate more)."""
+    parts = program_parts(config.program, parts, config.model.x_dim, config.seed)
     recorded = config.model.user_parts
     if parts.missing(recorded) or (parts.description() and not recorded):
         raise CheckpointError(
