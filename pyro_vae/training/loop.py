@@ -92,7 +92,8 @@ def train(
     resolve_device(config.cuda)
     images = user_images(data)
     pixels = images.x_dim if images is not None else IMAGE_PIXELS  # every built-in dataset's
-    parts = program_parts(config.program, Parts(encoder, decoder, guide, model), pixels, config.seed)
+    given = Parts(encoder, decoder, guide, model)
+    parts = program_parts(config.program, given, pixels, config.seed, config.given_quadrants)
     if parts.is_program:  # the config says so from the start (the data's binarization, the checks)
         config = replace(config, model=replace(config.model, user_parts=parts.description()))
     if images is not None:
