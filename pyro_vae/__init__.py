@@ -7,7 +7,9 @@
     run.evaluate(samples=1000); run.sample(16); run.reconstruct([0, 1]); run.interpolate(0, 1)
 
 Your own parts: `train(config, data=(train, test), encoder=..., decoder=...)` or `guide=...`; see
-`core.parts` and `core.guides.Guide`, and docs/own-model.md.
+`core.parts` and `core.guides.Guide`, and docs/own-model.md. Your own Pyro program: `train(config,
+model=vae.model, guide=vae.guide)` (`Program`; docs/own-program.md); the literature's, by name:
+`TrainConfig(program="m2")` or `"cvae"` (`core.programs`).
 
 The package follows the flow: `core` (math, networks, guides, model, estimators) -> `data` ->
 `evaluation` -> `training` (config, inputs, objective, build, run, step, epoch, loop; checkpoint/, report/)
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # the names below, for readers and type checkers; at run time
     from pyro_vae.core.guides import Guide
     from pyro_vae.core.model import VAE
     from pyro_vae.core.model_config import ModelConfig
+    from pyro_vae.core.program import Program
     from pyro_vae.data import Dataset, from_arrays
     from pyro_vae.errors import ConfigError, DataError, PyroVAEError
     from pyro_vae.evaluation.likelihood import LogLikelihood, log_likelihood, negative_elbo
@@ -35,6 +38,7 @@ _PUBLIC = {
     "Guide": "pyro_vae.core.guides",
     "VAE": "pyro_vae.core.model",
     "ModelConfig": "pyro_vae.core.model_config",
+    "Program": "pyro_vae.core.program",
     "Dataset": "pyro_vae.data",
     "from_arrays": "pyro_vae.data",
     "ConfigError": "pyro_vae.errors",
@@ -76,6 +80,7 @@ __all__ = [
     "Guide",
     "LogLikelihood",
     "ModelConfig",
+    "Program",
     "PyroVAEError",
     "TrainConfig",
     "TrainedRun",
