@@ -74,9 +74,8 @@ def train(
     Your own parts: `data` = (train, test) images as tensors, arrays or torch Datasets of any image shape
     (`data.from_arrays`), in place of the config's dataset; an `encoder` (x -> (loc, scale)) and a
     `decoder` (z -> logits) of any architecture, or a whole `guide` (`core.guides.Guide`), in place of the
-    built-in networks. Your own Pyro program: `model` and its `guide`, Pyro functions (or modules) of the
-    batch of images, trained in place of the VAE (`core.program.Program`; docs/own-program.md). A run with
-    such parts needs them again to resume or load (`resume`, `load_run`).
+    built-in networks. Your own Pyro program: `model` and its `guide` (`core.program.Program`; docs/own-
+    program.md). A run with such parts needs them again to resume or load (`resume`, `load_run`).
 
     With a `checkpoint` (of the run in folder `config.out`, see `resume.load_run_checkpoint`), continue
     that run exactly as if it had never stopped (a finished run is left as it is). Under `torchrun` every
@@ -91,9 +90,7 @@ def train(
         )
     resolve_device(config.cuda)
     images = user_images(data)
-    pixels = images.x_dim if images is not None else IMAGE_PIXELS  # every built-in dataset's
-    given = Parts(encoder, decoder, guide, model)
-    parts = program_parts(config.program, given, pixels, config.seed, config.given_quadrants)
+    parts = run_parts(config, images, Parts(encoder, decoder, guide, model))
     if parts.is_program:  # the config says so from the start (the data's binarization, the checks)
         config = replace(config, model=replace(config.model, user_parts=parts.description()))
     if images is not None:
@@ -134,6 +131,13 @@ def resume(
     checkpoint = load_run_checkpoint(Path(run_dir), use="resume", parts=Parts(*(parts.get(n) for n in PART_NAMES)))
     config = resumed_config(checkpoint, {} if epochs is None else {"epochs": epochs})
     return train(replace(config, out=str(run_dir)), progress, log, checkpoint, **parts)
+
+
+def run_parts(config: TrainConfig, images: data_module.Dataset | None, given: Parts) -> Parts:
+    """What the run trains: the user's `given` parts, or the registered program `config.program` built for the
+    images' pixels (the user's, else every built-in dataset's 28 x 28)."""
+    pixels = images.x_dim if images is not None else IMAGE_PIXELS
+    return program_parts(config.program, given, pixels, config.seed, config.given_quadrants)
 
 
 def finished_already(config: TrainConfig, checkpoint: Checkpoint | None) -> bool:
