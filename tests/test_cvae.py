@@ -4,6 +4,9 @@ closed form, and the CVAE trained by name, resumed exactly and loaded back."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -11,6 +14,7 @@ import torch
 from pyro import poutine
 
 import pyro_vae
+from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.core.program import Program
 from pyro_vae.core.programs.cvae import ConditionalVAE, given_mask
@@ -103,3 +107,14 @@ def test_the_cvae_trains_by_name_resumes_exactly_and_loads_back(tmp_path):
     loaded = pyro_vae.load_run(tmp_path / "a")
     assert weights_digest(loaded.vae) == weights_digest(straight.vae)
     assert int(loaded.vae.owners[0].given.sum()) == 392
+
+
+def test_evaluate_takes_ais_over_the_cvaes_latent_sites_and_refuses_what_reads_the_vaes_parts(tmp_path, capsys):
+    pyro_vae.train(pyro_vae.TrainConfig(program="cvae", epochs=1, out=str(tmp_path / "c")), progress=False,
+                   log=lambda line: None)  # fmt: skip
+    run = str(tmp_path / "c")
+    assert evaluate_main([run, "--samples", "5", "--images", "4", "--ais", "3", "--threads", "1"]) == 0
+    result = json.loads((tmp_path / "c" / "evaluation-epoch1-K5.json").read_text())
+    assert math.isfinite(result["ais_log_likelihood"]) and result["images"] == 4
+    assert evaluate_main([run, "--samples", "5", "--prior"]) == 2
+    assert "read the built-in VAE's prior and guide" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from test_programs import LABELLED, PIXELS
 
 import pyro_vae
 from pyro_vae import data
+from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.train import main
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model_config import ModelConfig
@@ -147,3 +148,7 @@ def test_m2_from_the_command_line_for_one_epoch(tmp_path):
     assert main(argv) == 0
     record = json.loads((tmp_path / "m2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 <= record["test_accuracy"] <= 1 and math.isfinite(record["test_log_likelihood"])
+    # scripts/evaluate.py gives a program of images and labels its test labels
+    assert evaluate_main([str(tmp_path / "m2"), "--samples", "5", "--images", "20", "--threads", "1"]) == 0
+    result = json.loads((tmp_path / "m2" / "evaluation-epoch1-K5.json").read_text())
+    assert math.isfinite(result["test_log_likelihood"]) and result["images"] == 20

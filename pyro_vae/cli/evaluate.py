@@ -19,10 +19,12 @@ from pyro_vae import files, memory
 from pyro_vae.cli.arguments import config_from_args, settings_parser, with_flags
 from pyro_vae.cli.evaluation_output import per_image_csv, print_result
 from pyro_vae.core.model import VAE
+from pyro_vae.core.program import Program
 from pyro_vae.distributed import SINGLE, World, world_prefix
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import annealing
 from pyro_vae.evaluation import likelihood as evaluate
+from pyro_vae.evaluation.program_annealing import program_ais
 from pyro_vae.evaluation.progress import progress_bar
 from pyro_vae.settings import check_declared, reuse, setting
 from pyro_vae.threads import use_threads
@@ -85,7 +87,8 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
     trained = load_run(config.run, device, config.data_dir)
     vae = trained.vae
     x, rows = trained.test_data().first_test(config.images)
-    check_model(config, vae, x, rows, device)
+    labels = trained.test_data().test_labels[: x.shape[0]] if vae.takes_labels else None  # a program of (x, y)
+    check_model(config, vae, x, rows, device, labels)
     tic = time.perf_counter()
     with progress_bar(x.shape[0], f"log p(x), K = {config.samples}", world.is_main) as bar:
         estimate = evaluate.log_likelihood(
@@ -97,13 +100,14 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
             rows=rows,
             world=world,
             progress=bar.update,
+            labels=labels,
         )
     result = dict(
         run=str(config.run),
         epoch=len(trained.metrics),
         images=x.shape[0],
         samples=config.samples,
-        test_negative_elbo=evaluate.negative_elbo(vae, x, rows=rows, world=world),
+        test_negative_elbo=evaluate.negative_elbo(vae, x, rows=rows, world=world, labels=labels),
         test_log_likelihood=estimate.value,
         standard_error=estimate.standard_error,
         spread_over_images=estimate.spread,
@@ -117,7 +121,7 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
     if config.amortization_gap:
         result.update(amortization_gap(vae, x, config.amortization_gap, config.seed, config.max_rows))
     if config.ais:
-        result.update(annealed_estimate(vae, x, config))
+        result.update(annealed_estimate(vae, x, config, labels))
     if config.bdmc:
         result.update(sandwich(vae, config))
     if world.is_main:
@@ -145,11 +149,15 @@ def naive_estimate(vae: VAE, x: torch.Tensor, config: EvaluateConfig, world: Wor
     return dict(prior_sampling_log_likelihood=naive.value, prior_sampling_standard_error=naive.standard_error)
 
 
-def annealed_estimate(vae: VAE, x: torch.Tensor, config: EvaluateConfig) -> dict:
-    """log p(x) of the test images by forward AIS (a stochastic lower bound), with its standard error."""
+def annealed_estimate(vae: VAE | Program, x: torch.Tensor, config: EvaluateConfig, labels: torch.Tensor | None) -> dict:
+    """log p(x) of the test images by forward AIS (a stochastic lower bound), with its standard error; over a
+    program's latent sites for a program (`program_annealing`)."""
     tic = time.perf_counter()
     with progress_bar(x.shape[0] * config.ais, f"AIS, T = {config.ais}", unit="image-step") as bar:
-        estimate = annealing.ais(vae, x, annealing_of(config), bar.update)
+        if isinstance(vae, Program):
+            estimate = program_ais(vae, x, annealing_of(config), labels, bar.update)
+        else:
+            estimate = annealing.ais(vae, x, annealing_of(config), bar.update)
     return dict(
         ais_steps=config.ais,
         ais_chains=config.chains,
@@ -182,8 +190,15 @@ def sandwich(vae: VAE, config: EvaluateConfig) -> dict:
     )
 
 
-def check_model(config: EvaluateConfig, vae: VAE, x: torch.Tensor, rows: torch.Tensor | None, device) -> None:
-    """One chunk within memory, the model's values finite on the images, and the fits' model one they fit."""
+def check_model(
+    config: EvaluateConfig, vae: VAE | Program, x: torch.Tensor, rows: torch.Tensor | None, device, labels=None
+) -> None:
+    """One chunk within memory, the model's values finite on the images, and the fits' model one they fit (a
+    program takes importance sampling and AIS; the rest reads the built-in VAE's parts)."""
+    if isinstance(vae, Program) and (config.prior or config.amortization_gap or config.bdmc):
+        raise ConfigError(
+            "@prior, @amortization_gap and @bdmc read the built-in VAE's prior and guide; this run trained a program"
+        )
     rows_at_once = min(config.max_rows, x.shape[0] * config.samples)
     memory.check_fits(
         rows_at_once * memory.bytes_per_row(vae.config, x.element_size(), backward=False),
@@ -191,7 +206,7 @@ def check_model(config: EvaluateConfig, vae: VAE, x: torch.Tensor, rows: torch.T
         "lower @max_rows",
         device,
     )
-    evaluate.check_finite_model(vae, x, rows)
+    evaluate.check_finite_model(vae, x, rows, labels=labels)
     if config.amortization_gap and vae.top is not None:
         raise ConfigError("@amortization_gap fits a diagonal Gaussian over one stochastic layer; this run has two")
     if config.amortization_gap and rows is not None:
