@@ -80,19 +80,22 @@ def test_mixture_draws_from_noise_follow_the_mixture():
     assert ((empirical - exact).abs() < 5 * (exact * (1 - exact) / n).sqrt().clamp(min=1e-4)).all()
 
 
-@pytest.mark.parametrize("prior", ["mog", "vamp"])
-def test_the_importance_weights_read_from_traces_use_the_learned_prior(prior):
+@pytest.mark.parametrize("prior, layers", [("mog", 1), ("vamp", 1), ("mog", 2), ("vamp", 2)])
+def test_the_importance_weights_read_from_traces_use_the_learned_prior(prior, layers):
     """log p(x, z) - log q(z|x) from Pyro's traces equals `analytic.log_importance_weights` (which reads
-    `vae.log_prior`) to 1e-10 in float64, and differs from the N(0, I) prior's."""
+    `vae.log_prior`) to 1e-10 in float64, and differs from the N(0, I) prior's; with two layers the learned
+    prior is z2's."""
     torch.manual_seed(2)
-    vae = VAE(ModelConfig(prior=prior, **SMALL)).double()
+    two = dict(stochastic_layers=2, z2_dim=2, hidden2=(8,)) if layers == 2 else {}
+    vae = VAE(ModelConfig(prior=prior, **SMALL, **two)).double()
     x = torch.bernoulli(torch.rand(4, 784, dtype=torch.float64))
     eps = torch.randn(3, 4, vae.z_dim, dtype=torch.float64)
     z, _ = vae.sample_q(x, eps)
     generic = trace_log_weights(*traces_at(vae, x, z), images=4)
     hand = analytic.log_importance_weights(vae, x, eps)
     assert torch.allclose(generic, hand, rtol=0, atol=1e-10)
-    assert not torch.allclose(vae.log_prior(z), analytic.standard_normal_log_prob(z), atol=1e-3)
+    top = z[..., -vae.prior.components(vae.top_posterior)[1].shape[-1] :]
+    assert not torch.allclose(vae.top_log_prior(top), analytic.standard_normal_log_prob(top), atol=1e-3)
     assert vae.kl_to_prior(x) is None  # no closed form against a mixture: the rate is estimated
 
 
@@ -113,7 +116,6 @@ def test_a_vampprior_run_resumes_exactly_and_its_samples_come_from_the_learned_p
     "settings, message",
     [
         (dict(prior="vamp", guide="flow"), "@guide flow is not that guide"),
-        (dict(prior="mog", stochastic_layers=2), "learned for one stochastic layer"),
         (dict(prior="gamma"), "prior"),
     ],
 )
@@ -128,3 +130,13 @@ def test_pyro_sees_no_parameter_of_the_prior_outside_the_module():
     vae = VAE(ModelConfig(prior="mog", **SMALL))
     poutine.trace(vae.model).get_trace(torch.bernoulli(torch.rand(2, 784)))
     assert len(pyro.get_param_store()) == 0 and any(name.startswith("prior.") for name, _ in vae.named_parameters())
+
+
+def test_two_layer_prior_draws_put_the_learned_prior_on_z2():
+    """prior_from_noise with two layers: z2 is the mixture's draw from eps2, z1 ~ p(z1|z2) from eps1."""
+    torch.manual_seed(4)
+    vae = VAE(ModelConfig(prior="mog", stochastic_layers=2, z2_dim=2, hidden2=(8,), **SMALL)).double()
+    eps = torch.randn(6, vae.z_dim, dtype=torch.float64)
+    z = vae.prior_from_noise(eps)
+    expected_z2 = priors.mixture_from_noise(eps[:, 3:], *vae.prior.components(vae.top_posterior))
+    assert torch.allclose(z[:, 3:], expected_z2, rtol=0, atol=1e-12)

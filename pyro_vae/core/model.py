@@ -58,7 +58,8 @@ class VAE(nn.Module):
         self.top = None
         if config.stochastic_layers == 2:
             self.top = TopLayer(config.z_dim, config.z2_dim, config.hidden2, config.activation)
-        self.prior = priors.build_prior(config.prior, config.x_dim, config.z_dim, config.prior_components)
+        top_dim = config.z_dim if self.top is None else config.z2_dim  # the learned prior is the top layer's
+        self.prior = priors.build_prior(config.prior, config.x_dim, top_dim, config.prior_components)
         if config.prior == "vamp" and not isinstance(self.q, guides.DiagonalNormal):
             raise ConfigError("@prior vamp reads q(z|u) as a diagonal Gaussian; your guide is not the diagonal one")
         log_sigma = torch.tensor(math.log(config.sigma))
@@ -145,24 +146,36 @@ class VAE(nn.Module):
         return z1 if self.top is None else torch.cat([z1, self.top.q.location(z1)], -1)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z): log N(z; 0, I), a learned prior's mixture density (`analytic.mixture_log_prob`), or with
-        two layers log N(z2; 0, I) + log p(z1|z2)."""
+        """log p(z): log p_top(z) of the top layer's prior (N(0, I), or a learned prior's mixture density,
+        `analytic.mixture_log_prob`), and with two layers log p_top(z2) + log p(z1|z2)."""
+        return self.top_log_prior(z) if self.top is None else self.top.log_prior(z, self.top_log_prior)
+
+    def top_log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z_top): log N(z_top; 0, I), or the learned mixture's density."""
         if self.prior is not None:
-            return analytic.mixture_log_prob(z, *self.prior.components(self.q))
-        return analytic.standard_normal_log_prob(z) if self.top is None else self.top.log_prior(z)
+            return analytic.mixture_log_prob(z, *self.prior.components(self.top_posterior))
+        return analytic.standard_normal_log_prob(z)
 
     def prior_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
-        """z ~ p(z) from standard-normal noise eps (..., z_dim): eps itself, a learned prior's mixture draw
-        (`priors.mixture_from_noise`), or with two layers (z1, z2) with z2 = eps2 and z1 = m(z2) + s(z2) * eps1."""
+        """z ~ p(z) from standard-normal noise eps (..., z_dim): the top layer's draw (eps itself, or a learned
+        prior's, `priors.mixture_from_noise`), and with two layers z1 = m(z2) + s(z2) * eps1 below it."""
+        return self.top_from_noise(eps) if self.top is None else self.top.from_noise(eps, self.top_from_noise)
+
+    def top_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
         if self.prior is not None:
-            return priors.mixture_from_noise(eps, *self.prior.components(self.q))
-        return eps if self.top is None else self.top.from_noise(eps)
+            return priors.mixture_from_noise(eps, *self.prior.components(self.top_posterior))
+        return eps
+
+    def top_posterior(self, u: torch.Tensor) -> dist.Distribution:
+        """q(z_top | u) as a diagonal Gaussian, what the VampPrior mixes at its pseudo-inputs u: q(z|u), or
+        with two layers q(z2 | z1) at z1 = the location of q(z1|u)."""
+        return self.q(u) if self.top is None else self.top.q(self.q.location(u))
 
     def prior_distribution(self, x: torch.Tensor, size: int) -> dist.Distribution:
-        """p(z) for a batch like x, as the model's site draws it: N(0, I) of `size` per image, or the learned
+        """p(z_top) for a batch like x, as the model's site draws it: N(0, I) of `size` per image, or the learned
         mixture (`priors.DiagonalMixture`)."""
         if self.prior is not None:
-            return priors.DiagonalMixture(*self.prior.components(self.q)).expand([x.shape[0]])
+            return priors.DiagonalMixture(*self.prior.components(self.top_posterior)).expand([x.shape[0]])
         return dist.Normal(x.new_zeros(()), x.new_ones(())).expand([x.shape[0], size]).to_event(1)
 
     def at(self, rows: torch.Tensor) -> "DataPoints":

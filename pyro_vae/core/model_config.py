@@ -60,7 +60,8 @@ class ModelConfig:
     )  # fmt: skip
     prior: str = setting(
         "normal", "p(z): normal, N(0, I); mog, a mixture of @prior_components diagonal Gaussians, learned; vamp, "
-        "the VampPrior (1/K) sum_k q(z|u_k) at K = @prior_components learned pseudo-inputs (the diagonal guide's)",
+        "the VampPrior (1/K) sum_k q(z|u_k) at K = @prior_components learned pseudo-inputs (the diagonal guide's); "
+        "with @stochastic_layers 2, the prior of z2",
         choices=PRIORS,
     )  # fmt: skip
     prior_components: int = setting(
@@ -90,11 +91,6 @@ class ModelConfig:
             raise ConfigError("@learn_sigma applies only to @likelihood gaussian")
         if self.guide == "flow" and self.network == "mlp" and not self.hidden and not self.user_parts:
             raise ConfigError("the flow guide conditions on the encoder's hidden layer; give @hidden")
-        if self.prior != "normal" and self.stochastic_layers == 2:
-            raise ConfigError(
-                f"@prior {self.prior} is learned for one stochastic layer here; with @stochastic_layers 2 the top "
-                "layer's prior is N(0, I): leave out @prior, or train one layer"
-            )
         if self.prior == "vamp" and self.guide != "diagonal":
             raise ConfigError(
                 f"@prior vamp is the mixture of the diagonal guide's q(z|u) at its pseudo-inputs; @guide "

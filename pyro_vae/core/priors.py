@@ -5,6 +5,9 @@
     vamp     p(z) = (1/K) sum_k q(z | u_k)                        K learned pseudo-inputs u_k (Tomczak and
                                                                   Welling 2018), q the diagonal guide itself
 
+With two stochastic layers the learned prior is the top layer's, p(z2); the VampPrior's components are then
+q(z2 | z1) at z1 = the location of q(z1 | u_k) (our guide runs x -> z1 -> z2).
+
 Each learned prior is a mixture of K diagonal Gaussians, (log pi_k, m_k, s_k), whose density is written by
 hand (`analytic.mixture_log_prob`, checked against torch's `MixtureSameFamily`) and given to Pyro as a
 `DiagonalMixture`; its draws come from the standard-normal noise every sampler here passes
@@ -14,6 +17,7 @@ hand (`analytic.mixture_log_prob`, checked against torch's `MixtureSameFamily`) 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import pyro.distributions as dist
 import torch
@@ -36,7 +40,7 @@ class MixturePrior(nn.Module):
         self.means = nn.Parameter(torch.randn(components, z_dim))
         self.log_scales = nn.Parameter(torch.zeros(components, z_dim))
 
-    def components(self, q: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def components(self, posterior: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log pi (K,), means (K, z_dim), scales (K, z_dim))."""
         return self.logits.log_softmax(0), self.means, self.log_scales.exp()
 
@@ -50,9 +54,10 @@ class VampPrior(nn.Module):
         mean, sd = PSEUDO_INPUT_INIT
         self.pseudo_inputs = nn.Parameter(mean + sd * torch.randn(components, x_dim))
 
-    def components(self, q: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        posterior = q(self.pseudo_inputs.clamp(0, 1))  # Independent(Normal(loc, scale), 1), batch (K,)
-        normal = posterior.base_dist
+    def components(self, posterior: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log 1/K, the means and scales of `posterior` (u -> q(z|u), a diagonal Gaussian) at the K
+        pseudo-inputs)."""
+        normal = posterior(self.pseudo_inputs.clamp(0, 1)).base_dist  # Independent(Normal(loc, scale), 1), batch (K,)
         k = normal.loc.shape[0]
         return normal.loc.new_full((k,), -math.log(k)), normal.loc, normal.scale
 

@@ -10,6 +10,8 @@ z1 by q(z1|x)'s own reparameterization, then z2 = mu(z1) + sigma(z1) * eps2.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -37,16 +39,17 @@ class TopLayer(nn.Module):
         """(z1, z2) of a flat latent (..., d1 + d2)."""
         return z[..., : self.z1_dim], z[..., self.z1_dim :]
 
-    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z1, z2) = log N(z2; 0, I) + log N(z1; m(z2), diag s(z2)^2)."""
+    def log_prior(self, z: torch.Tensor, top: Callable = analytic.standard_normal_log_prob) -> torch.Tensor:
+        """log p(z1, z2) = log p(z2) + log N(z1; m(z2), diag s(z2)^2), log p(z2) by `top` (N(0, I), or a
+        learned prior's)."""
         z1, z2 = self.split(z)
-        return analytic.standard_normal_log_prob(z2) + analytic.diagonal_normal_log_prob(
-            z1, *self.prior.loc_and_scale(z2)
-        )
+        return top(z2) + analytic.diagonal_normal_log_prob(z1, *self.prior.loc_and_scale(z2))
 
-    def from_noise(self, eps: torch.Tensor) -> torch.Tensor:
-        """(z1, z2) ~ p(z1|z2) p(z2) from noise eps (..., d1 + d2): z2 = eps2, z1 = m(z2) + s(z2) * eps1."""
-        eps1, z2 = self.split(eps)
+    def from_noise(self, eps: torch.Tensor, top: Callable = lambda eps2: eps2) -> torch.Tensor:
+        """(z1, z2) ~ p(z1|z2) p(z2) from noise eps (..., d1 + d2): z2 = top(eps2) (eps2 itself for N(0, I)),
+        z1 = m(z2) + s(z2) * eps1."""
+        eps1, eps2 = self.split(eps)
+        z2 = top(eps2)
         return torch.cat([analytic.reparameterize(*self.prior.loc_and_scale(z2), eps1), z2], -1)
 
     def extend(self, z1: torch.Tensor, log_q1: torch.Tensor, eps2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
