@@ -162,6 +162,7 @@ class VAE(nn.Module):
         return self.top_from_noise(eps) if self.top is None else self.top.from_noise(eps, self.top_from_noise)
 
     def top_from_noise(self, eps: torch.Tensor) -> torch.Tensor:
+        """z_top ~ p(z_top) from standard-normal noise: eps itself, or the learned mixture's draw."""
         if self.prior is not None:
             return priors.mixture_from_noise(eps, *self.prior.components(self.top_posterior))
         return eps
