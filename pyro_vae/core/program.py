@@ -18,7 +18,7 @@ The engine's conventions are put around the user's code, never into it:
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Callable, Iterator
 
@@ -65,6 +65,7 @@ class Program(nn.Module):
         self.passed: set[str] = set()  # names of the model's and guide's own submodules' parameters
         self.borrowed: set[str] = set()  # pyro.module names of networks that are not submodules
         self.sealed = False
+        self.has_pyro_modules = any(isinstance(m, pyro.nn.PyroModule) for m in self.modules())
         self.config = replace(config, user_parts=Parts(guide=guide, model=model).description())
 
     def run_model(self, *batch: torch.Tensor) -> object:
@@ -167,8 +168,10 @@ class Program(nn.Module):
     def _own_parameters(self) -> Iterator[None]:
         """Every pyro.param served from this module; a PyroModule's PyroParams, which Pyro puts into its param
         store from the module (or takes from there, if the name is found), in an empty scope of that store for
-        this call alone: the module's own values are always the ones used."""
-        with pyro.get_param_store().scope(), OwnParameters(self):
+        this call alone: the module's own values are always the ones used. (Only programs with a PyroModule
+        need that scope, which copies the store twice a call; others skip it.)"""
+        scope = pyro.get_param_store().scope() if self.has_pyro_modules else nullcontext()
+        with scope, OwnParameters(self):
             yield
 
 
