@@ -71,6 +71,7 @@ def setting(
     default_text: str | None = None,
     cli_choices: tuple | None = None,
     nargs: int | str | None = None,
+    const: Any = None,
     positional: bool = False,
 ) -> Any:
     """A dataclass field declared once with everything the checks and the commands need: its help text
@@ -78,11 +79,12 @@ def setting(
     open_low/open_high; every entry of a tuple), whether it may change when a run is resumed, and whether it
     is `derived` (set by the library from the data, never given). How a command shows it, where that is not
     made from the rest: its --help `group`, its `flag` ("" for --field-name), `metavar`, `nargs` (a tuple's
-    entries as separate words), `positional`, and how its default reads (`default_text`)."""
+    entries as separate words; "?" with `const`, the value of the flag given alone), `positional`, and how its
+    default reads (`default_text`)."""
     metadata = dict(
         help=help, group=group, flag=flag, choices=choices, low=low, high=high, open_low=open_low,
         open_high=open_high, on_resume=on_resume, derived=derived, metavar=metavar, default_text=default_text,
-        cli_choices=cli_choices, nargs=nargs, positional=positional,
+        cli_choices=cli_choices, nargs=nargs, const=const, positional=positional,
     )  # fmt: skip
     return field(default=default, metadata=metadata)
 

@@ -131,8 +131,8 @@ def _argument(f: Field, hint: object, default: object, own_default: bool = False
     choices = meta["cli_choices"] or meta["choices"]
     if choices is not None:
         options.update(choices=choices, type=int if kind is int else str)
-    for name in ("metavar", "nargs"):
-        if meta[name] is not None:
+    for name in ("metavar", "nargs", "const"):
+        if meta.get(name) is not None:
             options[name] = meta[name]
     return options
 

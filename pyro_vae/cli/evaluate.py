@@ -31,6 +31,7 @@ from pyro_vae.threads import use_threads
 from pyro_vae.training import fits
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.inputs import resolve_device
+from pyro_vae.training.report import mlflow_log
 from pyro_vae.training.trained_run import MAX_IMPORTANCE_SAMPLES, SEEDS, load_run
 
 MAX_FIT_STEPS = 1_000_000  # --amortization-gap: Adam steps of the per-image fits
@@ -127,6 +128,7 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
     if world.is_main:
         stem = Path(config.run) / f"evaluation-epoch{result['epoch']}-K{config.samples}"
         files.write_json(stem.with_suffix(".json"), result)
+        mlflow_log.log_evaluation(Path(config.run), result, stem.with_suffix(".json"))
         files.atomic_write(
             stem.with_name(stem.name + "-images.csv"), lambda f: f.write(per_image_csv(estimate).encode())
         )

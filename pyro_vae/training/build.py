@@ -5,7 +5,7 @@ checkpoint) and the run folder: a live `run.Run`."""
 from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pyro
 import torch
@@ -23,7 +23,7 @@ from pyro_vae.training.checkpoint.generators import rank_seed
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.inputs import check_memory, check_run_images, load_training_data, resolve_device
-from pyro_vae.training.objective import make_objective
+from pyro_vae.training.objective import Objective, make_objective
 from pyro_vae.training.progress import Progress
 from pyro_vae.training.report.folder import RunFolder
 from pyro_vae.training.restore import resumed_folder
@@ -40,13 +40,55 @@ def build_run(
 ) -> Run:
     """A new run of `config`, or with a `checkpoint` the run it holds, exactly where it stopped; with the
     user's own modules (`parts`) and, for `config.dataset` "user", the user's `images`."""
-    device = world.device(resolve_device(config.cuda).type == "cuda")  # the check, then this rank's device
     old_default = checkpoint is not None and config.threads is None  # a run from before the default chose
     config = replace(config, threads=use_threads(usable_cores() if old_default else config.threads))
     if world.size > 1 and config.model.guide == "local":
         raise ConfigError(
             "@guide local keeps one table of per-image parameters and trains in one process; start it without torchrun"
         )
+    config, dataset, vae, objective = build_training(config, world, parts, images, checkpoint, log)
+    folder = None
+    try:  # once the folder is claimed, any failure gives its lock back
+        if checkpoint is None:
+            folder, progress = RunFolder.create(config.out, world), Progress()
+            config = replace(config, out=str(folder.path))
+            if not world.is_main:
+                pyro.set_rng_seed(rank_seed(config.seed, world.rank))
+        else:
+            folder, progress = resumed_folder(config, world, checkpoint, vae, objective.optimizer, dataset, log)
+        folder.write_config(asdict(config))
+        if config.tensorboard:
+            folder.open_tensorboard(asdict(config))
+        if config.mlflow is not None:
+            folder.open_mlflow(asdict(config), config.mlflow, config.mlflow_experiment, progress.metrics)
+    except BaseException:
+        if folder is not None:
+            folder.close()
+        raise
+    return Run(config, world, dataset, vae, objective, progress, folder)
+
+
+class Training(NamedTuple):
+    """What trains, before any run folder: the config with its resolved values, the data on this rank's
+    device, the model (the VAE or the user's program) and its objective."""
+
+    config: TrainConfig
+    dataset: data.Dataset
+    vae: VAE | Program
+    objective: Objective
+
+
+def build_training(
+    config: TrainConfig,
+    world: World,
+    parts: Parts = Parts(),
+    images: data.Dataset | None = None,
+    checkpoint: Checkpoint | None = None,
+    log: Callable[[str], None] = print,
+) -> Training:
+    """The data, the model (seeded by `config.seed`) and the objective of `config`, every refusal said first;
+    the config with the values resolved from the data and the model. (`build_run` and the Lightning module.)"""
+    device = world.device(resolve_device(config.cuda).type == "cuda")  # the check, then this rank's device
     if parts.is_program:
         check_program_settings(config)
     dataset = load_training_data(config, device, images)
@@ -68,24 +110,7 @@ def build_run(
     pyro.set_rng_seed(config.seed)  # seeds Python's, NumPy's and torch's generators
     vae = build_program(config, parts, dataset) if parts.is_program else build_vae(config, parts, dataset)
     config = replace(config, model=vae.config)
-    objective = make_objective(config, vae, world, log)
-    folder = None
-    try:  # once the folder is claimed, any failure gives its lock back
-        if checkpoint is None:
-            folder, progress = RunFolder.create(config.out, world), Progress()
-            config = replace(config, out=str(folder.path))
-            if not world.is_main:
-                pyro.set_rng_seed(rank_seed(config.seed, world.rank))
-        else:
-            folder, progress = resumed_folder(config, world, checkpoint, vae, objective.optimizer, dataset, log)
-        folder.write_config(asdict(config))
-        if config.tensorboard:
-            folder.open_tensorboard(asdict(config))
-    except BaseException:
-        if folder is not None:
-            folder.close()
-        raise
-    return Run(config, world, dataset, vae, objective, progress, folder)
+    return Training(config, dataset, vae, make_objective(config, vae, world, log))
 
 
 def check_program_settings(config: TrainConfig) -> None:

@@ -17,6 +17,7 @@ from pyro_vae.core.programs import PROGRAMS
 from pyro_vae.errors import ConfigError, ConfigTypeError
 from pyro_vae.settings import check_declared, declared, flag_of, from_values, setting
 from pyro_vae.training.config_checks import CombinationChecks
+from pyro_vae.training.report.mlflow_log import MLFLOW_DEFAULT
 from pyro_vae.training.schedule import LR_SCHEDULES, Schedule
 
 
@@ -152,6 +153,18 @@ class TrainConfig(CombinationChecks):
         False, "also write TensorBoard event files into RUN_DIR/tensorboard (losses, the ELBO's terms, log p(x), "
         "learning rate, KL weight, images, config); view with: tensorboard --logdir runs (needs the tensorboard "
         "extra: pip install -e \".[tensorboard]\" in a checkout, or pip install tensorboard)", group="machine and outputs", on_resume=True,
+    )  # fmt: skip
+    mlflow: str | None = setting(
+        None, "also log to MLflow: the config as parameters, each epoch's metrics, the summary, the figures and "
+        "evaluations, the run folder as a tag; a resumed run continues its MLflow run. URI is a tracking URI; "
+        "alone, the flag takes $MLFLOW_TRACKING_URI, else the SQLite store mlflow.db in the working folder "
+        "(view with: mlflow ui --backend-store-uri sqlite:///mlflow.db). Needs the mlflow extra: pip install -e "
+        "\".[mlflow]\" in a checkout, or pip install mlflow", group="machine and outputs", nargs="?",
+        const=MLFLOW_DEFAULT, metavar="URI", on_resume=True, default_text="off",
+    )  # fmt: skip
+    mlflow_experiment: str = setting(
+        "pyro-vae", "the MLflow experiment the run is logged under (made if missing)", group="machine and outputs",
+        on_resume=True,
     )  # fmt: skip
     validate_every_step: bool = setting(
         False, "run Pyro's distribution checks on every step, not only the first (slower; for debugging)",

@@ -79,9 +79,7 @@ def train(
 
     With a `checkpoint` (of the run in folder `config.out`, see `resume.load_run_checkpoint`), continue
     that run exactly as if it had never stopped (a finished run is left as it is). Under `torchrun` every
-    rank calls this; rank 0 writes the folder and prints. `summary.json` is written last, so a folder
-    without it is an unfinished run.
-    """
+    rank calls this; rank 0 writes the folder (`summary.json` last: without it, a run is unfinished)."""
     if not isinstance(config, TrainConfig):
         raise ConfigTypeError(f"train() needs a TrainConfig, got {type(config).__name__} {config!r:.60}")
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
@@ -106,8 +104,10 @@ def train(
         run = build_run(config, world, checkpoint, log if world.is_main else _quiet, parts, images)
         try:
             out = _train(run, progress, log if world.is_main else _quiet, resumed=checkpoint is not None)
-        finally:
-            run.folder.close()  # gives the folder's lock back, whatever ended the run
+        except BaseException as error:  # the folder's lock given back, whatever ended the run
+            run.folder.close("KILLED" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "FAILED")
+            raise
+        run.folder.close()
     except RuntimeError as error:
         world.close(finished=False)
         raise lost_rank(error, world, config.out) if is_distributed_failure(error, world) else error

@@ -21,6 +21,7 @@ from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.training.checkpoint import store
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.report import records
+from pyro_vae.training.report.mlflow_log import MLflowLog
 from pyro_vae.training.report.tensorboard import TensorBoardLog
 
 NEW_FOLDER = "choose a new folder (without one, a new runs/<timestamp> is made)"
@@ -33,6 +34,7 @@ class RunFolder:
         self.path = Path(path)
         self.writes = writes
         self.tensorboard: TensorBoardLog | None = None
+        self.mlflow: MLflowLog | None = None
         self._lock: IO[str] | None = None
 
     def claim(self, world: World) -> None:
@@ -113,12 +115,20 @@ class RunFolder:
         if self.writes:
             self.tensorboard = TensorBoardLog(self.path, config)
 
+    def open_mlflow(self, config: dict, uri: str, experiment: str, earlier: list[dict]) -> None:
+        """Also log to MLflow (see `mlflow_log`): a new MLflow run, or this folder's own continued; a run
+        resumed into a new one logs its `earlier` epochs first."""
+        if self.writes:
+            self.mlflow = MLflowLog(self.path, config, uri, experiment, earlier)
+
     def record_epoch(self, record: dict, vae: VAE, dataset: data.Dataset) -> None:
-        """The epoch's line of metrics.jsonl, and its TensorBoard scalars and images when those are on."""
+        """The epoch's line of metrics.jsonl, and its TensorBoard and MLflow records when those are on."""
         if self.writes:
             files.append_jsonl(self.path / "metrics.jsonl", record)
             if self.tensorboard is not None:
                 self.tensorboard.epoch(record, vae, dataset)
+            if self.mlflow is not None:
+                self.mlflow.epoch(record)
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self.writes:
@@ -129,14 +139,22 @@ class RunFolder:
             records.write_figures(vae, dataset, metrics, self.path)
 
     def write_summary(self, summary: dict) -> None:
+        """summary.json, written last; the MLflow run's last records, and FINISHED."""
         if self.writes:
             files.write_json(self.path / "summary.json", summary)
+            if self.mlflow is not None:
+                self.mlflow.end(summary)
+                self.mlflow = None
 
-    def close(self) -> None:
-        """Close the TensorBoard writer and give the lock back (safe to call more than once)."""
+    def close(self, mlflow_status: str = "KILLED") -> None:
+        """Close the TensorBoard writer, mark an MLflow run that did not finish with `mlflow_status` (KILLED:
+        stopped, to be resumed; FAILED) and give the lock back (safe to call more than once)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+        if self.mlflow is not None:
+            self.mlflow, log = None, self.mlflow
+            log.stop(mlflow_status)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
