@@ -67,18 +67,11 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
     for batch in progress.permutation.split(config.batch_size)[progress.batch :]:
         own = world.shard(batch)
         rows = own if len(own) else batch[:1]  # a rank left without images steps on one, weighted 0
-        x = run.dataset.train[rows]
-        if run.dynamic_binarization:
-            x = data.binarize(x)
         progress.step += 1
         loss, finite = svi_step(
             run.objective.loss,
             run.objective.optimizer,
-            Batch(
-                x,
-                None if run.dataset.train_rows is None else run.dataset.train_rows[rows],
-                run.dataset.train_labels[rows] if run.vae.takes_labels else None,
-            ),
+            training_batch(run.dataset, rows, run.dynamic_binarization, run.vae.takes_labels),
             run.schedule.kl_weight(progress.step),
             weight=len(own) * world.size / len(batch),
             world=world,
@@ -95,6 +88,19 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
     bar.close()
     settle(run, sums)
     return stopped
+
+
+def training_batch(dataset: data.Dataset, rows: torch.Tensor, dynamic: bool, with_labels: bool) -> Batch:
+    """Training images `rows` as a step takes them: binarized afresh if `dynamic`, with their row numbers (a
+    guide with parameters per image) or, `with_labels`, their labels."""
+    x = dataset.train[rows]
+    if dynamic:
+        x = data.binarize(x)
+    return Batch(
+        x,
+        None if dataset.train_rows is None else dataset.train_rows[rows],
+        dataset.train_labels[rows] if with_labels else None,
+    )
 
 
 def settle(run: Run, sums: EpochSums) -> None:

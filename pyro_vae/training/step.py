@@ -54,13 +54,15 @@ def svi_step(
     weight: float = 1.0,
     world: World = SINGLE,
     only_optimized: bool = False,
+    backward: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on `batch`: L = loss(x, kl_weight, given), the gradient of weight * L, and the optimizer's
     update unless L or a gradient is not finite on some rank. Returns (L detached, finite), on the device.
 
     `weight` = (this rank's images) * ranks / (batch's images) under data parallelism, so that DDP's average
     of the ranks' gradients is the gradient of the whole batch's mean loss. `only_optimized` sends the
-    gradient to the optimizer's parameters alone (the rest, a decoder held fixed, gets no .grad)."""
+    gradient to the optimizer's parameters alone (the rest, a decoder held fixed, gets no .grad); `backward`,
+    if given, is what differentiates the loss (Lightning's `manual_backward`, which DDP under Lightning needs)."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     compiled_step = getattr(loss, "loss_and_gradients", None)  # a compiled loss: loss and backward in one graph
     if compiled_step is not None:
@@ -71,7 +73,11 @@ def svi_step(
         for parameter in parameters:
             parameter.grad = None
         value = loss(batch.x, kl_weight, batch.given)
-        (value if weight == 1 else value * weight).backward(inputs=parameters if only_optimized else None)
+        weighted = value if weight == 1 else value * weight
+        if backward is not None:
+            backward(weighted)
+        else:
+            weighted.backward(inputs=parameters if only_optimized else None)
         finite = all_finite(value, [parameter.grad for parameter in parameters])
     bad = world.any(~finite)
     step_unless(optimizer, bad)
