@@ -44,7 +44,8 @@ def test_binarization_modes():
     assert static.is_binary and not dynamic.is_binary  # dynamic draws train batches in the loop
     assert torch.equal(static.test, dynamic.test)  # the test draw is fixed: comparable across runs
     assert torch.equal(static.train, data.prepare(dataset, "static").train)
-    assert data.prepare(dataset, "none") is dataset
+    untouched = data.prepare(dataset, "none")
+    assert untouched.train is dataset.train and untouched.test is dataset.test  # float pixels, as they are
     # a binarized pixel is 1 with probability equal to its grey level: E[x_bin] = x
     x = torch.full((200_000,), 0.3)
     draw = data.binarize(x, torch.Generator().manual_seed(0))
@@ -220,3 +221,41 @@ def test_a_data_dir_variable_naming_a_file_says_so_instead_of_blaming_the_networ
     (tmp_path / "a-file").write_text("")
     with pytest.raises(DataError, match=f"^\\${data.DATA_DIR_ENV} names .*a-file, which is a file, not a folder"):
         data.load_dataset("mnist")
+
+
+EIGHT_BIT_SOURCES = ["default", "mnist", "binarized-mnist"]
+
+
+@pytest.mark.parametrize("name", EIGHT_BIT_SOURCES)
+def test_eight_bit_images_are_the_float_pixels_bit_for_bit(name, request):
+    """uint8 splits (a quarter of the memory) whose `pixels` are the float32 loader's values exactly."""
+    folder = None if name == "default" else request.getfixturevalue("data_dir")
+    if folder is not None and not (folder / ("MNIST" if name == "mnist" else "BinarizedMNIST")).is_dir():
+        pytest.skip(f"no {name} files in the data directory")
+    floats, eight = data.load_dataset(name, folder), data.load_dataset(name, folder, eight_bit=True)
+    assert eight.train.dtype == eight.test.dtype == torch.uint8 and eight.eight_bit and not floats.eight_bit
+    for split in ("train", "test"):
+        assert torch.equal(data.pixels(getattr(eight, split)), getattr(floats, split))
+    assert eight.is_binary == floats.is_binary == (name == "binarized-mnist")
+
+
+@pytest.mark.parametrize("binarization", ["dynamic", "static", "none"])
+def test_prepared_eight_bit_data_keep_the_training_split_small_and_the_float_paths_values(binarization):
+    floats = data.prepare(data.hold_out(data.load_default(), 500), binarization)
+    eight = data.prepare(data.hold_out(data.load_default(eight_bit=True), 500), binarization)
+    assert eight.train.dtype == torch.uint8  # 0 or 255 once statically binarized
+    assert torch.equal(data.pixels(eight.train), floats.train)
+    for split in ("test", "validation"):  # drawn once, as float32 pixels
+        assert getattr(eight, split).dtype == torch.float32 and torch.equal(
+            getattr(eight, split), getattr(floats, split)
+        )
+
+
+def test_a_built_in_dataset_trains_from_uint8_and_the_start_line_says_so(tmp_path):
+    import pyro_vae
+
+    lines = []
+    run = pyro_vae.train(
+        pyro_vae.TrainConfig(epochs=1, threads=1, out=str(tmp_path / "run")), progress=False, log=lines.append
+    )
+    assert run.dataset.train.dtype == torch.uint8 and "training images held as uint8" in lines[0]

@@ -22,6 +22,7 @@ from pyro_vae.data.dataset import (  # noqa: F401
     from_arrays,
     hold_out,
     keep_labels,
+    pixels,
     prepare,
     with_rows,
 )

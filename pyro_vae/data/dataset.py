@@ -2,8 +2,10 @@
 the validation split held out, the local guide's fixed subsets, the pixel checks, and the user's own images
 (`from_arrays`).
 
-Every dataset is one float tensor per split of shape (N, D) with values in [0, 1] (rows are flattened
-images, D = 784 for the MNIST family), held on the training device; a training batch is an index slice of it.
+Every dataset is one tensor per split of shape (N, D) (rows are flattened images, D = 784 for the MNIST
+family), held on the training device: float32 pixels in [0, 1], or for 8-bit images the training split as
+uint8 (0-255, a quarter of the memory), whose batches `pixels` turns into the same float32 values; a training
+batch is an index slice of it.
 """
 
 from __future__ import annotations
@@ -68,8 +70,13 @@ class Dataset:
 
     @property
     def is_binary(self) -> bool:
-        """True when every pixel of both splits is exactly 0 or 1."""
-        return all(bool(((t == 0) | (t == 1)).all()) for t in (self.train, self.test))
+        """True when every pixel of both splits is exactly 0 or 1 (0 or 255 in 8 bits)."""
+        return all(bool(((t == 0) | (t == top_value(t))).all()) for t in (self.train, self.test))
+
+    @property
+    def eight_bit(self) -> bool:
+        """Whether the training split is held as uint8 (0-255)."""
+        return self.train.dtype == torch.uint8
 
     def to(self, device: torch.device | str) -> "Dataset":
         """The same dataset with every tensor on `device`."""
@@ -91,6 +98,17 @@ class Dataset:
         return self.test[:count], None if self.test_rows is None else self.test_rows[:count]
 
 
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    """Images as float32 pixels in [0, 1]: 8-bit ones (uint8) divided by 255 (in float32, as the loaders
+    divide: the same values bit for bit), float ones as they are."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def top_value(x: torch.Tensor) -> int:
+    """The value of a white pixel in `x`: 255 in 8 bits, else 1."""
+    return 255 if x.dtype == torch.uint8 else 1
+
+
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One Bernoulli draw per pixel: x_bin ~ Bernoulli(x), so E[x_bin] = x (the grey level)."""
     return torch.bernoulli(x, generator=generator)
@@ -105,20 +123,26 @@ def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
 def prepare(dataset: Dataset, binarization: str) -> Dataset:
     """Apply the binarization to the splits once: `static` draws the train split once, and every
     mode but `none` draws the test split once with a constant seed. `dynamic` training batches
-    are drawn afresh in the training loop."""
+    are drawn afresh in the training loop. The test and validation splits become float32 pixels; the
+    training split keeps its kind (uint8 8-bit images stay uint8, 0 or 255 once statically binarized)."""
     if binarization not in BINARIZATIONS:
         raise DataError(f"unknown binarization {binarization!r}; choose one of: {', '.join(BINARIZATIONS)}")
+    dataset = replace(dataset, test=pixels(dataset.test), validation=_pixels_or_none(dataset.validation))
     if binarization == "none":
         return dataset
     train = dataset.train
-    if binarization == "static":
-        train = fixed_binarization(train, STATIC_BINARIZATION_SEED)
+    if binarization == "static":  # drawn from the float pixels; kept in the training split's own kind
+        train = fixed_binarization(pixels(train), STATIC_BINARIZATION_SEED).to(train.dtype) * top_value(train)
     validation = (
         None if dataset.validation is None else fixed_binarization(dataset.validation, VALIDATION_BINARIZATION_SEED)
     )
     return replace(
         dataset, train=train, test=fixed_binarization(dataset.test, TEST_BINARIZATION_SEED), validation=validation
     )
+
+
+def _pixels_or_none(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else pixels(x)
 
 
 def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Dataset:
@@ -187,7 +211,8 @@ def with_rows(dataset: Dataset) -> Dataset:
 
 
 def check_pixels(dataset: Dataset) -> None:
-    """Every split a (N, D) tensor of its images' D pixels, every pixel finite and inside [0, 1]."""
+    """Every split a (N, D) tensor of its images' D pixels, every pixel finite and inside [0, 1] (uint8
+    splits: 8-bit images, 0-255)."""
     pixels = math.prod(dataset.image_shape)
     for split in ("train", "test"):
         x, name = getattr(dataset, split), f"{dataset.name} {split}"
@@ -196,6 +221,8 @@ def check_pixels(dataset: Dataset) -> None:
             raise DataError(
                 f"{name}: shape {tuple(x.shape)}; expected (N, {pixels}) for images of shape {dataset.image_shape}, N >= 1"
             )
+        if x.dtype == torch.uint8:  # 8-bit: 0-255 stands for [0, 1]
+            continue
         if not torch.isfinite(x).all():
             raise DataError(f"{name} hold NaN or infinite pixels")
         if x.min() < 0 or x.max() > 1:

@@ -105,8 +105,11 @@ def load_data(config: CompareConfig) -> data.Dataset:
 
 
 def batch_binarizer(config: CompareConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What training does to each batch: a fresh Bernoulli draw under dynamic binarization, else nothing."""
-    return data.binarize if config.training.resolved_binarization == "dynamic" else (lambda x: x)
+    """What training does to each batch: its pixels as float32 (`data.pixels`), then a fresh Bernoulli draw
+    under dynamic binarization."""
+    if config.training.resolved_binarization == "dynamic":
+        return lambda x: data.binarize(data.pixels(x))
+    return data.pixels
 
 
 def new_vae(config: CompareConfig, x_dim: int, seed: int) -> VAE:

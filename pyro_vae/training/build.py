@@ -133,7 +133,7 @@ def build_program(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> P
     """The user's Pyro program (`parts.model`, `parts.guide`) as a `Program` on the data's device: run once on
     two training images (binarized, where the steps binarize them), every refusal said before the first step,
     its parameters found and kept."""
-    images = dataset.train[:2]
+    images = data.pixels(dataset.train[:2])
     if config.resolved_binarization == "dynamic":  # as the steps will see them: 0 or 1 (here rounded, no draw)
         images = images.round()
     program = Program(parts.model, parts.guide, config.model)
@@ -153,12 +153,12 @@ def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:
     train_images = dataset.train
     vae = VAE(config.model, parts.encoder, parts.decoder, parts.guide).to(train_images.device)
     with torch.random.fork_rng(devices=[train_images.device] if train_images.is_cuda else []):
-        check_parts(vae, train_images[:2], None if dataset.train_rows is None else dataset.train_rows[:2])
+        check_parts(vae, data.pixels(train_images[:2]), None if dataset.train_rows is None else dataset.train_rows[:2])
     if config.estimator in (*SCORE_FUNCTION, "stl", "dreg") and not has_distribution(vae.q):
         raise ConfigError(
             f"@estimator {config.estimator}: your guide has no forward(x) returning q(z|x) as a distribution, "
             f"and {config.estimator} needs log q at any z, not only at the guide's own samples"
         )
     if config.init_output_bias:
-        vae.init_output_bias(train_images)
+        vae.init_output_bias(data.pixels(train_images))
     return vae

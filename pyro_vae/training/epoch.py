@@ -91,9 +91,10 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
 
 
 def training_batch(dataset: data.Dataset, rows: torch.Tensor, dynamic: bool, with_labels: bool) -> Batch:
-    """Training images `rows` as a step takes them: binarized afresh if `dynamic`, with their row numbers (a
-    guide with parameters per image) or, `with_labels`, their labels."""
-    x = dataset.train[rows]
+    """Training images `rows` as a step takes them: float32 pixels (8-bit ones divided by 255 here, on the
+    device), binarized afresh if `dynamic`, with their row numbers (a guide with parameters per image) or,
+    `with_labels`, their labels."""
+    x = data.pixels(dataset.train[rows])
     if dynamic:
         x = data.binarize(x)
     return Batch(

@@ -26,16 +26,17 @@ def resolve_device(cuda: bool) -> torch.device:
 
 
 def load_training_data(config: TrainConfig, device: torch.device, images: data.Dataset | None = None) -> data.Dataset:
-    """The dataset (`images`, for dataset "user"), checked against the likelihood's support, with its
-    validation split held out and binarized as configured, on `device`; for the local guide only its fixed
-    subsets: `local_points` training images and as many test images (or the whole test split, if smaller)."""
+    """The dataset (`images`, for dataset "user"; a built-in one's training images as uint8), checked against
+    the likelihood's support, with its validation split held out and binarized as configured, on `device`;
+    for the local guide only its fixed subsets: `local_points` training images and as many test images (or
+    the whole test split, if smaller)."""
     if (config.dataset == data.USER_DATA) != (images is not None):
         raise ConfigError(
             "this run trains on images given in Python: pass them again (data=(train, test))"
             if images is None
             else f"images were given, but the config names dataset {config.dataset!r}; use dataset={data.USER_DATA!r}"
         )
-    dataset = images if images is not None else data.load_dataset(config.dataset, config.data_dir)
+    dataset = images if images is not None else data.load_dataset(config.dataset, config.data_dir, eight_bit=True)
     data.check_pixels(dataset)
     binarization = config.resolved_binarization
     bernoulli = config.model.likelihood == "bernoulli" and not config.model.is_program  # a program checks its own

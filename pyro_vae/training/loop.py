@@ -225,6 +225,7 @@ def start_line(run: Run, resumed: bool) -> str:
     return (
         f"{verb} on {dataset.name} ({dataset.train.shape[0]} train / {dataset.test.shape[0]} test images"
         + (", the local guide's fixed subsets" if run.dataset.test_rows is not None else "")
+        + (", training images held as uint8" if dataset.eight_bit else "")
         + f", binarization {run.config.resolved_binarization}) on {run.device}, {threads_text(run.config.threads)}"
         + (f", {run.world.size} processes" if run.world.size > 1 else "")
         + f"; writing {run.folder.path}"
