@@ -130,7 +130,13 @@ class VAEModule(lightning.LightningModule):
         loss, finite = svi_step(
             self.loss,
             _ThroughLightning(self),
-            training_batch(self.dataset, rows, self.config.resolved_binarization == "dynamic", self.vae.takes_labels),
+            training_batch(
+                self.dataset,
+                rows,
+                self.dataset.train[rows],
+                self.config.resolved_binarization == "dynamic",
+                self.vae.takes_labels,
+            ),
             self.schedule.kl_weight(step),
             weight=len(own) * self.world.size / size,
             backward=self.manual_backward,

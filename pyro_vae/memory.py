@@ -37,12 +37,30 @@ def step_bytes(model, rows: int, parameters: int) -> int:
     return 16 * parameters + rows * bytes_per_row(model)
 
 
+LIMIT_ENV = "PYRO_VAE_MEMORY_LIMIT"  # bytes (or with K, M, G: KiB, MiB, GiB) pyro-vae may count on, at most
+
+
 def available_bytes(device: torch.device | str = "cpu") -> int:
     """The memory free for this process: on a GPU the device's free memory, else the system's available
-    memory (MemAvailable of /proc/meminfo; without it, all physical memory)."""
+    memory (MemAvailable of /proc/meminfo; without it, all physical memory); at most $PYRO_VAE_MEMORY_LIMIT."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else system_available_bytes()
+    limit = os.environ.get(LIMIT_ENV)
+    return free if not limit else min(free, parse_bytes(limit))
+
+
+def parse_bytes(text: str) -> int:
+    """A size as $PYRO_VAE_MEMORY_LIMIT gives it: a whole number of bytes, or of KiB, MiB, GiB with K, M, G."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text and text[-1].upper() in units else (text, 1)
+    try:
+        return int(float(number) * unit)
+    except ValueError:
+        raise ConfigError(f"${LIMIT_ENV} is {text!r}; give a size such as 2000000000, 500M or 4G") from None
+
+
+def system_available_bytes() -> int:
+    """MemAvailable of /proc/meminfo; without it, all physical memory."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -51,6 +69,11 @@ def available_bytes(device: torch.device | str = "cpu") -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fits(needed: int, device: torch.device | str = "cpu") -> bool:
+    """Whether `needed` bytes fit in the memory available on `device`."""
+    return needed <= available_bytes(device)
 
 
 def check_fits(needed: int, request: str, advice: str, device: torch.device | str = "cpu") -> None:
@@ -65,4 +88,5 @@ def check_fits(needed: int, request: str, advice: str, device: torch.device | st
 
 
 def gigabytes(count: int) -> str:
-    return f"{count / 2**30:,.1f} GiB"
+    """A size in GiB, or in MiB below one GiB."""
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"

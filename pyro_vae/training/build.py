@@ -151,8 +151,9 @@ def build_vae(config: TrainConfig, parts: Parts, dataset: data.Dataset) -> VAE:
     images (with generators of its own: the run's random streams are untouched), the decoder's output bias
     at the mean image's with `init_output_bias`."""
     train_images = dataset.train
-    vae = VAE(config.model, parts.encoder, parts.decoder, parts.guide).to(train_images.device)
-    with torch.random.fork_rng(devices=[train_images.device] if train_images.is_cuda else []):
+    device = train_images.device
+    vae = VAE(config.model, parts.encoder, parts.decoder, parts.guide).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         check_parts(vae, data.pixels(train_images[:2]), None if dataset.train_rows is None else dataset.train_rows[:2])
     if config.estimator in (*SCORE_FUNCTION, "stl", "dreg") and not has_distribution(vae.q):
         raise ConfigError(

@@ -53,6 +53,11 @@ class TrainConfig(CombinationChecks):
         0, "keep N training labels, N / classes of each (a fixed draw), the rest missing (-1); 0 keeps all",
         group="data", low=0, high=100_000_000, metavar="N",
     )  # fmt: skip
+    data_workers: int = setting(
+        2, "processes that read a streamed training split (your torch Dataset, when it is too large for memory "
+        "as float32; see $PYRO_VAE_MEMORY_LIMIT) ahead of the steps; 0 reads it in the training process",
+        group="data", low=0, high=256, on_resume=True,
+    )  # fmt: skip
     binarization: str | None = setting(
         None, "dynamic: a fresh Bernoulli draw every batch; static: one fixed draw; none: grey pixels",
         group="data", flag="--binarize", choices=data.BINARIZATIONS,

@@ -64,14 +64,15 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
         disable=not (show_bar and world.is_main and sys.stderr.isatty()),  # in a file: the epoch lines
     )
     stopped = False
-    for batch in progress.permutation.split(config.batch_size)[progress.batch :]:
-        own = world.shard(batch)
-        rows = own if len(own) else batch[:1]  # a rank left without images steps on one, weighted 0
+    batches = progress.permutation.split(config.batch_size)[progress.batch :]
+    shares = [world.shard(batch) for batch in batches]
+    rows = [own if len(own) else batch[:1] for own, batch in zip(shares, batches)]  # none: one image, weighted 0
+    for batch, own, own_rows, x in zip(batches, shares, rows, run.dataset.train_batches(rows)):
         progress.step += 1
         loss, finite = svi_step(
             run.objective.loss,
             run.objective.optimizer,
-            training_batch(run.dataset, rows, run.dynamic_binarization, run.vae.takes_labels),
+            training_batch(run.dataset, own_rows, x, run.dynamic_binarization, run.vae.takes_labels),
             run.schedule.kl_weight(progress.step),
             weight=len(own) * world.size / len(batch),
             world=world,
@@ -90,11 +91,13 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
     return stopped
 
 
-def training_batch(dataset: data.Dataset, rows: torch.Tensor, dynamic: bool, with_labels: bool) -> Batch:
-    """Training images `rows` as a step takes them: float32 pixels (8-bit ones divided by 255 here, on the
-    device), binarized afresh if `dynamic`, with their row numbers (a guide with parameters per image) or,
-    `with_labels`, their labels."""
-    x = data.pixels(dataset.train[rows])
+def training_batch(
+    dataset: data.Dataset, rows: torch.Tensor, images: torch.Tensor, dynamic: bool, with_labels: bool
+) -> Batch:
+    """The training images `rows` (read: `images`) as a step takes them: float32 pixels (8-bit ones divided
+    by 255 here, on the device), binarized afresh if `dynamic`, with their row numbers (a guide with parameters
+    per image) or, `with_labels`, their labels."""
+    x = data.pixels(images)
     if dynamic:
         x = data.binarize(x)
     return Batch(

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pyro_vae import data as data_module
+from pyro_vae import memory
 from pyro_vae.core.parts import PART_NAMES, Parts
 from pyro_vae.core.program import Program
 from pyro_vae.core.programs import program_parts
@@ -226,9 +227,19 @@ def start_line(run: Run, resumed: bool) -> str:
         f"{verb} on {dataset.name} ({dataset.train.shape[0]} train / {dataset.test.shape[0]} test images"
         + (", the local guide's fixed subsets" if run.dataset.test_rows is not None else "")
         + (", training images held as uint8" if dataset.eight_bit else "")
+        + (streaming_text(dataset.train) if dataset.streamed else "")
         + f", binarization {run.config.resolved_binarization}) on {run.device}, {threads_text(run.config.threads)}"
         + (f", {run.world.size} processes" if run.world.size > 1 else "")
         + f"; writing {run.folder.path}"
+    )
+
+
+def streaming_text(train: data_module.StreamedImages) -> str:
+    """What the start line says of a streamed training split: why, and how it is read."""
+    needed = memory.gigabytes(train.shape[0] * train.shape[1] * 4)
+    return (
+        f", training images streamed from your Dataset by {train.workers} worker{'s' if train.workers != 1 else ''} "
+        f"(as float32 they need {needed}, more than the {memory.gigabytes(memory.available_bytes())} available)"
     )
 
 
