@@ -287,16 +287,35 @@ class Items(torch.utils.data.Dataset):
     [
         (Items("dict"), "the train Dataset's items must be images or (image, label) pairs, got a dict"),
         (Items("image", length=9), "the train Dataset's __len__ says 9 images, but item 5 cannot be read (IndexError"),
-        (Items("image", length=10**9), "the train images (1,000,000,000 of 192 pixels, as float32) needs about"),
+        (Items("image", length=10**9), "the test images (1,000,000,000 of 192 pixels, as float32) needs about"),
         (torch.zeros(192).expand(10**9, 192), "the train images (1,000,000,000 of 192 pixels, as float32) needs"),
     ],
 )
 def test_a_dataset_that_lies_or_holds_no_images_is_refused_in_one_line_at_once(train, message):
     """Items that are dicts, a __len__ past the items, 10^9 images (a Dataset's length, or a zero-stride
-    tensor that holds one row): refused before anything is copied, not std::bad_alloc after 35 s."""
+    tensor that holds one row): refused before anything is copied, not std::bad_alloc after 35 s. (A training
+    Dataset of 10^9 images is streamed instead, and its unreadable items refused as it reads them: below.)"""
+    train, test = (images(5), train) if isinstance(train, Items) and train.length == 10**9 else (train, images(5))
     with pytest.raises(pyro_vae.PyroVAEError) as refused:
-        pyro_vae.from_arrays(train, images(5))
+        pyro_vae.from_arrays(train, test)
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_training_dataset_of_a_billion_images_is_streamed_and_an_unreadable_item_stops_in_one_line(
+    tmp_path, monkeypatch
+):
+    """10^9 images as float32 rows would need 715 GiB: the Dataset is streamed (nothing copied). Trained (on a
+    length of 1,000 under a memory limit that streams it too), the first batch that reaches an item past the
+    five there stops the run with the Dataset's own error in one line."""
+    dataset = pyro_vae.from_arrays(Items("image", length=10**9), images(5))
+    assert dataset.streamed and dataset.train.shape == (10**9, 192)
+    monkeypatch.setenv("PYRO_VAE_MEMORY_LIMIT", "600K")  # 1,000 images of 192 pixels: 750 KiB as float32
+    config = pyro_vae.TrainConfig(model=ModelConfig(z_dim=Z, hidden=(16,)), epochs=1, batch_size=30,
+                                  out=str(tmp_path / "run"))  # fmt: skip
+    with pytest.raises(pyro_vae.PyroVAEError, match=r"^reading your streamed training images failed: .*index") as e:
+        pyro_vae.train(config, data=(Items("image", length=1000), images(5)), encoder=Encoder(), decoder=Decoder(),
+                       **QUIET)  # fmt: skip
+    assert "\n" not in str(e.value)
 
 
 def test_a_run_of_own_parts_given_images_of_another_shape_is_refused_naming_them(tmp_path):

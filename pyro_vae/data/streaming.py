@@ -71,8 +71,14 @@ class StreamedImages:
             pin_memory=pinned,
             generator=torch.Generator(),  # its seed drawn from here: nothing from torch's own generator
         )
-        for x in loader:
-            yield x.to(self.device, non_blocking=pinned)
+        try:
+            for x in loader:
+                yield x.to(self.device, non_blocking=pinned)
+        except DataError:
+            raise
+        except Exception as error:  # raised by the Dataset, in a worker (its traceback in the message) or here
+            last = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+            raise DataError(f"reading your streamed training images failed: {last[0].strip()[:300]}") from None
 
 
 class _Rows(torch.utils.data.Dataset):
