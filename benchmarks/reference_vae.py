@@ -163,7 +163,7 @@ def train(
             group["lr"] = recipe.learning_rate(epoch)
         tic, total = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=dataset.train.device)
         for idx in torch.randperm(n, device=dataset.train.device).split(recipe.batch_size):
-            x = torch.bernoulli(dataset.train[idx])
+            x = torch.bernoulli(data.pixels(dataset.train[idx]))  # 8-bit rows: / 255, as ours
             opt.zero_grad(set_to_none=True)
             if objective == "iwae":
                 loss = vae.iwae_loss(x, k)

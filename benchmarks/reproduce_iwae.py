@@ -44,6 +44,7 @@ with starting_up():  # Ctrl-C while PyTorch loads: one line, exit 130
     from reference_vae import PlainVAE, Recipe, log_likelihood
     from reference_vae import train as train_plain
 
+    from pyro_vae import data
     from pyro_vae.cli.arguments import add_settings, config_from_args
     from pyro_vae.cli.parser import Parser
     from pyro_vae.core.model import VAE
@@ -232,7 +233,7 @@ def plain_row(config: TrainConfig, args: argparse.Namespace, log) -> tuple[dict,
     pyro.set_rng_seed(config.seed)  # as build_run does, so VAE(...) below has the Pyro run's initial weights
     initial = VAE(ARCHITECTURE)
     if config.init_output_bias:
-        initial.init_output_bias(dataset.train.cpu())
+        initial.init_output_bias(data.pixels(dataset.train.cpu()))
     plain = PlainVAE(hidden=ARCHITECTURE.hidden, z_dim=ARCHITECTURE.z_dim, activation=ARCHITECTURE.activation)
     plain = plain.copy_from(initial).to(device)
     recipe = Recipe(

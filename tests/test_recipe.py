@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from pyro_vae import TrainConfig, train
+from pyro_vae import TrainConfig, data, train
 from pyro_vae.cli.train import main
 from pyro_vae.core.model import VAE
 from pyro_vae.core.model_config import ModelConfig
@@ -83,7 +83,7 @@ def test_a_run_starts_from_the_bias_and_adam_settings_it_asks_for(tmp_path):
         model=TINY, epochs=1, init_output_bias=True, adam_beta1=0.99, adam_eps=1e-4, out=str(tmp_path / "run")
     )
     run = build_run(config, SINGLE, log=lambda line: None)
-    mean = run.dataset.train.mean(0).clamp(1e-3, 1 - 1e-3)
+    mean = data.pixels(run.dataset.train).mean(0).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(run.vae.decoder.head.bias, torch.logit(mean))
     group = run.objective.optimizer.param_groups[0]
     assert group["betas"] == (0.99, 0.999) and group["eps"] == 1e-4
