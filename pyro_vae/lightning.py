@@ -23,7 +23,13 @@ import math
 from dataclasses import replace
 from typing import Callable, Iterator
 
-import lightning
+try:
+    import lightning
+except ImportError as missing:
+    raise ImportError(
+        'pyro_vae.lightning needs the lightning extra: pip install -e ".[lightning]" in a checkout, or pip install '
+        "lightning"
+    ) from missing
 import pyro
 import torch
 import torch.distributed as dist

@@ -124,3 +124,12 @@ def test_the_documented_lightning_example_runs_and_the_page_shows_its_code(tmp_p
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test negative ELBO" in done.stdout and "after 2 epochs" in done.stdout
+
+
+def test_without_the_extra_the_import_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning", None)  # as if lightning were not installed
+    monkeypatch.delitem(sys.modules, "pyro_vae.lightning")
+    with pytest.raises(
+        ImportError, match=r'^pyro_vae.lightning needs the lightning extra: pip install -e "\.\[lightning\]"'
+    ):
+        import pyro_vae.lightning  # noqa: F401
