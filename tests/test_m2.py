@@ -114,6 +114,8 @@ def test_keeping_labels_keeps_as_many_of_each_class_and_marks_the_rest_missing()
     assert (kept >= 0).sum() == 100 and torch.bincount(kept[kept >= 0], minlength=10).tolist() == [10] * 10
     assert bool((kept[kept >= 0] == dataset.train_labels[kept >= 0]).all())
     assert torch.equal(kept, data.keep_labels(dataset, 100).train_labels)  # a fixed draw
+    other = data.keep_labels(dataset, 100, seed=6).train_labels  # another draw (--labels-seed), as balanced
+    assert not torch.equal(kept, other) and torch.bincount(other[other >= 0], minlength=10).tolist() == [10] * 10
     with pytest.raises(DataError, match="share equally"):
         data.keep_labels(dataset, 105)
 

@@ -9,6 +9,7 @@ from pyro_vae.data.dataset import (  # noqa: F401
     BINARIZATIONS,
     FASHION_MNIST_CLASSES,
     IMAGE_SHAPE,
+    LABELS_SEED,
     STATIC_BINARIZATION_SEED,
     SUBSET_SEED,
     TEST_BINARIZATION_SEED,

@@ -53,6 +53,10 @@ class TrainConfig(CombinationChecks):
         0, "keep N training labels, N / classes of each (a fixed draw), the rest missing (-1); 0 keeps all",
         group="data", low=0, high=100_000_000, metavar="N",
     )  # fmt: skip
+    labels_seed: int = setting(
+        data.LABELS_SEED, "which fixed draw of @labels_kept labels (the published M2 rows average 5 draws)",
+        group="data", low=0, high=2**63 - 1,
+    )  # fmt: skip
     data_workers: int = setting(
         2, "processes that read a streamed training split (your torch Dataset, when it is too large for memory "
         "as float32; see $PYRO_VAE_MEMORY_LIMIT) ahead of the steps; 0 reads it in the training process",

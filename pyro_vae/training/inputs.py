@@ -57,7 +57,7 @@ def load_training_data(config: TrainConfig, device: torch.device, images: data.D
     if config.resolved_validation:
         dataset = data.hold_out(dataset, config.resolved_validation)
     if config.labels_kept:
-        dataset = data.keep_labels(dataset, config.labels_kept)
+        dataset = data.keep_labels(dataset, config.labels_kept, config.labels_seed)
     dataset = data.prepare(dataset, binarization)
     if config.model.guide == "local":
         points = config.model.local_points
