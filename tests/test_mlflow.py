@@ -59,6 +59,7 @@ def test_the_config_metrics_figures_and_folder_reach_mlflow(logged):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "summary.json", "loss_curve.png", "samples.png", "reconstructions.png"} <= artifacts
     assert run.info.status == "FINISHED"
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(logged.parent)  # beside the store
 
 
 def test_a_resumed_run_continues_its_mlflow_run(logged):

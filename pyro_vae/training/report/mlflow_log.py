@@ -37,6 +37,14 @@ def tracking_uri(given: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store's file (mlartifacts/ in its folder),
+    not in whatever folder the process runs in (MLflow's ./mlruns); a server's own choice otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+
+
 def _client(uri: str):
     try:
         from mlflow.tracking import MlflowClient
@@ -91,7 +99,11 @@ class MLflowLog:
         from mlflow.entities import Param
 
         found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found is not None
+            else self.client.create_experiment(experiment, artifact_location=artifact_location(self.uri))
+        )
         made = self.client.create_run(
             experiment_id, run_name=self.run_dir.name, tags={FOLDER_TAG: str(self.run_dir.resolve())}
         )
