@@ -20,7 +20,6 @@ the local guide.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Callable, Iterator
 
 try:
@@ -39,13 +38,13 @@ from pyro_vae import data as data_module
 from pyro_vae.core.parts import Parts
 from pyro_vae.distributed import SINGLE, World
 from pyro_vae.errors import ConfigError, ConfigTypeError
-from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.training.build import build_training
 from pyro_vae.training.checkpoint.generators import rank_seed
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.epoch import training_batch
-from pyro_vae.training.loop import run_parts, user_images
-from pyro_vae.training.run import TrainingError
+from pyro_vae.training.epoch_end import split_elbo_terms
+from pyro_vae.training.loop import given_to_run
+from pyro_vae.training.run import TrainingError, epoch_permutation
 from pyro_vae.training.step import svi_step
 
 __all__ = ["VAEModule"]
@@ -81,12 +80,7 @@ class VAEModule(lightning.LightningModule):
         super().__init__()
         config = TrainConfig() if config is None else config
         check_lightning_config(config)
-        images = user_images(data)
-        parts = run_parts(config, images, Parts(encoder, decoder, guide, model))
-        if parts.is_program:
-            config = replace(config, model=replace(config.model, user_parts=parts.description()))
-        if images is not None:
-            config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
+        config, images, parts = given_to_run(config, data, Parts(encoder, decoder, guide, model))
         self.config, self.dataset, self.vae, objective = build_training(config, SINGLE, parts, images)
         self.loss, self.engine_optimizer = objective
         self.steps_per_epoch = math.ceil(self.dataset.train.shape[0] / self.config.batch_size)
@@ -109,9 +103,8 @@ class VAEModule(lightning.LightningModule):
     def epoch_batches(self) -> list[tuple[torch.Tensor, int]]:
         """The epoch's permutation of the training images (rank 0's, from torch's generator, as the engine's
         loop draws it), cut into batches: this rank's share of each and the batch's size."""
-        world, n, device = self.world, self.dataset.train.shape[0], self.dataset.train.device
-        mine = torch.randperm(n, device=device) if world.is_main else torch.empty(n, dtype=torch.int64, device=device)
-        permutation = world.broadcast(mine)
+        world = self.world
+        permutation = epoch_permutation(self.dataset.train.shape[0], self.dataset.train.device, world)
         return [(world.shard(batch), len(batch)) for batch in permutation.split(self.config.batch_size)]
 
     @property
@@ -120,12 +113,6 @@ class VAEModule(lightning.LightningModule):
         if not (dist.is_available() and dist.is_initialized()):
             return SINGLE
         return World(dist.get_rank(), dist.get_world_size())
-
-    def on_train_epoch_start(self) -> None:
-        epoch = self.current_epoch
-        self.engine_optimizer.set_learning_rates(
-            self.schedule.learning_rate(epoch), self.schedule.local_learning_rate(epoch)
-        )
 
     def training_step(self, batch: tuple[torch.Tensor, int], batch_index: int) -> torch.Tensor:
         """One step of the engine on this rank's share of the batch (a rank without images steps on one,
@@ -147,33 +134,35 @@ class VAEModule(lightning.LightningModule):
             weight=len(own) * self.world.size / size,
             backward=self.manual_backward,
         )
-        if self.config.on_nonfinite == "stop" and not bool(finite):
-            raise TrainingError(
-                f"the loss or its gradient became NaN or infinite at step {step} (epoch {self.current_epoch + 1}); "
-                "try a smaller @lr, or @on_nonfinite skip"
-            )
+        first = self.first_bad_step  # kept on the device: no read to the host a step
+        self.first_bad_step = torch.where(~finite & (first == 0), step, first)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=max(len(own), 1), sync_dist=True)
         self.log("kl_weight", float(self.schedule.kl_weight(step)), on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        """The test split's negative ELBO and its terms (validation_loss too, with a validation split)."""
-        self.vae.eval()
-        dataset, world = self.dataset, self.world  # the images shared out over the ranks, the sums over all
-        test = evaluate.elbo_terms(
-            self.vae, dataset.test, rows=dataset.test_rows, world=world, labels=self._labels("test")
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        self.engine_optimizer.set_learning_rates(
+            self.schedule.learning_rate(epoch), self.schedule.local_learning_rate(epoch)
         )
-        logged = dict(test_loss=test.negative_elbo, test_reconstruction=test.reconstruction, test_kl=test.kl)
-        if dataset.validation is not None:
-            validation = evaluate.elbo_terms(
-                self.vae, dataset.validation, world=world, labels=self._labels("validation")
-            )
-            logged["validation_loss"] = validation.negative_elbo
-        self.vae.train()
-        self.log_dict(logged, sync_dist=True)  # equal on every rank already
+        self.first_bad_step = torch.zeros((), dtype=torch.int64, device=self.dataset.train.device)
 
-    def _labels(self, split: str) -> torch.Tensor | None:
-        return getattr(self.dataset, f"{split}_labels") if self.vae.takes_labels else None
+    def on_train_epoch_end(self) -> None:
+        """A non-finite step of the epoch stops the run (with @on_nonfinite stop; it was skipped, so the weights
+        are those before it); else the test split's negative ELBO and its terms (validation_loss too)."""
+        first_bad = int(self.first_bad_step)
+        if first_bad and self.config.on_nonfinite == "stop":
+            raise TrainingError(
+                f"the loss or its gradient became NaN or infinite at step {first_bad} (epoch {self.current_epoch + 1}); "
+                "try a smaller @lr, or @on_nonfinite skip"
+            )
+        self.vae.eval()
+        test, validation = split_elbo_terms(self.vae, self.dataset, self.world)
+        self.vae.train()
+        logged = dict(test_loss=test.negative_elbo, test_reconstruction=test.reconstruction, test_kl=test.kl)
+        if validation is not None:
+            logged["validation_loss"] = validation.negative_elbo
+        self.log_dict(logged, sync_dist=True)  # equal on every rank already
 
 
 class _ThroughLightning:

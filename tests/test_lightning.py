@@ -16,6 +16,7 @@ import pyro_vae
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.run import weights_digest
 
 CONFIG = TrainConfig(epochs=2, batch_size=100, threads=1, model=ModelConfig(hidden=(32,), z_dim=2))
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +44,7 @@ def engine(config: TrainConfig, tmp_path: Path, **parts) -> pyro_vae.TrainedRun:
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    first, second = a.state_dict(), b.state_dict()
-    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    return weights_digest(a) == weights_digest(b)
 
 
 def test_lightning_trains_the_built_in_vae_exactly_as_the_engines_loop(tmp_path):

@@ -132,7 +132,7 @@ def _argument(f: Field, hint: object, default: object, own_default: bool = False
     if choices is not None:
         options.update(choices=choices, type=int if kind is int else str)
     for name in ("metavar", "nargs", "const"):
-        if meta.get(name) is not None:
+        if meta[name] is not None:
             options[name] = meta[name]
     return options
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-
+from pyro_vae.core.model import VAE
 from pyro_vae.core.program import Program
+from pyro_vae.data import Dataset
+from pyro_vae.distributed import World
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood
 from pyro_vae.evaluation.progress import progress_bar
@@ -59,25 +60,27 @@ def epoch_evaluation(run: Run, show_bars: bool) -> tuple[ElboTerms, ElboTerms | 
     """The test split's -ELBO terms (refused if not finite), the validation split's, and log p(x) of the first
     `eval_images` test images where this epoch asks for it; a program of images and labels is given theirs."""
     config, dataset, world = run.config, run.dataset, run.world
-
-    def labels(split_labels: torch.Tensor | None, count: int | None = None) -> torch.Tensor | None:
-        return split_labels[:count] if run.vae.takes_labels else None
-
-    test = evaluate.elbo_terms(
-        run.vae, dataset.test, rows=dataset.test_rows, world=world, labels=labels(dataset.test_labels)
-    )
+    test, validation = split_elbo_terms(run.vae, dataset, world)
     run.check_finite(test.negative_elbo)
-    validation = None
-    if dataset.validation is not None:
-        validation = evaluate.elbo_terms(
-            run.vae, dataset.validation, world=world, labels=labels(dataset.validation_labels)
-        )
     if not config.evaluates_log_likelihood(run.progress.epoch + 1):
         return test, validation, None
     images, rows = dataset.first_test(config.eval_images)
+    labels = dataset.test_labels[: images.shape[0]] if run.vae.takes_labels else None
     with progress_bar(images.shape[0], f"log p(x), K = {config.eval_samples}", show_bars and world.is_main) as bar:
         log_px = evaluate.log_likelihood(
-            run.vae, images, config.eval_samples, rows=rows, world=world, progress=bar.update,
-            labels=labels(dataset.test_labels, images.shape[0]),
-        )  # fmt: skip
+            run.vae, images, config.eval_samples, rows=rows, world=world, progress=bar.update, labels=labels
+        )
     return test, validation, log_px
+
+
+def split_elbo_terms(vae: VAE | Program, dataset: Dataset, world: World) -> tuple[ElboTerms, ElboTerms | None]:
+    """The test split's -ELBO terms and the validation split's (None without one), their images shared out
+    over the ranks; a program of images and labels is given theirs."""
+    labelled = vae.takes_labels
+    test = evaluate.elbo_terms(
+        vae, dataset.test, rows=dataset.test_rows, world=world, labels=dataset.test_labels if labelled else None
+    )
+    if dataset.validation is None:
+        return test, None
+    labels = dataset.validation_labels if labelled else None
+    return test, evaluate.elbo_terms(vae, dataset.validation, world=world, labels=labels)

@@ -42,12 +42,12 @@ def load_training_data(config: TrainConfig, device: torch.device, images: data.D
     binarization = config.resolved_binarization
     bernoulli = config.model.likelihood == "bernoulli" and not config.model.is_program  # a program checks its own
     if dataset.streamed:
+        if config.model.guide == "local" or config.init_output_bias or config.labels_kept:
+            raise ConfigError(
+                "your training images are streamed (too large for memory as float32), and @guide local, "
+                "@init_output_bias and @labels_kept each need them all at once: give fewer or smaller images"
+            )
         dataset = replace(dataset, train=dataset.train.with_options(workers=config.data_workers))
-    if dataset.streamed and (config.model.guide == "local" or config.init_output_bias or config.labels_kept):
-        raise ConfigError(
-            "your training images are streamed (too large for memory as float32), and @guide local, "
-            "@init_output_bias and @labels_kept each need them all at once: give fewer or smaller images"
-        )
     if bernoulli and binarization == "none" and not dataset.streamed and not dataset.is_binary:
         raise DataError(
             f"the Bernoulli likelihood needs pixels that are 0 or 1, but {config.dataset} has grey pixels; "

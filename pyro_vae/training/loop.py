@@ -88,12 +88,7 @@ def train(
             f"checkpoint must be a Checkpoint (resume.load_run_checkpoint(folder)), got {type(checkpoint).__name__}"
         )
     resolve_device(config.cuda)
-    images = user_images(data)
-    parts = run_parts(config, images, Parts(encoder, decoder, guide, model))
-    if parts.is_program:  # the config says so from the start (the data's binarization, the checks)
-        config = replace(config, model=replace(config.model, user_parts=parts.description()))
-    if images is not None:
-        config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
+    config, images, parts = given_to_run(config, data, Parts(encoder, decoder, guide, model))
     if finished_already(config, checkpoint):
         log(
             f"{config.out} is a finished run ({checkpoint.progress.epoch} of {config.epochs} epochs); nothing to do, "
@@ -132,6 +127,20 @@ def resume(
     checkpoint = load_run_checkpoint(Path(run_dir), use="resume", parts=Parts(*(parts.get(n) for n in PART_NAMES)))
     config = resumed_config(checkpoint, {} if epochs is None else {"epochs": epochs})
     return train(replace(config, out=str(run_dir)), progress, log, checkpoint, **parts)
+
+
+def given_to_run(
+    config: TrainConfig, data: data_module.Dataset | tuple | None, given: Parts
+) -> tuple[TrainConfig, data_module.Dataset | None, Parts]:
+    """The user's `data` as a Dataset, the parts that train (`run_parts`), and the config saying so from the
+    start: a program's description, the user's dataset (the data's binarization and the checks read them)."""
+    images = user_images(data)
+    parts = run_parts(config, images, given)
+    if parts.is_program:
+        config = replace(config, model=replace(config.model, user_parts=parts.description()))
+    if images is not None:
+        config = replace(config, dataset=data_module.USER_DATA, data_dir=None)
+    return config, images, parts
 
 
 def run_parts(config: TrainConfig, images: data_module.Dataset | None, given: Parts) -> Parts:

@@ -67,13 +67,7 @@ class Run:
             self.schedule.learning_rate(epoch), self.schedule.local_learning_rate(epoch)
         )
         if self.progress.permutation is None:
-            n = self.dataset.train.shape[0]
-            mine = (
-                torch.randperm(n, device=self.device)
-                if self.world.is_main
-                else torch.empty(n, dtype=torch.int64, device=self.device)
-            )
-            self.progress.start_epoch(self.world.broadcast(mine))
+            self.progress.start_epoch(epoch_permutation(self.dataset.train.shape[0], self.device, self.world))
 
     def checkpoint(self) -> Checkpoint:
         """What continues this run exactly: weights, optimizer states, every rank's generators, progress.
@@ -129,6 +123,13 @@ class Run:
                 f"after epoch {self.progress.epoch + 1} the model's weights or its test loss "
                 f"({test_loss}) are not finite, so it is not checkpointed; {self.kept()}"
             )
+
+
+def epoch_permutation(n: int, device: torch.device, world: World) -> torch.Tensor:
+    """An epoch's order of the n training images: drawn by rank 0 from torch's generator (as one process
+    draws it; the other ranks draw nothing) and sent to every rank."""
+    mine = torch.randperm(n, device=device) if world.is_main else torch.empty(n, dtype=torch.int64, device=device)
+    return world.broadcast(mine)
 
 
 def weights_digest(vae: VAE) -> str:
