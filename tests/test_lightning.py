@@ -103,6 +103,7 @@ def test_two_ddp_processes_under_lightning_equal_the_engine_under_torchrun(tmp_p
     [
         (replace(CONFIG, compile=True), "compile is the engine's own loop's"),
         (replace(CONFIG, model=replace(CONFIG.model, guide="local")), "guide local keeps per-image parameters"),
+        (replace(CONFIG, validation=500, patience=3), "use its EarlyStopping callback"),
         ("not a config", "VAEModule needs a TrainConfig, got str"),
     ],
 )

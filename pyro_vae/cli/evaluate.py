@@ -42,6 +42,11 @@ class EvaluateConfig:
     """What `scripts/evaluate.py` computes; every field is a flag of the command, declared once."""
 
     run: str = setting(None, "a run folder holding checkpoint.pt", positional=True, metavar="RUN_DIR")
+    best: bool = setting(
+        False,
+        "evaluate the weights of the run's epoch of lowest validation loss (best.pt, kept by a run trained "
+        "with --patience), not its last",
+    )
     samples: int = setting(
         5000, "importance samples per image (a larger K would run for days)", low=1, high=MAX_IMPORTANCE_SAMPLES,
         metavar="K",
@@ -85,7 +90,7 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
     check_processes(config, world)
     use_threads(config.threads)
     device = world.device(resolve_device(config.cuda).type == "cuda")
-    trained = load_run(config.run, device, config.data_dir)
+    trained = load_run(config.run, device, config.data_dir, best=config.best)
     vae = trained.vae
     x, rows = trained.test_data().first_test(config.images)
     labels = trained.test_data().test_labels[: x.shape[0]] if vae.takes_labels else None  # a program of (x, y)
@@ -106,6 +111,7 @@ def run(config: EvaluateConfig, world: World = SINGLE) -> dict:
     result = dict(
         run=str(config.run),
         epoch=len(trained.metrics),
+        weights="best" if config.best else "last",
         images=x.shape[0],
         samples=config.samples,
         test_negative_elbo=evaluate.negative_elbo(vae, x, rows=rows, world=world, labels=labels),

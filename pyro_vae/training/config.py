@@ -118,6 +118,12 @@ class TrainConfig(CombinationChecks):
         low=1, high=10_000_000,
     )  # fmt: skip
     epochs: int = setting(10, "epochs to train", group="training", low=1, high=1_000_000, on_resume=True)
+    patience: int = setting(
+        0, "stop early once N epochs in a row bring no lower validation loss, the best epoch's weights kept in "
+        "RUN_DIR/best.pt (evaluate them with evaluate.py --best; the VampPrior authors: 50, Pyro's CVAE: 3); "
+        "needs a validation split", group="training", low=0, high=1_000_000, metavar="N", on_resume=True,
+        default_text="0, never",
+    )  # fmt: skip
     seed: int = setting(0, "the seed of every random draw", group="training", low=0, high=2**32 - 1)
     beta: float = setting(
         1.0, "KL weight; 0 drops the KL term (with --guide delta and --likelihood gaussian: a plain "

@@ -31,6 +31,10 @@ class CombinationChecks:
                 f"@estimator {self.estimator} needs q's density at any z, and @guide delta is a point mass; "
                 "train it with trace or meanfield"
             )
+        if self.patience and not self.resolved_validation:
+            raise ConfigError(
+                "@patience stops when the validation loss stops falling: hold out a validation split with @validation N"
+            )
         self._check_estimator_and_guide()
         if self.compile_backend != "inductor" and not self.compile:
             raise ConfigError(

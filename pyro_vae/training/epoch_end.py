@@ -13,6 +13,7 @@ from pyro_vae.distributed import World
 from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.estimates import ElboTerms, LogLikelihood
 from pyro_vae.evaluation.progress import progress_bar
+from pyro_vae.training import stopping
 from pyro_vae.training.report import records
 from pyro_vae.training.run import Run, TrainingError
 
@@ -21,7 +22,8 @@ def end_of_epoch(
     run: Run, interrupted: Callable[[], bool], log: Callable[[str], None], show_bars: bool = False
 ) -> bool:
     """Evaluate on the validation and test splits (sharded over ranks), record the epoch, checkpoint it (every
-    `checkpoint_every` epochs, at the last, and on Ctrl-C) and print its line (with `show_bars`, a bar over
+    `checkpoint_every` epochs, at the last, and on Ctrl-C; with `patience`, into best.pt too when its validation
+    loss is the lowest yet) and print its line (with `show_bars`, a bar over
     the log p(x) estimate's images); returns whether Ctrl-C asks to stop."""
     config, progress, vae = run.config, run.progress, run.vae
     if progress.images == 0:
@@ -49,8 +51,10 @@ def end_of_epoch(
     record.update(own_metrics)
     progress.finish_epoch(record)
     run.folder.record_epoch(record, vae, run.dataset)
+    if config.patience and stopping.is_best(progress.metrics):
+        run.folder.save_best(run.checkpoint())
     stop = interrupted()
-    if progress.epoch % config.checkpoint_every == 0 or progress.epoch == config.epochs or stop:
+    if progress.epoch % config.checkpoint_every == 0 or not run.more_epochs or stop:
         run.folder.save_checkpoint(run.checkpoint())
     log(records.epoch_line(record, config.epochs))
     return stop

@@ -30,6 +30,7 @@ from pyro_vae.core.programs import program_parts
 from pyro_vae.data import IMAGE_SHAPE
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, ConfigTypeError
+from pyro_vae.training import stopping
 from pyro_vae.training.build import build_run
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
@@ -90,10 +91,7 @@ def train(
     resolve_device(config.cuda)
     config, images, parts = given_to_run(config, data, Parts(encoder, decoder, guide, model))
     if finished_already(config, checkpoint):
-        log(
-            f"{config.out} is a finished run ({checkpoint.progress.epoch} of {config.epochs} epochs); nothing to do, "
-            "nothing changed. Give it more epochs to train it further"
-        )
+        log(f"{config.out} is a finished run ({finished_text(config, checkpoint)}); nothing to do, nothing changed")
         return load_run(config.out, "cuda" if config.cuda else "cpu", config.data_dir, data=images, **parts.given())
     world = World.from_environment(config.cuda)
     try:
@@ -151,12 +149,24 @@ def run_parts(config: TrainConfig, images: data_module.Dataset | None, given: Pa
 
 
 def finished_already(config: TrainConfig, checkpoint: Checkpoint | None) -> bool:
-    """Whether the run to resume has trained its epochs and written its summary: nothing left to do."""
-    return (
-        checkpoint is not None
-        and checkpoint.progress.epoch >= config.epochs
-        and (Path(config.out) / "summary.json").exists()
-    )
+    """Whether the run to resume has trained its epochs (or stopped early) and written its summary: nothing
+    left to do."""
+    if checkpoint is None or not (Path(config.out) / "summary.json").exists():
+        return False
+    progress = checkpoint.progress
+    return progress.epoch >= config.epochs or stopping.stopped_early(progress.metrics, config.patience) is not None
+
+
+def finished_text(config: TrainConfig, checkpoint: Checkpoint) -> str:
+    """How a finished run ended, and what would train it further."""
+    progress = checkpoint.progress
+    best = stopping.stopped_early(progress.metrics, config.patience)
+    if progress.epoch < config.epochs and best is not None:
+        return (
+            f"stopped early after epoch {progress.epoch}, {config.patience} epochs without a validation gain "
+            f"since epoch {best}; a larger patience trains it further"
+        )
+    return f"{progress.epoch} of {config.epochs} epochs; give it more epochs to train it further"
 
 
 def user_images(given: data_module.Dataset | tuple | None) -> data_module.Dataset | None:
@@ -174,7 +184,7 @@ def _train(run: Run, show_bars: bool, log: Callable[[str], None], resumed: bool)
     with interrupt_flag(under_torchrun=run.world.size > 1) as flag:
         log(start_line(run, resumed))  # once a stop signal is caught: a job may be stopped from this line on
         interrupted = agreed_flag(flag, run)
-        while progress.epoch < config.epochs:
+        while run.more_epochs:
             run.start_epoch()
             tic = time.perf_counter()
             stopped = train_epoch(run, interrupted, show_bars)
@@ -195,7 +205,7 @@ def _train(run: Run, show_bars: bool, log: Callable[[str], None], resumed: bool)
                     raise run.nonfinite(progress.step, "the test points' pass")
                 progress.skipped += skipped
             progress.seconds += time.perf_counter() - tic
-            if end_of_epoch(run, interrupted, log, show_bars) and progress.epoch < config.epochs:
+            if end_of_epoch(run, interrupted, log, show_bars) and run.more_epochs:
                 raise stop_message(run, f"after epoch {progress.epoch}", flag[0])
     return end_of_run(run, started, log)
 
@@ -203,13 +213,19 @@ def _train(run: Run, show_bars: bool, log: Callable[[str], None], resumed: bool)
 def end_of_run(run: Run, started: float, log: Callable[[str], None]) -> TrainedRun:
     """The figures and summary.json (written last: a folder with it holds a finished run); the trained
     run, handed back to Python callers."""
-    metrics = run.progress.metrics
+    metrics, patience = run.progress.metrics, run.config.patience
     run.folder.write_figures(run.vae, run.dataset, metrics)
-    run.folder.write_summary(
-        records.summary(
-            metrics, time.perf_counter() - started, run.device, run.world.size, run.config.resolved_binarization
-        )
+    summary = records.summary(
+        metrics, time.perf_counter() - started, run.device, run.world.size, run.config.resolved_binarization
     )
+    best = stopping.stopped_early(metrics, patience)
+    if best is not None:
+        summary["stopped_early"] = dict(after_epoch=metrics[-1]["epoch"], best_epoch=best, patience=patience)
+        log(
+            f"stopped early: no lower validation loss in the {patience} epochs since epoch {best}; "
+            f"{run.folder.path / stopping.BEST_FILE} holds its weights (evaluate.py --best)"
+        )
+    run.folder.write_summary(summary)
     density = (
         ""
         if run.config.model.likelihood == "bernoulli"

@@ -18,6 +18,7 @@ from pyro_vae import data
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import World
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.training import stopping
 from pyro_vae.training.checkpoint.generators import rng_states
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.config import TrainConfig
@@ -58,6 +59,15 @@ class Run:
     @property
     def dynamic_binarization(self) -> bool:
         return self.config.resolved_binarization == "dynamic"
+
+    @property
+    def more_epochs(self) -> bool:
+        """Whether the run trains on: epochs left, and no early stop (`stopping.stopped_early`)."""
+        progress = self.progress
+        return (
+            progress.epoch < self.config.epochs
+            and stopping.stopped_early(progress.metrics, self.config.patience) is None
+        )
 
     def start_epoch(self) -> None:
         """The epoch's learning rates and, unless resuming inside it, its permutation: drawn by rank 0

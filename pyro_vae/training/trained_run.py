@@ -29,6 +29,9 @@ from pyro_vae.evaluation import likelihood as evaluate
 from pyro_vae.evaluation.annealing import AnnealedEstimate
 from pyro_vae.evaluation.program_annealing import program_ais
 from pyro_vae.settings import whole_number
+from pyro_vae.training import stopping
+from pyro_vae.training.checkpoint import store
+from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.checkpoint.resume import load_run_checkpoint, resumed_config
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.inputs import check_run_images, load_training_data
@@ -166,14 +169,18 @@ def load_run(
     decoder: nn.Module | None = None,
     guide: object = None,
     model: object = None,
+    best: bool = False,
 ) -> TrainedRun:
     """The run in folder `path` (finished, or interrupted: its last checkpoint), with the model on
     `device` in eval mode; `data_dir` if the run's data has moved. A run trained on your own images or
     modules needs them again: `data` (for its test images), `encoder`, `decoder`, `guide` (new instances of
     the same classes; the checkpoint's weights are loaded into them); a run of your own Pyro program its
-    `model` and `guide`."""
+    `model` and `guide`. With `best`, the weights of its epoch of lowest validation loss (best.pt, kept by a
+    run with `patience`; `metrics` then end at that epoch)."""
     path, parts, device = Path(path), Parts(encoder, decoder, guide, model), checked_device(device)
     checkpoint = load_run_checkpoint(path, use="load", parts=parts)
+    if best:
+        checkpoint = best_checkpoint(path, checkpoint, parts)
     config = resumed_config(checkpoint, {})
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -186,3 +193,12 @@ def load_run(
     if images is not None:
         check_run_images(path, config.model.x_dim, images)
     return TrainedRun(path, config, vae.eval(), metrics, finished, images=images)
+
+
+def best_checkpoint(path: Path, last: Checkpoint, parts: Parts) -> Checkpoint:
+    """The run's best.pt (its epoch of lowest validation loss), or why there is none."""
+    best = path / stopping.BEST_FILE
+    if not best.is_file():
+        kept = "" if last.config.get("patience") else " (it was trained without patience, which keeps it)"
+        raise ConfigError(f"{path} has no {stopping.BEST_FILE}{kept}; leave out best to load its last weights")
+    return store.load(best, parts)

@@ -18,6 +18,7 @@ from pyro_vae import data, files
 from pyro_vae.core.model import VAE
 from pyro_vae.distributed import World
 from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.training import stopping
 from pyro_vae.training.checkpoint import store
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.report import records
@@ -133,6 +134,11 @@ class RunFolder:
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self.writes:
             store.save(self.checkpoint_path, checkpoint)
+
+    def save_best(self, checkpoint: Checkpoint) -> None:
+        """best.pt: the checkpoint of the epoch of lowest validation loss yet (`--patience`)."""
+        if self.writes:
+            store.save(self.path / stopping.BEST_FILE, checkpoint)
 
     def write_figures(self, vae: VAE, dataset: data.Dataset, metrics: list[dict]) -> None:
         if self.writes:

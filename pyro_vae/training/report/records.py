@@ -12,6 +12,7 @@ from pyro_vae.core.model import VAE
 from pyro_vae.core.program import Program
 from pyro_vae.evaluation import plots, sampling
 from pyro_vae.evaluation.likelihood import ElboTerms, LogLikelihood
+from pyro_vae.training import stopping
 
 
 def epoch_record(
@@ -80,8 +81,7 @@ def epoch_line(record: dict, epochs: int) -> str:
 def summary(metrics: list[dict], seconds: float, device: torch.device, processes: int, binarization: str) -> dict:
     """summary.json: the last epoch's record; the best epoch, chosen on the validation loss (never on the
     test split, which is only reported), where there is a validation split; the time, machine, versions."""
-    with_validation = [m for m in metrics if "validation_loss" in m]
-    best = min(with_validation, key=lambda m: m["validation_loss"]) if with_validation else None
+    best = stopping.best_record(metrics)
     return dict(
         final=metrics[-1],
         best=None
