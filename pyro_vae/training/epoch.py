@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import data
+from pyro_vae.training.batch_layout import epoch_batches
 from pyro_vae.training.run import Run
 from pyro_vae.training.step import Batch, LossFunction, svi_step
 
@@ -64,7 +65,7 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
         disable=not (show_bar and world.is_main and sys.stderr.isatty()),  # in a file: the epoch lines
     )
     stopped = False
-    batches = progress.permutation.split(config.batch_size)[progress.batch :]
+    batches = epoch_batches(progress.permutation, config.batch_size, run.labelled)[progress.batch :]
     shares = [world.shard(batch) for batch in batches]
     rows = [own if len(own) else batch[:1] for own, batch in zip(shares, batches)]  # none: one image, weighted 0
     for batch, own, own_rows, x in zip(batches, shares, rows, run.dataset.train_batches(rows)):

@@ -145,7 +145,7 @@ def run_parts(config: TrainConfig, images: data_module.Dataset | None, given: Pa
     """What the run trains: the user's `given` parts, or the registered program `config.program` built for the
     images' pixels (the user's, else every built-in dataset's 28 x 28)."""
     pixels = images.x_dim if images is not None else IMAGE_PIXELS
-    return program_parts(config.program, given, pixels, config.seed, config.given_quadrants)
+    return program_parts(config.program, given, pixels, config.seed, config.program_options)
 
 
 def finished_already(config: TrainConfig, checkpoint: Checkpoint | None) -> bool:

@@ -19,6 +19,7 @@ from pyro_vae.core.model import VAE
 from pyro_vae.distributed import World
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.training import stopping
+from pyro_vae.training.batch_layout import batches_per_epoch
 from pyro_vae.training.checkpoint.generators import rng_states
 from pyro_vae.training.checkpoint.payload import Checkpoint
 from pyro_vae.training.config import TrainConfig
@@ -53,8 +54,14 @@ class Run:
         return self.dataset.train.device
 
     @property
+    def labelled(self) -> torch.Tensor | None:
+        """With `labelled_batches`, which training images have labels (their batches are their own)."""
+        return self.dataset.train_labels >= 0 if self.config.labelled_batches else None
+
+    @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.dataset.train.shape[0] / self.config.batch_size)
+        labelled = None if self.labelled is None else int(self.labelled.sum())
+        return batches_per_epoch(self.dataset.train.shape[0], self.config.batch_size, labelled)
 
     @property
     def dynamic_binarization(self) -> bool:

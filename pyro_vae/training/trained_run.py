@@ -185,7 +185,7 @@ def load_run(
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"load_run(device={device!r}): PyTorch sees no usable CUDA GPU")
-    parts = program_parts(config.program, parts, config.model.x_dim, config.seed, config.given_quadrants)
+    parts = program_parts(config.program, parts, config.model.x_dim, config.seed, config.program_options)
     vae = built_model(config.model, parts).to(device)
     vae.load_state_dict(checkpoint.model_state)
     metrics, finished = checkpoint.progress.metrics, (path / "summary.json").exists()

@@ -15,24 +15,24 @@ from pyro_vae.errors import ConfigError
 PROGRAMS = {"m2": SemiSupervisedVAE, "cvae": ConditionalVAE}  # by name; "vae" is the built-in VAE (ModelConfig)
 
 
-def program_parts(name: str, given: Parts, pixels: int, seed: int, quadrants: int = 1) -> Parts:
+def program_parts(name: str, given: Parts, pixels: int, seed: int, options: dict | None = None) -> Parts:
     """The parts a run of `TrainConfig(program=name)` trains: the user's own (`given`) for the built-in VAE
     ("vae"), or the registered program `name` (`registered_parts`), with which no part of the user's goes."""
     if name == "vae":
         return given
     if given.description():
         raise ConfigError(f"@program {name} is built in: give it no model, guide, encoder or decoder of yours")
-    return registered_parts(name, pixels, seed, quadrants)
+    return registered_parts(name, pixels, seed, options)
 
 
-def registered_parts(name: str, pixels: int, seed: int, quadrants: int = 1) -> Parts:
-    """The program `name` for images of `pixels` pixels (the CVAE with `quadrants` given), its first weights
-    drawn from `seed` (the global random state untouched), as the parts a run trains: its model and guide."""
-    options = {"quadrants": quadrants} if name == "cvae" else {}
+def registered_parts(name: str, pixels: int, seed: int, options: dict | None = None) -> Parts:
+    """The program `name` for images of `pixels` pixels, built with `options` (`TrainConfig.program_options`:
+    the CVAE's quadrants, M2's auxiliary weight), its first weights drawn from `seed` (the global random state
+    untouched), as the parts a run trains: its model and guide."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         try:
-            module = PROGRAMS[name](pixels=pixels, **options)
+            module = PROGRAMS[name](pixels=pixels, **(options or {}))
         except ValueError as error:
             raise ConfigError(f"@program {name}: {error}") from None
     return Parts(model=module.model, guide=module.guide)

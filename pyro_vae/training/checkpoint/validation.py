@@ -93,7 +93,7 @@ def _model(config: TrainConfig, state: object, path: Path, parts: Parts) -> VAE:
     its own (refused, naming them, if they are not given); else on the meta device (shapes and dtypes
     without memory) where the guide allows, else on the CPU, once the parameters the config describes
     are known to be no more than the file holds (a tampered config cannot make this allocate more)."""
-    parts = program_parts(config.program, parts, config.model.x_dim, config.seed, config.given_quadrants)
+    parts = program_parts(config.program, parts, config.model.x_dim, config.seed, config.program_options)
     recorded = config.model.user_parts
     if parts.missing(recorded) or (parts.description() and not recorded):
         raise CheckpointError(
