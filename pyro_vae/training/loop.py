@@ -91,7 +91,7 @@ def train(
     resolve_device(config.cuda)
     config, images, parts = given_to_run(config, data, Parts(encoder, decoder, guide, model))
     if finished_already(config, checkpoint):
-        log(f"{config.out} is a finished run ({finished_text(config, checkpoint)}); nothing to do, nothing changed")
+        log(f"{config.out} is a finished run {finished_text(config, checkpoint)}")
         return load_run(config.out, "cuda" if config.cuda else "cpu", config.data_dir, data=images, **parts.given())
     world = World.from_environment(config.cuda)
     try:
@@ -163,10 +163,13 @@ def finished_text(config: TrainConfig, checkpoint: Checkpoint) -> str:
     best = stopping.stopped_early(progress.metrics, config.patience)
     if progress.epoch < config.epochs and best is not None:
         return (
-            f"stopped early after epoch {progress.epoch}, {config.patience} epochs without a validation gain "
-            f"since epoch {best}; a larger patience trains it further"
+            f"(stopped early after epoch {progress.epoch}, {config.patience} epochs without a validation gain "
+            f"since epoch {best}); nothing to do, nothing changed. A larger patience trains it further"
         )
-    return f"{progress.epoch} of {config.epochs} epochs; give it more epochs to train it further"
+    return (
+        f"({progress.epoch} of {config.epochs} epochs); nothing to do, nothing changed. "
+        "Give it more epochs to train it further"
+    )
 
 
 def user_images(given: data_module.Dataset | tuple | None) -> data_module.Dataset | None:
