@@ -11,9 +11,9 @@ import pyro_vae
 from pyro_vae.core.programs import registered_parts
 from pyro_vae.errors import ConfigError
 from pyro_vae.training import loop
-from pyro_vae.training.signals import Interrupted
 from pyro_vae.training.batch_layout import batches_per_epoch, epoch_batches
 from pyro_vae.training.run import weights_digest
+from pyro_vae.training.signals import Interrupted
 
 QUIET = dict(progress=False, log=lambda line: None)
 
