@@ -154,3 +154,14 @@ def test_m2_from_the_command_line_for_one_epoch(tmp_path):
     assert evaluate_main([str(tmp_path / "m2"), "--samples", "5", "--images", "20", "--threads", "1"]) == 0
     result = json.loads((tmp_path / "m2" / "evaluation-epoch1-K5.json").read_text())
     assert math.isfinite(result["test_log_likelihood"]) and result["images"] == 20
+
+
+def test_grey_pixels_are_scored_by_the_tutorials_binary_cross_entropy():
+    """--binarize none, as Pyro's tutorial trains M2: the x site's log-density of a grey image is -BCE."""
+    m2 = small_m2()
+    x = torch.rand(4, PIXELS, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1])
+    trace = poutine.trace(poutine.condition(m2.model, data={"y": y})).get_trace(x, y)
+    logits = m2.decoder(joined(trace.nodes["z"]["value"], torch.nn.functional.one_hot(y, CLASSES).double()))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    torch.testing.assert_close(trace.nodes["x"]["fn"].log_prob(x), -bce, rtol=1e-12, atol=1e-12)

@@ -10,6 +10,8 @@ log q(z|x,y)]; unlabelled, sum_y q(y|x) (that same bound at y) + H(q(y|x)). The 
 the unlabelled images only through that sum, which is weak; the paper adds alpha * log q(y|x) of the labelled
 images to the objective (Pyro's tutorial: alpha = 46, "aux_weight" here), a factor of the model while
 training (none in eval mode, so evaluations read the ELBO itself). Labels are int64, -1 where missing.
+Bernoulli over grey pixels (`--binarize none`, as the tutorial trains it) is its binary cross entropy
+(`validate_args=False`, as the tutorial's); with binarized images it is a likelihood.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class SemiSupervisedVAE(nn.Module):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             label = pyro.sample("y", dist.Categorical(logits=x.new_zeros(self.classes)))
             logits = self.decoder(joined(z, functional.one_hot(label, self.classes).to(x.dtype)))
-            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
             if self.training and self.aux_weight:  # alpha log q(y|x) of the labelled images
                 log_q = dist.Categorical(logits=self.classifier(x)).log_prob(y.clamp(min=0))
                 pyro.factor("classification", self.aux_weight * torch.where(y >= 0, log_q, 0.0))
