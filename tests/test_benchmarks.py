@@ -3,13 +3,20 @@ documented in docs/; here only that the tools work)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from pyro_vae.core.model import VAE
+from pyro_vae.core.model_config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,12 +103,67 @@ def test_throughput_epoch_and_eval_on_mnist(data_dir, tmp_path):
     assert "| log p(x) eval | 50 images x K=3 | pyro-vae evaluate |" in result.stdout
 
 
-def test_peers_times_each_contender_or_says_why_it_cannot():
-    """NumPyro runs where the peers extra is installed, and is skipped with its reason where it is not."""
-    result = run(["benchmarks/peers.py", "--contenders", "pyro-vae eager", "NumPyro", "--epochs", "2", "--rounds", "1"])
+def test_peers_times_and_scores_each_contender_or_says_why_it_cannot():
+    """NumPyro and pythae run where the peers extra is installed, and are skipped with the reason where not;
+    each contender's weights are scored by log p(x)."""
+    result = run(["benchmarks/peers.py", "--contenders", "pyro-vae eager", "pythae", "NumPyro", "--epochs", "2",
+                  "--rounds", "1", "--samples", "3", "--images", "10"])  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "| pyro-vae eager |" in result.stdout
-    assert "| NumPyro | " in result.stdout or "NumPyro: skipped (ModuleNotFoundError: No module named" in result.stderr
+    assert re.search(r"\| pyro-vae eager \| [\d.]+ \| [\d.na/]+ \| -\d+\.\d\d ± \d+\.\d\d \|", result.stdout)
+    for peer in ("NumPyro", "pythae"):
+        assert (
+            f"| {peer} | " in result.stdout or f"{peer}: skipped (ModuleNotFoundError: No module named" in result.stderr
+        )
+
+
+def peer_module():
+    spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ours(state: dict, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mu, sigma) of q(z|x) and the decoder's probabilities at z, of this project's VAE with `state`."""
+    vae = VAE(ModelConfig(hidden=(400,), z_dim=50))
+    vae.load_state_dict({**vae.state_dict(), **state})
+    loc, scale = vae.q.encoder(x)
+    return loc, scale, torch.sigmoid(vae.decoder(z))
+
+
+@pytest.mark.parametrize("peer", ["plain", "pythae", "numpyro"])
+@torch.no_grad()
+def test_each_peers_weights_give_this_projects_vae_the_peers_q_and_decoder(peer):
+    """The weights peers.py scores are the peer's model: the same q(z|x) and p(x|z) on the same inputs (float32;
+    the libraries' products may sum in another order, hence the tolerance)."""
+    peers = peer_module()
+    x = torch.rand(6, 784, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    if peer == "plain":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from reference_vae import PlainVAE
+
+        torch.manual_seed(0)
+        vae = PlainVAE(784, (400,), 50, "softplus")
+        loc, log_scale = vae.enc(x).chunk(2, -1)
+        theirs, state = (loc, log_scale.exp(), torch.sigmoid(vae.dec(z))), peers.plain_weights(vae)
+    elif peer == "pythae":
+        pytest.importorskip("pythae")
+        model = peers.pythae_vae()
+        out = model.encoder(x)
+        theirs = (out.embedding, (out.log_covariance / 2).exp(), model.decoder(z).reconstruction)
+        state = peers.pythae_weights(model)
+    else:
+        jax = pytest.importorskip("jax")
+        pytest.importorskip("numpyro")
+        (encode_init, encode), (decode_init, decode) = peers.numpyro_networks()
+        _, encoder = encode_init(jax.random.PRNGKey(0), (6, 784))
+        _, decoder = decode_init(jax.random.PRNGKey(1), (6, 50))
+        loc, scale = encode(encoder, x.numpy())
+        theirs = tuple(torch.from_numpy(np.asarray(a)) for a in (loc, scale, decode(decoder, z.numpy())))
+        state = peers.numpyro_weights(encoder, decoder)
+    for mine, peers_value in zip(ours(state, x, z), theirs):
+        torch.testing.assert_close(mine, peers_value, rtol=1e-4, atol=1e-5)
 
 
 def test_gemm_routes_prints_every_product_on_every_route():
