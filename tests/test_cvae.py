@@ -118,3 +118,17 @@ def test_evaluate_takes_ais_over_the_cvaes_latent_sites_and_refuses_what_reads_t
     assert math.isfinite(result["ais_log_likelihood"]) and result["images"] == 4
     assert evaluate_main([run, "--samples", "5", "--prior"]) == 2
     assert "read the built-in VAE's prior and guide" in capsys.readouterr().err
+
+
+def test_the_completions_figure_keeps_the_given_quadrants_and_ends_with_the_truth(tmp_path):
+    cvae = ConditionalVAE(quadrants=2)
+    x = torch.rand(4, 784, generator=torch.Generator().manual_seed(0))
+    images, rows, _ = cvae.figures(x)["completions"]
+    assert rows == 5 and images.shape == (20, 784)
+    given = cvae.given
+    assert torch.equal(images[:4, given], x[:, given]) and bool((images[:4, ~given] == 0.5).all())
+    assert all(torch.equal(images[4 * r : 4 * r + 4, given], x[:, given]) for r in range(1, 4))  # kept
+    assert torch.equal(images[16:], x) and not torch.equal(images[4:8], images[8:12])  # two draws differ
+    pyro_vae.train(pyro_vae.TrainConfig(program="cvae", epochs=1, out=str(tmp_path / "c")), progress=False,
+                   log=lambda line: None)  # fmt: skip
+    assert (tmp_path / "c" / "completions.png").stat().st_size > 0

@@ -165,3 +165,15 @@ def test_grey_pixels_are_scored_by_the_tutorials_binary_cross_entropy():
     logits = m2.decoder(joined(trace.nodes["z"]["value"], torch.nn.functional.one_hot(y, CLASSES).double()))
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
     torch.testing.assert_close(trace.nodes["x"]["fn"].log_prob(x), -bce, rtol=1e-12, atol=1e-12)
+
+
+def test_the_conditional_samples_figure_has_a_row_per_class_sharing_its_columns_z(tmp_path):
+    m2 = small_m2()
+    images, rows, _ = m2.figures(*batch(), per_class=4)["conditional_samples"]
+    assert rows == CLASSES and images.shape == (CLASSES * 4, PIXELS) and bool(((images >= 0) & (images <= 1)).all())
+    z = torch.randn(4, Z, generator=torch.Generator().manual_seed(0)).double()
+    second_class = torch.sigmoid(m2.decoder(joined(z, torch.nn.functional.one_hot(torch.tensor(1), CLASSES).double())))
+    torch.testing.assert_close(images[4:8], second_class)
+    argv = ["--program", "m2", "--estimator", "enum", "--labels-kept", "100", "--epochs", "1", "--no-progress",
+            "--threads", "1", "--out", str(tmp_path / "m2")]  # fmt: skip
+    assert main(argv) == 0 and (tmp_path / "m2" / "conditional_samples.png").stat().st_size > 0

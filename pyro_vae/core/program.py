@@ -95,6 +95,13 @@ class Program(nn.Module):
         found = [owner.metrics for owner in self.owners if callable(getattr(owner, "metrics", None))]
         return {name: float(value) for own in found for name, value in own(*self.inputs(x, labels)).items()}
 
+    def figures(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, int, str]]:
+        """The pictures the program's module draws of itself from these test images (its `figures(x)` or
+        `figures(x, y)`: file name -> (images in [0, 1], rows, title), as M2's samples of each class), where it
+        has such a method; else none."""
+        found = [owner.figures for owner in self.owners if callable(getattr(owner, "figures", None))]
+        return {name: picture for own in found for name, picture in own(*self.inputs(x, labels)).items()}
+
     def inputs(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """What the program takes of a batch: (x,), or (x, labels) for a program of images and labels."""
         if not self.takes_labels:

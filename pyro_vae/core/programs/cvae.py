@@ -69,11 +69,20 @@ class ConditionalVAE(nn.Module):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
-    def complete(self, x: torch.Tensor, samples: int = 1) -> torch.Tensor:
+    def complete(self, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         """(samples, images, pixels): the given pixels kept, the rest the generator's means at z ~ p(z | given)."""
         loc, scale = split(self.prior_net(self.masked(x)))
-        z = loc + scale * torch.randn(samples, *loc.shape, dtype=loc.dtype, device=loc.device)
-        return torch.where(self.given, x, torch.sigmoid(self.generator(z)))
+        noise = torch.randn(samples, *loc.shape, generator=generator, dtype=loc.dtype, device="cpu").to(loc.device)
+        return torch.where(self.given, x, torch.sigmoid(self.generator(loc + scale * noise)))
+
+    @torch.no_grad()
+    def figures(self, x: torch.Tensor, samples: int = 3) -> dict[str, tuple[torch.Tensor, int, str]]:
+        """completions.png: a column per test image; rows: the given quadrants (the rest grey), `samples`
+        completions (z ~ p(z | given), fixed seed), the truth."""
+        shown = torch.where(self.given, x, 0.5)
+        completed = self.complete(x, samples, torch.Generator().manual_seed(0)).flatten(0, 1)
+        title = f"given, {samples} completions, truth"
+        return {"completions": (torch.cat([shown, completed, x]), samples + 2, title)}
 
 
 def gaussian_head(inputs: int, hidden: int, z_dim: int) -> nn.Sequential:

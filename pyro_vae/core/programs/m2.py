@@ -62,6 +62,18 @@ class SemiSupervisedVAE(nn.Module):
         """The most probable label under q(y|x), per image."""
         return self.classifier(x).argmax(-1)
 
+    @torch.no_grad()
+    def figures(
+        self, x: torch.Tensor, y: torch.Tensor, per_class: int = 10
+    ) -> dict[str, tuple[torch.Tensor, int, str]]:
+        """conditional_samples.png: one row per class y, the decoder's means at `per_class` draws z ~ N(0, I)
+        (the same draws in every row, so a column keeps its style; fixed seed)."""
+        z = torch.randn(per_class, self.z_dim, generator=torch.Generator().manual_seed(0)).to(x)
+        labels = torch.arange(self.classes, device=x.device).repeat_interleave(per_class)
+        codes = functional.one_hot(labels, self.classes).to(x.dtype)
+        means = torch.sigmoid(self.decoder(torch.cat([z.repeat(self.classes, 1), codes], -1)))
+        return {"conditional_samples": (means, self.classes, "p(x | y, z): a row per class y, a column per z")}
+
     def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The classifier's accuracy on the images whose labels are known (the engine records it each epoch)."""
         known = y >= 0

@@ -105,12 +105,17 @@ def summary(metrics: list[dict], seconds: float, device: torch.device, processes
 def write_figures(
     vae: VAE | Program, dataset: data.Dataset, metrics: list[dict], out: Path, n_images: int = 16
 ) -> None:
-    """loss_curve.png, and for the built-in VAE reconstructions.png, samples.png and latent.png, in `out` (a
-    program's own decoder and prior are its to draw)."""
+    """loss_curve.png, and for the built-in VAE reconstructions.png, samples.png and latent.png, in `out`; a
+    program's own pictures (`Program.figures`: its decoder and prior are its to draw) of the first test images."""
     epochs = metrics[-1]["epoch"] if metrics else 0
     about = f"{dataset.name} data, {epochs} epoch{'' if epochs == 1 else 's'}"
     plots.loss_curve(metrics, out / "loss_curve.png", f"loss per epoch ({about})")
     if isinstance(vae, Program):
+        vae.eval()
+        x, _ = dataset.first_test(n_images)
+        labels = dataset.test_labels[: x.shape[0]] if vae.takes_labels else None
+        for name, (images, rows, title) in vae.figures(x, labels).items():
+            plots.image_grid(images, out / f"{name}.png", rows, dataset.image_shape, f"{title} ({about})")
         return
     vae.eval()
     shape = dataset.image_shape
