@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENDERS = ("pyro-vae eager", "pyro-vae compiled", "plain PyTorch", "pythae", "NumPyro")
+CONTENDERS = ("pyro-vae eager", "pyro-vae compiled", "pyro-vae meanfield", "plain PyTorch", "pythae", "NumPyro")
 HIDDEN, Z, BATCH, LR = 400, 50, 256, 1e-3
 
 
@@ -44,12 +44,15 @@ def images(data_dir: str | None):
     return dataset.train.numpy()
 
 
-def pyro_vae_epochs(data_dir: str | None, epochs: int, compiled: bool, out: str) -> tuple[list[float], dict]:
+def pyro_vae_epochs(data_dir: str | None, epochs: int, name: str, out: str, seed: int) -> tuple[list[float], dict]:
+    """pyro-vae's own training: eager, compiled, or eager with `TraceMeanField_ELBO` (the KL term in closed
+    form, as plain PyTorch, pythae and most VAE code write it; the default `trace` draws it by Monte Carlo)."""
     import pyro_vae
 
     config = pyro_vae.TrainConfig(
         dataset="mnist" if data_dir else "default", data_dir=data_dir, validation=0, epochs=epochs,
-        batch_size=BATCH, lr=LR, compile=compiled, out=out, checkpoint_every=epochs,
+        batch_size=BATCH, lr=LR, compile=name.endswith("compiled"), out=out, checkpoint_every=epochs,
+        estimator="meanfield" if name.endswith("meanfield") else "trace", seed=seed,
     )  # fmt: skip
     run = pyro_vae.train(config, progress=False, log=lambda line: None)
     return [record["seconds"] for record in run.metrics], run.vae.state_dict()
@@ -81,7 +84,7 @@ def plain_weights(vae: object) -> dict:
     return our_weights(*[(layer.weight.detach(), layer.bias.detach()) for layer in layers])
 
 
-def numpyro_epochs(data_dir: str | None, epochs: int) -> tuple[list[float], dict]:
+def numpyro_epochs(data_dir: str | None, epochs: int, seed: int) -> tuple[list[float], dict]:
     import jax
     import jax.numpy as jnp
     import numpyro
@@ -106,7 +109,7 @@ def numpyro_epochs(data_dir: str | None, epochs: int) -> tuple[list[float], dict
     x = jnp.asarray(images(data_dir))
     steps = x.shape[0] // BATCH
     svi = SVI(model, guide, Adam(LR), Trace_ELBO())
-    state = svi.init(jax.random.PRNGKey(0), x[:BATCH])
+    state = svi.init(jax.random.PRNGKey(2 * seed), x[:BATCH])
 
     @jax.jit
     def epoch(state, key):
@@ -122,7 +125,7 @@ def numpyro_epochs(data_dir: str | None, epochs: int) -> tuple[list[float], dict
 
         return jax.lax.fori_loop(0, steps, step, (state, key))[0]
 
-    seconds, key = [], jax.random.PRNGKey(1)
+    seconds, key = [], jax.random.PRNGKey(2 * seed + 1)
     for _ in range(epochs):
         key, use = jax.random.split(key)
         tic = time.perf_counter()
@@ -241,26 +244,28 @@ def our_weights(hidden: tuple, head: tuple, decoder_hidden: tuple, decoder_out: 
     return {f"{name}.{kind}": value.float() for name, pair in pairs for kind, value in zip(("weight", "bias"), pair)}
 
 
-def contender(name: str, data_dir: str | None, epochs: int, threads: int) -> tuple[list[float], dict]:
-    """One contender's epoch seconds and trained weights (this project's VAE's state), in this process."""
+def contender(name: str, data_dir: str | None, epochs: int, threads: int, seed: int) -> tuple[list[float], dict]:
+    """One contender's epoch seconds and trained weights (this project's VAE's state), in this process, its
+    first weights and draws from `seed`."""
     import torch
 
     torch.set_num_threads(threads)
+    torch.manual_seed(seed)
     if name == "NumPyro":
-        return numpyro_epochs(data_dir, epochs)
+        return numpyro_epochs(data_dir, epochs, seed)
     if name == "plain PyTorch":
         return plain_epochs(data_dir, epochs)
     with tempfile.TemporaryDirectory() as out:
         if name == "pythae":
             return pythae_epochs(data_dir, epochs, out)
-        return pyro_vae_epochs(data_dir, epochs, name.endswith("compiled"), str(Path(out) / "run"))
+        return pyro_vae_epochs(data_dir, epochs, name, str(Path(out) / "run"), seed)
 
 
 def run_contender(name: str, args: argparse.Namespace, weights: Path) -> list[float] | None:
     """A contender in a fresh process, its weights saved to `weights`; None (with the reason printed) where
     it cannot run here."""
     command = [sys.executable, __file__, "--contender", name, "--epochs", str(args.epochs), "--threads",
-               str(args.threads), "--weights", str(weights)] + (["--data-dir", args.data_dir] if args.data_dir else [])  # fmt: skip
+               str(args.threads), "--weights", str(weights), "--seed", str(args.seed)] + (["--data-dir", args.data_dir] if args.data_dir else [])  # fmt: skip
     env = {"XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'}",
            "OMP_NUM_THREADS": str(args.threads)}  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
@@ -299,6 +304,9 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=500,
                    help="K of the log p(x) estimate of each contender's weights after round 1; 0: none (default: %(default)s)")  # fmt: skip
     p.add_argument("--images", type=int, default=2000, help="test images of that estimate (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of every contender's first weights and draws (default: %(default)s)"
+    )
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="(default: all)")
     p.add_argument("--contender", choices=CONTENDERS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--weights", default=None, help=argparse.SUPPRESS)
@@ -306,7 +314,7 @@ def main() -> int:
     if args.contender is not None:
         import torch
 
-        seconds, weights = contender(args.contender, args.data_dir, args.epochs, args.threads)
+        seconds, weights = contender(args.contender, args.data_dir, args.epochs, args.threads, args.seed)
         torch.save(weights, args.weights)
         print(json.dumps(seconds))
         return 0
