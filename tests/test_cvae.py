@@ -132,3 +132,27 @@ def test_the_completions_figure_keeps_the_given_quadrants_and_ends_with_the_trut
     pyro_vae.train(pyro_vae.TrainConfig(program="cvae", epochs=1, out=str(tmp_path / "c")), progress=False,
                    log=lambda line: None)  # fmt: skip
     assert (tmp_path / "c" / "completions.png").stat().st_size > 0
+
+
+def test_the_baseline_guides_the_prior_network_and_only_its_own_objective_trains_it():
+    """cvae_baseline: the prior network reads the given pixels and the baseline's guess of the rest; the
+    training factor is log Bernoulli(rest | baseline(given)), absent in eval mode, and its gradient reaches
+    the baseline alone (the guess the prior network reads is detached)."""
+    torch.manual_seed(0)
+    cvae = ConditionalVAE(quadrants=1, z_dim=4, hidden=8, baseline=True)
+    x = torch.rand(5, 784, generator=torch.Generator().manual_seed(3))
+    guess = torch.sigmoid(cvae.baseline(cvae.masked(x)))
+    assert torch.equal(cvae.prior_input(x), torch.where(cvae.given, x, guess))
+    trace = poutine.trace(cvae.model).get_trace(x)
+    rest = x[:, ~cvae.given]
+    logits = cvae.baseline(cvae.masked(x))[:, ~cvae.given]
+    expected = -torch.nn.functional.binary_cross_entropy_with_logits(logits, rest, reduction="none").sum(-1)
+    torch.testing.assert_close(trace.nodes["baseline"]["fn"].log_prob(trace.nodes["baseline"]["value"]), expected)
+    trace.nodes["rest"]["fn"].log_prob(rest).sum().backward()  # the CVAE's own likelihood: not the baseline's
+    assert all(p.grad is None for p in cvae.baseline.parameters())
+    cvae.eval()
+    assert "baseline" not in poutine.trace(cvae.model).get_trace(x).nodes
+    assert pyro_vae.TrainConfig(program="cvae", cvae_baseline=True).program_options == {
+        "quadrants": 1,
+        "baseline": True,
+    }

@@ -70,5 +70,5 @@ def test_the_aux_weight_is_m2s_and_a_setting():
         pyro_vae.TrainConfig(aux_weight=3.0)
     with pytest.raises(ConfigError, match="labelled_batches sets the labelled images apart"):
         pyro_vae.TrainConfig(program="m2", labelled_batches=True)
-    with pytest.raises(ConfigError, match="given_quadrants is the CVAE's"):
+    with pytest.raises(ConfigError, match="settings given_quadrants and cvae_baseline are for program cvae"):
         pyro_vae.TrainConfig(given_quadrants=2)

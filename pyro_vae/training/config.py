@@ -36,6 +36,10 @@ class TrainConfig(CombinationChecks):
     given_quadrants: int = setting(
         1, "--program cvae: the quadrants given, 1 (bottom left), 2 (left half) or 3 (all but the bottom right); "
         "the rest are completed", choices=(1, 2, 3), group="model")  # fmt: skip
+    cvae_baseline: bool = setting(
+        False, "--program cvae: its prior network also reads a baseline network's guess of the rest, the baseline "
+        "trained in the same run by its own binary cross entropy (Pyro's tutorial trains it first)", group="model",
+    )  # fmt: skip
     aux_weight: float = setting(
         46.0, "--program m2: alpha, the weight of the labelled images' log q(y|x) added to the ELBO while training "
         "(Kingma et al.'s auxiliary classification loss; Pyro's tutorial: 46); 0 trains the ELBO alone",
@@ -245,9 +249,10 @@ class TrainConfig(CombinationChecks):
     @property
     def program_options(self) -> dict:
         """The settings the registered program `program` is built with (none for the built-in VAE)."""
-        return {"cvae": {"quadrants": self.given_quadrants}, "m2": {"aux_weight": self.aux_weight}}.get(
-            self.program, {}
-        )
+        options = {"cvae": {"quadrants": self.given_quadrants}, "m2": {"aux_weight": self.aux_weight}}
+        if self.cvae_baseline:
+            options["cvae"]["baseline"] = True
+        return options.get(self.program, {})
 
     @property
     def resolved_binarization(self) -> str:

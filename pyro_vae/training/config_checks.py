@@ -35,8 +35,10 @@ class CombinationChecks:
             raise ConfigError(
                 f"@aux_weight weights M2's classification loss; it is for @program m2, not {self.program}"
             )
-        if self.given_quadrants != 1 and self.program != "cvae":
-            raise ConfigError(f"@given_quadrants is the CVAE's; it is for @program cvae, not {self.program}")
+        if (self.given_quadrants != 1 or self.cvae_baseline) and self.program != "cvae":
+            raise ConfigError(
+                f"the CVAE's settings @given_quadrants and @cvae_baseline are for @program cvae, not {self.program}"
+            )
         if self.labelled_batches and not self.labels_kept:
             raise ConfigError("@labelled_batches sets the labelled images apart: keep some with @labels_kept N")
         if self.patience and not self.resolved_validation:

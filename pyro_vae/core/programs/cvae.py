@@ -7,9 +7,15 @@ from 1, 2 or 3 of its quadrants, as a Pyro program of the images alone (the give
 where given is the image with the pixels to complete set to -1 (the tutorial's masking), and the quadrants given
 are the tutorial's: 1, the bottom left; 2, the left half; 3, all but the bottom right. Its ELBO bounds the
 conditional log-likelihood log p(rest | given), which the engine's importance sampling estimates (the model
-observes only the rest). The tutorial's prior network also reads a pretrained baseline network's prediction
-of the rest; this one reads the given pixels alone. Bernoulli over grey pixels is the tutorial's binary cross
-entropy (`validate_args=False`); with binarized images it is a likelihood.
+observes only the rest). Bernoulli over grey pixels is the tutorial's binary cross entropy
+(`validate_args=False`); with binarized images it is a likelihood.
+
+The tutorial's prior network also reads a baseline network's guess of the rest, `baseline(given)`, a
+deterministic 500-500 network trained first by its own binary cross entropy on the rest, then frozen. With
+`baseline=True` this one does so too, trained in the same run: the prior network reads the given pixels with
+the baseline's guess (detached) in place of the rest, and while training the model adds the baseline's own
+objective, log Bernoulli(rest | baseline(given)), as a factor (none in eval mode, so evaluations read the ELBO
+itself), which reaches the baseline's weights alone.
 """
 
 from __future__ import annotations
@@ -42,26 +48,41 @@ class ConditionalVAE(nn.Module):
     """The CVAE for images of `pixels` (28 x 28) with `quadrants` given: the tutorial's 500-500 ReLU networks
     and z = 200."""
 
-    def __init__(self, pixels: int = SIDE * SIDE, quadrants: int = 1, z_dim: int = 200, hidden: int = 500):
+    def __init__(
+        self, pixels: int = SIDE * SIDE, quadrants: int = 1, z_dim: int = 200, hidden: int = 500, baseline: bool = False
+    ):
         super().__init__()
         if pixels != SIDE * SIDE:
             raise ValueError(f"the CVAE completes quadrants of {SIDE} x {SIDE} images, not of {pixels} pixels")
         self.register_buffer("given", given_mask(quadrants))
+        self.baseline = (
+            nn.Sequential(mlp([pixels, hidden, hidden], "relu"), nn.Linear(hidden, pixels)) if baseline else None
+        )
         self.prior_net = gaussian_head(pixels, hidden, z_dim)
         self.recognition_net = gaussian_head(pixels, hidden, z_dim)
         self.generator = nn.Sequential(mlp([z_dim, hidden, hidden], "relu"), nn.Linear(hidden, pixels))
 
     def masked(self, x: torch.Tensor) -> torch.Tensor:
-        """The image as the prior network sees it: the given pixels, -1 elsewhere."""
+        """The image as the baseline sees it: the given pixels, -1 elsewhere."""
         return torch.where(self.given, x, -1.0)
+
+    def prior_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The image as the prior network sees it: the given pixels, and elsewhere -1, or with a baseline its
+        guess of the rest (detached: the prior network's gradient does not train the baseline)."""
+        if self.baseline is None:
+            return self.masked(x)
+        return torch.where(self.given, x, torch.sigmoid(self.baseline(self.masked(x))).detach())
 
     def model(self, x: torch.Tensor) -> None:
         with pyro.plate("images", x.shape[0]):
-            loc, scale = split(self.prior_net(self.masked(x)))
+            loc, scale = split(self.prior_net(self.prior_input(x)))
             z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
             logits = self.generator(z)[..., ~self.given]
             rest = dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
             pyro.sample("rest", rest, obs=x[..., ~self.given])
+            if self.training and self.baseline is not None:  # the baseline's own objective, its weights' alone
+                guess = dist.Bernoulli(logits=self.baseline(self.masked(x))[..., ~self.given], validate_args=False)
+                pyro.factor("baseline", guess.to_event(1).log_prob(x[..., ~self.given]))
 
     def guide(self, x: torch.Tensor) -> None:
         with pyro.plate("images", x.shape[0]):
@@ -71,7 +92,7 @@ class ConditionalVAE(nn.Module):
     @torch.no_grad()
     def complete(self, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         """(samples, images, pixels): the given pixels kept, the rest the generator's means at z ~ p(z | given)."""
-        loc, scale = split(self.prior_net(self.masked(x)))
+        loc, scale = split(self.prior_net(self.prior_input(x)))
         noise = torch.randn(samples, *loc.shape, generator=generator, dtype=loc.dtype, device="cpu").to(loc.device)
         return torch.where(self.given, x, torch.sigmoid(self.generator(loc + scale * noise)))
 
