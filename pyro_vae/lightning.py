@@ -14,7 +14,7 @@ training epoch the test split's negative ELBO and its terms are logged (`test_lo
 `test_kl`, and `validation_loss` with a validation split), as the engine records them; `train_loss` is the
 epoch's mean per-image loss. What the engine's own loop adds and Lightning does not: the run folder, exact
 resume (Lightning's checkpoints hold the weights and Adam's state, not the random generators), --compile,
-the local guide, --labelled-batches, --patience (Lightning's EarlyStopping does it).
+the local guide, --labelled-batches and --labelled-per-batch, --patience (Lightning's EarlyStopping does it).
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ def check_lightning_config(config: TrainConfig) -> None:
         raise ConfigError("@compile is the engine's own loop's (pyro_vae.train); leave it out under Lightning")
     if config.model.guide == "local":
         raise ConfigError("@guide local keeps per-image parameters that Lightning does not step; use pyro_vae.train")
-    if config.labelled_batches:
-        raise ConfigError("@labelled_batches is the engine's own loop's batch layout; use pyro_vae.train")
+    if config.labelled_batches or config.labelled_per_batch:
+        raise ConfigError("@labelled_batches and @labelled_per_batch are the engine's own loop's; use pyro_vae.train")
     if config.patience:
         raise ConfigError(
             "@patience is the engine's own loop's; under Lightning use its EarlyStopping callback on validation_loss"

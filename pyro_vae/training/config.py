@@ -132,6 +132,12 @@ class TrainConfig(CombinationChecks):
         "batches of the epoch, as Pyro's semi-supervised VAE tutorial steps them, not spread through every batch",
         group="training",
     )  # fmt: skip
+    labelled_per_batch: int = setting(
+        0, "every batch also holds K labelled images (@labels_kept), taken in turn from the epoch's order of them "
+        "and repeated as needed, beside --batch-size unlabelled ones, so that the labels steer every step (as "
+        "Kingma et al.'s code trains M2); an epoch is one pass over the unlabelled images", group="training",
+        low=0, high=10_000_000, metavar="K", default_text="0, off",
+    )  # fmt: skip
     patience: int = setting(
         0, "stop early once N epochs in a row bring no lower validation loss, the best epoch's weights kept in "
         "RUN_DIR/best.pt (evaluate them with evaluate.py --best; the VampPrior authors: 50, Pyro's CVAE: 3); "

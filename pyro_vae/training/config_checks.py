@@ -39,8 +39,12 @@ class CombinationChecks:
             raise ConfigError(
                 f"the CVAE's settings @given_quadrants and @cvae_baseline are for @program cvae, not {self.program}"
             )
-        if self.labelled_batches and not self.labels_kept:
-            raise ConfigError("@labelled_batches sets the labelled images apart: keep some with @labels_kept N")
+        if (self.labelled_batches or self.labelled_per_batch) and not self.labels_kept:
+            raise ConfigError(
+                "@labelled_batches and @labelled_per_batch set the labelled images apart: keep some with @labels_kept N"
+            )
+        if self.labelled_batches and self.labelled_per_batch:
+            raise ConfigError("@labelled_batches and @labelled_per_batch are two layouts of the labels: choose one")
         if self.patience and not self.resolved_validation:
             raise ConfigError(
                 "@patience stops when the validation loss stops falling: hold out a validation split with @validation N"

@@ -65,7 +65,8 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
         disable=not (show_bar and world.is_main and sys.stderr.isatty()),  # in a file: the epoch lines
     )
     stopped = False
-    batches = epoch_batches(progress.permutation, config.batch_size, run.labelled)[progress.batch :]
+    layout = epoch_batches(progress.permutation, config.batch_size, run.labelled, config.labelled_per_batch)
+    batches = layout[progress.batch :]
     shares = [world.shard(batch) for batch in batches]
     rows = [own if len(own) else batch[:1] for own, batch in zip(shares, batches)]  # none: one image, weighted 0
     for batch, own, own_rows, x in zip(batches, shares, rows, run.dataset.train_batches(rows)):

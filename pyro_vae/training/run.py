@@ -55,13 +55,17 @@ class Run:
 
     @property
     def labelled(self) -> torch.Tensor | None:
-        """With `labelled_batches`, which training images have labels (their batches are their own)."""
-        return self.dataset.train_labels >= 0 if self.config.labelled_batches else None
+        """Where the labelled images are set apart (`labelled_batches`, `labelled_per_batch`), which training
+        images have labels."""
+        config = self.config
+        return self.dataset.train_labels >= 0 if config.labelled_batches or config.labelled_per_batch else None
 
     @property
     def steps_per_epoch(self) -> int:
         labelled = None if self.labelled is None else int(self.labelled.sum())
-        return batches_per_epoch(self.dataset.train.shape[0], self.config.batch_size, labelled)
+        return batches_per_epoch(
+            self.dataset.train.shape[0], self.config.batch_size, labelled, self.config.labelled_per_batch
+        )
 
     @property
     def dynamic_binarization(self) -> bool:
