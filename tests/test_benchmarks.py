@@ -166,6 +166,12 @@ def test_each_peers_weights_give_this_projects_vae_the_peers_q_and_decoder(peer)
         torch.testing.assert_close(mine, peers_value, rtol=1e-4, atol=1e-5)
 
 
+def test_m2_ablation_trains_a_variant_and_prints_its_accuracy():
+    result = run(["benchmarks/m2_ablation.py", "--epochs", "1", "--variants", "sampled + aux", "--threads", "1"])
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\| sampled \+ aux \| 0\.\d{4} \| \d+ \|", result.stdout)
+
+
 def test_gemm_routes_prints_every_product_on_every_route():
     result = run(["benchmarks/gemm_routes.py", "--batch", "8", "--calls", "1", "--repeats", "1"])
     assert result.returncode == 0, result.stderr

@@ -177,3 +177,13 @@ def test_the_conditional_samples_figure_has_a_row_per_class_sharing_its_columns_
     argv = ["--program", "m2", "--estimator", "enum", "--labels-kept", "100", "--epochs", "1", "--no-progress",
             "--threads", "1", "--out", str(tmp_path / "m2")]  # fmt: skip
     assert main(argv) == 0 and (tmp_path / "m2" / "conditional_samples.png").stat().st_size > 0
+
+
+def test_without_enumeration_a_missing_label_is_sampled_from_q():
+    """enumerate_labels=False: the guide's y site carries no enumeration mark, so Trace_ELBO draws it."""
+    m2 = SemiSupervisedVAE(pixels=PIXELS, classes=CLASSES, z_dim=Z, hidden=8, enumerate_labels=False).double()
+    x, y = batch()
+    site = poutine.trace(m2.guide).get_trace(x, y).nodes["y"]
+    assert site["infer"] == {} and site["value"].shape == (5,) and bool((site["value"][y >= 0] == y[y >= 0]).all())
+    enumerated = poutine.trace(small_m2().guide).get_trace(x, y).nodes["y"]
+    assert enumerated["infer"] == {"enumerate": "parallel"}

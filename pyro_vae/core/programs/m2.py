@@ -28,13 +28,21 @@ from pyro_vae.core.networks import mlp
 class SemiSupervisedVAE(nn.Module):
     """M2 with networks of `hidden` softplus units (Pyro's tutorial: 500, z = 50): `model(x, y)`, `guide(x, y)`
     for `train(config, model=m2.model, guide=m2.guide)` with `estimator="enum"`; `classify(x)` the predicted
-    labels."""
+    labels. With `enumerate_labels=False` a missing label is sampled from q(y|x) instead of summed out (train it
+    with `estimator="trace"`: the classifier then learns from the score function), to see what enumeration buys."""
 
     def __init__(
-        self, pixels: int = 784, classes: int = 10, z_dim: int = 50, hidden: int = 500, aux_weight: float = 46.0
+        self,
+        pixels: int = 784,
+        classes: int = 10,
+        z_dim: int = 50,
+        hidden: int = 500,
+        aux_weight: float = 46.0,
+        enumerate_labels: bool = True,
     ):
         super().__init__()
         self.classes, self.z_dim, self.aux_weight = classes, z_dim, aux_weight
+        self.label_infer = {"enumerate": "parallel"} if enumerate_labels else {}  # else sampled: Trace_ELBO's score
         self.classifier = network(pixels, hidden, classes)
         self.encoder = network(pixels + classes, hidden, 2 * z_dim)
         self.decoder = network(z_dim + classes, hidden, pixels)
@@ -53,7 +61,7 @@ class SemiSupervisedVAE(nn.Module):
         known = functional.one_hot(y.clamp(min=0), self.classes).to(x.dtype)
         probs = torch.where((y >= 0).unsqueeze(-1), known, self.classifier(x).softmax(-1))
         with pyro.plate("images", x.shape[0]):
-            label = pyro.sample("y", dist.Categorical(probs=probs), infer={"enumerate": "parallel"})
+            label = pyro.sample("y", dist.Categorical(probs=probs), infer=dict(self.label_infer))
             loc, log_scale = self.encoder(joined(x, functional.one_hot(label, self.classes).to(x.dtype))).chunk(2, -1)
             pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
 
