@@ -338,16 +338,19 @@ def main() -> int:
 
 
 def table(seconds: dict[str, list[float]], quality: dict[str, tuple[float, float]], args: argparse.Namespace) -> str:
-    """The markdown table: median epoch seconds, the ratio to NumPyro's, and log p(x) after --epochs epochs."""
+    """The markdown table: median epoch seconds, the ratio to NumPyro's, and (with --samples) log p(x) after
+    --epochs epochs."""
     medians = {name: statistics.median(s) for name, s in seconds.items() if s}
     reference = medians.get("NumPyro")
-    about = f"log p(x) after {args.epochs} epochs (K = {args.samples}, first {args.images} test images)"
-    lines = [f"| contender ({args.threads} thread(s), batch {BATCH}) | epoch s (median) | / NumPyro | {about} |",
-             "|---|---:|---:|---:|"]  # fmt: skip
+    about = f" log p(x) after {args.epochs} epochs (K = {args.samples}, first {args.images} test images) |"
+    lines = [f"| contender ({args.threads} thread(s), batch {BATCH}) | epoch s (median) | / NumPyro |"
+             + (about if args.samples else ""), "|---|---:|---:|" + ("---:|" if args.samples else "")]  # fmt: skip
     for name, value in medians.items():
         ratio = f"{value / reference:.2f}" if reference else "n/a"
-        score = f"{quality[name][0]:.2f} ± {quality[name][1]:.2f}" if name in quality else ""
-        lines.append(f"| {name} | {value:.2f} | {ratio} | {score} |")
+        score = (
+            f" {quality[name][0]:.2f} ± {quality[name][1]:.2f} |" if name in quality else (" |" if args.samples else "")
+        )
+        lines.append(f"| {name} | {value:.2f} | {ratio} |{score}")
     return "\n".join(lines)
 
 
