@@ -172,6 +172,12 @@ def test_m2_ablation_trains_a_variant_and_prints_its_accuracy():
     assert re.search(r"\| sampled \+ aux \| 0\.\d{4} \| \d+ \|", result.stdout)
 
 
+def test_binarization_draw_times_both_draws_and_epochs_with_each():
+    result = run(["benchmarks/binarization_draw.py", "--epochs", "1"])
+    assert result.returncode == 0, result.stderr
+    assert "| torch.bernoulli(x) |" in result.stdout and "eager epochs with rand < x: [" in result.stdout
+
+
 def test_gemm_routes_prints_every_product_on_every_route():
     result = run(["benchmarks/gemm_routes.py", "--batch", "8", "--calls", "1", "--repeats", "1"])
     assert result.returncode == 0, result.stderr

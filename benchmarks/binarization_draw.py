@@ -1,0 +1,65 @@
+"""What the batch's dynamic binarization costs a training step on this CPU: `torch.bernoulli(x)` (the
+training path's draw) against `torch.rand_like(x) < x` (the same Bernoulli draw) and against the encoder's
+first GEMM, on a 256 x 784 batch; then three eager MNIST epochs (the default VAE, batch 256) with each draw.
+
+    taskset -c 0 python benchmarks/binarization_draw.py --data-dir DATA_DIR --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import torch
+
+import pyro_vae
+from pyro_vae import data
+
+
+def milliseconds(f: Callable[[], object], calls: int = 300) -> float:
+    for _ in range(20):
+        f()
+    tic = time.perf_counter()
+    for _ in range(calls):
+        f()
+    return (time.perf_counter() - tic) / calls * 1e3
+
+
+def epoch_seconds(data_dir: str | None, epochs: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as out:
+        config = pyro_vae.TrainConfig(dataset="mnist" if data_dir else "default", data_dir=data_dir, validation=0,
+                                      epochs=epochs, batch_size=256, out=f"{out}/run", checkpoint_every=epochs)  # fmt: skip
+        run = pyro_vae.train(config, progress=False, log=lambda line: None)
+        return [round(record["seconds"], 2) for record in run.metrics]
+
+
+def uniform_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bernoulli(x) as U < x, U ~ Uniform[0, 1)."""
+    return (torch.rand(x.shape, generator=generator, device=x.device) < x).to(x.dtype)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: the offline 4,000 digits)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs with each draw (default: %(default)s)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    x, weight = torch.rand(256, 784), torch.randn(400, 784)
+    print(f"| 256 x 784 batch, {args.threads} thread(s) | ms |\n|---|---:|")
+    print(
+        f"| linear 784 -> 400 (the encoder's first GEMM) | {milliseconds(lambda: torch.nn.functional.linear(x, weight)):.3f} |"
+    )
+    print(f"| torch.bernoulli(x) | {milliseconds(lambda: torch.bernoulli(x)):.3f} |")
+    print(f"| torch.rand_like(x) < x | {milliseconds(lambda: uniform_draw(x)):.3f} |")
+    print(f"eager epochs with torch.bernoulli: {epoch_seconds(args.data_dir, args.epochs)} s")
+    data.binarize = uniform_draw  # the training step's draw, for the next run only
+    print(f"eager epochs with rand < x: {epoch_seconds(args.data_dir, args.epochs)} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
