@@ -15,6 +15,7 @@ from pyro import poutine
 
 import pyro_vae
 from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.sample import main as sample_main
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.core.program import Program
 from pyro_vae.core.programs.cvae import ConditionalVAE, given_mask
@@ -156,3 +157,12 @@ def test_the_baseline_guides_the_prior_network_and_only_its_own_objective_trains
         "quadrants": 1,
         "baseline": True,
     }
+
+
+def test_sample_draws_a_programs_own_pictures_from_its_best_weights(tmp_path, capsys):
+    config = pyro_vae.TrainConfig(program="cvae", epochs=2, validation=500, patience=1, out=str(tmp_path / "c"))
+    pyro_vae.train(config, progress=False, log=lambda line: None)
+    assert sample_main([str(tmp_path / "c"), "--best", "--images", "5", "--out", str(tmp_path / "pics")]) == 0
+    assert (tmp_path / "pics" / "completions.png").stat().st_size > 0
+    assert sample_main([str(tmp_path / "c"), "--reconstruct", "0", "--out", str(tmp_path / "no")]) == 2
+    assert "a program draws its own pictures" in capsys.readouterr().err and not (tmp_path / "no").exists()

@@ -12,10 +12,12 @@ from pathlib import Path
 import torch
 
 from pyro_vae.cli.arguments import config_from_args, settings_parser, with_flags
+from pyro_vae.core.program import Program
 from pyro_vae.errors import ConfigError, PyroVAEError, os_error_line
 from pyro_vae.evaluation import plots
 from pyro_vae.settings import check_declared, reuse, setting
 from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.report import records
 from pyro_vae.training.trained_run import MAX_PATH_STEPS, MAX_PICTURES, SEEDS, load_run
 
 
@@ -36,6 +38,15 @@ class SampleConfig:
     steps: int = setting(10, "images along the interpolation", low=2, high=MAX_PATH_STEPS)
     gif: bool = setting(False, "also write the interpolation as an animated GIF")
     seed: int = setting(0, "seed of the prior samples", low=SEEDS[0], high=SEEDS[1])
+    images: int = setting(
+        16, "a program's own pictures (M2's samples of each class, the CVAE's completions) of the first N test "
+        "images; a program draws these in place of the built-in VAE's pictures", low=1, high=MAX_PICTURES,
+        metavar="N",
+    )  # fmt: skip
+    best: bool = setting(
+        False, "the weights of the run's epoch of lowest validation loss (best.pt, kept by a run trained with "
+        "--patience), not its last"
+    )  # fmt: skip
     out: str | None = setting(None, "folder for the pictures", default_text="RUN_DIR/samples")
     data_dir: str | None = reuse(
         TrainConfig, "data_dir", help="where the run's dataset lives, if not where it was", default_text="where it was"
@@ -48,7 +59,10 @@ class SampleConfig:
 
 def run(config: SampleConfig) -> list[Path]:
     """Draw what `config` asks for; returns the files written."""
-    trained = load_run(config.run, "cuda" if config.cuda else "cpu", config.data_dir)
+    trained = load_run(config.run, "cuda" if config.cuda else "cpu", config.data_dir, best=config.best)
+    if isinstance(trained.vae, Program) and (config.reconstruct or config.interpolate):
+        raise ConfigError("@reconstruct and @interpolate read the built-in VAE's encoder and decoder; a program "
+                          "draws its own pictures (leave them out)")  # fmt: skip
     shape = trained.config.model.shape
     count = trained.test_images().shape[0]
     chosen = [*config.reconstruct, *(config.interpolate or ())]
@@ -61,6 +75,9 @@ def run(config: SampleConfig) -> list[Path]:
         raise ConfigError(
             f"cannot make the picture folder {out}: {error.strerror or error}; choose another @out"
         ) from None
+    if isinstance(trained.vae, Program):
+        epochs = len(trained.metrics)
+        return records.program_figures(trained.vae, trained.test_data(), out, f"{epochs} epochs", config.images)
     written = []
     if config.prior:
         rows = max(1, round(config.prior**0.5))

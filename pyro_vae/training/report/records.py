@@ -102,6 +102,20 @@ def summary(metrics: list[dict], seconds: float, device: torch.device, processes
 
 
 @torch.no_grad()
+def program_figures(vae: Program, dataset: data.Dataset, out: Path, about: str, n_images: int = 16) -> list[Path]:
+    """The program's own pictures (`Program.figures`) of the first `n_images` test images, as PNGs in `out`
+    (none where its module draws none); the files written."""
+    vae.eval()
+    x, _ = dataset.first_test(n_images)
+    labels = dataset.test_labels[: x.shape[0]] if vae.takes_labels else None
+    written = []
+    for name, (images, rows, title) in vae.figures(x, labels).items():
+        written.append(out / f"{name}.png")
+        plots.image_grid(images, written[-1], rows, dataset.image_shape, f"{title} ({about})")
+    return written
+
+
+@torch.no_grad()
 def write_figures(
     vae: VAE | Program, dataset: data.Dataset, metrics: list[dict], out: Path, n_images: int = 16
 ) -> None:
@@ -111,11 +125,7 @@ def write_figures(
     about = f"{dataset.name} data, {epochs} epoch{'' if epochs == 1 else 's'}"
     plots.loss_curve(metrics, out / "loss_curve.png", f"loss per epoch ({about})")
     if isinstance(vae, Program):
-        vae.eval()
-        x, _ = dataset.first_test(n_images)
-        labels = dataset.test_labels[: x.shape[0]] if vae.takes_labels else None
-        for name, (images, rows, title) in vae.figures(x, labels).items():
-            plots.image_grid(images, out / f"{name}.png", rows, dataset.image_shape, f"{title} ({about})")
+        program_figures(vae, dataset, out, about, n_images)
         return
     vae.eval()
     shape = dataset.image_shape
