@@ -255,10 +255,8 @@ class TrainConfig(CombinationChecks):
     @property
     def program_options(self) -> dict:
         """The settings the registered program `program` is built with (none for the built-in VAE)."""
-        options = {"cvae": {"quadrants": self.given_quadrants}, "m2": {"aux_weight": self.aux_weight}}
-        if self.cvae_baseline:
-            options["cvae"]["baseline"] = True
-        return options.get(self.program, {})
+        cvae = {"quadrants": self.given_quadrants, "baseline": self.cvae_baseline}
+        return {"cvae": cvae, "m2": {"aux_weight": self.aux_weight}}.get(self.program, {})
 
     @property
     def resolved_binarization(self) -> str:
@@ -271,16 +269,9 @@ class TrainConfig(CombinationChecks):
 
     def schedule(self, steps_per_epoch: int) -> Schedule:
         """The run's learning rates by epoch and KL weight by step, with `steps_per_epoch` steps an epoch."""
-        return Schedule(
-            lr=self.lr,
-            epochs=self.epochs,
-            steps_per_epoch=steps_per_epoch,
-            lr_final=self.lr_final,
-            lr_schedule=self.lr_schedule,
-            beta=self.beta,
-            kl_warmup=self.kl_warmup,
-            local_lr=self.local_lr,
-        )
+        return Schedule(lr=self.lr, epochs=self.epochs, steps_per_epoch=steps_per_epoch, lr_final=self.lr_final,
+                        lr_schedule=self.lr_schedule, beta=self.beta, kl_warmup=self.kl_warmup,
+                        local_lr=self.local_lr)  # fmt: skip
 
     def evaluates_log_likelihood(self, epoch: int) -> bool:
         """Whether log p(x) is estimated after epoch (1-based): every eval_every epochs and after the last."""
