@@ -199,6 +199,10 @@ def best_checkpoint(path: Path, last: Checkpoint, parts: Parts) -> Checkpoint:
     """The run's best.pt (its epoch of lowest validation loss), or why there is none."""
     best = path / stopping.BEST_FILE
     if not best.is_file():
-        kept = "" if last.config.get("patience") else " (it was trained without patience, which keeps it)"
+        kept = (
+            " (no epoch trained with patience has yet had the lowest validation loss of the run)"
+            if last.config.get("patience")
+            else " (it was trained without patience, which keeps it)"
+        )
         raise ConfigError(f"{path} has no {stopping.BEST_FILE}{kept}; leave out best to load its last weights")
     return store.load(best, parts)
