@@ -31,11 +31,11 @@ class CombinationChecks:
                 f"@estimator {self.estimator} needs q's density at any z, and @guide delta is a point mass; "
                 "train it with trace or meanfield"
             )
-        if self.aux_weight != 46.0 and self.program != "m2":
+        if self.changed("aux_weight") and self.program != "m2":
             raise ConfigError(
                 f"@aux_weight weights M2's classification loss; it is for @program m2, not {self.program}"
             )
-        if (self.given_quadrants != 1 or self.cvae_baseline) and self.program != "cvae":
+        if (self.changed("given_quadrants") or self.cvae_baseline) and self.program != "cvae":
             raise ConfigError(
                 f"the CVAE's settings @given_quadrants and @cvae_baseline are for @program cvae, not {self.program}"
             )
@@ -66,6 +66,10 @@ class CombinationChecks:
                     "@validate_every_step reads values on the host at every step, which a traced graph does not "
                     "repeat; leave out @compile or @validate_every_step"
                 )
+
+    def changed(self, name: str) -> bool:
+        """Whether setting `name` differs from its declared default."""
+        return getattr(self, name) != type(self).__dataclass_fields__[name].default
 
     def _check_estimator_and_guide(self) -> None:
         """The combinations of estimator, guide and KL weight that have no meaning, refused."""

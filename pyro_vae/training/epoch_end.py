@@ -51,11 +51,15 @@ def end_of_epoch(
     record.update(own_metrics)
     progress.finish_epoch(record)
     run.folder.record_epoch(record, vae, run.dataset)
-    if config.patience and stopping.is_best(progress.metrics):
-        run.folder.save_best(run.checkpoint())
+    best = bool(config.patience) and stopping.is_best(progress.metrics)
     stop = interrupted()
-    if progress.epoch % config.checkpoint_every == 0 or not run.more_epochs or stop:
-        run.folder.save_checkpoint(run.checkpoint())
+    last = progress.epoch % config.checkpoint_every == 0 or not run.more_epochs or stop
+    if best or last:
+        state = run.checkpoint()  # built once for both files
+        if best:
+            run.folder.save_best(state)
+        if last:
+            run.folder.save_checkpoint(state)
     log(records.epoch_line(record, config.epochs))
     return stop
 

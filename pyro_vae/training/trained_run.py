@@ -178,9 +178,7 @@ def load_run(
     `model` and `guide`. With `best`, the weights of its epoch of lowest validation loss (best.pt, kept by a
     run with `patience`; `metrics` then end at that epoch)."""
     path, parts, device = Path(path), Parts(encoder, decoder, guide, model), checked_device(device)
-    checkpoint = load_run_checkpoint(path, use="load", parts=parts)
-    if best:
-        checkpoint = best_checkpoint(path, checkpoint, parts)
+    checkpoint = best_checkpoint(path, parts) if best else load_run_checkpoint(path, use="load", parts=parts)
     config = resumed_config(checkpoint, {})
     config = replace(config, cuda=torch.device(device).type == "cuda", data_dir=data_dir or config.data_dir)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -195,10 +193,12 @@ def load_run(
     return TrainedRun(path, config, vae.eval(), metrics, finished, images=images)
 
 
-def best_checkpoint(path: Path, last: Checkpoint, parts: Parts) -> Checkpoint:
-    """The run's best.pt (its epoch of lowest validation loss), or why there is none."""
+def best_checkpoint(path: Path, parts: Parts) -> Checkpoint:
+    """The run's best.pt (its epoch of lowest validation loss), or why there is none (the last checkpoint is
+    read only to say why)."""
     best = path / stopping.BEST_FILE
     if not best.is_file():
+        last = load_run_checkpoint(path, use="load", parts=parts)
         kept = (
             " (no epoch trained with patience has yet had the lowest validation loss of the run)"
             if last.config.get("patience")
