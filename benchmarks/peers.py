@@ -15,8 +15,14 @@ training steps only (for pyro-vae, the `seconds` of its metrics.jsonl: no evalua
 epoch (compilation, warm-up) is left out of the median. After the first round, each contender's weights are
 mapped onto this project's VAE (`our_weights`: pythae's log-variance head halved to log sigma, stax's
 matrices transposed; checked in tests/test_benchmarks.py) and scored on the first --images test images,
-binarized once, with K = --samples. Prints a markdown table: median epoch seconds per contender, the ratio to
-NumPyro's, and log p(x) after --epochs epochs.
+binarized once, with K = --samples. With --budget S, each contender then trains afresh for as many epochs as
+its own timing says fit into S seconds (`budget_epochs`: its first epoch, compilation included, then its median
+epoch), and is scored again: log p(x) at equal wall-clock, reckoned from the timed epochs so that a busy spell
+during those long runs moves no contender's epoch count. Prints a markdown table: median epoch seconds per
+contender, the ratio to NumPyro's, log p(x) after --epochs epochs, and with --budget the epochs and log p(x)
+at equal time.
+
+    python benchmarks/peers.py --data-dir DATA_DIR --threads 1 --epochs 10 --rounds 1 --budget 600
 """
 
 from __future__ import annotations
@@ -261,10 +267,17 @@ def contender(name: str, data_dir: str | None, epochs: int, threads: int, seed: 
         return pyro_vae_epochs(data_dir, epochs, name, str(Path(out) / "run"), seed)
 
 
-def run_contender(name: str, args: argparse.Namespace, weights: Path) -> list[float] | None:
-    """A contender in a fresh process, its weights saved to `weights`; None (with the reason printed) where
-    it cannot run here."""
-    command = [sys.executable, __file__, "--contender", name, "--epochs", str(args.epochs), "--threads",
+def budget_epochs(budget: float, seconds: list[float]) -> int:
+    """The whole epochs that fit into `budget` seconds at a contender's timed pace: its first epoch (compilation
+    and warm-up included), then one per median later epoch, at least one: 1 + floor((S - t_1) / median t)."""
+    later = statistics.median(seconds[1:])
+    return 1 + max(0, int((budget - seconds[0]) // later))
+
+
+def run_contender(name: str, args: argparse.Namespace, weights: Path, epochs: int) -> list[float] | None:
+    """A contender in a fresh process for `epochs` epochs, its weights saved to `weights`; None (with the
+    reason printed) where it cannot run here."""
+    command = [sys.executable, __file__, "--contender", name, "--epochs", str(epochs), "--threads",
                str(args.threads), "--weights", str(weights), "--seed", str(args.seed)] + (["--data-dir", args.data_dir] if args.data_dir else [])  # fmt: skip
     env = {"XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'}",
            "OMP_NUM_THREADS": str(args.threads)}  # fmt: skip
@@ -304,6 +317,8 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=500,
                    help="K of the log p(x) estimate of each contender's weights after round 1; 0: none (default: %(default)s)")  # fmt: skip
     p.add_argument("--images", type=int, default=2000, help="test images of that estimate (default: %(default)s)")
+    p.add_argument("--budget", type=float, default=0,
+                   help="seconds of training each contender gets, reckoned from its timed epochs, then scored; 0: none (default: %(default)s)")  # fmt: skip
     p.add_argument(
         "--seed", type=int, default=0, help="seed of every contender's first weights and draws (default: %(default)s)"
     )
@@ -320,38 +335,65 @@ def main() -> int:
         return 0
     if args.epochs < 2 or args.rounds < 1 or args.threads < 1 or args.samples < 0 or args.images < 1:
         p.error("--epochs must be at least 2 (the first is left out), --rounds, --threads and --images at least 1")
+    if args.budget < 0 or (args.budget and not args.samples):
+        p.error("--budget must be positive and needs --samples above 0 (it scores the contenders)")
     seconds: dict[str, list[float]] = {name: [] for name in args.contenders}
     quality: dict[str, tuple[float, float]] = {}
+    timed: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
             for name in args.contenders:
                 weights = Path(folder) / f"{name.replace(' ', '-')}.pt"
-                epochs = run_contender(name, args, weights)
+                epochs = run_contender(name, args, weights, args.epochs)
                 if epochs is None:
                     continue
                 seconds[name] += epochs[1:]
                 print(f"round {round_ + 1}, {name}: {', '.join(f'{s:.2f}' for s in epochs)} s", file=sys.stderr)
-                if round_ == 0 and args.samples:
-                    quality[name] = log_likelihood(weights, args.data_dir, args.samples, args.images)
-    print(table(seconds, quality, args))
+                if round_ == 0:
+                    timed[name] = epochs
+                    if args.samples:
+                        quality[name] = log_likelihood(weights, args.data_dir, args.samples, args.images)
+        budgeted = equal_time(timed, args, Path(folder)) if args.budget else {}
+    print(table(seconds, quality, args, budgeted))
     return 0
 
 
-def table(seconds: dict[str, list[float]], quality: dict[str, tuple[float, float]], args: argparse.Namespace) -> str:
+def equal_time(timed: dict[str, list[float]], args: argparse.Namespace, folder: Path) -> dict[str, tuple]:
+    """Each contender trained afresh for the epochs its round-1 timing fits into --budget seconds, then scored:
+    {name: (epochs, (log p(x), standard error))}."""
+    budgeted = {}
+    for name, seconds in timed.items():
+        weights, epochs = folder / f"{name.replace(' ', '-')}-budget.pt", budget_epochs(args.budget, seconds)
+        if run_contender(name, args, weights, epochs) is not None:
+            budgeted[name] = (epochs, log_likelihood(weights, args.data_dir, args.samples, args.images))
+            print(f"{args.budget:.0f} s, {name}: {epochs} epochs, log p(x) {budgeted[name][1][0]:.2f}", file=sys.stderr)
+    return budgeted
+
+
+def table(seconds: dict[str, list[float]], quality: dict[str, tuple[float, float]], args: argparse.Namespace,
+          budgeted: dict[str, tuple]) -> str:  # fmt: skip
     """The markdown table: median epoch seconds, the ratio to NumPyro's, and (with --samples) log p(x) after
-    --epochs epochs."""
+    --epochs epochs; with --budget, the epochs that fit into it and log p(x) after them."""
     medians = {name: statistics.median(s) for name, s in seconds.items() if s}
     reference = medians.get("NumPyro")
     about = f" log p(x) after {args.epochs} epochs (K = {args.samples}, first {args.images} test images) |"
+    equal = f" epochs in {args.budget:.0f} s | log p(x) after them |"
     lines = [f"| contender ({args.threads} thread(s), batch {BATCH}) | epoch s (median) | / NumPyro |"
-             + (about if args.samples else ""), "|---|---:|---:|" + ("---:|" if args.samples else "")]  # fmt: skip
+             + (about if args.samples else "") + (equal if args.budget else ""),
+             "|---|---:|---:|" + ("---:|" if args.samples else "") + ("---:|---:|" if args.budget else "")]  # fmt: skip
     for name, value in medians.items():
         ratio = f"{value / reference:.2f}" if reference else "n/a"
-        score = (
-            f" {quality[name][0]:.2f} ± {quality[name][1]:.2f} |" if name in quality else (" |" if args.samples else "")
-        )
+        score = f" {score_text(quality.get(name))} |" if args.samples else ""
+        if args.budget:
+            epochs, budget_score = budgeted.get(name, ("", None))
+            score += f" {epochs} | {score_text(budget_score)} |"
         lines.append(f"| {name} | {value:.2f} | {ratio} |{score}")
     return "\n".join(lines)
+
+
+def score_text(score: tuple[float, float] | None) -> str:
+    """A log p(x) estimate as 'value ± standard error', blank where there is none."""
+    return f"{score[0]:.2f} ± {score[1]:.2f}" if score else ""
 
 
 if __name__ == "__main__":

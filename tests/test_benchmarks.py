@@ -116,6 +116,33 @@ def test_peers_times_and_scores_each_contender_or_says_why_it_cannot():
         )
 
 
+def test_peers_budget_trains_each_contender_the_epochs_its_timing_fits_then_scores_it():
+    """--budget S: the epochs of the equal-time run are 1 + floor((S - t_1) / median t) of the timed round's
+    epochs t (printed on stderr), and the table gives them and their log p(x)."""
+    result = run(["benchmarks/peers.py", "--contenders", "plain PyTorch", "--epochs", "3", "--rounds", "1",
+                  "--samples", "3", "--images", "10", "--budget", "1"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    timed = re.search(r"round 1, plain PyTorch: ([\d.]+), ([\d.]+), ([\d.]+) s", result.stderr)
+    epochs = peer_module().budget_epochs(1.0, [float(value) for value in timed.groups()])
+    assert f"1 s, plain PyTorch: {epochs} epochs" in result.stderr
+    assert re.search(
+        rf"\| plain PyTorch \| [\d.]+ \| n/a \| -[\d.]+ ± [\d.]+ \| {epochs} \| -[\d.]+ ± [\d.]+ \|", result.stdout
+    )
+
+
+def test_peers_budget_epochs_counts_the_first_epoch_then_the_median_pace():
+    budget_epochs = peer_module().budget_epochs
+    assert budget_epochs(10.0, [4.0, 2.0, 3.0, 2.0]) == 1 + 3  # (10 - 4) // 2
+    assert budget_epochs(3.0, [4.0, 1.0]) == 1  # the first epoch alone overruns: one epoch still
+    assert budget_epochs(7.0, [1.0, 3.0, 3.0]) == 3  # 6 s left is exactly two more
+
+
+def test_peers_refuses_a_budget_without_scoring():
+    result = run(["benchmarks/peers.py", "--budget", "60", "--samples", "0"])
+    assert result.returncode == 2
+    assert "--budget must be positive and needs --samples above 0" in result.stderr
+
+
 def peer_module():
     spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
     module = importlib.util.module_from_spec(spec)
