@@ -3,6 +3,7 @@ documented in docs/; here only that the tools work)."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import re
@@ -386,3 +387,41 @@ def test_reproduce_iwae_two_layers_stops_on_sigterm_with_its_own_resume_command(
     assert "Traceback" not in rest and (tmp_path / "run" / "checkpoint.pt").exists()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["model"]["stochastic_layers"], config["model"]["z_dim"], config["model"]["z2_dim"]) == (2, 100, 50)
+
+
+FAKE_SCRIPT = """import sys
+from visdom import Visdom
+if __name__ == "__main__":
+    assert pyro.__version__.startswith("1.9.1")
+    from utils.mnist_cached import ROOT
+    print("args", sys.argv[1:], "root", ROOT, "visdom", Visdom)
+"""
+
+
+def test_pyro_tutorial_m2_runs_the_script_edited_on_local_mnist(tmp_path: Path):
+    """The harness copies the examples, unpacks MNIST where the script reads it, drops the visdom import and the
+    version assertion, points the data root at the copy, and passes the arguments after -- to the script."""
+    examples, data = tmp_path / "vae", tmp_path / "data" / "MNIST" / "raw"
+    (examples / "utils").mkdir(parents=True)
+    data.mkdir(parents=True)
+    (examples / "ss_vae_M2.py").write_text(FAKE_SCRIPT)
+    (examples / "utils" / "mnist_cached.py").write_text(
+        "ROOT = None\nroot = get_data_directory(__file__)\nROOT = root\n"
+    )
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for name in names:
+        (data / f"{name}.gz").write_bytes(gzip.compress(name.encode()))
+    result = run(["benchmarks/pyro_tutorial_m2.py", str(examples), "--data-dir", str(tmp_path / "data"), "--",
+                  "-sup", "100", "-bs", "100"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "args ['-sup', '100', '-bs', '100', '-log'," in result.stdout
+    assert "/data visdom None" in result.stdout
+    assert (examples / "ss_vae_M2.py").read_text() == FAKE_SCRIPT  # the user's copy is left alone
+
+
+def test_pyro_tutorial_m2_refuses_a_script_it_does_not_know():
+    harness = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "pyro_tutorial_m2.py")
+    module = importlib.util.module_from_spec(harness)
+    harness.loader.exec_module(module)
+    with pytest.raises(SystemExit, match="expected one 'from visdom import Visdom' in the script, found 0"):
+        module.patched("import torch\n", module.EDITS["ss_vae_M2.py"], "/data")
