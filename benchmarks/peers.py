@@ -343,7 +343,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
             for name in args.contenders:
-                weights = Path(folder) / f"{name.replace(' ', '-')}.pt"
+                weights = weights_file(Path(folder), name)
                 epochs = run_contender(name, args, weights, args.epochs)
                 if epochs is None:
                     continue
@@ -363,11 +363,16 @@ def equal_time(timed: dict[str, list[float]], args: argparse.Namespace, folder: 
     {name: (epochs, (log p(x), standard error))}."""
     budgeted = {}
     for name, seconds in timed.items():
-        weights, epochs = folder / f"{name.replace(' ', '-')}-budget.pt", budget_epochs(args.budget, seconds)
+        weights, epochs = weights_file(folder, name, "-budget"), budget_epochs(args.budget, seconds)
         if run_contender(name, args, weights, epochs) is not None:
             budgeted[name] = (epochs, log_likelihood(weights, args.data_dir, args.samples, args.images))
             print(f"{args.budget:.0f} s, {name}: {epochs} epochs, log p(x) {budgeted[name][1][0]:.2f}", file=sys.stderr)
     return budgeted
+
+
+def weights_file(folder: Path, name: str, suffix: str = "") -> Path:
+    """Where a contender's trained weights are saved: its name, spaces as dashes, in `folder`."""
+    return folder / f"{name.replace(' ', '-')}{suffix}.pt"
 
 
 def table(seconds: dict[str, list[float]], quality: dict[str, tuple[float, float]], args: argparse.Namespace,
