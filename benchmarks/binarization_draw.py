@@ -1,8 +1,9 @@
-"""What the batch's dynamic binarization costs a training step on this CPU: `torch.bernoulli(x)` (the
-training path's draw) against `torch.rand_like(x) < x` (the same Bernoulli draw) and against the encoder's
-first GEMM, on a 256 x 784 batch; then three eager MNIST epochs (the default VAE, batch 256) with each draw.
+"""What the batch's dynamic binarization costs a training step on this CPU: `torch.bernoulli(x)`, `torch.rand_like(x)
+< x` (the same draw, bit for bit) and the training path's draw (`pyro_vae.data.bernoulli_draw`, the same draw
+again, through NumPy's vectorized MT19937) against the encoder's first GEMM, on a 256 x 784 batch; then MNIST
+epochs of the default VAE (batch 256) with `torch.bernoulli` and with the training path's draw, in turn.
 
-    taskset -c 0 python benchmarks/binarization_draw.py --data-dir DATA_DIR --threads 1
+    taskset -c 0 python benchmarks/binarization_draw.py --data-dir DATA_DIR --threads 1 [--compile]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 import pyro_vae
 from pyro_vae import data
+from pyro_vae.data import bernoulli_draw
 
 
 def milliseconds(f: Callable[[], object], calls: int = 300) -> float:
@@ -28,10 +30,11 @@ def milliseconds(f: Callable[[], object], calls: int = 300) -> float:
     return (time.perf_counter() - tic) / calls * 1e3
 
 
-def epoch_seconds(data_dir: str | None, epochs: int) -> list[float]:
+def epoch_seconds(data_dir: str | None, epochs: int, compile: bool) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         config = pyro_vae.TrainConfig(dataset="mnist" if data_dir else "default", data_dir=data_dir, validation=0,
-                                      epochs=epochs, batch_size=256, out=f"{out}/run", checkpoint_every=epochs)  # fmt: skip
+                                      epochs=epochs, batch_size=256, out=f"{out}/run", checkpoint_every=epochs,
+                                      compile=compile)  # fmt: skip
         run = pyro_vae.train(config, progress=False, log=lambda line: None)
         return [round(record["seconds"], 2) for record in run.metrics]
 
@@ -41,11 +44,17 @@ def uniform_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return (torch.rand(x.shape, generator=generator, device=x.device) < x).to(x.dtype)
 
 
+def torch_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.bernoulli(x, generator=generator)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: the offline 4,000 digits)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=3, help="epochs with each draw (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=2, help="runs with each draw, taking turns (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="time the compiled step's epochs (default: eager)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x, weight = torch.rand(256, 784), torch.randn(400, 784)
@@ -55,9 +64,12 @@ def main() -> int:
     )
     print(f"| torch.bernoulli(x) | {milliseconds(lambda: torch.bernoulli(x)):.3f} |")
     print(f"| torch.rand_like(x) < x | {milliseconds(lambda: uniform_draw(x)):.3f} |")
-    print(f"eager epochs with torch.bernoulli: {epoch_seconds(args.data_dir, args.epochs)} s")
-    data.binarize = uniform_draw  # the training step's draw, for the next run only
-    print(f"eager epochs with rand < x: {epoch_seconds(args.data_dir, args.epochs)} s")
+    print(f"| the training path's draw (bernoulli_draw) | {milliseconds(lambda: bernoulli_draw.bernoulli(x)):.3f} |")
+    kind = "compiled" if args.compile else "eager"
+    for _ in range(args.rounds):
+        for name, draw in (("torch.bernoulli", torch_draw), ("bernoulli_draw", bernoulli_draw.bernoulli)):
+            data.binarize = draw  # the training step's draw, for this run
+            print(f"{kind} epochs with {name}: {epoch_seconds(args.data_dir, args.epochs, args.compile)} s", flush=True)
     return 0
 
 
