@@ -127,7 +127,7 @@ class VAEModule(lightning.LightningModule):
                 self.dataset,
                 rows,
                 self.dataset.train[rows],
-                self.config.resolved_binarization == "dynamic",
+                data_module.binarize if self.config.resolved_binarization == "dynamic" else None,
                 self.vae.takes_labels,
             ),
             self.schedule.kl_weight(step),

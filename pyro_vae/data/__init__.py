@@ -1,6 +1,6 @@
 """The data layer, in the order a run meets it: `sources` (where a dataset's files come from, read and
-checked) -> `dataset` (the tensors on the device, the splits, binarization, whose CPU draw is in
-`bernoulli_draw`), `user_images` (the user's own images, `from_arrays`) and `streaming` (a training split read
+checked) -> `dataset` (the tensors on the device, the splits, binarization, whose CPU draws are in
+`bernoulli_draw` and, for the compiled step, `threefry`), `user_images` (the user's own images, `from_arrays`) and `streaming` (a training split read
 per batch).
 
 `from pyro_vae import data` gives both: `data.load_dataset(...)`, `data.prepare(...)`, `data.Dataset`.
@@ -41,4 +41,5 @@ from pyro_vae.data.sources import (  # noqa: F401
     resolve_data_dir,
 )
 from pyro_vae.data.streaming import StreamedImages  # noqa: F401
+from pyro_vae.data.threefry import binarize_fused  # noqa: F401
 from pyro_vae.data.user_images import from_arrays  # noqa: F401

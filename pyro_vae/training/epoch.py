@@ -74,7 +74,7 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
         loss, finite = svi_step(
             run.objective.loss,
             run.objective.optimizer,
-            training_batch(run.dataset, own_rows, x, run.dynamic_binarization, run.vae.takes_labels),
+            training_batch(run.dataset, own_rows, x, run.binarization_draw, run.vae.takes_labels),
             run.schedule.kl_weight(progress.step),
             weight=len(own) * world.size / len(batch),
             world=world,
@@ -94,14 +94,18 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
 
 
 def training_batch(
-    dataset: data.Dataset, rows: torch.Tensor, images: torch.Tensor, dynamic: bool, with_labels: bool
+    dataset: data.Dataset,
+    rows: torch.Tensor,
+    images: torch.Tensor,
+    draw: Callable[[torch.Tensor], torch.Tensor] | None,
+    with_labels: bool,
 ) -> Batch:
     """The training images `rows` (read: `images`) as a step takes them: float32 pixels (8-bit ones divided
-    by 255 here, on the device), binarized afresh if `dynamic`, with their row numbers (a guide with parameters
-    per image) or, `with_labels`, their labels."""
+    by 255 here, on the device), binarized afresh by `draw` if given, with their row numbers (a guide with
+    parameters per image) or, `with_labels`, their labels."""
     x = data.pixels(images)
-    if dynamic:
-        x = data.binarize(x)
+    if draw is not None:
+        x = draw(x)
     return Batch(
         x,
         None if dataset.train_rows is None else dataset.train_rows[rows],

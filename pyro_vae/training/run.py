@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 
@@ -68,8 +69,15 @@ class Run:
         )
 
     @property
-    def dynamic_binarization(self) -> bool:
-        return self.config.resolved_binarization == "dynamic"
+    def binarization_draw(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """How each training batch is binarized afresh: not at all (None: `static` or `none`); in one fused
+        Threefry kernel where inductor compiles the step on a CPU (`data.binarize_fused`); else by
+        `torch.bernoulli`'s draw (`data.binarize`)."""
+        config = self.config
+        if config.resolved_binarization != "dynamic":
+            return None
+        fused = config.compile and config.compile_backend == "inductor" and self.device.type == "cpu"
+        return data.binarize_fused if fused else data.binarize
 
     @property
     def more_epochs(self) -> bool:
