@@ -1,7 +1,8 @@
-"""What the batch's dynamic binarization costs a training step on this CPU: `torch.bernoulli(x)`, `torch.rand_like(x)
-< x` (the same draw, bit for bit) and the training path's draw (`pyro_vae.data.bernoulli_draw`, the same draw
-again, through NumPy's vectorized MT19937) against the encoder's first GEMM, on a 256 x 784 batch; then MNIST
-epochs of the default VAE (batch 256) with `torch.bernoulli` and with the training path's draw, in turn.
+"""What the batch's dynamic binarization costs a training step on this CPU: `torch.bernoulli(x)`, the eager
+step's draw (`pyro_vae.data.binarize`: `torch.rand(x.shape) < x`, the same draw, bit for bit) and the compiled
+step's (`pyro_vae.data.threefry`, one fused kernel)
+against the encoder's first GEMM, on a 256 x 784 batch; then MNIST epochs of the default VAE (batch 256),
+eager or `--compile`, with `torch.bernoulli` and with that step's own draw, in turn.
 
     taskset -c 0 python benchmarks/binarization_draw.py --data-dir DATA_DIR --threads 1 [--compile]
 """
@@ -18,7 +19,6 @@ import torch
 
 import pyro_vae
 from pyro_vae import data
-from pyro_vae.data import bernoulli_draw
 
 
 def milliseconds(f: Callable[[], object], calls: int = 300) -> float:
@@ -37,11 +37,6 @@ def epoch_seconds(data_dir: str | None, epochs: int, compile: bool) -> list[floa
                                       compile=compile)  # fmt: skip
         run = pyro_vae.train(config, progress=False, log=lambda line: None)
         return [round(record["seconds"], 2) for record in run.metrics]
-
-
-def uniform_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Bernoulli(x) as U < x, U ~ Uniform[0, 1)."""
-    return (torch.rand(x.shape, generator=generator, device=x.device) < x).to(x.dtype)
 
 
 def torch_draw(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -63,12 +58,14 @@ def main() -> int:
         f"| linear 784 -> 400 (the encoder's first GEMM) | {milliseconds(lambda: torch.nn.functional.linear(x, weight)):.3f} |"
     )
     print(f"| torch.bernoulli(x) | {milliseconds(lambda: torch.bernoulli(x)):.3f} |")
-    print(f"| torch.rand_like(x) < x | {milliseconds(lambda: uniform_draw(x)):.3f} |")
-    print(f"| the training path's draw (bernoulli_draw) | {milliseconds(lambda: bernoulli_draw.bernoulli(x)):.3f} |")
-    kind = "compiled" if args.compile else "eager"
+    print(f"| the eager step's draw (rand < x) | {milliseconds(lambda: data.binarize(x)):.3f} |")
+    print(f"| the compiled step's draw (threefry, fused) | {milliseconds(lambda: data.binarize_fused(x)):.3f} |")
+    kind, own = (
+        ("compiled", ("threefry", data.binarize_fused)) if args.compile else ("eager", ("rand < x", data.binarize))
+    )
     for _ in range(args.rounds):
-        for name, draw in (("torch.bernoulli", torch_draw), ("bernoulli_draw", bernoulli_draw.bernoulli)):
-            data.binarize = draw  # the training step's draw, for this run
+        for name, draw in (("torch.bernoulli", torch_draw), own):
+            data.binarize = data.binarize_fused = draw  # the training step's draw, for this run
             print(f"{kind} epochs with {name}: {epoch_seconds(args.data_dir, args.epochs, args.compile)} s", flush=True)
     return 0
 
