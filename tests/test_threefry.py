@@ -10,6 +10,7 @@ import torch
 import pyro_vae
 from pyro_vae import data
 from pyro_vae.data import threefry
+from pyro_vae.errors import DataError
 from pyro_vae.training.checkpoint import store
 
 WORD = 2**32 - 1
@@ -58,6 +59,12 @@ def test_neighbouring_pixels_are_uncorrelated():
     for a, b in [(draw[:-1], draw[1:]), (draw[: draw.numel() // 2], draw[(draw.numel() + 1) // 2 :])]:
         correlation = float((a * b).mean() / 0.25)
         assert abs(correlation) <= 5 / a.numel() ** 0.5
+
+
+def test_a_batch_past_the_counters_is_refused_in_one_line():
+    huge = torch.zeros(1).expand(2**16, 2**16)  # a view: no memory
+    with pytest.raises(DataError, match=r"^a batch of 4294967296 pixels is more than Threefry's 2\^32 counters"):
+        data.binarize_fused(huge)
 
 
 def test_the_fused_kernel_draws_what_the_operations_draw_eagerly():

@@ -1,7 +1,7 @@
 """The data layer, in the order a run meets it: `sources` (where a dataset's files come from, read and
-checked) -> `dataset` (the tensors on the device, the splits, binarization; the compiled
-step's draw is in `threefry`), `user_images` (the user's own images, `from_arrays`) and `streaming` (a training split read
-per batch).
+checked) -> `dataset` (the tensors on the device, the splits, binarization; the compiled step's draw
+is in `threefry`), `user_images` (the user's own images, `from_arrays`) and `streaming` (a training split
+read per batch).
 
 `from pyro_vae import data` gives both: `data.load_dataset(...)`, `data.prepare(...)`, `data.Dataset`.
 """

@@ -21,6 +21,8 @@ from typing import Callable
 
 import torch
 
+from pyro_vae.errors import DataError
+
 WORD = 2**32 - 1  # a 32-bit word's mask
 ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32's rotation constants, round i uses ROTATIONS[i % 8]
 PARITY = 0x1BD11BDA  # the key schedule's third word is k0 ^ k1 ^ PARITY
@@ -73,6 +75,9 @@ def fused_bernoulli() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 def binarize_fused(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """x_bin ~ Bernoulli(x): a key of two 32-bit words drawn from `generator` (PyTorch's default one if None),
-    then `bernoulli_threefry` in one compiled kernel."""
+    then `bernoulli_threefry` in one compiled kernel. A batch of 2^32 pixels or more is refused: its counters
+    would repeat."""
+    if x.numel() >= 2**32:
+        raise DataError(f"a batch of {x.numel()} pixels is more than Threefry's 2^32 counters; use smaller batches")
     key = torch.randint(0, 2**32, (2,), dtype=torch.int64, generator=generator, device=x.device)
     return fused_bernoulli()(x, key)
