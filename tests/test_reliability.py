@@ -332,6 +332,21 @@ def test_a_resume_whose_checkpoint_changed_before_it_took_the_lock_is_refused(tm
 COMMANDS = ["pyro-vae-train", "pyro-vae-evaluate", "pyro-vae-sample"]  # installed beside this Python
 
 
+def wait_until_pytorch_loads(process: subprocess.Popen, limit: float = 30.0) -> None:
+    """Until `process` has mapped PyTorch's first native library (libc10: it is importing torch), where /proc
+    shows it (Linux). Without this wait, on a busy machine a fixed delay can end while Python itself is still
+    starting (importing `site`, before any line of the command runs), where no handler can be set yet and
+    Python exits 1 with "Fatal Python error: init_import_site"."""
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + limit
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if "libc10" in maps.read_text():
+                return
+        except OSError:  # no /proc here, or the process is gone
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.parametrize(
     "script, delay",
     [(script, 0.3) for script in ("svi_train", "evaluate", "sample", "beta_sweep", "compare_estimators")]
@@ -354,6 +369,7 @@ def test_ctrl_c_while_a_command_imports_torch_exits_in_one_line_not_natively(scr
         stderr=subprocess.PIPE,
         text=True,
     )
+    wait_until_pytorch_loads(process)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
