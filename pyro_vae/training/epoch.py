@@ -69,12 +69,13 @@ def train_epoch(run: Run, interrupted: Callable[[], bool], show_bar: bool) -> bo
     batches = layout[progress.batch :]
     shares = [world.shard(batch) for batch in batches]
     rows = [own if len(own) else batch[:1] for own, batch in zip(shares, batches)]  # none: one image, weighted 0
+    draw = run.binarization_draw
     for batch, own, own_rows, x in zip(batches, shares, rows, run.dataset.train_batches(rows)):
         progress.step += 1
         loss, finite = svi_step(
             run.objective.loss,
             run.objective.optimizer,
-            training_batch(run.dataset, own_rows, x, run.binarization_draw, run.vae.takes_labels),
+            training_batch(run.dataset, own_rows, x, draw, run.vae.takes_labels),
             run.schedule.kl_weight(progress.step),
             weight=len(own) * world.size / len(batch),
             world=world,
