@@ -204,6 +204,31 @@ def test_m2_ablation_trains_a_variant_and_prints_its_accuracy():
     assert re.search(r"\| sampled \+ aux \| 0\.\d{4} \| \d+ \|", result.stdout)
 
 
+def test_m2_ablation_trains_the_tutorials_initialization_in_the_tutorials_layout():
+    result = run(["benchmarks/m2_ablation.py", "--epochs", "1", "--variants", "tutorial init", "--labelled-batches",
+                  "--labels-seed", "1", "--threads", "1"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\| tutorial init \| 0\.\d{4} \| \d+ \|", result.stdout)
+
+
+def test_the_tutorials_initialization_redraws_the_hidden_layers_alone():
+    """Hidden weights and biases ~ N(0, 0.001^2): each layer's sample standard deviation within 5 standard errors
+    (sigma / sqrt(2 n)) of 0.001 and its mean within 5 sigma / sqrt(n) of 0; the output layers left as drawn."""
+    spec = importlib.util.spec_from_file_location("m2_ablation", ROOT / "benchmarks" / "m2_ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    torch.manual_seed(0)
+    m2 = ablation.SemiSupervisedVAE()
+    outputs = [network[1].weight.clone() for network in (m2.classifier, m2.encoder, m2.decoder)]
+    ablation.tutorial_initialization(m2)
+    for network, output in zip((m2.classifier, m2.encoder, m2.decoder), outputs):
+        for values in (network[0][0].weight, network[0][0].bias):
+            n = values.numel()
+            assert abs(values.std().item() - 1e-3) < 5 * 1e-3 / (2 * n) ** 0.5
+            assert abs(values.mean().item()) < 5 * 1e-3 / n**0.5
+        assert torch.equal(network[1].weight, output)
+
+
 def test_binarization_draw_times_both_draws_and_epochs_with_each():
     result = run(["benchmarks/binarization_draw.py", "--epochs", "1", "--rounds", "1"])
     assert result.returncode == 0, result.stderr
