@@ -20,7 +20,10 @@ its own timing says fit into S seconds (`budget_epochs`: its first epoch, compil
 epoch), and is scored again: log p(x) at equal wall-clock, reckoned from the timed epochs so that a busy spell
 during those long runs moves no contender's epoch count. Prints a markdown table: median epoch seconds per
 contender, the ratio to NumPyro's, log p(x) after --epochs epochs, and with --budget the epochs and log p(x)
-at equal time.
+at equal time. The contender "GEMM floor" (in the default set) trains nothing: it multiplies, an epoch's steps
+long, the 11 matrix products a training step of this VAE makes (`gemm_routes.py`'s, on PyTorch's default
+path), taking its turn with the others; no epoch that makes them can be faster, and the table gives each
+contender's ratio to it.
 
     python benchmarks/peers.py --data-dir DATA_DIR --threads 1 --epochs 10 --rounds 1 --budget 600
 """
@@ -38,7 +41,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENDERS = ("pyro-vae eager", "pyro-vae compiled", "pyro-vae meanfield", "plain PyTorch", "pythae", "NumPyro")
+FLOOR = "GEMM floor"
+CONTENDERS = ("pyro-vae eager", "pyro-vae compiled", "pyro-vae meanfield", "plain PyTorch", "pythae", "NumPyro", FLOOR)
 HIDDEN, Z, BATCH, LR = 400, 50, 256, 1e-3
 
 
@@ -82,6 +86,27 @@ def plain_epochs(data_dir: str | None, epochs: int) -> tuple[list[float], dict]:
             optimizer.step()
         seconds.append(time.perf_counter() - tic)
     return seconds, plain_weights(vae)
+
+
+def floor_epochs(data_dir: str | None, epochs: int) -> tuple[list[float], dict]:
+    """The seconds of an epoch's matrix products alone: for each batch of an epoch (the last one smaller), the 11
+    products of a training step at its size (`gemm_routes.products`), float32, on random matrices; no weights."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gemm_routes import products
+
+    count = images(data_dir).shape[0]
+    sizes = [BATCH] * (count // BATCH) + ([count % BATCH] if count % BATCH else [])
+    factors = {size: [(torch.randn(m, k), torch.randn(k, n)) for _, m, k, n in products(size)] for size in set(sizes)}
+    seconds = []
+    for _ in range(epochs):
+        tic = time.perf_counter()
+        for size in sizes:
+            for a, b in factors[size]:
+                torch.mm(a, b)
+        seconds.append(time.perf_counter() - tic)
+    return seconds, {}
 
 
 def plain_weights(vae: object) -> dict:
@@ -259,6 +284,8 @@ def contender(name: str, data_dir: str | None, epochs: int, threads: int, seed: 
     torch.manual_seed(seed)
     if name == "NumPyro":
         return numpyro_epochs(data_dir, epochs, seed)
+    if name == FLOOR:
+        return floor_epochs(data_dir, epochs)
     if name == "plain PyTorch":
         return plain_epochs(data_dir, epochs)
     with tempfile.TemporaryDirectory() as out:
@@ -349,7 +376,7 @@ def main() -> int:
                     continue
                 seconds[name] += epochs[1:]
                 print(f"round {round_ + 1}, {name}: {', '.join(f'{s:.2f}' for s in epochs)} s", file=sys.stderr)
-                if round_ == 0:
+                if round_ == 0 and name != FLOOR:  # the floor trains nothing: no weights to score
                     timed[name] = epochs
                     if args.samples:
                         quality[name] = log_likelihood(weights, args.data_dir, args.samples, args.images)
@@ -377,17 +404,18 @@ def weights_file(folder: Path, name: str, suffix: str = "") -> Path:
 
 def table(seconds: dict[str, list[float]], quality: dict[str, tuple[float, float]], args: argparse.Namespace,
           budgeted: dict[str, tuple]) -> str:  # fmt: skip
-    """The markdown table: median epoch seconds, the ratio to NumPyro's, and (with --samples) log p(x) after
-    --epochs epochs; with --budget, the epochs that fit into it and log p(x) after them."""
+    """The markdown table: median epoch seconds, the ratios to NumPyro's and to the GEMM floor's, and (with
+    --samples) log p(x) after --epochs epochs; with --budget, the epochs that fit into it and log p(x) after them."""
     medians = {name: statistics.median(s) for name, s in seconds.items() if s}
-    reference = medians.get("NumPyro")
+    reference, floor = medians.get("NumPyro"), medians.get(FLOOR)
     about = f" log p(x) after {args.epochs} epochs (K = {args.samples}, first {args.images} test images) |"
     equal = f" epochs in {args.budget:.0f} s | log p(x) after them |"
-    lines = [f"| contender ({args.threads} thread(s), batch {BATCH}) | epoch s (median) | / NumPyro |"
+    lines = [f"| contender ({args.threads} thread(s), batch {BATCH}) | epoch s (median) | / NumPyro | / {FLOOR} |"
              + (about if args.samples else "") + (equal if args.budget else ""),
-             "|---|---:|---:|" + ("---:|" if args.samples else "") + ("---:|---:|" if args.budget else "")]  # fmt: skip
+             "|---|---:|---:|---:|" + ("---:|" if args.samples else "") + ("---:|---:|" if args.budget else "")]  # fmt: skip
     for name, value in medians.items():
         ratio = f"{value / reference:.2f}" if reference else "n/a"
+        ratio += f" | {value / floor:.2f}" if floor else " | n/a"
         score = f" {score_text(quality.get(name))} |" if args.samples else ""
         if args.budget:
             epochs, budget_score = budgeted.get(name, ("", None))

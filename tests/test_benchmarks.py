@@ -110,7 +110,7 @@ def test_peers_times_and_scores_each_contender_or_says_why_it_cannot():
     result = run(["benchmarks/peers.py", "--contenders", "pyro-vae eager", "pythae", "NumPyro", "--epochs", "2",
                   "--rounds", "1", "--samples", "3", "--images", "10"])  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert re.search(r"\| pyro-vae eager \| [\d.]+ \| [\d.na/]+ \| -\d+\.\d\d ± \d+\.\d\d \|", result.stdout)
+    assert re.search(r"\| pyro-vae eager \| [\d.]+ \| [\d.na/]+ \| n/a \| -\d+\.\d\d ± \d+\.\d\d \|", result.stdout)
     for peer in ("NumPyro", "pythae"):
         assert (
             f"| {peer} | " in result.stdout or f"{peer}: skipped (ModuleNotFoundError: No module named" in result.stderr
@@ -131,8 +131,28 @@ def test_peers_budget_trains_each_contender_the_epochs_its_timing_fits_then_scor
     epochs = int(re.search(r"1 s, plain PyTorch: (\d+) epochs", result.stderr).group(1))
     assert fewest <= epochs <= most
     assert re.search(
-        rf"\| plain PyTorch \| [\d.]+ \| n/a \| -[\d.]+ ± [\d.]+ \| {epochs} \| -[\d.]+ ± [\d.]+ \|", result.stdout
+        rf"\| plain PyTorch \| [\d.]+ \| n/a \| n/a \| -[\d.]+ ± [\d.]+ \| {epochs} \| -[\d.]+ ± [\d.]+ \|",
+        result.stdout,
     )
+
+
+def test_peers_gemm_floor_takes_its_turn_and_each_contender_is_given_its_ratio_to_it():
+    """The floor trains nothing and is not scored; the table divides each median epoch by the floor's."""
+    result = run(["benchmarks/peers.py", "--contenders", "plain PyTorch", "GEMM floor", "--epochs", "2",
+                  "--rounds", "1", "--samples", "3", "--images", "10"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    plain = re.search(r"\| plain PyTorch \| ([\d.]+) \| n/a \| ([\d.]+) \| -[\d.]+ ± [\d.]+ \|", result.stdout)
+    floor = re.search(r"\| GEMM floor \| ([\d.]+) \| n/a \| 1\.00 \|  \|", result.stdout)
+    assert plain and floor, result.stdout
+    seconds, floor_seconds = float(plain.group(1)), float(floor.group(1))  # each rounded to 0.01 s, so the
+    rounding = 0.005 / floor_seconds + seconds * 0.005 / floor_seconds**2 + 0.005  # ratio is known to within this
+    assert abs(float(plain.group(2)) - seconds / floor_seconds) <= rounding
+
+
+def test_peers_gemm_floor_multiplies_every_batch_of_an_epoch():
+    """An epoch of the default 4,000 digits is 15 batches of 256 and one of 160: the floor times `epochs` of them."""
+    seconds, weights = peer_module().floor_epochs(None, 2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds) and weights == {}
 
 
 def test_peers_budget_epochs_counts_the_first_epoch_then_the_median_pace():
