@@ -256,6 +256,26 @@ def test_binarization_draw_times_both_draws_and_epochs_with_each():
     assert "eager epochs with torch.bernoulli: [" in result.stdout and "eager epochs with rand < x: [" in result.stdout
 
 
+def test_step_profile_prints_the_profilers_table_and_the_milliseconds_per_step():
+    result = run(["benchmarks/step_profile.py", "--skip", "2", "--steps", "3", "--rows", "5"])
+    assert result.returncode == 0, result.stderr
+    assert "aten::mm" in result.stdout and "aten::_fused_adam_" in result.stdout
+    step, gemms = re.search(
+        r"eager step, batch 256, 1 thread\(s\): ([\d.]+) ms a step .* GEMMs ([\d.]+) ms", result.stdout
+    ).groups()
+    assert 0 < float(gemms) < float(step)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(["--skip", "10"], "--skip + --steps must fit in the first epoch's 15 full batches"),
+     (["--steps", "0"], "--steps must be a whole number from 1 to 10,000, got 0")],
+)  # fmt: skip
+def test_step_profile_refuses_what_it_cannot_profile_in_one_line(bad, message):
+    result = run(["benchmarks/step_profile.py", *bad])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_gemm_routes_prints_every_product_on_every_route():
     result = run(["benchmarks/gemm_routes.py", "--batch", "8", "--calls", "1", "--repeats", "1"])
     assert result.returncode == 0, result.stderr
