@@ -1,7 +1,8 @@
-"""The peers side by side: pyro-vae (eager and compiled), plain PyTorch, pythae and NumPyro train the same VAE
-(784-400-50, softplus, Bernoulli likelihood, batch 256, Adam 1e-3) on the same images, each in a process of
-its own, the contenders taking turns round after round so that a slow spell of a shared machine hits them all;
-then each one's trained weights are scored by this project's importance-sampled log p(x).
+"""The peers side by side: pyro-vae (eager and compiled, with Trace_ELBO or TraceMeanField_ELBO), plain
+PyTorch, pythae and NumPyro train the same VAE (784-400-50, softplus, Bernoulli likelihood, batch 256, Adam 1e-3)
+on the same images, each in a process of its own, the contenders taking turns round after round so that a slow
+spell of a shared machine hits them all; then each one's trained weights are scored by this project's
+importance-sampled log p(x).
 
     python benchmarks/peers.py --data-dir DATA_DIR --threads 1 --epochs 4 --rounds 2     # MNIST's 60,000
     taskset -c 0 python benchmarks/peers.py ...                                          # pin to one core
