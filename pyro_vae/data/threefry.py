@@ -25,7 +25,6 @@ import torch
 
 from pyro_vae.errors import DataError
 
-WORD = 2**32 - 1  # a 32-bit word's mask
 ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32's rotation constants, round i uses ROTATIONS[i % 8]
 PARITY = 0x1BD11BDA  # the key schedule's third word is k0 ^ k1 ^ PARITY
 ROUNDS = 20
@@ -66,14 +65,10 @@ def bernoulli_threefry(x: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return torch.lt(uniform.to(torch.float32), x * 2.0**UNIFORM_BITS).to(x.dtype)
 
 
-def threefry_words(key: torch.Tensor, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """n 32-bit words as int64 in [0, 2^32): counters 0 .. n - 1 enciphered in pairs (j, j + h), h = ceil(n / 2),
-    the missing last counter 0 when n is odd; the pairs' first words, then their second words."""
-    return cipher_words(key, n, device).to(torch.int64) & WORD
-
-
 def cipher_words(key: torch.Tensor, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """`threefry_words` as int32 bit patterns (n < 2^31, so that every counter is an int32)."""
+    """n 32-bit words as int32 bit patterns (in int64, `& (2**32 - 1)` reads them unsigned): counters 0 .. n - 1
+    enciphered in pairs (j, j + h), h = ceil(n / 2), the missing last counter 0 when n is odd; the pairs' first
+    words, then their second words (n < 2^31, so that every counter is an int32)."""
     half = (n + 1) // 2
     first = torch.arange(half, dtype=torch.int32, device=device)
     second = torch.where(first + half < n, first + half, 0)
