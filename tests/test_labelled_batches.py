@@ -60,8 +60,8 @@ def test_without_labelled_batches_the_epoch_is_the_permutation_cut_in_order():
 
 
 def m2_config(tmp_path, name: str, epochs: int, **settings) -> pyro_vae.TrainConfig:
-    """threads=1: without it each start takes the cores free at that moment (`threads.default_threads`), and a
-    run and its resume on different thread counts round their sums differently (an intermittent CI failure)."""
+    """A small M2 run on one thread (a run and its resume must round their sums alike; conftest's fixture would
+    also hold the count steady)."""
     return pyro_vae.TrainConfig(program="m2", estimator="enum", labels_kept=100, epochs=epochs, batch_size=512,
                                 out=str(tmp_path / name), threads=1, **settings)  # fmt: skip
 
