@@ -532,3 +532,15 @@ def test_pyro_svi_without_a_loss_still_steps_adam_on_a_zero_gradient():
     aux.step(x)
     m, v = b1 * (1 - b1) * grad / (1 - b1**2), b2 * (1 - b2) * grad**2 / (1 - b2**2)
     torch.testing.assert_close(before - net.weight.detach(), lr * m / (v.sqrt() + eps), rtol=1e-9, atol=1e-15)
+
+
+def test_optimizer_step_times_adam_over_the_peers_vae_and_refuses_no_rounds():
+    from pyro_vae.core.model import parameter_count
+
+    result = run(["benchmarks/optimizer_step.py", "--calls", "2", "--rounds", "1"])
+    assert result.returncode == 0, result.stderr
+    count = parameter_count(ModelConfig(hidden=(400,), z_dim=50))
+    assert f"fused Adam over {count:,} parameters ({28 * count / 1e6:.1f} MB" in result.stdout
+    assert "SVIOptimizer step:" in result.stdout and "its fused kernel alone:" in result.stdout
+    refused = run(["benchmarks/optimizer_step.py", "--rounds", "0"])
+    assert refused.returncode == 2 and "--rounds must be a whole number of at least 1, got 0" in refused.stderr

@@ -1,0 +1,87 @@
+"""What the optimizer costs a training step on this CPU: the run's own optimizer (`training.optimizer.SVIOptimizer`,
+fused Adam with its on-device skip) over the peers' VAE (784-400-50, the MLP and diagonal guide of
+`benchmarks/peers.py`), its step and its fused kernel alone, against the memory traffic Adam cannot avoid:
+
+    traffic = 7 x 4 bytes x parameters     (read the parameter, its gradient, m and v; write the parameter, m, v)
+
+and one thread's copy rate on an array too large for the caches (read + write), for scale.
+
+    taskset -c 0 python benchmarks/optimizer_step.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from pyro_vae import ModelConfig
+from pyro_vae.core.model import VAE
+from pyro_vae.training.optimizer import SVIOptimizer
+
+ADAM_TRAFFIC = 7 * 4  # bytes a parameter per Adam step (float32): 4 reads, 3 writes
+
+
+def median_milliseconds(f: Callable[[], object], calls: int, rounds: int) -> float:
+    """The median over `rounds` of f's mean milliseconds over `calls` calls (after `calls` calls of warm-up)."""
+    for _ in range(calls):
+        f()
+    times = []
+    for _ in range(rounds):
+        tic = time.perf_counter()
+        for _ in range(calls):
+            f()
+        times.append((time.perf_counter() - tic) / calls * 1e3)
+    return statistics.median(times)
+
+
+def adam_milliseconds(calls: int, rounds: int) -> tuple[int, float, float]:
+    """(parameters, ms of SVIOptimizer's step, ms of its fused kernel alone) over the VAE's parameters."""
+    parameters = list(VAE(ModelConfig(hidden=(400,), z_dim=50)).parameters())
+    for parameter in parameters:
+        parameter.grad = torch.randn_like(parameter) * 1e-3
+    optimizer = SVIOptimizer(parameters, lr=1e-3)
+    fine = torch.tensor(False)
+    optimizer.step_unless(fine)  # Adam's state exists from here on
+    state = [optimizer.dense.state[p] for p in parameters]
+    kernel = lambda: torch._fused_adam_(  # noqa: E731  the kernel SVIOptimizer's step calls, without its Python
+        [p.data for p in parameters], [p.grad for p in parameters], [s["exp_avg"] for s in state],
+        [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state], amsgrad=False, lr=1e-3, beta1=0.9,
+        beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
+    )  # fmt: skip
+    step = median_milliseconds(lambda: optimizer.step_unless(fine), calls, rounds)
+    return sum(p.numel() for p in parameters), step, median_milliseconds(kernel, calls, rounds)
+
+
+def copy_rate(calls: int, rounds: int, megabytes: int = 64) -> float:
+    """One copy's rate, GB/s of reads and writes, on float32 arrays of `megabytes` each."""
+    source = torch.randn(megabytes * 2**18)
+    target = torch.empty_like(source)
+    milliseconds = median_milliseconds(lambda: target.copy_(source), max(calls // 10, 1), rounds)
+    return 2 * source.numel() * 4 / milliseconds / 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    p.add_argument("--calls", type=int, default=50, help="steps a round (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=15, help="rounds, the median taken (default: %(default)s)")
+    args = p.parse_args()
+    for name, value in (("--threads", args.threads), ("--calls", args.calls), ("--rounds", args.rounds)):
+        if value < 1:
+            p.error(f"{name} must be a whole number of at least 1, got {value}")
+    torch.set_num_threads(args.threads)
+    count, step, kernel = adam_milliseconds(args.calls, args.rounds)
+    megabytes = ADAM_TRAFFIC * count / 1e6
+    print(f"fused Adam over {count:,} parameters ({megabytes:.1f} MB of traffic a step), {args.threads} thread(s):")
+    print(f"  SVIOptimizer step: {step:.3f} ms ({megabytes / step:.1f} GB/s)")
+    print(f"  its fused kernel alone: {kernel:.3f} ms ({megabytes / kernel:.1f} GB/s); Python {step - kernel:.3f} ms")
+    print(f"  copy of 64 MB arrays (past the caches): {copy_rate(args.calls, args.rounds):.1f} GB/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
