@@ -12,30 +12,15 @@ and one thread's copy rate on an array too large for the caches (read + write), 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Callable
 
 import torch
+from gemm_routes import measure  # this folder's interleaved median timer
 
 from pyro_vae import ModelConfig
 from pyro_vae.core.model import VAE
 from pyro_vae.training.optimizer import SVIOptimizer
 
 ADAM_TRAFFIC = 7 * 4  # bytes a parameter per Adam step (float32): 4 reads, 3 writes
-
-
-def median_milliseconds(f: Callable[[], object], calls: int, rounds: int) -> float:
-    """The median over `rounds` of f's mean milliseconds over `calls` calls (after `calls` calls of warm-up)."""
-    for _ in range(calls):
-        f()
-    times = []
-    for _ in range(rounds):
-        tic = time.perf_counter()
-        for _ in range(calls):
-            f()
-        times.append((time.perf_counter() - tic) / calls * 1e3)
-    return statistics.median(times)
 
 
 def adam_milliseconds(calls: int, rounds: int) -> tuple[int, float, float]:
@@ -47,20 +32,21 @@ def adam_milliseconds(calls: int, rounds: int) -> tuple[int, float, float]:
     fine = torch.tensor(False)
     optimizer.step_unless(fine)  # Adam's state exists from here on
     state = [optimizer.dense.state[p] for p in parameters]
+    group = optimizer.dense.param_groups[0]
     kernel = lambda: torch._fused_adam_(  # noqa: E731  the kernel SVIOptimizer's step calls, without its Python
         [p.data for p in parameters], [p.grad for p in parameters], [s["exp_avg"] for s in state],
-        [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state], amsgrad=False, lr=1e-3, beta1=0.9,
-        beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
+        [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state], amsgrad=False, lr=group["lr"],
+        beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=0.0, eps=group["eps"], maximize=False,
     )  # fmt: skip
-    step = median_milliseconds(lambda: optimizer.step_unless(fine), calls, rounds)
-    return sum(p.numel() for p in parameters), step, median_milliseconds(kernel, calls, rounds)
+    times = measure({"step": lambda: optimizer.step_unless(fine), "kernel": kernel}, calls, rounds)
+    return sum(p.numel() for p in parameters), times["step"], times["kernel"]
 
 
 def copy_rate(calls: int, rounds: int, megabytes: int = 64) -> float:
     """One copy's rate, GB/s of reads and writes, on float32 arrays of `megabytes` each."""
     source = torch.randn(megabytes * 2**18)
     target = torch.empty_like(source)
-    milliseconds = median_milliseconds(lambda: target.copy_(source), max(calls // 10, 1), rounds)
+    milliseconds = measure({"copy": lambda: target.copy_(source)}, max(calls // 10, 1), rounds)["copy"]
     return 2 * source.numel() * 4 / milliseconds / 1e6
 
 
