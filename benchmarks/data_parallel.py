@@ -14,13 +14,14 @@ Each contender is the real command, `torchrun --standalone --nproc-per-node P sc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from pyro_vae import files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def images_per_second(processes: int, threads: int, args: argparse.Namespace, ou
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"error: {' '.join(command)} failed:\n{result.stderr[-2000:]}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = files.read_jsonl(out / "metrics.jsonl")
     return statistics.median(r["images_per_second"] for r in records)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_iwae import time_to  # noqa: E402
 
+from pyro_vae import files  # noqa: E402
 from pyro_vae.evaluation import plots  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def curves_in(folder: Path) -> dict[str, list[dict]]:
     report = folder / "reproduce_iwae.json"
     if report.exists():
         return json.loads(report.read_text())["curves"]
-    return {"pyro-vae": [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]}
+    return {"pyro-vae": files.read_jsonl(folder / "metrics.jsonl")}
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one: temporary file, fsync, rename."""
+"""Writing files so that a crash never leaves a half-written one (temporary file, fsync, rename), and reading
+the JSON lines back."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def append_jsonl(path: Path, obj: Any) -> None:
         f.write(json.dumps(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list:
+    """The records of a file of JSON lines (as write_jsonl and append_jsonl write them; metrics.jsonl)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

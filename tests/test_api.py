@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import pyro_vae
+from pyro_vae import files
 from pyro_vae.cli.sample import main as sample_main
 from pyro_vae.cli.train import main
 from pyro_vae.core.model_config import ModelConfig
@@ -174,7 +175,7 @@ def test_tensorboard_event_files_hold_the_tags(trained):
     assert {"images/reconstructions", "images/samples"} <= set(tags["images"])
     assert any(tag.startswith("config") for tag in tags["tensors"])
     assert [e.step for e in events.Scalars("loss/test")] == [1, 2]
-    metrics = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    metrics = files.read_jsonl(trained / "metrics.jsonl")
     assert events.Scalars("elbo/test_kl")[-1].value == pytest.approx(metrics[-1]["test_kl"], rel=1e-6)
 
 

@@ -10,6 +10,7 @@ import pyro
 import pytest
 import torch
 
+from pyro_vae import files
 from pyro_vae.cli.train import main
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE
@@ -103,7 +104,7 @@ def test_the_autoencoder_trains_from_the_command_line(tmp_path, capsys):
         str(out),
     ]
     assert main(args) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = files.read_jsonl(out / "metrics.jsonl")
     assert records[1]["train_loss"] < records[0]["train_loss"]
     config = json.loads((out / "config.json").read_text())
     assert (config["beta"], config["model"]["guide"]) == (0.0, "delta")

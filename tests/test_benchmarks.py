@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyro_vae import files
 from pyro_vae.core.model import VAE
 from pyro_vae.core.model_config import ModelConfig
 
@@ -218,6 +219,37 @@ def test_each_peers_weights_give_this_projects_vae_the_peers_q_and_decoder(peer)
         torch.testing.assert_close(mine, peers_value, rtol=1e-4, atol=1e-5)
 
 
+def draws_table(stdout: str) -> dict[str, list[str]]:
+    """m2_label_draws.py's table: the cells of each draw's row, by its first cell."""
+    rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| draw ")]
+    return {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows}
+
+
+def test_m2_label_draws_trains_each_draw_then_resumes_or_reads_its_run(tmp_path):
+    """Two draws for one epoch, their mean ± sd that of the table's cells; then --epochs 2 resumes draw 2's run
+    (its first epoch's accuracy unchanged) and a second call with the same flags trains nothing."""
+    draws = ["benchmarks/m2_label_draws.py", "--out", str(tmp_path), "--threads", "1"]
+    first = run([*draws, "--epochs", "1", "--draws", "1", "2"])
+    assert first.returncode == 0, first.stderr
+    rows = draws_table(first.stdout)
+    accuracies = [float(rows[f"draw {d}"][0]) for d in (1, 2)]
+    mean, sd = re.search(r"test accuracy after epoch 1: (0\.\d{4}) ± (0\.\d{4}) \(2 draws\)", first.stdout).groups()
+    # the cells and the line are each rounded to 4 decimals: the mean off by at most 1e-4, the sd by 1.5e-4
+    assert abs(float(mean) - np.mean(accuracies)) <= 1e-4 and abs(float(sd) - np.std(accuracies, ddof=1)) <= 1.5e-4
+    longer = run([*draws, "--epochs", "2", "--draws", "2"])
+    assert longer.returncode == 0, longer.stderr
+    assert f"--resume {tmp_path / 'draw-2'}" in longer.stderr and "| 100 labels, after epoch | 1 | 2 |" in longer.stdout
+    assert draws_table(longer.stdout)["draw 2"][0] == rows["draw 2"][0]
+    again = run([*draws, "--epochs", "2", "--draws", "2"])
+    assert again.returncode == 0 and "draw 2:" not in again.stderr and again.stdout == longer.stdout
+
+
+def test_m2_label_draws_refuses_a_folder_without_a_checkpoint(tmp_path):
+    (tmp_path / "draw-1").mkdir()
+    result = run(["benchmarks/m2_label_draws.py", "--out", str(tmp_path), "--draws", "1"])
+    assert result.returncode == 1 and "exists without a checkpoint" in result.stderr.strip().splitlines()[-1]
+
+
 def test_m2_ablation_trains_a_variant_and_prints_its_accuracy():
     result = run(["benchmarks/m2_ablation.py", "--epochs", "1", "--variants", "sampled + aux", "--threads", "1"])
     assert result.returncode == 0, result.stderr
@@ -364,7 +396,7 @@ def test_reproduce_iwae_records_the_quality_curve_and_the_time_to_a_target(data_
     ]
     result = run([*common, "--out", str(tmp_path / "run")])
     assert result.returncode == 0, result.stderr
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = files.read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [(m["eval_images"], m["eval_samples"]) for m in metrics] == [(40, 4), (40, 4)]
     assert (tmp_path / "run" / "quality_curve.png").stat().st_size > 0
     assert "pyro-vae: log p(x) >= -90.0 on the curve's 40 images (K = 4): not reached" in result.stdout

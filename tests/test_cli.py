@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_vae import files
 from pyro_vae.cli.train import main
 from pyro_vae.training.checkpoint import store
 
@@ -54,7 +55,7 @@ def test_one_short_epoch_writes_every_output(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
     config = json.loads((out / "config.json").read_text())
     assert config["estimator"] == "trace" and config["model"]["hidden"] == [64]
-    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (record,) = files.read_jsonl(out / "metrics.jsonl")
     assert set(record) >= {"epoch", "step", "train_loss", "test_loss", "seconds", "images_per_second"}
     assert record["step"] == 16 and 100 < record["test_loss"] < 700  # 4000 images / 256
     summary = json.loads((out / "summary.json").read_text())
@@ -304,7 +305,7 @@ def test_eval_samples_writes_log_likelihood_and_evaluate_reads_the_checkpoint(tm
         )
         == 0
     )
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = files.read_jsonl(out / "metrics.jsonl")
     assert ["test_log_likelihood" in r for r in records] == [False, True, True]
     assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-3 * 0.1**0.5, 1e-4])
     final = records[-1]
@@ -352,7 +353,7 @@ def test_richer_guides_train_resume_and_evaluate_from_the_command_line(tmp_path,
     ]
     assert main([*common, "--epochs", "1", "--out", str(out)]) == 0
     assert main([*common, "--epochs", "2", "--resume", str(out)]) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = files.read_jsonl(out / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2] and records[1]["test_loss"] < records[0]["test_loss"]
     assert evaluate_main([str(out), "--samples", "10", "--images", "100"]) == 0
     assert json.loads((out / "evaluation-epoch2-K10.json").read_text())["epoch"] == 2
@@ -390,7 +391,7 @@ def test_local_guide_trains_on_its_fixed_subsets(tmp_path):
     )
     config = json.loads((out / "config.json").read_text())["model"]
     assert (config["local_points"], config["local_test_points"]) == (200, 200)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = files.read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [4, 8, 12, 16]  # 200 training images a epoch, batch 50
     assert records[-1]["test_loss"] < records[0]["test_loss"]
     state = store.load(out / "checkpoint.pt").model_state

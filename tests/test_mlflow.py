@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import pyro_vae
+from pyro_vae import files
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.train import build_parser, main
 from pyro_vae.errors import ConfigError
@@ -53,7 +54,7 @@ def test_the_config_metrics_figures_and_folder_reach_mlflow(logged):
     assert run.data.params["lr"] == str(config["lr"]) and run.data.params["model.z_dim"] == "2"
     assert run.data.params["model.hidden"] == "[32]"
     assert run.data.tags[mlflow_log.FOLDER_TAG] == str(logged.resolve())
-    metrics = [json.loads(line) for line in (logged / "metrics.jsonl").read_text().splitlines()]
+    metrics = files.read_jsonl(logged / "metrics.jsonl")
     for key in ("train_loss", "test_loss", "test_kl", "lr", "kl_weight"):
         assert history(client, run, key) == [(m["epoch"], m[key]) for m in metrics]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

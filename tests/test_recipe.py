@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from pyro_vae import TrainConfig, data, train
+from pyro_vae import TrainConfig, data, files, train
 from pyro_vae.cli.train import main
 from pyro_vae.core.model import VAE
 from pyro_vae.core.model_config import ModelConfig
@@ -145,6 +145,6 @@ def test_the_command_line_takes_the_recipe(tmp_path):
         0.95,
         True,
     )
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = files.read_jsonl(out / "metrics.jsonl")
     assert [m["lr"] for m in metrics] == pytest.approx([1e-3, 1e-4])  # 2 epochs: stage 0, then the last
     assert metrics[-1]["eval_images"] == 10

@@ -18,6 +18,7 @@ import torch
 import pyro_vae.training.build as build_module
 import pyro_vae.training.objective as objective_module
 import pyro_vae.training.run as run_module
+from pyro_vae import files
 from pyro_vae.cli.train import main
 from pyro_vae.errors import ConfigError
 from pyro_vae.training.checkpoint import store
@@ -29,7 +30,7 @@ SMALL = ["--hidden", "32", "--z-dim", "2", "--no-progress", "--threads", "1"]
 
 def final_state(run: Path) -> tuple[dict, list[dict]]:
     checkpoint = store.load(run / "checkpoint.pt")
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = files.read_jsonl(run / "metrics.jsonl")
     return checkpoint.model_state, metrics
 
 
@@ -212,6 +213,16 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nothing in it ran" in err and "weights_only=False" not in err
     assert not _Exploit.marker.exists()
+
+
+def test_json_lines_read_back_as_written_and_appended(tmp_path):
+    """read_jsonl gives back write_jsonl's records, then append_jsonl's, in order (metrics.jsonl's round trip)."""
+    path = tmp_path / "metrics.jsonl"
+    files.write_jsonl(path, [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": float("inf")}])
+    files.append_jsonl(path, {"epoch": 3, "note": 'a "quoted" line'})
+    assert files.read_jsonl(path) == [
+        {"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": float("inf")}, {"epoch": 3, "note": 'a "quoted" line'},
+    ]  # fmt: skip
 
 
 def test_resume_removes_the_temporary_file_of_an_interrupted_write(tmp_path):

@@ -3,12 +3,12 @@ pathwise `trace`, without the reparameterization trick; they train and resume fr
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 
+from pyro_vae import files
 from pyro_vae.cli.train import main
 from pyro_vae.core.estimators import ELBOLoss, build_elbo
 from pyro_vae.core.model import VAE
@@ -110,8 +110,6 @@ def test_the_baseline_estimator_trains_and_resumes_exactly_from_the_command_line
     assert main([*common, "--epochs", "2", "--out", str(straight)]) == 0
     assert main([*common, "--epochs", "1", "--out", str(resumed)]) == 0
     assert main(["--resume", str(resumed), "--epochs", "2", "--no-progress"]) == 0
-    records = [
-        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, resumed)
-    ]
+    records = [files.read_jsonl(run / "metrics.jsonl") for run in (straight, resumed)]
     assert [r["test_loss"] for r in records[0]] == [r["test_loss"] for r in records[1]]
     assert records[0][1]["test_loss"] < records[0][0]["test_loss"]

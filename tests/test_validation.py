@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from pyro_vae import data
+from pyro_vae import data, files
 from pyro_vae.cli.train import main
 from pyro_vae.core.model_config import ModelConfig
 from pyro_vae.training.config import TrainConfig
@@ -46,7 +46,7 @@ def test_mnist_holds_out_ten_thousand_by_default(data_dir):
 def test_the_validation_loss_is_recorded_and_chooses_the_best_epoch(tmp_path):
     out = tmp_path / "run"
     assert main(SMALL + ["--epochs", "2", "--validation", "500", "--out", str(out)]) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = files.read_jsonl(out / "metrics.jsonl")
     assert all("validation_loss" in r for r in records)
     summary = json.loads((out / "summary.json").read_text())
     best = min(records, key=lambda r: r["validation_loss"])
