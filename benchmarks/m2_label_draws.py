@@ -70,7 +70,7 @@ def table(args: argparse.Namespace) -> str:
     """The markdown table of the draws' test accuracy, and the line of their mean ± sd after --epochs."""
     columns = [e for e in COLUMNS if e < args.epochs] + [args.epochs]
     lines = [
-        f"| {args.labels} labels, after epoch | " + " | ".join(map(str, columns)) + " | minutes | s an epoch |",
+        f"| {args.labels:,} labels, after epoch | " + " | ".join(map(str, columns)) + " | minutes | s an epoch |",
         "| --- |" + " ---: |" * (len(columns) + 2),
     ]
     finals = []
