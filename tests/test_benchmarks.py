@@ -289,7 +289,9 @@ def test_binarization_draw_times_both_draws_and_epochs_with_each():
 
 
 def test_step_profile_prints_the_profilers_table_and_the_milliseconds_per_step():
-    result = run(["benchmarks/step_profile.py", "--skip", "2", "--steps", "3", "--rows", "5"])
+    """Every row of the table asked for: which kernels lead it depends on what else the machine runs (a CI run
+    beside two trainings had neither the GEMM nor Adam in its top five)."""
+    result = run(["benchmarks/step_profile.py", "--skip", "2", "--steps", "3", "--rows", "1000"])
     assert result.returncode == 0, result.stderr
     assert "aten::mm" in result.stdout and "aten::_fused_adam_" in result.stdout
     step, gemms = re.search(
