@@ -60,10 +60,8 @@ def train(args: argparse.Namespace, draw: int, out: Path) -> None:
     print(f"draw {draw}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     if subprocess.run(command, cwd=ROOT, stdout=sys.stderr).returncode != 0:
         raise SystemExit(f"error: draw {draw}'s run failed; its folder {out} resumes where it stopped")
-    if epochs_done(out) < args.epochs:
-        raise SystemExit(
-            f"error: draw {draw}'s run ended at epoch {epochs_done(out)} of {args.epochs} (stopped early?)"
-        )
+    if (done := epochs_done(out)) < args.epochs:
+        raise SystemExit(f"error: draw {draw}'s run ended at epoch {done} of {args.epochs} (stopped early?)")
 
 
 def table(args: argparse.Namespace) -> str:
