@@ -244,6 +244,19 @@ def test_m2_label_draws_trains_each_draw_then_resumes_or_reads_its_run(tmp_path)
     assert again.returncode == 0 and "draw 2:" not in again.stderr and again.stdout == longer.stdout
 
 
+def test_m2_label_draws_reports_the_test_accuracy_at_each_runs_best_validation_accuracy(tmp_path):
+    """With a validation split held out (here 400 of the default digits), each run records its validation
+    accuracy; the table adds the test accuracy of the first epoch of highest validation accuracy, and its mean."""
+    draws = ["benchmarks/m2_label_draws.py", "--out", str(tmp_path), "--threads", "1", "--epochs", "3"]
+    result = run([*draws, "--draws", "1", "--", "--validation", "400"])
+    assert result.returncode == 0, result.stderr
+    records = files.read_jsonl(tmp_path / "draw-1" / "metrics.jsonl")
+    best = max(records, key=lambda r: (r["validation_accuracy"], -r["epoch"]))
+    assert draws_table(result.stdout)["draw 1"][3] == f"{best['test_accuracy']:.4f} ({best['epoch']})"
+    line = f"test accuracy at each run's best validation accuracy: {best['test_accuracy']:.4f} (1 draw)"
+    assert "| at best validation (epoch) |" in result.stdout and line in result.stdout
+
+
 def test_m2_label_draws_refuses_a_folder_without_a_checkpoint(tmp_path):
     (tmp_path / "draw-1").mkdir()
     result = run(["benchmarks/m2_label_draws.py", "--out", str(tmp_path), "--draws", "1"])
