@@ -71,11 +71,11 @@ def table(args: argparse.Namespace) -> str:
     columns = [e for e in COLUMNS if e < args.epochs] + [args.epochs]
     runs = {d: {r["epoch"]: r for r in files.read_jsonl(args.out / f"draw-{d}" / "metrics.jsonl")} for d in args.draws}
     validated = all("validation_accuracy" in records[1] for records in runs.values())
+    header = [*map(str, columns), *(["at best validation (epoch)"] if validated else []), "minutes", "s an epoch"]
     lines = [
-        f"| {args.labels:,} labels, after epoch | " + " | ".join(map(str, columns))
-        + (" | at best validation (epoch)" if validated else "") + " | minutes | s an epoch |",
-        "| --- |" + " ---: |" * (len(columns) + 2 + validated),
-    ]  # fmt: skip
+        f"| {args.labels:,} labels, after epoch | " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * len(header),
+    ]
     finals, chosen = [], []
     for draw, records in runs.items():
         cells = [f"{records[e]['test_accuracy']:.4f}" for e in columns]
