@@ -108,6 +108,14 @@ class Dataset:
             test_rows=move(self.test_rows),
         )
 
+    def evaluation_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+        """The splits an epoch is evaluated on, by name: "test", and "validation" where one is held out, each
+        as (images, labels, rows), None where the data has no labels or no rows (validation images have none)."""
+        splits = {"test": (self.test, self.test_labels, self.test_rows)}
+        if self.validation is not None:
+            splits["validation"] = (self.validation, self.validation_labels, None)
+        return splits
+
     def first_test(self, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The first `count` test images (all by default) and their rows (None without rows)."""
         return self.test[:count], None if self.test_rows is None else self.test_rows[:count]

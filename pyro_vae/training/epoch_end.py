@@ -65,12 +65,9 @@ def program_metrics(vae: Program, dataset: Dataset) -> dict[str, float]:
     """What the program says of itself (M2: its accuracy) on the test split, as test_NAME, and on the
     validation split where one is held out, as validation_NAME (an epoch chosen by it never sees the test
     labels: Pyro's M2 tutorial reports the test accuracy at the best validation accuracy)."""
-    splits = {"test": (dataset.test, dataset.test_labels)}
-    if dataset.validation is not None:
-        splits["validation"] = (dataset.validation, dataset.validation_labels)
     return {
         f"{split}_{name}": value
-        for split, (images, labels) in splits.items()
+        for split, (images, labels, _) in dataset.evaluation_splits().items()
         for name, value in vae.metrics(images, labels if vae.takes_labels else None).items()
     }
 
@@ -95,11 +92,8 @@ def epoch_evaluation(run: Run, show_bars: bool) -> tuple[ElboTerms, ElboTerms | 
 def split_elbo_terms(vae: VAE | Program, dataset: Dataset, world: World) -> tuple[ElboTerms, ElboTerms | None]:
     """The test split's -ELBO terms and the validation split's (None without one), their images shared out
     over the ranks; a program of images and labels is given theirs."""
-    labelled = vae.takes_labels
-    test = evaluate.elbo_terms(
-        vae, dataset.test, rows=dataset.test_rows, world=world, labels=dataset.test_labels if labelled else None
-    )
-    if dataset.validation is None:
-        return test, None
-    labels = dataset.validation_labels if labelled else None
-    return test, evaluate.elbo_terms(vae, dataset.validation, world=world, labels=labels)
+    terms = {
+        split: evaluate.elbo_terms(vae, images, rows=rows, world=world, labels=labels if vae.takes_labels else None)
+        for split, (images, labels, rows) in dataset.evaluation_splits().items()
+    }
+    return terms["test"], terms.get("validation")
