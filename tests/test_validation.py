@@ -31,6 +31,17 @@ def test_hold_out_is_a_fixed_disjoint_draw_with_its_labels():
     assert set(a.validation_labels.tolist()) == set(range(10))  # a random draw, not one digit
 
 
+def test_an_epoch_is_evaluated_on_the_test_split_and_the_held_out_one_with_their_labels():
+    dataset = data.with_rows(data.load_dataset("default"))
+    assert list(dataset.evaluation_splits()) == ["test"]
+    images, labels, rows = dataset.evaluation_splits()["test"]
+    assert images is dataset.test and labels is dataset.test_labels and rows is dataset.test_rows
+    held = data.hold_out(dataset, 300)
+    assert list(held.evaluation_splits()) == ["test", "validation"]
+    images, labels, rows = held.evaluation_splits()["validation"]
+    assert images is held.validation and labels is held.validation_labels and rows is None
+
+
 def test_mnist_holds_out_ten_thousand_by_default(data_dir):
     dataset = load_training_data(TrainConfig(dataset="mnist", data_dir=str(data_dir)), torch.device("cpu"))
     assert (dataset.train.shape[0], dataset.validation.shape[0], dataset.test.shape[0]) == (50000, 10000, 10000)
